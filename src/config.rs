@@ -1,0 +1,381 @@
+//! Configuration: TOML file + `HEARKEN_SECTION__KEY=value` environment overrides, validated into
+//! typed settings. Every error names the key path (e.g. `media.port_min`).
+//!
+//! Not here: reloading at run time.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("config key `{key}`: {msg}")]
+    Key { key: String, msg: String },
+}
+
+fn key_err(key: &str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_string(),
+        msg: msg.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub pbx: PbxConfig,
+    pub agents: AgentsConfig,
+    pub media: MediaConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Address the proxy listens on, UDP and TCP.
+    pub listen: SocketAddr,
+    /// Address written into Via and Record-Route; defaults to the listen address, and must be
+    /// set when listening on a wildcard address.
+    pub advertise: Option<IpAddr>,
+    /// Seconds a finished transaction is remembered for retransmissions (64×T1 = 32 s).
+    pub transaction_linger_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PbxConfig {
+    /// Sources (`ip` or `ip:port`) whose requests come from the PBX: their leg is the customer leg.
+    pub addresses: Vec<String>,
+    /// Next hop for out-of-dialog requests from agents (REGISTER, agent-originated INVITE):
+    /// a SIP URI or `host:port`, `;transport=tcp` to use TCP.
+    pub route: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Next hop for PBX requests addressed to Hearken itself (optional). Requests whose
+    /// Request-URI names another host go there.
+    pub route: Option<String>,
+    /// Header carrying the agent id (e.g. `X-Agent-Id`); default is the agent-side user part.
+    pub agent_id_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Address the relay binds its RTP ports on and writes into SDP.
+    pub address: Option<IpAddr>,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// A leg that sends nothing for this long ends the call's media session.
+    pub rtp_timeout_s: u64,
+    /// The same while the leg is on hold.
+    pub hold_timeout_s: u64,
+    /// Frames queued towards analysis before the tap starts dropping.
+    pub tap_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Status and metrics endpoint; empty string disables it.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter, e.g. `info` or `hearken=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sip: SipConfig::default(),
+            pbx: PbxConfig::default(),
+            agents: AgentsConfig::default(),
+            media: MediaConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: "127.0.0.1:5060".parse().unwrap(),
+            advertise: None,
+            transaction_linger_s: 32,
+        }
+    }
+}
+impl Default for PbxConfig {
+    fn default() -> Self {
+        PbxConfig {
+            addresses: vec!["127.0.0.1:5080".into()],
+            route: "127.0.0.1:5080".into(),
+        }
+    }
+}
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            route: None,
+            agent_id_header: None,
+        }
+    }
+}
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            address: None,
+            port_min: 30000,
+            port_max: 30999,
+            rtp_timeout_s: 30,
+            hold_timeout_s: 3600,
+            tap_queue: 4096,
+        }
+    }
+}
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// A PBX source pattern: an IP, optionally with a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcePattern {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl SourcePattern {
+    pub fn matches(&self, a: SocketAddr) -> bool {
+        self.ip == a.ip() && self.port.is_none_or(|p| p == a.port())
+    }
+}
+
+impl Config {
+    /// Load from a file (if given) and the process environment, then validate.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                path: p.display().to_string(),
+                source: e,
+            })?,
+            None => String::new(),
+        };
+        Self::from_parts(&text, std::env::vars())
+    }
+
+    /// Parse TOML text, apply `HEARKEN_SECTION__KEY` overrides, validate.
+    pub fn from_parts(
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        for (k, v) in env {
+            let Some(path) = k.strip_prefix("HEARKEN_") else {
+                continue;
+            };
+            let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            if parts.len() != 2 {
+                continue;
+            }
+            // Values are TOML when they parse as such (numbers, arrays), strings otherwise.
+            let parsed: toml::Value = format!("v = {v}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(v));
+            let section = value
+                .entry(parts[0].clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            match section.as_table_mut() {
+                Some(t) => {
+                    t.insert(parts[1].clone(), parsed);
+                }
+                None => return Err(key_err(&parts[0], "is not a table")),
+            }
+        }
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Key {
+                    key,
+                    msg: e.into_inner().to_string(),
+                }
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.sip.listen.ip().is_unspecified() && self.sip.advertise.is_none() {
+            return Err(key_err(
+                "sip.advertise",
+                "must be set when sip.listen is a wildcard address",
+            ));
+        }
+        let m = &self.media;
+        if m.port_min % 2 != 0 {
+            return Err(key_err(
+                "media.port_min",
+                "must be even (RTP on even ports, RFC 3550 §11)",
+            ));
+        }
+        if m.port_min < 1024 || m.port_max <= m.port_min + 1 {
+            return Err(key_err(
+                "media.port_max",
+                "range must hold at least one port pair above 1023",
+            ));
+        }
+        if m.tap_queue == 0 {
+            return Err(key_err("media.tap_queue", "must be at least 1"));
+        }
+        if m.rtp_timeout_s == 0 {
+            return Err(key_err("media.rtp_timeout_s", "must be at least 1"));
+        }
+        if let Some(a) = m.address {
+            if a.is_unspecified() {
+                return Err(key_err(
+                    "media.address",
+                    "must be a concrete address peers can reach",
+                ));
+            }
+        }
+        self.pbx_sources()?;
+        crate::sip::proxy::Target::parse(&self.pbx.route)
+            .ok_or_else(|| key_err("pbx.route", "is not host:port or a SIP URI"))?;
+        if let Some(r) = &self.agents.route {
+            crate::sip::proxy::Target::parse(r)
+                .ok_or_else(|| key_err("agents.route", "is not host:port or a SIP URI"))?;
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
+            return Err(key_err(
+                "http.listen",
+                "is not ip:port (or empty to disable)",
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(key_err("log.format", "must be `text` or `json`"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(key_err("log.level", "is not a tracing filter"));
+        }
+        Ok(())
+    }
+
+    pub fn pbx_sources(&self) -> Result<Vec<SourcePattern>, ConfigError> {
+        self.pbx
+            .addresses
+            .iter()
+            .map(|s| {
+                if let Ok(sa) = s.parse::<SocketAddr>() {
+                    return Ok(SourcePattern {
+                        ip: sa.ip(),
+                        port: Some(sa.port()),
+                    });
+                }
+                s.parse::<IpAddr>()
+                    .map(|ip| SourcePattern { ip, port: None })
+                    .map_err(|_| key_err("pbx.addresses", format!("`{s}` is not an ip or ip:port")))
+            })
+            .collect()
+    }
+
+    /// Address written into Via / Record-Route.
+    pub fn sip_advertise(&self) -> IpAddr {
+        self.sip.advertise.unwrap_or(self.sip.listen.ip())
+    }
+    /// Address for RTP.
+    pub fn media_address(&self) -> IpAddr {
+        self.media.address.unwrap_or_else(|| self.sip_advertise())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(t: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_parts(t, env.iter().map(|(a, b)| (a.to_string(), b.to_string())))
+    }
+
+    #[test]
+    fn shipped_default_config_loads() {
+        let text = include_str!("../config/hearken.toml");
+        load(text, &[]).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load("[media]\nport_min = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("media.port_min"), "{e}");
+        let e = load("[media]\nport_min = 30001\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("media.port_min"), "{e}");
+        let e = load("[sip]\nlisten = \"nonsense\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.listen"), "{e}");
+        let e = load("[sip]\nbogus = 1\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = load("[pbx]\naddresses = [\"pbx.example\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pbx.addresses"), "{e}");
+        let e = load("[sip]\nlisten = \"0.0.0.0:5060\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.advertise"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides() {
+        let c = load(
+            "",
+            &[
+                ("HEARKEN_MEDIA__PORT_MIN", "40000"),
+                ("HEARKEN_MEDIA__PORT_MAX", "40100"),
+                ("HEARKEN_PBX__ROUTE", "10.0.0.1:5060"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.media.port_min, 40000);
+        assert_eq!(c.pbx.route, "10.0.0.1:5060");
+        let e = load("", &[("HEARKEN_MEDIA__PORT_MIN", "abc")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("media.port_min"), "{e}");
+    }
+}

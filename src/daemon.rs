@@ -1,0 +1,117 @@
+//! Wires the daemon together: binds the SIP and HTTP sockets, creates the port pool, the tap
+//! queue and its consumer, and runs the SIP driver until shutdown.
+//!
+//! Not here: CLI parsing and logging setup (main.rs).
+
+use crate::config::Config;
+use crate::io::http::{router, HttpState};
+use crate::io::media::{MediaManager, MediaSettings, RelayStats, TapFrame};
+use crate::io::sip::SipDriver;
+use crate::media::ports::PortPool;
+use crate::sip::proxy::{Proxy, ProxyConfig, SipStats, Target};
+use anyhow::Context;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let udp = tokio::net::UdpSocket::bind(cfg.sip.listen)
+        .await
+        .with_context(|| format!("sip.listen: cannot bind UDP {}", cfg.sip.listen))?;
+    let tcp = tokio::net::TcpListener::bind(cfg.sip.listen)
+        .await
+        .with_context(|| format!("sip.listen: cannot bind TCP {}", cfg.sip.listen))?;
+    let local = udp.local_addr()?;
+    let pool = Arc::new(Mutex::new(PortPool::new(
+        cfg.media.port_min,
+        cfg.media.port_max,
+    )));
+    let relay_stats = Arc::new(RelayStats::default());
+    let sip_stats = Arc::new(SipStats::default());
+    let (tap_tx, tap_rx) = mpsc::channel::<TapFrame>(cfg.media.tap_queue);
+    tokio::spawn(tap_consumer(tap_rx));
+    let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+    let media = MediaManager::new(
+        MediaSettings {
+            addr: cfg.media_address(),
+            rtp_timeout: Duration::from_secs(cfg.media.rtp_timeout_s),
+            hold_timeout: Duration::from_secs(cfg.media.hold_timeout_s),
+        },
+        pool.clone(),
+        tap_tx,
+        relay_stats.clone(),
+        ended_tx,
+    );
+    let proxy = Proxy::new(
+        ProxyConfig {
+            host: cfg.sip_advertise(),
+            port: local.port(),
+            media_host: cfg.media_address(),
+            pbx_sources: cfg.pbx_sources()?,
+            pbx_route: Target::parse(&cfg.pbx.route).context("pbx.route")?,
+            agents_route: cfg.agents.route.as_deref().and_then(Target::parse),
+            agent_id_header: cfg.agents.agent_id_header.clone(),
+            linger: Duration::from_secs(cfg.sip.transaction_linger_s),
+        },
+        sip_stats.clone(),
+    );
+    if !cfg.http.listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+            .await
+            .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
+        let app = router(HttpState {
+            relay: relay_stats,
+            sip: sip_stats,
+            pool: pool.clone(),
+            registry: media.registry.clone(),
+        });
+        tracing::info!(addr = %cfg.http.listen, "status endpoint listening");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    tracing::info!(
+        sip = %local,
+        media = %cfg.media_address(),
+        ports = format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
+        "hearken relay running"
+    );
+    let driver = SipDriver {
+        proxy,
+        media,
+        udp: Arc::new(udp),
+        tcp,
+        media_ended: ended_rx,
+    };
+    tokio::select! {
+        _ = driver.run() => {}
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Drains the tap. Analysis (decode, VAD, turn-taking) attaches here; until then frames are
+/// consumed so the queue measures only real back-pressure.
+async fn tap_consumer(mut rx: mpsc::Receiver<TapFrame>) {
+    while let Some(f) = rx.recv().await {
+        tracing::trace!(
+            call = f.call,
+            leg = f.leg.leg_name(),
+            seq = f.header.sequence,
+            len = f.payload().len(),
+            "tap frame"
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! HTTP status endpoint: `/healthz`, `/status` (relay and SIP counters), `/calls` (active calls
+//! with ports and per-leg counters; internal ids only, never numbers, URIs or Call-IDs).
+//!
+//! Not here: Prometheus metrics (they get their own module).
+
+use crate::io::media::{Registry, RelayStats};
+use crate::media::ports::PortPool;
+use crate::media::session::DropReason;
+use crate::sip::proxy::SipStats;
+use axum::{extract::State, routing::get, Json, Router};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub relay: Arc<RelayStats>,
+    pub sip: Arc<SipStats>,
+    pub pool: Arc<Mutex<PortPool>>,
+    pub registry: Registry,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/status", get(status))
+        .route("/calls", get(calls))
+        .with_state(state)
+}
+
+async fn status(State(s): State<HttpState>) -> Json<Value> {
+    let r = &s.relay;
+    let q = &s.sip;
+    let (in_use, capacity) = {
+        let p = s.pool.lock().unwrap_or_else(|e| e.into_inner());
+        (p.in_use(), p.capacity())
+    };
+    let dropped: serde_json::Map<String, Value> = DropReason::ALL
+        .iter()
+        .map(|d| (d.label().to_string(), json!(r.dropped(*d))))
+        .collect();
+    Json(json!({
+        "relay": {
+            "active_calls": r.active_calls.load(Relaxed),
+            "forwarded_packets": r.forwarded_packets.load(Relaxed),
+            "forwarded_bytes": r.forwarded_bytes.load(Relaxed),
+            "dropped": dropped,
+            "send_errors": r.send_errors.load(Relaxed),
+            "tap_frames": r.tap_frames.load(Relaxed),
+            "tap_dropped": r.tap_dropped.load(Relaxed),
+            "rtp_timeouts": r.rtp_timeouts.load(Relaxed),
+            "port_pairs_in_use": in_use,
+            "port_pairs_total": capacity,
+        },
+        "sip": {
+            "requests": q.requests.load(Relaxed),
+            "responses": q.responses.load(Relaxed),
+            "malformed": q.malformed.load(Relaxed),
+            "answered_locally": q.answered_locally.load(Relaxed),
+            "retransmissions": q.retransmissions.load(Relaxed),
+            "stray_responses": q.stray_responses.load(Relaxed),
+            "ports_exhausted": q.ports_exhausted.load(Relaxed),
+            "bad_sdp": q.bad_sdp.load(Relaxed),
+            "calls_started": q.calls_started.load(Relaxed),
+            "calls_ended": q.calls_ended.load(Relaxed),
+        }
+    }))
+}
+
+async fn calls(State(s): State<HttpState>) -> Json<Value> {
+    let reg = s.registry.lock().unwrap_or_else(|e| e.into_inner());
+    let mut list: Vec<_> = reg.values().cloned().collect();
+    list.sort_by_key(|c| c.id);
+    Json(json!({ "calls": list }))
+}

@@ -1,0 +1,482 @@
+//! Media driver: binds relay ports and runs one owner task per call that moves datagrams
+//! between the legs according to [`MediaSession`] verdicts. A packet is forwarded first and only
+//! then offered to the tap, through a bounded queue: when analysis is behind, the frame is dropped
+//! and counted, and the relay never waits. Sends are non-blocking (`try_send_to`).
+//!
+//! Not here: what the verdicts are (session core), SIP (the SIP driver calls [`MediaManager`]).
+
+use crate::media::ports::PortPool;
+use crate::media::session::{DropReason, MediaEvent, MediaSession, Port, Verdict};
+use crate::rtp::RtpHeader;
+use crate::sdp::{self, RelayPorts};
+use crate::sip::proxy::{EndReason, MediaControl, PortsExhausted, Side, StreamPorts};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// One RTP packet handed to analysis: which call and leg, when it arrived, its header, and the
+/// whole packet (payload at `header.payload_offset`).
+#[derive(Debug, Clone)]
+pub struct TapFrame {
+    pub call: u64,
+    pub leg: Side,
+    pub stream: usize,
+    pub arrival: Instant,
+    pub header: RtpHeader,
+    pub packet: Vec<u8>,
+}
+
+impl TapFrame {
+    pub fn payload(&self) -> &[u8] {
+        &self.packet
+            [self.header.payload_offset..self.header.payload_offset + self.header.payload_len]
+    }
+}
+
+/// Relay-wide counters (exported on /status, later /metrics).
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub forwarded_packets: AtomicU64,
+    pub forwarded_bytes: AtomicU64,
+    pub dropped: [AtomicU64; 3],
+    pub send_errors: AtomicU64,
+    pub tap_frames: AtomicU64,
+    pub tap_dropped: AtomicU64,
+    pub active_calls: AtomicU64,
+    pub rtp_timeouts: AtomicU64,
+}
+
+impl RelayStats {
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.dropped[r as usize].load(Relaxed)
+    }
+}
+
+/// A call as shown on /calls: no numbers, URIs or Call-IDs, only the internal id.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CallSnapshot {
+    pub id: u64,
+    pub agent_id: String,
+    pub streams: Vec<StreamSnapshot>,
+    pub on_hold: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct StreamSnapshot {
+    /// Relay ports the customer (PBX) side sends to.
+    pub customer_port: u16,
+    /// Relay ports the agent side sends to.
+    pub agent_port: u16,
+    pub customer: LegSnapshot,
+    pub agent: LegSnapshot,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LegSnapshot {
+    pub latched: Option<SocketAddr>,
+    pub rtp_in: u64,
+    pub rtcp_in: u64,
+    pub forwarded: u64,
+    pub dropped_malformed: u64,
+    pub dropped_source_mismatch: u64,
+    pub dropped_no_destination: u64,
+}
+
+pub type Registry = Arc<Mutex<HashMap<u64, CallSnapshot>>>;
+
+enum CallCmd {
+    Remote(Side, sdp::Session),
+    AddStream(Box<StreamSockets>),
+    Close(EndReason),
+}
+
+/// The four sockets of one m-line: [PBX-facing RTP, PBX-facing RTCP, agent-facing RTP, agent-facing RTCP].
+pub struct StreamSockets {
+    socks: [UdpSocket; 4],
+    ports: StreamPorts,
+}
+
+fn sock_index(side: Side, port: Port) -> usize {
+    side.index() * 2 + if port == Port::Rtp { 0 } else { 1 }
+}
+
+struct CallHandle {
+    tx: mpsc::UnboundedSender<CallCmd>,
+    ports: Vec<StreamPorts>,
+}
+
+#[derive(Clone)]
+pub struct MediaSettings {
+    pub addr: IpAddr,
+    pub rtp_timeout: Duration,
+    pub hold_timeout: Duration,
+}
+
+/// Owns port allocation and the call tasks; driven by the SIP driver through [`MediaControl`].
+pub struct MediaManager {
+    settings: MediaSettings,
+    pool: Arc<Mutex<PortPool>>,
+    calls: HashMap<u64, CallHandle>,
+    tap: mpsc::Sender<TapFrame>,
+    stats: Arc<RelayStats>,
+    ended: mpsc::UnboundedSender<u64>,
+    pub registry: Registry,
+}
+
+impl MediaManager {
+    pub fn new(
+        settings: MediaSettings,
+        pool: Arc<Mutex<PortPool>>,
+        tap: mpsc::Sender<TapFrame>,
+        stats: Arc<RelayStats>,
+        ended: mpsc::UnboundedSender<u64>,
+    ) -> Self {
+        MediaManager {
+            settings,
+            pool,
+            calls: HashMap::new(),
+            tap,
+            stats,
+            ended,
+            registry: Default::default(),
+        }
+    }
+
+    /// Bind one port pair: RTP on `p`, RTCP on `p + 1`.
+    fn bind_pair(&self, p: u16) -> Option<(UdpSocket, UdpSocket)> {
+        let bind = |port| -> std::io::Result<UdpSocket> {
+            let s = std::net::UdpSocket::bind(SocketAddr::new(self.settings.addr, port))?;
+            s.set_nonblocking(true)?;
+            UdpSocket::from_std(s)
+        };
+        Some((bind(p).ok()?, bind(p + 1).ok()?))
+    }
+
+    fn take_pair(&self, taken: &mut Vec<u16>) -> Option<(u16, UdpSocket, UdpSocket)> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..pool.capacity() {
+            let p = pool.take()?;
+            match self.bind_pair(p) {
+                Some((a, b)) => {
+                    taken.push(p);
+                    return Some((p, a, b));
+                }
+                // Someone else holds it: leave it for later.
+                None => pool.skip(p),
+            }
+        }
+        None
+    }
+
+    fn allocate_stream(&self) -> Result<StreamSockets, PortsExhausted> {
+        let mut taken = Vec::new();
+        let pbx = self.take_pair(&mut taken);
+        let agent = if pbx.is_some() {
+            self.take_pair(&mut taken)
+        } else {
+            None
+        };
+        match (pbx, agent) {
+            (Some((pp, pr, pc)), Some((ap, ar, ac))) => Ok(StreamSockets {
+                socks: [pr, pc, ar, ac],
+                ports: StreamPorts {
+                    pbx: RelayPorts {
+                        rtp: pp,
+                        rtcp: pp + 1,
+                    },
+                    agent: RelayPorts {
+                        rtp: ap,
+                        rtcp: ap + 1,
+                    },
+                },
+            }),
+            _ => {
+                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                for p in taken {
+                    pool.release(p);
+                }
+                Err(PortsExhausted)
+            }
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+impl MediaControl for MediaManager {
+    fn open(
+        &mut self,
+        call: u64,
+        agent_id: &str,
+        streams: usize,
+    ) -> Result<Vec<StreamPorts>, PortsExhausted> {
+        let have = self.calls.get(&call).map_or(0, |c| c.ports.len());
+        let mut new = Vec::new();
+        for _ in have..streams {
+            match self.allocate_stream() {
+                Ok(s) => new.push(s),
+                Err(e) => {
+                    // Give back what this round took; dropping the sockets closes them.
+                    let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                    for s in new {
+                        pool.release(s.ports.pbx.rtp);
+                        pool.release(s.ports.agent.rtp);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if !self.calls.contains_key(&call) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = CallTask {
+                id: call,
+                streams: Vec::new(),
+                session: MediaSession::new(self.settings.rtp_timeout, self.settings.hold_timeout),
+                tap: self.tap.clone(),
+                stats: self.stats.clone(),
+                pool: self.pool.clone(),
+                registry: self.registry.clone(),
+                ended: self.ended.clone(),
+            };
+            self.registry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    call,
+                    CallSnapshot {
+                        id: call,
+                        agent_id: agent_id.to_string(),
+                        ..Default::default()
+                    },
+                );
+            self.stats.active_calls.fetch_add(1, Relaxed);
+            let span = tracing::info_span!("call", id = call, agent = %agent_id);
+            tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
+            self.calls.insert(
+                call,
+                CallHandle {
+                    tx,
+                    ports: Vec::new(),
+                },
+            );
+        }
+        let h = self.calls.get_mut(&call).expect("inserted above");
+        for s in new {
+            h.ports.push(s.ports);
+            let _ = h.tx.send(CallCmd::AddStream(Box::new(s)));
+        }
+        Ok(h.ports.clone())
+    }
+
+    fn remote(&mut self, call: u64, side: Side, session: &sdp::Session) {
+        if let Some(h) = self.calls.get(&call) {
+            let _ = h.tx.send(CallCmd::Remote(side, session.clone()));
+        }
+    }
+
+    fn close(&mut self, call: u64, reason: EndReason) {
+        if let Some(h) = self.calls.remove(&call) {
+            let _ = h.tx.send(CallCmd::Close(reason));
+        }
+    }
+}
+
+impl MediaManager {
+    /// The call task ended by itself (RTP timeout): forget its handle.
+    pub fn forget(&mut self, call: u64) {
+        self.calls.remove(&call);
+    }
+}
+
+struct CallTask {
+    id: u64,
+    streams: Vec<StreamSockets>,
+    session: MediaSession,
+    tap: mpsc::Sender<TapFrame>,
+    stats: Arc<RelayStats>,
+    pool: Arc<Mutex<PortPool>>,
+    registry: Registry,
+    ended: mpsc::UnboundedSender<u64>,
+}
+
+impl CallTask {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<CallCmd>) {
+        let mut buf = vec![0u8; 2048];
+        let mut snapshot = tokio::time::interval(Duration::from_millis(500));
+        let mut reason = "closed";
+        let mut start = 0usize;
+        loop {
+            let deadline = self
+                .session
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(CallCmd::Remote(side, s)) => self.session.handle_remote(side, &s, Instant::now()),
+                    Some(CallCmd::AddStream(s)) => self.streams.push(*s),
+                    Some(CallCmd::Close(r)) => { reason = r.label(); break }
+                    None => break,
+                },
+                (i, n, src) = recv_any(&self.streams, &mut buf, &mut start) => {
+                    self.handle_datagram(i, &buf[..n], src);
+                }
+                _ = sleep_until(deadline) => {
+                    if let Some(MediaEvent::RtpTimeout(side)) = self.session.handle_timeout(Instant::now()) {
+                        tracing::info!(leg = side.leg_name(), "rtp timeout, media session ended");
+                        self.stats.rtp_timeouts.fetch_add(1, Relaxed);
+                        let _ = self.ended.send(self.id);
+                        reason = "rtp_timeout";
+                        break;
+                    }
+                }
+                _ = snapshot.tick() => self.publish(),
+            }
+        }
+        tracing::debug!(reason, "media session closed");
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        let ports: Vec<StreamPorts> = self.streams.iter().map(|s| s.ports).collect();
+        // Close the sockets before the ports go back to the pool.
+        self.streams.clear();
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        for p in ports {
+            pool.release(p.pbx.rtp);
+            pool.release(p.agent.rtp);
+        }
+        self.stats.active_calls.fetch_sub(1, Relaxed);
+    }
+
+    fn handle_datagram(&mut self, i: usize, data: &[u8], src: SocketAddr) {
+        let (stream, sock) = (i / 4, i % 4);
+        let side = if sock < 2 { Side::Pbx } else { Side::Agent };
+        let port = if sock % 2 == 0 { Port::Rtp } else { Port::Rtcp };
+        let now = Instant::now();
+        match self
+            .session
+            .handle_packet(stream, side, port, src, data, now)
+        {
+            Verdict::Forward {
+                stream,
+                out_side,
+                out_port,
+                to,
+                tap,
+            } => {
+                let out = &self.streams[stream].socks[sock_index(out_side, out_port)];
+                match out.try_send_to(data, to) {
+                    Ok(_) => {
+                        self.stats.forwarded_packets.fetch_add(1, Relaxed);
+                        self.stats
+                            .forwarded_bytes
+                            .fetch_add(data.len() as u64, Relaxed);
+                    }
+                    Err(_) => {
+                        self.stats.send_errors.fetch_add(1, Relaxed);
+                    }
+                }
+                // Forwarded first; now the tap, which never waits.
+                if let Some(header) = tap {
+                    match self.tap.try_reserve() {
+                        Ok(permit) => {
+                            permit.send(TapFrame {
+                                call: self.id,
+                                leg: side,
+                                stream,
+                                arrival: now,
+                                header,
+                                packet: data.to_vec(),
+                            });
+                            self.stats.tap_frames.fetch_add(1, Relaxed);
+                        }
+                        Err(_) => {
+                            self.stats.tap_dropped.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+            Verdict::Drop(r) => {
+                self.stats.dropped[r as usize].fetch_add(1, Relaxed);
+                tracing::trace!(reason = r.label(), %src, "media packet dropped");
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(snap) = reg.get_mut(&self.id) else {
+            return;
+        };
+        snap.on_hold = self.session.on_hold();
+        snap.streams = self
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let leg = |side| {
+                    let c = self.session.counters(i, side).cloned().unwrap_or_default();
+                    LegSnapshot {
+                        latched: self.session.latched(i, side),
+                        rtp_in: c.rtp_in,
+                        rtcp_in: c.rtcp_in,
+                        forwarded: c.forwarded,
+                        dropped_malformed: c.dropped[DropReason::Malformed as usize],
+                        dropped_source_mismatch: c.dropped[DropReason::SourceMismatch as usize],
+                        dropped_no_destination: c.dropped[DropReason::NoDestination as usize],
+                    }
+                };
+                StreamSnapshot {
+                    customer_port: s.ports.pbx.rtp,
+                    agent_port: s.ports.agent.rtp,
+                    customer: leg(Side::Pbx),
+                    agent: leg(Side::Agent),
+                }
+            })
+            .collect();
+    }
+}
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Receive from whichever socket of the call is ready, starting the scan at a rotating index so
+/// one busy socket cannot starve the others. Returns (socket index, length, source).
+async fn recv_any(
+    streams: &[StreamSockets],
+    buf: &mut [u8],
+    start: &mut usize,
+) -> (usize, usize, SocketAddr) {
+    std::future::poll_fn(|cx| {
+        let total = streams.len() * 4;
+        for k in 0..total {
+            let i = (*start + k) % total;
+            let mut rb = ReadBuf::new(buf);
+            match streams[i / 4].socks[i % 4].poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(src)) => {
+                    *start = i + 1;
+                    return Poll::Ready((i, rb.filled().len(), src));
+                }
+                // ICMP port unreachable and the like: ignore, and poll again soon so this socket's
+                // waker is registered.
+                Poll::Ready(Err(_)) => cx.waker().wake_by_ref(),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,4 @@
+//! Drivers: sockets, tasks and timers around the sans-IO cores.
+pub mod http;
+pub mod media;
+pub mod sip;

@@ -1,0 +1,297 @@
+//! SIP driver: the UDP socket and TCP listener, stream framing by Content-Length (RFC 3261
+//! §18.3), name resolution, and one task that owns the [`Proxy`] core and the [`MediaManager`].
+//!
+//! Not here: SIP logic (the proxy core), media forwarding (the call tasks).
+
+use crate::io::media::MediaManager;
+use crate::sip::message::{content_length, header_end, Message, MAX_MESSAGE};
+use crate::sip::proxy::{Action, Dest, Peer, Proxy, Target, Transport};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+enum Event {
+    Message {
+        data: Vec<u8>,
+        peer: Peer,
+    },
+    ConnUp {
+        id: u64,
+        addr: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    ConnDown {
+        id: u64,
+    },
+    Resolved {
+        target: Target,
+        addr: Option<SocketAddr>,
+        data: Vec<u8>,
+    },
+}
+
+pub struct SipDriver {
+    pub proxy: Proxy,
+    pub media: MediaManager,
+    pub udp: Arc<UdpSocket>,
+    pub tcp: TcpListener,
+    pub media_ended: mpsc::UnboundedReceiver<u64>,
+}
+
+struct State {
+    tx: mpsc::Sender<Event>,
+    conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    by_addr: HashMap<SocketAddr, u64>,
+    next_conn: Arc<AtomicU64>,
+    udp: Arc<UdpSocket>,
+}
+
+impl SipDriver {
+    pub async fn run(mut self) {
+        let (tx, mut rx) = mpsc::channel::<Event>(4096);
+        let next_conn = Arc::new(AtomicU64::new(1));
+        let mut st = State {
+            tx: tx.clone(),
+            conns: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_conn: next_conn.clone(),
+            udp: self.udp.clone(),
+        };
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                r = self.udp.recv_from(&mut buf) => {
+                    let Ok((n, src)) = r else { continue };
+                    let peer = Peer { addr: src, transport: Transport::Udp, conn: None };
+                    let data = buf[..n].to_vec();
+                    self.handle_bytes(&data, peer, &mut st);
+                }
+                a = self.tcp.accept() => {
+                    if let Ok((stream, addr)) = a {
+                        let id = next_conn.fetch_add(1, Relaxed);
+                        let writer = spawn_conn(stream, addr, id, tx.clone());
+                        st.conns.insert(id, writer);
+                        st.by_addr.insert(addr, id);
+                    }
+                }
+                Some(ev) = rx.recv() => match ev {
+                    Event::Message { data, peer } => self.handle_bytes(&data, peer, &mut st),
+                    Event::ConnUp { id, addr, writer } => { st.conns.insert(id, writer); st.by_addr.insert(addr, id); }
+                    Event::ConnDown { id } => { st.conns.remove(&id); st.by_addr.retain(|_, v| *v != id); }
+                    Event::Resolved { target, addr, data } => match addr {
+                        Some(a) => send_to_addr(&mut st, a, target.transport, None, data),
+                        None => tracing::debug!("next hop did not resolve"),
+                    },
+                },
+                Some(id) = self.media_ended.recv() => {
+                    self.media.forget(id);
+                    self.proxy.handle_media_ended(id);
+                }
+                _ = tick.tick() => self.proxy.handle_timeout(Instant::now(), &mut self.media),
+            }
+        }
+    }
+
+    fn handle_bytes(&mut self, data: &[u8], peer: Peer, st: &mut State) {
+        // Keep-alives (RFC 5626 §3.5.1): CRLF pings are not messages.
+        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            return;
+        }
+        let actions = match Message::parse(data) {
+            Ok(msg) => self
+                .proxy
+                .handle_message(msg, peer, Instant::now(), &mut self.media),
+            Err(e) => {
+                tracing::debug!(error = %e, transport = ?peer.transport, "malformed SIP message");
+                self.proxy.handle_malformed(data, peer, &e.to_string())
+            }
+        };
+        for Action::Send { to, data } in actions {
+            match to {
+                Dest::Peer(p) => send_to_addr(st, p.addr, p.transport, p.conn, data),
+                Dest::Target(t) => match t.host.trim_matches(['[', ']']).parse() {
+                    Ok(ip) => {
+                        send_to_addr(st, SocketAddr::new(ip, t.port), t.transport, None, data)
+                    }
+                    Err(_) => {
+                        let tx = st.tx.clone();
+                        tokio::spawn(async move {
+                            let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
+                                .await
+                                .ok()
+                                .and_then(|mut i| i.next());
+                            let _ = tx
+                                .send(Event::Resolved {
+                                    target: t,
+                                    addr,
+                                    data,
+                                })
+                                .await;
+                        });
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn send_to_addr(
+    st: &mut State,
+    addr: SocketAddr,
+    transport: Transport,
+    conn: Option<u64>,
+    data: Vec<u8>,
+) {
+    match transport {
+        Transport::Udp => {
+            if let Err(e) = st.udp.try_send_to(&data, addr) {
+                tracing::debug!(error = %e, "udp send failed");
+            }
+        }
+        Transport::Tcp => {
+            let id = conn
+                .filter(|c| st.conns.contains_key(c))
+                .or_else(|| st.by_addr.get(&addr).copied());
+            if let Some(w) = id.and_then(|i| st.conns.get(&i)) {
+                if w.try_send(data).is_err() {
+                    tracing::debug!("tcp connection backlog full, message dropped");
+                }
+                return;
+            }
+            // Open a connection; the first message goes with it.
+            let id = st.next_conn.fetch_add(1, Relaxed);
+            let tx = st.tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
+                    Ok(Ok(stream)) => {
+                        let writer = spawn_conn(stream, addr, id, tx.clone());
+                        let _ = writer.send(data).await;
+                        let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
+                    }
+                    _ => tracing::debug!("tcp connect to next hop failed"),
+                }
+            });
+        }
+    }
+}
+
+/// Reader + writer tasks for one TCP connection. Returns the writer's queue.
+fn spawn_conn(
+    stream: TcpStream,
+    addr: SocketAddr,
+    id: u64,
+    events: mpsc::Sender<Event>,
+) -> mpsc::Sender<Vec<u8>> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
+    tokio::spawn(async move {
+        while let Some(d) = wrx.recv().await {
+            if wr.write_all(&d).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut framer = StreamFramer::default();
+        let mut chunk = vec![0u8; 16 * 1024];
+        let peer = Peer {
+            addr,
+            transport: Transport::Tcp,
+            conn: Some(id),
+        };
+        loop {
+            let n = match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            framer.push(&chunk[..n]);
+            loop {
+                match framer.next() {
+                    Ok(Some(data)) => {
+                        if events.send(Event::Message { data, peer }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(bytes) => {
+                        // Cannot find the next message boundary: report the bytes (answered 400
+                        // if possible) and drop the connection (RFC 3261 §18.3).
+                        let _ = events.send(Event::Message { data: bytes, peer }).await;
+                        let _ = events.send(Event::ConnDown { id }).await;
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = events.send(Event::ConnDown { id }).await;
+    });
+    wtx
+}
+
+/// Splits a TCP byte stream into SIP messages using Content-Length (RFC 3261 §18.3).
+#[derive(Default)]
+pub struct StreamFramer {
+    buf: Vec<u8>,
+}
+
+impl StreamFramer {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+    /// Next whole message, None if more bytes are needed, Err(the bytes) if the stream cannot
+    /// be framed (no valid Content-Length, or a header part over the size limit).
+    pub fn next(&mut self) -> Result<Option<Vec<u8>>, Vec<u8>> {
+        // Leading CRLFs are keep-alives between messages.
+        let skip = self
+            .buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
+        self.buf.drain(..skip);
+        let Some(end) = header_end(&self.buf) else {
+            if self.buf.len() > MAX_MESSAGE {
+                return Err(std::mem::take(&mut self.buf));
+            }
+            return Ok(None);
+        };
+        let len = match content_length(&self.buf[..end]) {
+            Ok(l) if end + l <= MAX_MESSAGE => l,
+            _ => return Err(std::mem::take(&mut self.buf)),
+        };
+        if self.buf.len() < end + len {
+            return Ok(None);
+        }
+        let rest = self.buf.split_off(end + len);
+        Ok(Some(std::mem::replace(&mut self.buf, rest)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_by_content_length_across_chunks() {
+        let a = b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP x;branch=z9hG4bK1\r\nl: 3\r\n\r\nabc";
+        let b = b"\r\n\r\nBYE sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        let mut f = StreamFramer::default();
+        let mut all = a.to_vec();
+        all.extend_from_slice(b);
+        for chunk in all.chunks(7) {
+            f.push(chunk);
+        }
+        assert_eq!(f.next().unwrap().unwrap(), a.to_vec());
+        let second = f.next().unwrap().unwrap();
+        assert!(second.starts_with(b"BYE"));
+        assert_eq!(f.next().unwrap(), None);
+        f.push(b"INVITE sip:a SIP/2.0\r\nContent-Length: x\r\n\r\n");
+        assert!(f.next().is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! Hearken: a SIP-aware RTP relay for contact centres that measures active listening.
+//!
+//! Cores are sans-IO (`sip::proxy`, `media::session`, `sdp`, `rtp`); `io` holds the drivers.
+pub mod config;
+pub mod daemon;
+pub mod io;
+pub mod media;
+pub mod rtp;
+pub mod sdp;
+pub mod sip;

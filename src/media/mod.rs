@@ -1,0 +1,3 @@
+//! Media: the per-call session core ([`session`]) and the relay port pool ([`ports`]).
+pub mod ports;
+pub mod session;

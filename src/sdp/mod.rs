@@ -1,0 +1,263 @@
+//! SDP reading and the media-anchoring rewrite (RFC 4566, RFC 3264 offer/answer, RFC 3605
+//! `a=rtcp`, RFC 5761 rtcp-mux).
+//!
+//! [`parse`] extracts what the relay needs per m-line (address, ports, payload types, direction);
+//! [`rewrite`] is a pure function that points every `c=`, `m=` port and `a=rtcp` at the relay and
+//! leaves every other line byte-for-byte as it was (codecs, telephone-event, direction, crypto,
+//! unknown attributes). Hold stays visible: `c=0.0.0.0` and port 0 are kept as they are.
+//!
+//! Not here: codec negotiation or transcoding, ICE (candidates are passed through untouched).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SdpError {
+    #[error("SDP is not text")]
+    NotText,
+    #[error("SDP line {0} is malformed")]
+    BadLine(usize),
+    #[error("SDP has no usable connection address for m-line {0}")]
+    NoAddress(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    #[default]
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn from_attr(a: &str) -> Option<Direction> {
+        Some(match a {
+            "sendrecv" => Direction::SendRecv,
+            "sendonly" => Direction::SendOnly,
+            "recvonly" => Direction::RecvOnly,
+            "inactive" => Direction::Inactive,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub kind: String,
+    pub port: u16,
+    pub proto: String,
+    pub formats: Vec<String>,
+    /// Effective connection address (media-level `c=`, else session-level).
+    pub addr: IpAddr,
+    pub rtcp_port: Option<u16>,
+    pub rtcp_mux: bool,
+    pub direction: Direction,
+    /// `a=rtpmap` entries: payload type -> "encoding/clock[/channels]".
+    pub rtpmap: Vec<(u8, String)>,
+}
+
+impl Media {
+    /// On hold from this side's point of view: it will not receive media (RFC 3264 §8.4), or the
+    /// legacy `c=0.0.0.0` form (RFC 2543), or the stream is disabled (port 0).
+    pub fn on_hold(&self) -> bool {
+        self.port == 0
+            || self.addr.is_unspecified()
+            || matches!(self.direction, Direction::SendOnly | Direction::Inactive)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub media: Vec<Media>,
+}
+
+fn parse_c(v: &str, n: usize) -> Result<IpAddr, SdpError> {
+    // c=IN IP4 192.0.2.1[/ttl]
+    let mut it = v.split_whitespace();
+    let (_net, _ty, addr) = (it.next(), it.next(), it.next().ok_or(SdpError::BadLine(n))?);
+    addr.split('/')
+        .next()
+        .unwrap_or(addr)
+        .parse()
+        .map_err(|_| SdpError::BadLine(n))
+}
+
+fn lines(sdp: &[u8]) -> Result<Vec<&str>, SdpError> {
+    let text = std::str::from_utf8(sdp).map_err(|_| SdpError::NotText)?;
+    Ok(text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// Read the media descriptions of an SDP body.
+pub fn parse(sdp: &[u8]) -> Result<Session, SdpError> {
+    let mut session_addr: Option<IpAddr> = None;
+    let mut session_dir = Direction::SendRecv;
+    let mut media: Vec<(Media, Option<IpAddr>, bool)> = Vec::new();
+    for (n, line) in lines(sdp)?.into_iter().enumerate() {
+        let n = n + 1;
+        let (ty, v) = line.split_once('=').ok_or(SdpError::BadLine(n))?;
+        match (ty, media.last_mut()) {
+            ("c", None) => session_addr = Some(parse_c(v, n)?),
+            ("c", Some(m)) => m.1 = Some(parse_c(v, n)?),
+            ("m", _) => {
+                let mut it = v.split_whitespace();
+                let kind = it.next().ok_or(SdpError::BadLine(n))?.to_string();
+                let port_s = it.next().ok_or(SdpError::BadLine(n))?;
+                let port: u16 = port_s
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+                    .map_err(|_| SdpError::BadLine(n))?;
+                let proto = it.next().ok_or(SdpError::BadLine(n))?.to_string();
+                let formats = it.map(str::to_string).collect();
+                media.push((
+                    Media {
+                        kind,
+                        port,
+                        proto,
+                        formats,
+                        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                        rtcp_port: None,
+                        rtcp_mux: false,
+                        direction: session_dir,
+                        rtpmap: Vec::new(),
+                    },
+                    None,
+                    false,
+                ));
+            }
+            ("a", m) => {
+                let (name, val) = v.split_once(':').unwrap_or((v, ""));
+                match (name, m) {
+                    (d, None) if Direction::from_attr(d).is_some() => {
+                        session_dir = Direction::from_attr(d).unwrap_or_default()
+                    }
+                    (d, Some(m)) if Direction::from_attr(d).is_some() => {
+                        m.0.direction = Direction::from_attr(d).unwrap_or_default();
+                        m.2 = true;
+                    }
+                    ("rtcp", Some(m)) => {
+                        let p = val.split_whitespace().next().unwrap_or("");
+                        m.0.rtcp_port = Some(p.parse().map_err(|_| SdpError::BadLine(n))?);
+                    }
+                    ("rtcp-mux", Some(m)) => m.0.rtcp_mux = true,
+                    ("rtpmap", Some(m)) => {
+                        let (pt, enc) = val.split_once(' ').ok_or(SdpError::BadLine(n))?;
+                        let pt: u8 = pt.trim().parse().map_err(|_| SdpError::BadLine(n))?;
+                        m.0.rtpmap.push((pt, enc.trim().to_string()));
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (i, (mut m, addr, own_dir)) in media.into_iter().enumerate() {
+        m.addr = addr.or(session_addr).ok_or(SdpError::NoAddress(i))?;
+        if !own_dir {
+            m.direction = session_dir;
+        }
+        out.push(m);
+    }
+    Ok(Session { media: out })
+}
+
+/// Relay ports for one m-line: where the receiving party must send RTP and RTCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayPorts {
+    pub rtp: u16,
+    pub rtcp: u16,
+}
+
+/// Point the SDP at the relay: `c=` to `relay`, each m-line's port to `ports[i].rtp`, `a=rtcp`
+/// to `ports[i].rtcp` (or to the RTP port when the original multiplexed RTCP on it). Held
+/// (`0.0.0.0`) addresses and disabled (port 0) streams are kept. Every other line is unchanged.
+pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[RelayPorts]) -> Result<Vec<u8>, SdpError> {
+    let parsed = parse(sdp)?;
+    let family = if relay.is_ipv4() { "IP4" } else { "IP6" };
+    let mut out = String::with_capacity(sdp.len() + 64);
+    let mut idx: Option<usize> = None;
+    for (n, line) in lines(sdp)?.into_iter().enumerate() {
+        let (ty, v) = line.split_once('=').ok_or(SdpError::BadLine(n + 1))?;
+        match ty {
+            "c" => {
+                let addr = parse_c(v, n + 1)?;
+                if addr.is_unspecified() {
+                    out.push_str(line);
+                } else {
+                    out.push_str(&format!("c=IN {family} {relay}"));
+                }
+            }
+            "m" => {
+                let i = idx.map_or(0, |i| i + 1);
+                idx = Some(i);
+                let m = &parsed.media[i];
+                let p = ports.get(i).ok_or(SdpError::BadLine(n + 1))?;
+                let mut parts = v.splitn(3, ' ');
+                let kind = parts.next().unwrap_or("");
+                let port = parts.next().unwrap_or("");
+                let rest = parts.next().unwrap_or("");
+                if m.port == 0 {
+                    out.push_str(line);
+                } else {
+                    let suffix = port
+                        .split_once('/')
+                        .map(|(_, c)| format!("/{c}"))
+                        .unwrap_or_default();
+                    out.push_str(&format!("m={kind} {}{suffix} {rest}", p.rtp));
+                }
+            }
+            "a" if v.starts_with("rtcp:") && idx.is_some() => {
+                let m = &parsed.media[idx.unwrap_or(0)];
+                let p = ports[idx.unwrap_or(0)];
+                let port = if m.rtcp_port == Some(m.port) {
+                    p.rtp
+                } else {
+                    p.rtcp
+                };
+                let has_addr = v.split_whitespace().count() >= 4;
+                if has_addr {
+                    out.push_str(&format!("a=rtcp:{port} IN {family} {relay}"));
+                } else {
+                    out.push_str(&format!("a=rtcp:{port}"));
+                }
+            }
+            _ => out.push_str(line),
+        }
+        out.push_str("\r\n");
+    }
+    Ok(out.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_media_and_hold() {
+        let s = parse(b"v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\na=sendonly\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\nm=audio 0 RTP/AVP 8\r\nc=IN IP4 0.0.0.0\r\na=inactive\r\n").unwrap();
+        assert_eq!(s.media.len(), 2);
+        assert_eq!(s.media[0].direction, Direction::SendOnly);
+        assert!(s.media[0].on_hold());
+        assert_eq!(
+            s.media[0].rtpmap,
+            vec![(101, "telephone-event/8000".to_string())]
+        );
+        assert!(s.media[1].addr.is_unspecified());
+    }
+
+    #[test]
+    fn bad_sdp_is_an_error() {
+        assert!(parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n").is_err());
+        assert_eq!(
+            parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
+            Err(SdpError::NoAddress(0))
+        );
+        assert!(parse(&[0xff, 0xfe]).is_err());
+    }
+}

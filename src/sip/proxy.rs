@@ -1,0 +1,899 @@
+//! The SIP proxy core (RFC 3261 §16): a transaction-stateful proxy that sits between the PBX
+//! (customer side) and the agents, Record-Routes itself onto every dialog and anchors media by
+//! rewriting every SDP offer and answer. Sans-IO: it takes parsed messages with their source and
+//! the current time, and returns what to send; ports come from a [`MediaControl`] the driver owns.
+//!
+//! Transactions: our Via branch is derived from the upstream branch (RFC 3261 §16.11), so an
+//! INVITE, its CANCEL and its non-2xx ACK share one downstream branch exactly as upstream. UDP
+//! retransmissions are absorbed: a request seen again is answered with the last response, or
+//! re-forwarded while no response has come. CANCEL is answered here and sent on (§16.10).
+//!
+//! Not here: sockets, DNS, timers (the driver calls [`Proxy::handle_timeout`]), authentication,
+//! forking (one target per request).
+
+use super::message::{param, split_values, Message, SipUri, StartLine, Via};
+use crate::sdp;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BRANCH_PREFIX: &str = "z9hG4bKhk";
+/// Timer C (RFC 3261 §16.6 step 11): how long an INVITE may stay unanswered.
+const TIMER_C: Duration = Duration::from_secs(180);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The PBX: this leg carries the customer.
+    Pbx,
+    /// The agent's phone.
+    Agent,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Pbx => Side::Agent,
+            Side::Agent => Side::Pbx,
+        }
+    }
+    pub fn index(self) -> usize {
+        match self {
+            Side::Pbx => 0,
+            Side::Agent => 1,
+        }
+    }
+    pub fn leg_name(self) -> &'static str {
+        match self {
+            Side::Pbx => "customer",
+            Side::Agent => "agent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+/// Where a message came from: address, transport and (for TCP) the connection it arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    pub conn: Option<u64>,
+}
+
+/// A next hop: host (IP literal or name for the driver to resolve), port, transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub transport: Transport,
+}
+
+impl Target {
+    /// `host:port`, `host`, or a SIP URI (`sip:host:port;transport=tcp`).
+    pub fn parse(s: &str) -> Option<Target> {
+        let s = s.trim();
+        if s.is_empty() {
+            return None;
+        }
+        let uri = if s.starts_with("sip:") || s.starts_with("sips:") || s.starts_with('<') {
+            SipUri::parse(s)?
+        } else {
+            SipUri::parse(&format!("sip:{s}"))?
+        };
+        Some(Target::from_uri(&uri))
+    }
+    fn from_uri(u: &SipUri) -> Target {
+        let transport = match u.transport.as_deref() {
+            Some("TCP") => Transport::Tcp,
+            _ => Transport::Udp,
+        };
+        Target {
+            host: u.host.clone(),
+            port: u.port.unwrap_or(5060),
+            transport,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// Back to a peer we heard from (responses, 100 Trying, errors).
+    Peer(Peer),
+    /// Forward to a next hop.
+    Target(Target),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Send { to: Dest, data: Vec<u8> },
+}
+
+/// Why a call's media ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Bye,
+    Cancelled,
+    Rejected(u16),
+    Timeout,
+    RtpTimeout,
+}
+
+impl EndReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            EndReason::Bye => "bye",
+            EndReason::Cancelled => "cancelled",
+            EndReason::Rejected(_) => "rejected",
+            EndReason::Timeout => "sip_timeout",
+            EndReason::RtpTimeout => "rtp_timeout",
+        }
+    }
+}
+
+/// Relay ports of one m-line: what each side is told to send to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPorts {
+    /// Ports written into SDP sent to the PBX.
+    pub pbx: sdp::RelayPorts,
+    /// Ports written into SDP sent to the agent.
+    pub agent: sdp::RelayPorts,
+}
+
+impl StreamPorts {
+    pub fn facing(&self, side: Side) -> sdp::RelayPorts {
+        match side {
+            Side::Pbx => self.pbx,
+            Side::Agent => self.agent,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("relay port range exhausted")]
+pub struct PortsExhausted;
+
+/// What the proxy needs from the media layer (implemented by the driver; a fake in tests).
+pub trait MediaControl {
+    /// Make sure `call` has relay ports for `streams` m-lines; returns all of them.
+    fn open(
+        &mut self,
+        call: u64,
+        agent_id: &str,
+        streams: usize,
+    ) -> Result<Vec<StreamPorts>, PortsExhausted>;
+    /// `side` announced this media (its own receive addresses, direction).
+    fn remote(&mut self, call: u64, side: Side, session: &sdp::Session);
+    /// The call is over: stop relaying and free its ports.
+    fn close(&mut self, call: u64, reason: EndReason);
+}
+
+/// Counters the driver exports.
+#[derive(Debug, Default)]
+pub struct SipStats {
+    pub requests: AtomicU64,
+    pub responses: AtomicU64,
+    pub malformed: AtomicU64,
+    pub answered_locally: AtomicU64,
+    pub retransmissions: AtomicU64,
+    pub stray_responses: AtomicU64,
+    pub ports_exhausted: AtomicU64,
+    pub bad_sdp: AtomicU64,
+    pub calls_started: AtomicU64,
+    pub calls_ended: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Our address and port as written into Via and Record-Route.
+    pub host: IpAddr,
+    pub port: u16,
+    /// Address written into rewritten SDP.
+    pub media_host: IpAddr,
+    pub pbx_sources: Vec<crate::config::SourcePattern>,
+    pub pbx_route: Target,
+    pub agents_route: Option<Target>,
+    pub agent_id_header: Option<String>,
+    pub linger: Duration,
+}
+
+#[derive(Debug)]
+struct Txn {
+    upstream: Peer,
+    /// Side the request came from.
+    side: Side,
+    call_id: String,
+    forwarded: Option<(Dest, Vec<u8>)>,
+    last_response: Option<Vec<u8>>,
+    final_seen: bool,
+    /// A CANCEL we generated: its responses stop here.
+    generated: bool,
+    initial_invite: bool,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+pub struct CallInfo {
+    pub id: u64,
+    pub agent_id: String,
+    /// Side that sent the initial INVITE.
+    pub caller: Side,
+    pub answered: bool,
+    pub streams: usize,
+}
+
+pub struct Proxy {
+    cfg: ProxyConfig,
+    hasher: std::collections::hash_map::RandomState,
+    txns: HashMap<(String, String), Txn>,
+    calls: HashMap<String, CallInfo>,
+    by_id: HashMap<u64, String>,
+    next_call: u64,
+    pub stats: Arc<SipStats>,
+}
+
+impl Proxy {
+    pub fn new(cfg: ProxyConfig, stats: Arc<SipStats>) -> Proxy {
+        Proxy {
+            cfg,
+            hasher: Default::default(),
+            txns: HashMap::new(),
+            calls: HashMap::new(),
+            by_id: HashMap::new(),
+            next_call: 1,
+            stats,
+        }
+    }
+
+    pub fn side_of(&self, addr: SocketAddr) -> Side {
+        if self.cfg.pbx_sources.iter().any(|p| p.matches(addr)) {
+            Side::Pbx
+        } else {
+            Side::Agent
+        }
+    }
+
+    pub fn active_calls(&self) -> impl Iterator<Item = &CallInfo> {
+        self.calls.values()
+    }
+    pub fn transaction_count(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// Answer for bytes that did not parse: a 400 if enough of a request is there to answer
+    /// (RFC 3261 §16.3 step 1), otherwise nothing.
+    pub fn handle_malformed(&mut self, raw: &[u8], from: Peer, why: &str) -> Vec<Action> {
+        self.stats.malformed.fetch_add(1, Relaxed);
+        let Some(req) = salvage_request(raw) else {
+            return Vec::new();
+        };
+        self.stats.answered_locally.fetch_add(1, Relaxed);
+        let mut r = req.response(400, "Bad Request", None);
+        r.push_back("Warning", format!("399 hearken \"{why}\""));
+        vec![Action::Send {
+            to: Dest::Peer(from),
+            data: r.to_bytes(),
+        }]
+    }
+
+    pub fn handle_message(
+        &mut self,
+        msg: Message,
+        from: Peer,
+        now: Instant,
+        media: &mut dyn MediaControl,
+    ) -> Vec<Action> {
+        if msg.is_request() {
+            self.stats.requests.fetch_add(1, Relaxed);
+            self.handle_request(msg, from, now, media)
+        } else {
+            self.stats.responses.fetch_add(1, Relaxed);
+            self.handle_response(msg, from, now, media)
+        }
+    }
+
+    fn local(&self, req: &Message, from: Peer, code: u16, reason: &str) -> Action {
+        self.stats.answered_locally.fetch_add(1, Relaxed);
+        let tag = format!("hk{:x}", self.hash(&[req.call_id(), "tag"]) & 0xffff_ffff);
+        Action::Send {
+            to: Dest::Peer(from),
+            data: req.response(code, reason, Some(&tag)).to_bytes(),
+        }
+    }
+
+    fn hash(&self, parts: &[&str]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for p in parts {
+            h.write(p.as_bytes());
+            h.write_u8(0);
+        }
+        h.finish()
+    }
+
+    /// Our branch for a request: derived from the upstream transaction identity so that
+    /// CANCEL and non-2xx ACK map to the INVITE's branch (RFC 3261 §16.11, §17.2.3).
+    fn derive_branch(&self, msg: &Message) -> String {
+        let top = msg.values("via").into_iter().next().unwrap_or_default();
+        let via = Via::parse(&top);
+        let key = match via.as_ref().and_then(|v| v.branch.clone()) {
+            Some(b) if b.starts_with("z9hG4bK") => format!(
+                "{b}|{}:{:?}",
+                via.as_ref().map_or("", |v| &v.host),
+                via.as_ref().and_then(|v| v.port)
+            ),
+            // RFC 2543 peers: the transaction is Request-URI, To tag, From tag, Call-ID, CSeq
+            // number and top Via (§17.2.3).
+            _ => format!(
+                "{}|{}|{}|{}",
+                top,
+                msg.call_id(),
+                msg.cseq().map(|c| c.0).unwrap_or(0),
+                msg.header("from")
+                    .and_then(|f| param(f, "tag"))
+                    .unwrap_or_default()
+            ),
+        };
+        format!("{BRANCH_PREFIX}{:016x}", self.hash(&[&key]))
+    }
+
+    fn is_us(&self, host: &str, port: Option<u16>) -> bool {
+        host.trim_matches(['[', ']']).parse::<IpAddr>().ok() == Some(self.cfg.host)
+            && port.unwrap_or(5060) == self.cfg.port
+    }
+
+    fn handle_request(
+        &mut self,
+        mut msg: Message,
+        from: Peer,
+        now: Instant,
+        media: &mut dyn MediaControl,
+    ) -> Vec<Action> {
+        let method = msg.method().unwrap_or("").to_string();
+        let Some((_, cseq_method)) = msg.cseq() else {
+            return vec![self.local(&msg, from, 400, "Bad CSeq")];
+        };
+        if cseq_method != method {
+            return vec![self.local(&msg, from, 400, "CSeq Method Mismatch")];
+        }
+        let side = self.side_of(from.addr);
+        let branch = self.derive_branch(&msg);
+
+        // A retransmission of a request we already handle (RFC 3261 §17.2).
+        if method != "ACK" {
+            if let Some(t) = self.txns.get(&(branch.clone(), method.clone())) {
+                self.stats.retransmissions.fetch_add(1, Relaxed);
+                if from.transport == Transport::Udp {
+                    if let Some(r) = &t.last_response {
+                        return vec![Action::Send {
+                            to: Dest::Peer(from),
+                            data: r.clone(),
+                        }];
+                    }
+                    if let Some((d, b)) = &t.forwarded {
+                        return vec![Action::Send {
+                            to: d.clone(),
+                            data: b.clone(),
+                        }];
+                    }
+                }
+                return Vec::new();
+            }
+        }
+
+        // Max-Forwards (§16.3 step 3, §16.6 step 3).
+        match msg.header("max-forwards").map(|v| v.parse::<u32>()) {
+            Some(Ok(0)) => {
+                return if method == "ACK" {
+                    Vec::new()
+                } else {
+                    vec![self.local(&msg, from, 483, "Too Many Hops")]
+                }
+            }
+            Some(Ok(n)) => msg.set("max-forwards", "Max-Forwards", (n - 1).to_string()),
+            Some(Err(_)) => return vec![self.local(&msg, from, 400, "Bad Max-Forwards")],
+            None => msg.set("max-forwards", "Max-Forwards", "70"),
+        }
+
+        if method == "CANCEL" {
+            return self.handle_cancel(msg, from, branch, now);
+        }
+
+        // Route pre-processing: drop Route entries that name us (§16.4, loose routing).
+        loop {
+            let routes = msg.values("route");
+            match routes.first().and_then(|r| SipUri::parse(r)) {
+                Some(u) if self.is_us(&u.host, u.port) => {
+                    msg.pop_first_value("route");
+                }
+                _ => break,
+            }
+        }
+        let in_dialog = msg.header("to").and_then(|t| param(t, "tag")).is_some();
+        let target = if let Some(r) = msg.values("route").first().and_then(|r| SipUri::parse(r)) {
+            Some(Target::from_uri(&r))
+        } else {
+            let ruri = msg.uri().and_then(SipUri::parse);
+            let ruri_is_us = ruri.as_ref().is_none_or(|u| self.is_us(&u.host, u.port));
+            match (side, in_dialog, ruri) {
+                (_, true, Some(u)) if !ruri_is_us => Some(Target::from_uri(&u)),
+                (Side::Agent, _, _) => Some(self.cfg.pbx_route.clone()),
+                (Side::Pbx, _, Some(u)) if !ruri_is_us => Some(Target::from_uri(&u)),
+                (Side::Pbx, _, _) => self.cfg.agents_route.clone(),
+            }
+        };
+        let Some(target) = target else {
+            return if method == "ACK" {
+                Vec::new()
+            } else {
+                vec![self.local(&msg, from, 404, "No Route To Agent")]
+            };
+        };
+
+        let call_id = msg.call_id().to_string();
+        let initial_invite = method == "INVITE" && !in_dialog && !self.calls.contains_key(&call_id);
+        if initial_invite {
+            let id = self.next_call;
+            self.next_call += 1;
+            let agent_id = self.agent_id(&msg, side);
+            self.calls.insert(
+                call_id.clone(),
+                CallInfo {
+                    id,
+                    agent_id,
+                    caller: side,
+                    answered: false,
+                    streams: 0,
+                },
+            );
+            self.by_id.insert(id, call_id.clone());
+            self.stats.calls_started.fetch_add(1, Relaxed);
+        }
+        if msg.has_sdp() && self.calls.contains_key(&call_id) {
+            if let Err(code) = self.anchor(&mut msg, &call_id, side, media) {
+                if initial_invite {
+                    self.end_call(&call_id, EndReason::Rejected(code), media);
+                }
+                return match (method.as_str(), code) {
+                    ("ACK", _) => Vec::new(),
+                    (_, 503) => vec![self.local(&msg, from, 503, "Relay Ports Exhausted")],
+                    _ => vec![self.local(&msg, from, 488, "Not Acceptable Here")],
+                };
+            }
+        }
+
+        // Upstream Via: note where it really came from (RFC 3261 §18.2.1, RFC 3581 §4).
+        let upstream_transport = from.transport;
+        if let Some(v) = msg.values("via").first().cloned() {
+            if let Some(via) = Via::parse(&v) {
+                let mut nv = v.clone();
+                if via.host.parse::<IpAddr>().ok() != Some(from.addr.ip()) && via.received.is_none()
+                {
+                    nv.push_str(&format!(";received={}", from.addr.ip()));
+                }
+                if via.rport == Some(None) {
+                    nv = nv.replacen(";rport", &format!(";rport={}", from.addr.port()), 1);
+                    if via.received.is_none() && !nv.contains(";received=") {
+                        nv.push_str(&format!(";received={}", from.addr.ip()));
+                    }
+                }
+                if nv != v {
+                    msg.replace_first_value("via", nv);
+                }
+            }
+        }
+        let hundred = (method == "INVITE").then(|| msg.response(100, "Trying", None).to_bytes());
+        let host = match self.cfg.host {
+            IpAddr::V6(a) => format!("[{a}]"),
+            IpAddr::V4(a) => a.to_string(),
+        };
+        msg.push_front(
+            "Via",
+            format!(
+                "SIP/2.0/{} {host}:{};branch={branch}",
+                target.transport.via_name(),
+                self.cfg.port
+            ),
+        );
+        if matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY") {
+            let t = if target.transport == Transport::Tcp || upstream_transport == Transport::Tcp {
+                ";transport=tcp"
+            } else {
+                ""
+            };
+            msg.push_front(
+                "Record-Route",
+                format!("<sip:{host}:{};lr{t}>", self.cfg.port),
+            );
+        }
+        if method == "REGISTER"
+            && side == Side::Agent
+            && msg
+                .values("supported")
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case("path"))
+        {
+            // RFC 3327: the registrar sends requests for this contact back through us.
+            msg.push_front("Path", format!("<sip:{host}:{};lr>", self.cfg.port));
+        }
+        if method == "BYE" {
+            if let Some(c) = self.calls.get(&call_id) {
+                tracing::info!(call = c.id, agent = %c.agent_id, from = side.leg_name(), "call hangup");
+            }
+        }
+        let data = msg.to_bytes();
+        let mut out = Vec::with_capacity(2);
+        if let Some(h) = hundred {
+            out.push(Action::Send {
+                to: Dest::Peer(from),
+                data: h,
+            });
+        }
+        out.push(Action::Send {
+            to: Dest::Target(target.clone()),
+            data: data.clone(),
+        });
+        if method != "ACK" {
+            let life = if method == "INVITE" {
+                TIMER_C
+            } else {
+                self.cfg.linger
+            };
+            self.txns.insert(
+                (branch, method),
+                Txn {
+                    upstream: from,
+                    side,
+                    call_id,
+                    forwarded: Some((Dest::Target(target), data)),
+                    last_response: None,
+                    final_seen: false,
+                    generated: false,
+                    initial_invite,
+                    expires: now + life,
+                },
+            );
+        }
+        out
+    }
+
+    fn handle_cancel(
+        &mut self,
+        msg: Message,
+        from: Peer,
+        branch: String,
+        now: Instant,
+    ) -> Vec<Action> {
+        let key = (branch.clone(), "INVITE".to_string());
+        let Some(t) = self.txns.get(&key) else {
+            return vec![self.local(&msg, from, 481, "Call/Transaction Does Not Exist")];
+        };
+        let mut out = vec![self.local(&msg, from, 200, "OK")];
+        if t.final_seen {
+            return out;
+        }
+        let Some((dest, bytes)) = t.forwarded.clone() else {
+            return out;
+        };
+        let Ok(inv) = Message::parse(&bytes) else {
+            return out;
+        };
+        // §9.1: same Request-URI, Call-ID, To, From, CSeq number and top Via; Route copied.
+        let mut headers = Vec::new();
+        for h in &inv.headers {
+            match h.key().as_str() {
+                "from" | "to" | "call-id" | "route" => headers.push(h.clone()),
+                _ => {}
+            }
+        }
+        let top_via = inv.values("via").into_iter().next().unwrap_or_default();
+        let mut cancel = Message {
+            start: StartLine::Request {
+                method: "CANCEL".into(),
+                uri: inv.uri().unwrap_or("").to_string(),
+                version: "SIP/2.0".into(),
+            },
+            headers,
+            body: Vec::new(),
+        };
+        cancel.push_front("Via", top_via);
+        cancel.push_back("Max-Forwards", "70");
+        cancel.push_back(
+            "CSeq",
+            format!("{} CANCEL", inv.cseq().map(|c| c.0).unwrap_or(1)),
+        );
+        let data = cancel.to_bytes();
+        out.push(Action::Send {
+            to: dest.clone(),
+            data: data.clone(),
+        });
+        let call_id = t.call_id.clone();
+        let side = t.side;
+        self.txns.insert(
+            (branch, "CANCEL".into()),
+            Txn {
+                upstream: from,
+                side,
+                call_id,
+                forwarded: Some((dest, data)),
+                last_response: None,
+                final_seen: false,
+                generated: true,
+                initial_invite: false,
+                expires: now + self.cfg.linger,
+            },
+        );
+        out
+    }
+
+    fn handle_response(
+        &mut self,
+        mut msg: Message,
+        _from: Peer,
+        now: Instant,
+        media: &mut dyn MediaControl,
+    ) -> Vec<Action> {
+        let top = msg.values("via").into_iter().next().unwrap_or_default();
+        let Some(via) = Via::parse(&top) else {
+            self.stats.stray_responses.fetch_add(1, Relaxed);
+            return Vec::new();
+        };
+        let ours = via
+            .branch
+            .as_deref()
+            .is_some_and(|b| b.starts_with(BRANCH_PREFIX))
+            && self.is_us(&via.host, via.port);
+        let Some((_, method)) = msg.cseq() else {
+            return Vec::new();
+        };
+        let code = msg.status().unwrap_or(0);
+        if !ours {
+            self.stats.stray_responses.fetch_add(1, Relaxed);
+            return Vec::new();
+        }
+        let key = (via.branch.clone().unwrap_or_default(), method.clone());
+        msg.pop_first_value("via");
+        let Some(t) = self.txns.get(&key) else {
+            // Transaction gone (e.g. a late 2xx retransmission): route statelessly by the next
+            // Via (§16.11).
+            self.stats.stray_responses.fetch_add(1, Relaxed);
+            return match msg.values("via").first().and_then(|v| Via::parse(v)) {
+                Some(next) => {
+                    let host = next.received.clone().unwrap_or(next.host.clone());
+                    let port = next.rport.flatten().or(next.port).unwrap_or(5060);
+                    let transport = if next.transport == "TCP" {
+                        Transport::Tcp
+                    } else {
+                        Transport::Udp
+                    };
+                    vec![Action::Send {
+                        to: Dest::Target(Target {
+                            host,
+                            port,
+                            transport,
+                        }),
+                        data: msg.to_bytes(),
+                    }]
+                }
+                None => Vec::new(),
+            };
+        };
+        if t.generated {
+            return Vec::new();
+        }
+        let (upstream, req_side, call_id, initial) =
+            (t.upstream, t.side, t.call_id.clone(), t.initial_invite);
+        if msg.values("via").is_empty() {
+            return Vec::new();
+        }
+        if msg.has_sdp() && self.calls.contains_key(&call_id) && code < 300 {
+            if self
+                .anchor(&mut msg, &call_id, req_side.other(), media)
+                .is_err()
+            {
+                // The answer cannot be anchored: pass it on unchanged so the call still works.
+                self.stats.bad_sdp.fetch_add(1, Relaxed);
+            }
+        }
+        let data = msg.to_bytes();
+        if let Some(t) = self.txns.get_mut(&key) {
+            t.last_response = Some(data.clone());
+            if code >= 200 && !t.final_seen {
+                t.final_seen = true;
+                t.expires = now + self.cfg.linger;
+            }
+        }
+        if method == "INVITE" && initial {
+            if code >= 300 {
+                let reason = if code == 487 {
+                    EndReason::Cancelled
+                } else {
+                    EndReason::Rejected(code)
+                };
+                self.end_call(&call_id, reason, media);
+            } else if (200..300).contains(&code) {
+                if let Some(c) = self.calls.get_mut(&call_id) {
+                    if !c.answered {
+                        c.answered = true;
+                        tracing::info!(call = c.id, agent = %c.agent_id, "call answered");
+                    }
+                }
+            }
+        }
+        if method == "BYE" && code >= 200 {
+            self.end_call(&call_id, EndReason::Bye, media);
+        }
+        vec![Action::Send {
+            to: Dest::Peer(upstream),
+            data,
+        }]
+    }
+
+    /// Rewrite the SDP of `msg` (sent by `sender`) to point at the relay. Err carries the SIP
+    /// status to answer with.
+    fn anchor(
+        &mut self,
+        msg: &mut Message,
+        call_id: &str,
+        sender: Side,
+        media: &mut dyn MediaControl,
+    ) -> Result<(), u16> {
+        let session = match sdp::parse(&msg.body) {
+            Ok(s) => s,
+            Err(_) => {
+                self.stats.bad_sdp.fetch_add(1, Relaxed);
+                return Err(488);
+            }
+        };
+        let call = self.calls.get_mut(call_id).ok_or(488u16)?;
+        let ports = match media.open(call.id, &call.agent_id, session.media.len()) {
+            Ok(p) => p,
+            Err(PortsExhausted) => {
+                self.stats.ports_exhausted.fetch_add(1, Relaxed);
+                return Err(503);
+            }
+        };
+        call.streams = call.streams.max(session.media.len());
+        media.remote(call.id, sender, &session);
+        let facing: Vec<sdp::RelayPorts> = ports.iter().map(|p| p.facing(sender.other())).collect();
+        msg.body = sdp::rewrite(&msg.body, self.media_host(), &facing).map_err(|_| 488u16)?;
+        Ok(())
+    }
+
+    fn media_host(&self) -> IpAddr {
+        self.cfg.media_host
+    }
+
+    fn agent_id(&self, msg: &Message, sender: Side) -> String {
+        let raw = if let Some(h) = self
+            .cfg
+            .agent_id_header
+            .as_deref()
+            .and_then(|h| msg.header(&h.to_ascii_lowercase()))
+        {
+            Some(h.to_string())
+        } else if sender == Side::Pbx {
+            msg.uri()
+                .and_then(SipUri::parse)
+                .and_then(|u| u.user)
+                .or_else(|| {
+                    msg.header("to")
+                        .and_then(SipUri::parse)
+                        .and_then(|u| u.user)
+                })
+        } else {
+            msg.header("from")
+                .and_then(SipUri::parse)
+                .and_then(|u| u.user)
+        };
+        sanitize_id(raw.as_deref().unwrap_or(""))
+    }
+
+    fn end_call(&mut self, call_id: &str, reason: EndReason, media: &mut dyn MediaControl) {
+        if let Some(c) = self.calls.remove(call_id) {
+            self.by_id.remove(&c.id);
+            self.stats.calls_ended.fetch_add(1, Relaxed);
+            tracing::info!(call = c.id, agent = %c.agent_id, reason = reason.label(), "call ended");
+            media.close(c.id, reason);
+        }
+    }
+
+    /// The media layer ended a call on its own (RTP timeout): forget it here too.
+    pub fn handle_media_ended(&mut self, call: u64) {
+        if let Some(cid) = self.by_id.remove(&call) {
+            self.calls.remove(&cid);
+            self.stats.calls_ended.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Expire transactions; an INVITE left unanswered past Timer C or a BYE that never got a
+    /// final response still ends its call.
+    pub fn handle_timeout(&mut self, now: Instant, media: &mut dyn MediaControl) {
+        let expired: Vec<(String, String)> = self
+            .txns
+            .iter()
+            .filter(|(_, t)| t.expires <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            if let Some(t) = self.txns.remove(&key) {
+                if (t.initial_invite || key.1 == "BYE") && !t.final_seen {
+                    self.end_call(&t.call_id, EndReason::Timeout, media);
+                }
+            }
+        }
+    }
+}
+
+/// Agent ids become metric labels: keep them short and plain.
+pub fn sanitize_id(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(64)
+        .collect();
+    if t.is_empty() {
+        "unknown".into()
+    } else {
+        t
+    }
+}
+
+/// Pull enough out of unparseable bytes to answer 400: a request line and the headers a
+/// response needs (Via, From, To, Call-ID, CSeq). None when it is not a request at all.
+fn salvage_request(raw: &[u8]) -> Option<Message> {
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(super::message::MAX_MESSAGE)]);
+    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
+    let first = lines.next()?;
+    let mut parts = first.split(' ');
+    let method = parts.next()?;
+    if method.is_empty()
+        || !method.bytes().all(|b| b.is_ascii_uppercase())
+        || !first.ends_with("SIP/2.0")
+    {
+        return None;
+    }
+    let mut headers = Vec::new();
+    for l in lines {
+        if l.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = l.split_once(':') {
+            let k = super::message::canonical(n.trim());
+            if matches!(k.as_str(), "via" | "from" | "to" | "call-id" | "cseq") {
+                headers.push(super::message::Header::new(n.trim(), v.trim()));
+            }
+        }
+    }
+    let m = Message {
+        start: StartLine::Request {
+            method: method.into(),
+            uri: "sip:invalid".into(),
+            version: "SIP/2.0".into(),
+        },
+        headers,
+        body: Vec::new(),
+    };
+    // Without a Via there is nowhere to send a response (§18.2.2).
+    if m.header("via").is_none() || split_values(m.header("via").unwrap_or("")).is_empty() {
+        return None;
+    }
+    if m.method() == Some("ACK") {
+        return None;
+    }
+    Some(m)
+}
