@@ -3,6 +3,7 @@
 //! Cores are sans-IO (`sip::proxy`, `media::session`, `sdp`, `rtp`); `io` holds the drivers.
 pub mod config;
 pub mod daemon;
+pub mod fuzzing;
 pub mod io;
 pub mod media;
 pub mod rtp;

@@ -560,7 +560,9 @@ impl SipUri {
         let s = s.trim();
         let inner = match (s.find('<'), s.find('>')) {
             (Some(a), Some(b)) if a < b => &s[a + 1..b],
-            _ => s.split(';').next().unwrap_or(s),
+            // A bare URI keeps its parameters (`;lr`, `;transport=`); in a header value without
+            // brackets they would be header parameters, which only matters for `tag`.
+            _ => s,
         };
         let rest = inner
             .strip_prefix("sips:")
@@ -665,6 +667,11 @@ l: 4\r\n\r\nv=0\r\nEXTRA";
             (Some("1001"), "::1", Some(5070), true)
         );
         assert_eq!(u.transport.as_deref(), Some("TCP"));
+        let bare = SipUri::parse("sip:10.0.0.1:5080;transport=tcp;lr").unwrap();
+        assert_eq!(
+            (bare.port, bare.transport.as_deref(), bare.lr),
+            (Some(5080), Some("TCP"), true)
+        );
         assert_eq!(
             split_values("<sip:a;lr>, <sip:b,c>"),
             vec!["<sip:a;lr>", "<sip:b,c>"]

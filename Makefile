@@ -1,0 +1,29 @@
+SHELL := /bin/bash
+# The two commands that matter: `make run` and `make test`. Both set up what they need first.
+.PHONY: run test setup build release lint bench fmt clean
+
+CONFIG ?= config/hearken.toml
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	@cargo build --quiet --release --bins
+
+run: build
+	@echo "hearken: starting on $(CONFIG) (status: http://127.0.0.1:9090/status, Ctrl-C to stop)"
+	@target/release/hearken run --config $(CONFIG)
+
+test: setup
+	@cargo build --quiet --bins
+	@cargo test --quiet --all-targets 2>&1 | grep -v '^$$' ; exit $${PIPESTATUS[0]}
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+bench: setup
+	@scripts/bench-relay.sh
+
+clean:
+	cargo clean

@@ -1,0 +1,357 @@
+//! Test harness: starts the real `hearken` binary on free loopback ports with a generated config,
+//! runs real sipp peers, and reads the status endpoint. Everything binds 127.0.0.1 only.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The PBX side (customer leg) runs on this loopback address, Hearken too.
+pub const PBX_IP: &str = "127.0.0.1";
+/// Agents run on another loopback address, so Hearken tells the sides apart by IP as in a real
+/// deployment (TCP source ports are ephemeral).
+pub const AGENT_IP: &str = "127.0.0.2";
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A free even-aligned block of `pairs` port pairs for media (probed, best effort: the relay skips
+/// pairs it cannot bind anyway).
+pub fn media_range(pairs: u16) -> (u16, u16) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, Ordering::SeqCst);
+    // Different test binaries run one after another; within one binary slots never overlap.
+    let base = 20000 + ((std::process::id() as u16 % 8) * 1000 + slot * (pairs * 2 + 2)) % 20000;
+    let base = base & !1;
+    (base, base + pairs * 2 + 1)
+}
+
+pub fn require(tool: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "`{tool}` is not installed: run `make test` (scripts/setup.sh installs it)"
+    );
+}
+
+pub struct Hearken {
+    child: Child,
+    pub sip_port: u16,
+    pub http_port: u16,
+    pub dir: tempfile::TempDir,
+    pub media: (u16, u16),
+}
+
+impl Hearken {
+    /// Start Hearken with the PBX at `pbx_port` and the agents' default route at `agent_port`.
+    /// `extra` is appended to the config (whole sections only).
+    pub fn start(pbx_port: u16, agent_port: u16, extra: &str) -> Hearken {
+        Self::start_with(pbx_port, agent_port, media_range(60), "", extra, "")
+    }
+
+    /// `route_params` is appended to both routes (e.g. `;transport=tcp`); `media_extra` to the
+    /// [media] section.
+    pub fn start_with(
+        pbx_port: u16,
+        agent_port: u16,
+        media: (u16, u16),
+        route_params: &str,
+        extra: &str,
+        media_extra: &str,
+    ) -> Hearken {
+        let dir = tempfile::tempdir().unwrap();
+        let sip_port = free_port();
+        let http_port = free_port();
+        let cfg = format!(
+            "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n\
+             [pbx]\naddresses = [\"{PBX_IP}\"]\nroute = \"sip:{PBX_IP}:{pbx_port}{route_params}\"\n\
+             [agents]\nroute = \"sip:{AGENT_IP}:{agent_port}{route_params}\"\n\
+             [media]\nport_min = {}\nport_max = {}\nrtp_timeout_s = 30\n{media_extra}\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [log]\nlevel = \"hearken=debug\"\n{extra}",
+            media.0, media.1
+        );
+        let path = dir.path().join("hearken.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let log = std::fs::File::create(dir.path().join("hearken.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hearken"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("HEARKEN_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hearken");
+        let h = Hearken {
+            child,
+            sip_port,
+            http_port,
+            dir,
+            media,
+        };
+        wait_for(Duration::from_secs(20), "hearken /healthz", || {
+            h.get("/healthz").is_some()
+        });
+        h
+    }
+
+    /// GET a path from the status endpoint; None if it is not answering.
+    pub fn get(&self, path: &str) -> Option<String> {
+        http_get(self.http_port, path)
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.get("/status").expect("status endpoint")).unwrap()
+    }
+    pub fn calls(&self) -> Vec<Value> {
+        let v: Value = serde_json::from_str(&self.get("/calls").expect("calls endpoint")).unwrap();
+        v["calls"].as_array().cloned().unwrap_or_default()
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("hearken.log")).unwrap_or_default()
+    }
+    /// Wait until no call is active and every port pair is back in the pool.
+    pub fn wait_idle(&self) {
+        wait_for(
+            Duration::from_secs(10),
+            "all calls ended and ports freed",
+            || {
+                let s = self.status();
+                s["relay"]["active_calls"] == 0 && s["relay"]["port_pairs_in_use"] == 0
+            },
+        );
+    }
+}
+
+impl Drop for Hearken {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(body.to_string())
+}
+
+pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+pub fn sipp_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
+}
+
+/// A sipp process. Killed on drop.
+pub struct Sipp {
+    child: Option<Child>,
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// Common sipp arguments: loopback only, no stdin, a free control port, errors traced to a file.
+fn sipp_cmd(dir: &Path, scenario: &str, ip: &str, port: u16, args: &[&str]) -> Command {
+    require("sipp");
+    let mut c = Command::new("sipp");
+    if scenario.starts_with("builtin:") {
+        c.args(["-sn", &scenario["builtin:".len()..]]);
+    } else {
+        c.arg("-sf").arg(if Path::new(scenario).is_absolute() {
+            PathBuf::from(scenario)
+        } else {
+            sipp_dir().join(scenario)
+        });
+    }
+    c.args(["-i", ip, "-mi", ip, "-nostdin", "-trace_err", "-trace_msg"])
+        .args(["-p", &port.to_string()])
+        .args(["-cp", &free_port().to_string()])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    c
+}
+
+impl Sipp {
+    /// Start a sipp in the background on the agent address (a UAS usually).
+    pub fn spawn(dir: &Path, scenario: &str, port: u16, args: &[&str]) -> Sipp {
+        Self::spawn_on(dir, scenario, AGENT_IP, port, args)
+    }
+
+    pub fn spawn_on(dir: &Path, scenario: &str, ip: &str, port: u16, args: &[&str]) -> Sipp {
+        let log = std::fs::File::create(dir.join(format!("sipp-{port}.out"))).unwrap();
+        let child = sipp_cmd(dir, scenario, ip, port, args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start sipp");
+        // Give it a moment to bind its socket.
+        wait_for(Duration::from_secs(5), "sipp bound", || {
+            UdpSocket::bind((ip, port)).is_err() || TcpListener::bind((ip, port)).is_err()
+        });
+        Sipp {
+            child: Some(child),
+            name: scenario.to_string(),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Wait for a background sipp to exit; Err with its output if it failed or overran.
+    pub fn wait(mut self, limit: Duration) -> Result<(), String> {
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return if st.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} exited with {st}: {}",
+                        self.name,
+                        logs(&self.dir)
+                    ))
+                };
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} did not finish in {limit:?}: {}",
+                    self.name,
+                    logs(&self.dir)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Run sipp to completion on the PBX address (a UAC usually) with a time limit.
+pub fn sipp_run(
+    dir: &Path,
+    scenario: &str,
+    port: u16,
+    remote: &str,
+    args: &[&str],
+    limit: Duration,
+) -> Result<Output, String> {
+    sipp_run_on(dir, scenario, PBX_IP, port, remote, args, limit)
+}
+
+pub fn sipp_run_on(
+    dir: &Path,
+    scenario: &str,
+    ip: &str,
+    port: u16,
+    remote: &str,
+    args: &[&str],
+    limit: Duration,
+) -> Result<Output, String> {
+    let mut c = sipp_cmd(dir, scenario, ip, port, args);
+    c.arg(remote).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("start sipp");
+    let start = Instant::now();
+    loop {
+        if let Some(_st) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            return if out.status.success() {
+                Ok(out)
+            } else {
+                Err(format!(
+                    "{scenario} failed ({}): {}\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr),
+                    logs(dir)
+                ))
+            };
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{scenario} did not finish in {limit:?}: {}",
+                logs(dir)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The tail of every sipp error/message log in `dir`, for failure messages.
+pub fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.ends_with("errors.log") || n.ends_with("messages.log") || n.ends_with(".out") {
+                let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: String = t
+                    .chars()
+                    .rev()
+                    .take(6000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                out.push_str(&format!("\n==== {n}\n{tail}"));
+            }
+        }
+    }
+    out
+}
+
+/// Write a scenario generated from a template with `{{KEY}}` substitutions into `dir`.
+pub fn scenario(dir: &Path, template: &str, subs: &[(&str, String)]) -> String {
+    let mut t = std::fs::read_to_string(sipp_dir().join(template)).unwrap();
+    for (k, v) in subs {
+        t = t.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    let path = dir.join(template);
+    std::fs::write(&path, t).unwrap();
+    path.to_string_lossy().to_string()
+}
