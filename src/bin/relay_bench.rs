@@ -35,6 +35,8 @@ const PACKETS_PER_S: u64 = 1000 / PTIME_MS;
 const PAYLOAD_LEN: usize = 160;
 /// After the last packet is sent, receivers keep listening this long.
 const GRACE: Duration = Duration::from_secs(1);
+/// With the sessions set up and before traffic, the relay's idle CPU is measured this long.
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Hearken vs rtpengine (userspace) on identical RTP traffic over loopback.
 #[derive(Parser, Debug, Clone)]
@@ -107,6 +109,31 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
     let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     Ok(ut + st)
+}
+
+/// Busy clock ticks of the whole machine (all cores) from /proc/stat: user, nice, system, irq,
+/// softirq, steal.
+fn machine_busy_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("cpu "))
+        .ok_or_else(|| anyhow!("odd /proc/stat"))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    Ok(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+}
+
+/// CPU seconds `pid` uses over `d` while the sessions exist but no traffic flows.
+async fn idle_cpu(pid: u32, d: Duration, tck: u64) -> Result<f64> {
+    let c0 = cpu_ticks(pid)?;
+    tokio::time::sleep(d).await;
+    Ok((cpu_ticks(pid)? - c0) as f64 / tck as f64)
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -645,6 +672,10 @@ struct PhaseResult {
     lat_mean_us: f64,
     relay_cpu_s: f64,
     bench_cpu_s: f64,
+    /// All cores, every process, over the traffic window.
+    machine_busy_s: f64,
+    /// Relay CPU with the sessions set up and no traffic, as % of one core.
+    idle_cpu_pct: f64,
     window_s: f64,
     sender_lag_p99_us: u32,
     sender_lag_max_us: u32,
@@ -669,6 +700,10 @@ impl PhaseResult {
     fn cpu_pct(&self) -> f64 {
         100.0 * self.relay_cpu_s / self.window_s
     }
+    /// CPU used during the window by neither the relay nor the bench.
+    fn other_cpu_s(&self) -> f64 {
+        (self.machine_busy_s - self.relay_cpu_s - self.bench_cpu_s).max(0.0)
+    }
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "calls": self.calls,
@@ -690,6 +725,9 @@ impl PhaseResult {
             "window_s": round(self.window_s, 3),
             "pkts_per_cpu_s": round(self.pps_per_cpu_s(), 0),
             "bench_cpu_s": round(self.bench_cpu_s, 3),
+            "machine_busy_s": round(self.machine_busy_s, 3),
+            "other_cpu_s": round(self.other_cpu_s(), 3),
+            "relay_idle_cpu_pct_of_one_core": round(self.idle_cpu_pct, 2),
             "sender_lag_us": {"p99": self.sender_lag_p99_us, "max": self.sender_lag_max_us},
             "relay_counters": self.relay_counters,
         })
@@ -737,9 +775,10 @@ async fn traffic(
     let calls = Arc::new(calls);
     let send = tokio::spawn(sender(calls.clone(), secs, t0));
     sleep_until(t0).await;
-    let (cpu0, self0, w0) = (
+    let (cpu0, self0, m0, w0) = (
         cpu_ticks(pid)?,
         cpu_ticks(std::process::id())?,
+        machine_busy_ticks()?,
         Instant::now(),
     );
     let sst = send.await?;
@@ -751,9 +790,10 @@ async fn traffic(
         all.foreign += r.foreign;
         all.lat_us.extend(r.lat_us);
     }
-    let (cpu1, self1, window) = (
+    let (cpu1, self1, m1, window) = (
         cpu_ticks(pid)?,
         cpu_ticks(std::process::id())?,
+        machine_busy_ticks()?,
         w0.elapsed(),
     );
     all.lat_us.sort_unstable();
@@ -778,6 +818,7 @@ async fn traffic(
         lat_mean_us: mean,
         relay_cpu_s: (cpu1 - cpu0) as f64 / tck as f64,
         bench_cpu_s: (self1 - self0) as f64 / tck as f64,
+        machine_busy_s: (m1 - m0) as f64 / tck as f64,
         window_s: window.as_secs_f64(),
         sender_lag_p99_us: pct(&lag, 0.99),
         sender_lag_max_us: lag.last().copied().unwrap_or(0),
@@ -1087,8 +1128,10 @@ async fn hearken_phase(args: &Args, dir: &Path, bin: &Path, tck: u64) -> Result<
         eprintln!("hearken: ... {} warnings in all", warnings.len());
     }
     child.check_alive()?;
+    let idle = idle_cpu(child.pid(), IDLE_WINDOW, tck).await?;
     let mut r = traffic("hearken", child.pid(), calls, args.seconds, tck).await?;
     r.setup_ms = setup_ms;
+    r.idle_cpu_pct = 100.0 * idle / IDLE_WINDOW.as_secs_f64();
     child.check_alive()?;
     if let Ok(s) = http_get(http, "/status").await {
         if let Some(body) = s.split("\r\n\r\n").nth(1) {
@@ -1179,8 +1222,10 @@ async fn rtpengine_phase(args: &Args, dir: &Path, tck: u64) -> Result<PhaseResul
     }
     let setup_ms = t.elapsed().as_secs_f64() * 1000.0;
     child.check_alive()?;
+    let idle = idle_cpu(child.pid(), IDLE_WINDOW, tck).await?;
     let mut r = traffic("rtpengine", child.pid(), calls, args.seconds, tck).await?;
     r.setup_ms = setup_ms;
+    r.idle_cpu_pct = 100.0 * idle / IDLE_WINDOW.as_secs_f64();
     child.check_alive()?;
     Ok(r)
 }
@@ -1235,7 +1280,9 @@ fn report(args: &Args, tck: (u64, bool), phases: &[PhaseResult]) {
         ("relay CPU (s)", |p| p.relay_cpu_s, 2),
         ("relay CPU (% of a core)", |p| p.cpu_pct(), 1),
         ("packets per relay CPU-s", |p| p.pps_per_cpu_s(), 0),
+        ("relay CPU idle (% of a core)", |p| p.idle_cpu_pct, 1),
         ("bench CPU (s)", |p| p.bench_cpu_s, 2),
+        ("other processes CPU (s)", |p| p.other_cpu_s(), 2),
         ("sender lag p99 (us)", |p| p.sender_lag_p99_us as f64, 0),
     ];
     println!(

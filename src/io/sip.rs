@@ -262,7 +262,8 @@ impl StreamFramer {
             return Ok(None);
         };
         let len = match content_length(&self.buf[..end]) {
-            Ok(l) if end + l <= MAX_MESSAGE => l,
+            // checked: a Content-Length near usize::MAX must not wrap past the limit.
+            Ok(l) if end.checked_add(l).is_some_and(|total| total <= MAX_MESSAGE) => l,
             _ => return Err(std::mem::take(&mut self.buf)),
         };
         if self.buf.len() < end + len {
