@@ -897,3 +897,224 @@ fn salvage_request(raw: &[u8]) -> Option<Message> {
     }
     Some(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SourcePattern;
+
+    #[derive(Default)]
+    struct FakeMedia {
+        opened: Vec<(u64, String, usize)>,
+        remotes: Vec<(u64, Side)>,
+        closed: Vec<(u64, EndReason)>,
+        exhausted: bool,
+    }
+    impl MediaControl for FakeMedia {
+        fn open(
+            &mut self,
+            call: u64,
+            agent: &str,
+            n: usize,
+        ) -> Result<Vec<StreamPorts>, PortsExhausted> {
+            if self.exhausted {
+                return Err(PortsExhausted);
+            }
+            self.opened.push((call, agent.to_string(), n));
+            Ok((0..n as u16)
+                .map(|i| StreamPorts {
+                    pbx: sdp::RelayPorts {
+                        rtp: 30000 + 4 * i,
+                        rtcp: 30001 + 4 * i,
+                    },
+                    agent: sdp::RelayPorts {
+                        rtp: 30002 + 4 * i,
+                        rtcp: 30003 + 4 * i,
+                    },
+                })
+                .collect())
+        }
+        fn remote(&mut self, call: u64, side: Side, _s: &sdp::Session) {
+            self.remotes.push((call, side));
+        }
+        fn close(&mut self, call: u64, reason: EndReason) {
+            self.closed.push((call, reason));
+        }
+    }
+
+    const PBX: &str = "10.0.0.1:5060";
+    const AGENT: &str = "10.0.0.2:5060";
+
+    fn proxy() -> Proxy {
+        Proxy::new(
+            ProxyConfig {
+                host: "10.0.0.9".parse().unwrap(),
+                port: 5060,
+                media_host: "10.0.0.9".parse().unwrap(),
+                pbx_sources: vec![SourcePattern {
+                    ip: "10.0.0.1".parse().unwrap(),
+                    port: None,
+                }],
+                pbx_route: Target::parse("10.0.0.1:5060").unwrap(),
+                agents_route: Target::parse("10.0.0.2:5060"),
+                agent_id_header: None,
+                linger: Duration::from_secs(32),
+            },
+            Arc::new(SipStats::default()),
+        )
+    }
+    fn peer(a: &str) -> Peer {
+        Peer {
+            addr: a.parse().unwrap(),
+            transport: Transport::Udp,
+            conn: None,
+        }
+    }
+    fn invite() -> Message {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let text = format!(
+            "INVITE sip:agent42@10.0.0.9 SIP/2.0\r\nv: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc\r\nf: <sip:cust@pbx>;tag=1\r\nt: <sip:agent42@pbx>\r\ni: call-1\r\nCSeq: 1 INVITE\r\nX-Custom:   odd   spacing\r\nc: application/sdp\r\nl: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        Message::parse(text.as_bytes()).unwrap()
+    }
+    fn sent(actions: &[Action]) -> Vec<(Dest, Message)> {
+        actions
+            .iter()
+            .map(|Action::Send { to, data }| (to.clone(), Message::parse(data).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn invite_is_anchored_record_routed_and_passes_unknown_headers() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let out = sent(&p.handle_message(invite(), peer(PBX), t0, &mut m));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].1.status(), Some(100));
+        let (dest, fwd) = &out[1];
+        assert_eq!(dest, &Dest::Target(Target::parse("10.0.0.2:5060").unwrap()));
+        let text = String::from_utf8(fwd.to_bytes()).unwrap();
+        assert!(text.contains("X-Custom:   odd   spacing\r\n"), "{text}");
+        assert!(
+            text.contains("f: <sip:cust@pbx>;tag=1\r\n"),
+            "compact form kept: {text}"
+        );
+        assert!(text.contains("Record-Route: <sip:10.0.0.9:5060;lr>"));
+        assert!(
+            text.contains("m=audio 30002 RTP/AVP 0"),
+            "agent sees the agent-facing port: {text}"
+        );
+        assert!(text.contains("c=IN IP4 10.0.0.9"));
+        assert_eq!(fwd.values("via").len(), 2);
+        assert_eq!(fwd.header("max-forwards"), Some("70"));
+        assert_eq!(m.opened, vec![(1, "agent42".to_string(), 1)]);
+        assert_eq!(m.remotes, vec![(1, Side::Pbx)]);
+    }
+
+    #[test]
+    fn retransmission_is_absorbed_and_answer_is_anchored() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let out = sent(&p.handle_message(invite(), peer(PBX), t0, &mut m));
+        let fwd = out[1].1.clone();
+        // The agent answers with SDP.
+        let mut ok = fwd.response(200, "OK", Some("ag"));
+        ok.set("content-type", "Content-Type", "application/sdp");
+        ok.body = b"v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n".to_vec();
+        let back = sent(&p.handle_message(ok, peer(AGENT), t0, &mut m));
+        assert_eq!(back[0].0, Dest::Peer(peer(PBX)));
+        let text = String::from_utf8(back[0].1.to_bytes()).unwrap();
+        assert!(
+            text.contains("m=audio 30000 "),
+            "PBX sees the PBX-facing port: {text}"
+        );
+        assert_eq!(back[0].1.values("via").len(), 1);
+        // The PBX did not get the 200 and retransmits the INVITE: the proxy resends the 200
+        // itself instead of forwarding again.
+        let again =
+            sent(&p.handle_message(invite(), peer(PBX), t0 + Duration::from_millis(500), &mut m));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.status(), Some(200));
+        assert_eq!(
+            m.opened.len(),
+            2,
+            "the answer reuses the call's ports (open called again, same call)"
+        );
+        assert!(m.opened.iter().all(|o| o.0 == 1));
+    }
+
+    #[test]
+    fn cancel_is_answered_and_sent_on_with_the_invite_branch() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let out = sent(&p.handle_message(invite(), peer(PBX), t0, &mut m));
+        let fwd_branch = Via::parse(&out[1].1.values("via")[0]).unwrap().branch;
+        let cancel = Message::parse(b"CANCEL sip:agent42@10.0.0.9 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc\r\nFrom: <sip:cust@pbx>;tag=1\r\nTo: <sip:agent42@pbx>\r\nCall-ID: call-1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let out = sent(&p.handle_message(cancel, peer(PBX), t0, &mut m));
+        assert_eq!(out[0].1.status(), Some(200));
+        assert_eq!(out[1].1.method(), Some("CANCEL"));
+        assert_eq!(
+            Via::parse(&out[1].1.values("via")[0]).unwrap().branch,
+            fwd_branch
+        );
+        assert_eq!(out[1].1.values("via").len(), 1);
+        // The 487 ends the call and frees its media.
+        let inv_fwd = Message::parse(&{
+            let mut i = invite();
+            i.push_front(
+                "Via",
+                format!(
+                    "SIP/2.0/UDP 10.0.0.9:5060;branch={}",
+                    fwd_branch.clone().unwrap()
+                ),
+            );
+            i.to_bytes()
+        })
+        .unwrap();
+        let r487 = inv_fwd.response(487, "Request Terminated", Some("ag"));
+        let back = sent(&p.handle_message(r487, peer(AGENT), t0, &mut m));
+        assert_eq!(back[0].1.status(), Some(487));
+        assert_eq!(m.closed, vec![(1, EndReason::Cancelled)]);
+    }
+
+    #[test]
+    fn unanswered_invite_times_out_after_timer_c() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        p.handle_message(invite(), peer(PBX), t0, &mut m);
+        p.handle_timeout(t0 + Duration::from_secs(179), &mut m);
+        assert!(m.closed.is_empty());
+        p.handle_timeout(t0 + Duration::from_secs(181), &mut m);
+        assert_eq!(m.closed, vec![(1, EndReason::Timeout)]);
+        assert_eq!(p.transaction_count(), 0);
+    }
+
+    #[test]
+    fn exhausted_ports_answer_503_and_free_the_call() {
+        let (mut p, mut m, t0) = (
+            proxy(),
+            FakeMedia {
+                exhausted: true,
+                ..Default::default()
+            },
+            Instant::now(),
+        );
+        let out = sent(&p.handle_message(invite(), peer(PBX), t0, &mut m));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.status(), Some(503));
+        assert_eq!(p.active_calls().count(), 0);
+    }
+
+    #[test]
+    fn agent_requests_go_to_the_pbx_and_responses_not_ours_are_dropped() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let reg = Message::parse(b"REGISTER sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;rport;branch=z9hG4bKr1\r\nFrom: <sip:agent1@pbx>;tag=9\r\nTo: <sip:agent1@pbx>\r\nCall-ID: r1\r\nCSeq: 1 REGISTER\r\nSupported: path\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let out = sent(&p.handle_message(reg, peer("10.0.0.2:5062"), t0, &mut m));
+        assert_eq!(
+            out[0].0,
+            Dest::Target(Target::parse("10.0.0.1:5060").unwrap())
+        );
+        assert!(out[0].1.header("path").is_some());
+        let up = Via::parse(&out[0].1.values("via")[1]).unwrap();
+        assert_eq!(up.rport, Some(Some(5062)));
+        let stray = Message::parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKother\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(p.handle_message(stray, peer(AGENT), t0, &mut m).is_empty());
+    }
+}
