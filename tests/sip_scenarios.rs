@@ -392,3 +392,48 @@ fn malformed_messages_get_clear_answers_and_break_nothing() {
     uas.wait(Duration::from_secs(10))
         .unwrap_or_else(|e| fail(e, &h));
 }
+
+#[test]
+fn silent_call_ends_on_rtp_timeout_and_is_reported() {
+    let (pbx, agent) = (free_port(), free_port());
+    let h = Hearken::start_with(pbx, agent, media_range(4), "", "", "rtp_timeout_s = 2");
+    let dir = tempfile::tempdir().unwrap();
+    let uas = scenario(
+        dir.path(),
+        "uas_call.xml",
+        &[("MEDIA_PORT", "42040".into())],
+    );
+    // The call stays up 6 s but nobody sends RTP.
+    let uac = scenario(
+        dir.path(),
+        "uac_call.xml",
+        &[
+            ("AGENT", "quiet".into()),
+            ("PLAY", String::new()),
+            ("HOLD_MS", "6000".into()),
+        ],
+    );
+    let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
+    let remote = format!("127.0.0.1:{}", h.sip_port);
+    let d = dir.path().to_path_buf();
+    let uac = std::thread::spawn(move || {
+        sipp_run(
+            &d,
+            &uac,
+            pbx,
+            &remote,
+            &["-m", "1"],
+            Duration::from_secs(30),
+        )
+    });
+    wait_for(Duration::from_secs(10), "rtp timeout reported", || {
+        h.status()["relay"]["rtp_timeouts"] == 1
+    });
+    // Media is gone and its ports are back while the SIP dialog is still up.
+    h.wait_idle();
+    assert!(!uac.is_finished(), "the SIP dialog outlives its media");
+    uac.join().unwrap().unwrap_or_else(|e| fail(e, &h));
+    uas.wait(Duration::from_secs(10))
+        .unwrap_or_else(|e| fail(e, &h));
+    assert!(h.log().contains("rtp timeout"), "{}", h.log());
+}

@@ -79,11 +79,16 @@ impl Hearken {
         let dir = tempfile::tempdir().unwrap();
         let sip_port = free_port();
         let http_port = free_port();
+        let timeout = if media_extra.contains("rtp_timeout_s") {
+            ""
+        } else {
+            "rtp_timeout_s = 30"
+        };
         let cfg = format!(
             "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n\
              [pbx]\naddresses = [\"{PBX_IP}\"]\nroute = \"sip:{PBX_IP}:{pbx_port}{route_params}\"\n\
              [agents]\nroute = \"sip:{AGENT_IP}:{agent_port}{route_params}\"\n\
-             [media]\nport_min = {}\nport_max = {}\nrtp_timeout_s = 30\n{media_extra}\n\
+             [media]\nport_min = {}\nport_max = {}\n{timeout}\n{media_extra}\n\
              [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
              [log]\nlevel = \"hearken=debug\"\n{extra}",
             media.0, media.1
