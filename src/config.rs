@@ -27,7 +27,7 @@ fn key_err(key: &str, msg: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub sip: SipConfig,
@@ -60,7 +60,7 @@ pub struct PbxConfig {
     pub route: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentsConfig {
     /// Next hop for PBX requests addressed to Hearken itself (optional). Requests whose
@@ -101,18 +101,6 @@ pub struct LogConfig {
     pub format: String,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            sip: SipConfig::default(),
-            pbx: PbxConfig::default(),
-            agents: AgentsConfig::default(),
-            media: MediaConfig::default(),
-            http: HttpConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
 impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
@@ -127,14 +115,6 @@ impl Default for PbxConfig {
         PbxConfig {
             addresses: vec!["127.0.0.1:5080".into()],
             route: "127.0.0.1:5080".into(),
-        }
-    }
-}
-impl Default for AgentsConfig {
-    fn default() -> Self {
-        AgentsConfig {
-            route: None,
-            agent_id_header: None,
         }
     }
 }
@@ -244,7 +224,7 @@ impl Config {
             ));
         }
         let m = &self.media;
-        if m.port_min % 2 != 0 {
+        if !m.port_min.is_multiple_of(2) {
             return Err(key_err(
                 "media.port_min",
                 "must be even (RTP on even ports, RFC 3550 §11)",

@@ -247,6 +247,7 @@ impl StreamFramer {
     }
     /// Next whole message, None if more bytes are needed, Err(the bytes) if the stream cannot
     /// be framed (no valid Content-Length, or a header part over the size limit).
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Vec<u8>>, Vec<u8>> {
         // Leading CRLFs are keep-alives between messages.
         let skip = self

@@ -700,14 +700,15 @@ impl Proxy {
         if msg.values("via").is_empty() {
             return Vec::new();
         }
-        if msg.has_sdp() && self.calls.contains_key(&call_id) && code < 300 {
-            if self
+        // An answer that cannot be anchored is passed on unchanged so the call still works.
+        if msg.has_sdp()
+            && self.calls.contains_key(&call_id)
+            && code < 300
+            && self
                 .anchor(&mut msg, &call_id, req_side.other(), media)
                 .is_err()
-            {
-                // The answer cannot be anchored: pass it on unchanged so the call still works.
-                self.stats.bad_sdp.fetch_add(1, Relaxed);
-            }
+        {
+            self.stats.bad_sdp.fetch_add(1, Relaxed);
         }
         let data = msg.to_bytes();
         if let Some(t) = self.txns.get_mut(&key) {

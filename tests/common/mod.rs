@@ -195,8 +195,8 @@ pub struct Sipp {
 fn sipp_cmd(dir: &Path, scenario: &str, ip: &str, port: u16, args: &[&str]) -> Command {
     require("sipp");
     let mut c = Command::new("sipp");
-    if scenario.starts_with("builtin:") {
-        c.args(["-sn", &scenario["builtin:".len()..]]);
+    if let Some(name) = scenario.strip_prefix("builtin:") {
+        c.args(["-sn", name]);
     } else {
         c.arg("-sf").arg(if Path::new(scenario).is_absolute() {
             PathBuf::from(scenario)
