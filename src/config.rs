@@ -36,6 +36,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub analysis: crate::analysis::pipeline::AnalysisConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +266,23 @@ impl Config {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(key_err("log.format", "must be `text` or `json`"));
+        }
+        let t = &self.analysis.turns;
+        for (k, v) in [
+            ("analysis.turns.bridge_s", t.bridge_s),
+            ("analysis.turns.utterance_gap_s", t.utterance_gap_s),
+            ("analysis.turns.backchannel_max_s", t.backchannel_max_s),
+            ("analysis.turns.interruption_min_overlap_s", t.interruption_min_overlap_s),
+            ("analysis.turns.monologue_max_gap_s", t.monologue_max_gap_s),
+            ("analysis.turns.dead_air_event_s", t.dead_air_event_s),
+            ("analysis.turns.monologue_event_s", t.monologue_event_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(key_err(k, "must be a positive number of seconds"));
+            }
+        }
+        if t.dead_air_thresholds_s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(key_err("analysis.turns.dead_air_thresholds_s", "must be positive numbers of seconds"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(key_err("log.level", "is not a tracing filter"));

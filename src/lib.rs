@@ -1,6 +1,9 @@
 //! Hearken: a SIP-aware RTP relay for contact centres that measures active listening.
 //!
 //! Cores are sans-IO (`sip::proxy`, `media::session`, `sdp`, `rtp`); `io` holds the drivers.
+pub mod analysis;
+pub mod analyze;
+pub mod codec;
 pub mod config;
 pub mod daemon;
 pub mod fuzzing;

@@ -23,6 +23,29 @@ enum Cmd {
         #[arg(short, long, env = "HEARKEN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Analyse a recorded call through the same pipeline as live calls: two mono WAVs
+    /// (--customer and --agent), or one stereo WAV (--stereo: left = customer, right = agent).
+    /// 8 kHz 16-bit PCM. Prints a report, or one JSON object with --json.
+    Analyze {
+        #[arg(long, requires = "agent", conflicts_with = "stereo")]
+        customer: Option<PathBuf>,
+        #[arg(long, requires = "customer")]
+        agent: Option<PathBuf>,
+        #[arg(long)]
+        stereo: Option<PathBuf>,
+        /// Print JSON instead of the report.
+        #[arg(long)]
+        json: bool,
+        /// Config file whose [analysis] section sets thresholds and the VAD.
+        #[arg(short, long, env = "HEARKEN_CONFIG")]
+        config: Option<PathBuf>,
+        /// Override the VAD: energy or webrtc.
+        #[arg(long)]
+        vad: Option<String>,
+        /// Analysis frame in ms (10 or 20).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..=20))]
+        frame_ms: u32,
+    },
     /// Load and validate a config, print the effective settings, and exit (0 = valid).
     CheckConfig {
         #[arg(short, long, env = "HEARKEN_CONFIG")]
@@ -71,6 +94,47 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("hearken: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Analyze { customer, agent, stereo, json, config, vad, frame_ms } => {
+            let mut cfg = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hearken: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(v) = vad {
+                cfg.analysis.vad = match v.as_str() {
+                    "energy" => hearken::analysis::vad::VadKind::Energy,
+                    "webrtc" => hearken::analysis::vad::VadKind::Webrtc,
+                    other => {
+                        eprintln!("hearken: --vad {other}: expected energy or webrtc");
+                        return ExitCode::from(2);
+                    }
+                };
+            }
+            let input = match (customer, agent, stereo) {
+                (Some(c), Some(a), None) => hearken::analyze::Input::Pair(c, a),
+                (None, None, Some(s)) => hearken::analyze::Input::Stereo(s),
+                _ => {
+                    eprintln!("hearken: analyze needs --customer C.wav --agent A.wav, or --stereo S.wav");
+                    return ExitCode::from(2);
+                }
+            };
+            match hearken::analyze::run(&input, &cfg.analysis, frame_ms) {
+                Ok(out) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                    } else {
+                        print!("{}", hearken::analyze::report(&out));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hearken: {e}");
+                    ExitCode::from(1)
                 }
             }
         }

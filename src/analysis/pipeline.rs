@@ -1,0 +1,160 @@
+//! The analysis pipeline shared by live calls and `hearken analyze`: per leg 8 kHz PCM →
+//! 10 ms frames → VAD → [`TurnTaking`]. [`CallAnalysis`] accepts each leg's PCM at its audio
+//! position (samples since call start), in any interleaving, and advances both legs in
+//! lockstep up to the position both have reached (or that the caller declares complete, for a
+//! leg that sends nothing: hold, silence suppression, a dead leg).
+//!
+//! Not here: RTP, jitter, decoding (the live driver does that and calls [`CallAnalysis::push`]).
+
+use super::turns::{CallSummary, Party, TurnEvent, TurnParams, TurnTaking};
+use super::vad::{self, Vad, VadKind, FRAME};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Voice-activity detector: `energy` (default) or `webrtc`.
+    pub vad: VadKind,
+    pub energy: vad::EnergyParams,
+    pub turns: TurnParams,
+}
+
+struct Leg {
+    vad: Box<dyn Vad>,
+    /// PCM not yet consumed; `buf[0]` is at sample position `base`.
+    buf: Vec<i16>,
+    base: u64,
+}
+
+impl Leg {
+    fn end(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+}
+
+pub struct CallAnalysis {
+    legs: [Leg; 2],
+    turns: TurnTaking,
+    frame: usize,
+    /// Frames consumed so far.
+    pos: u64,
+}
+
+impl CallAnalysis {
+    /// `frame_samples`: 80 (10 ms) normally; 160 (20 ms) also works.
+    pub fn new(cfg: &AnalysisConfig, frame_samples: usize) -> Self {
+        let leg = || Leg { vad: vad::make(cfg.vad, &cfg.energy), buf: Vec::new(), base: 0 };
+        CallAnalysis {
+            legs: [leg(), leg()],
+            turns: TurnTaking::new(cfg.turns.clone(), (frame_samples as u32 * 1000) / vad::RATE),
+            frame: frame_samples,
+            pos: 0,
+        }
+    }
+
+    /// PCM of `party` starting at sample position `at`. Gaps before it are silence; samples
+    /// before what was already consumed are ignored (late).
+    pub fn push(&mut self, party: Party, at: u64, pcm: &[i16]) {
+        let leg = &mut self.legs[party.idx()];
+        let end = leg.end();
+        let (at, pcm) = if at < end {
+            let skip = (end - at) as usize;
+            if skip >= pcm.len() {
+                return;
+            }
+            (end, &pcm[skip..])
+        } else {
+            (at, pcm)
+        };
+        leg.buf.resize(leg.buf.len() + (at - end) as usize, 0);
+        leg.buf.extend_from_slice(pcm);
+        self.advance(None);
+    }
+
+    /// Treat both legs as complete up to `upto` samples (missing audio is silence), e.g. a leg
+    /// that stopped sending.
+    pub fn advance_to(&mut self, upto: u64) {
+        self.advance(Some(upto));
+    }
+
+    fn advance(&mut self, upto: Option<u64>) {
+        let frame = self.frame as u64;
+        loop {
+            let next_end = (self.pos + 1) * frame;
+            let ready = self.legs.iter().all(|l| l.end() >= next_end) || upto.is_some_and(|u| u >= next_end);
+            if !ready {
+                break;
+            }
+            let mut decisions = [false; 2];
+            for (i, leg) in self.legs.iter_mut().enumerate() {
+                let start = (self.pos * frame) as usize - leg.base as usize;
+                let mut f = [0i16; 320];
+                let f = &mut f[..self.frame];
+                for (k, s) in f.iter_mut().enumerate() {
+                    *s = leg.buf.get(start + k).copied().unwrap_or(0);
+                }
+                decisions[i] = leg.vad.is_speech(f);
+            }
+            self.turns.handle_frame(decisions[0], decisions[1]);
+            self.pos += 1;
+            // Drop consumed audio now and then.
+            for leg in self.legs.iter_mut() {
+                let consumed = (self.pos * frame).saturating_sub(leg.base) as usize;
+                if consumed >= 8000 {
+                    let n = consumed.min(leg.buf.len());
+                    leg.buf.drain(..n);
+                    leg.base += n as u64;
+                }
+            }
+        }
+    }
+
+    pub fn handle_hold(&mut self, on: bool) {
+        self.turns.handle_hold(on);
+    }
+    pub fn poll_event(&mut self) -> Option<TurnEvent> {
+        self.turns.poll_event()
+    }
+    /// Audio position analysed so far, seconds.
+    pub fn position_s(&self) -> f64 {
+        self.turns.position()
+    }
+    pub fn turns(&self) -> &TurnTaking {
+        &self.turns
+    }
+
+    /// Consume what is buffered (both legs padded with silence to the longer one) and summarise.
+    pub fn finish(&mut self) -> CallSummary {
+        let end = self.legs.iter().map(|l| l.end()).max().unwrap_or(0);
+        let whole = end / self.frame as u64 * self.frame as u64;
+        self.advance(Some(whole));
+        self.turns.finish()
+    }
+}
+
+/// Analyse two whole legs (offline).
+pub fn analyze_pcm(customer: &[i16], agent: &[i16], cfg: &AnalysisConfig, frame_samples: usize) -> (CallSummary, Vec<TurnEvent>) {
+    let mut a = CallAnalysis::new(cfg, frame_samples);
+    let mut events = Vec::new();
+    // Feed in 20 ms chunks, as RTP would.
+    let n = customer.len().max(agent.len());
+    let mut i = 0;
+    while i < n {
+        let j = (i + 160).min(n);
+        for (party, pcm) in [(Party::Customer, customer), (Party::Agent, agent)] {
+            if i < pcm.len() {
+                a.push(party, i as u64, &pcm[i..j.min(pcm.len())]);
+            }
+        }
+        a.advance_to(j as u64 / FRAME as u64 * FRAME as u64);
+        while let Some(e) = a.poll_event() {
+            events.push(e);
+        }
+        i = j;
+    }
+    let s = a.finish();
+    while let Some(e) = a.poll_event() {
+        events.push(e);
+    }
+    (s, events)
+}

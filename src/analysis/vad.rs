@@ -1,0 +1,204 @@
+//! Voice-activity detection per leg, behind the small [`Vad`] trait: one decision per 10 ms frame
+//! of 8 kHz PCM (80 samples).
+//!
+//! Two detectors, chosen by config (`analysis.vad`) and compared on the corpus in
+//! docs/analysis.md:
+//! - [`EnergyVad`] (default): frame energy against an adaptive threshold
+//!   `max(noise floor + 10 dB, recent peak − 30 dB, −60 dBFS)`. The noise floor is the minimum
+//!   100 ms block energy of the last 8 s, the peak a slowly decaying maximum: the causal version
+//!   of the rule the corpus truth uses (`max(p99 − 30 dB, p10 + 10 dB)`).
+//! - [`WebrtcVad`]: libfvad (the WebRTC GMM detector) through `webrtc-vad`, aggressive mode.
+//!
+//! Not here: bridging of short pauses and everything about turns (see `turns`).
+
+/// Samples per analysis frame (10 ms at 8 kHz).
+pub const FRAME: usize = 80;
+pub const RATE: u32 = 8000;
+
+pub trait Vad: Send {
+    /// Is this 10 ms frame speech? `frame.len() == FRAME`.
+    fn is_speech(&mut self, frame: &[i16]) -> bool;
+    fn name(&self) -> &'static str;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VadKind {
+    #[default]
+    Energy,
+    Webrtc,
+}
+
+/// Thresholds of the energy detector (config `[analysis.energy]`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnergyParams {
+    /// Speech must be this far above the noise floor.
+    pub floor_margin_db: f32,
+    /// ...and no further than this below the recent peak.
+    pub peak_margin_db: f32,
+    /// ...and above this absolute level.
+    pub min_dbfs: f32,
+    /// Frames kept as speech after the energy drops (word tails).
+    pub hangover_frames: u32,
+}
+
+impl Default for EnergyParams {
+    fn default() -> Self {
+        EnergyParams { floor_margin_db: 10.0, peak_margin_db: 30.0, min_dbfs: -60.0, hangover_frames: 0 }
+    }
+}
+
+pub fn make(kind: VadKind, energy: &EnergyParams) -> Box<dyn Vad> {
+    match kind {
+        VadKind::Energy => Box::new(EnergyVad::new(*energy)),
+        VadKind::Webrtc => Box::new(WebrtcVad::new()),
+    }
+}
+
+/// Frame energy in dBFS (full scale sine ≈ −3 dBFS); digital silence is −100.
+pub fn frame_dbfs(frame: &[i16]) -> f32 {
+    if frame.is_empty() {
+        return -100.0;
+    }
+    let sum: f64 = frame.iter().map(|&s| (s as f64) * (s as f64)).sum();
+    let ms = sum / frame.len() as f64 / (32768.0 * 32768.0);
+    if ms <= 1e-10 {
+        -100.0
+    } else {
+        (10.0 * ms.log10()) as f32
+    }
+}
+
+const BLOCK_FRAMES: usize = 10; // 100 ms
+const FLOOR_BLOCKS: usize = 80; // 8 s
+
+#[derive(Debug, Clone)]
+pub struct EnergyVad {
+    /// Energies of the last 100 ms blocks (ring).
+    blocks: Vec<f32>,
+    next_block: usize,
+    acc: f64,
+    acc_n: usize,
+    peak: f32,
+    /// dB the peak decays per frame (0.5 dB/s).
+    peak_decay: f32,
+    p: EnergyParams,
+    hang: u32,
+}
+
+impl Default for EnergyVad {
+    fn default() -> Self {
+        Self::new(EnergyParams::default())
+    }
+}
+
+impl EnergyVad {
+    pub fn new(p: EnergyParams) -> Self {
+        EnergyVad { blocks: Vec::with_capacity(FLOOR_BLOCKS), next_block: 0, acc: 0.0, acc_n: 0, peak: -40.0, peak_decay: 0.005, p, hang: 0 }
+    }
+
+    fn floor(&self) -> f32 {
+        self.blocks.iter().copied().fold(f32::INFINITY, f32::min).min(0.0)
+    }
+    pub fn threshold(&self) -> f32 {
+        let floor = if self.blocks.is_empty() { -100.0 } else { self.floor() };
+        (floor + self.p.floor_margin_db).max(self.peak - self.p.peak_margin_db).max(self.p.min_dbfs)
+    }
+}
+
+impl Vad for EnergyVad {
+    fn is_speech(&mut self, frame: &[i16]) -> bool {
+        let e = frame_dbfs(frame);
+        self.peak = (self.peak - self.peak_decay).max(e);
+        let sum: f64 = frame.iter().map(|&s| (s as f64) * (s as f64)).sum();
+        self.acc += sum / frame.len().max(1) as f64;
+        self.acc_n += 1;
+        if self.acc_n == BLOCK_FRAMES {
+            let ms = self.acc / BLOCK_FRAMES as f64 / (32768.0 * 32768.0);
+            let db = if ms <= 1e-10 { -100.0 } else { (10.0 * ms.log10()) as f32 };
+            if self.blocks.len() < FLOOR_BLOCKS {
+                self.blocks.push(db);
+            } else {
+                self.blocks[self.next_block] = db;
+            }
+            self.next_block = (self.next_block + 1) % FLOOR_BLOCKS;
+            self.acc = 0.0;
+            self.acc_n = 0;
+        }
+        if e > self.threshold() {
+            self.hang = self.p.hangover_frames;
+            true
+        } else if self.hang > 0 {
+            self.hang -= 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn name(&self) -> &'static str {
+        "energy"
+    }
+}
+
+pub struct WebrtcVad {
+    inner: webrtc_vad::Vad,
+}
+
+// libfvad keeps plain state in its own heap object and has no thread affinity; one leg's detector
+// is used by one task at a time, never shared.
+unsafe impl Send for WebrtcVad {}
+
+impl WebrtcVad {
+    pub fn new() -> Self {
+        WebrtcVad {
+            inner: webrtc_vad::Vad::new_with_rate_and_mode(
+                webrtc_vad::SampleRate::Rate8kHz,
+                webrtc_vad::VadMode::Aggressive,
+            ),
+        }
+    }
+}
+
+impl Default for WebrtcVad {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Vad for WebrtcVad {
+    fn is_speech(&mut self, frame: &[i16]) -> bool {
+        self.inner.is_voice_segment(frame).unwrap_or(false)
+    }
+    fn name(&self) -> &'static str {
+        "webrtc"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(amp: f64, n: usize) -> Vec<i16> {
+        (0..n).map(|i| (amp * (i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin()) as i16).collect()
+    }
+
+    #[test]
+    fn energy_detects_loud_against_quiet() {
+        let mut v = EnergyVad::default();
+        let quiet = tone(30.0, FRAME);
+        let loud = tone(3000.0, FRAME);
+        for _ in 0..100 {
+            assert!(!v.is_speech(&quiet));
+        }
+        assert!(v.is_speech(&loud));
+        assert!(!v.is_speech(&vec![0; FRAME]));
+        assert!((frame_dbfs(&tone(32767.0, 800)) + 3.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn webrtc_runs() {
+        let mut v = WebrtcVad::new();
+        assert!(!v.is_speech(&vec![0; FRAME]));
+    }
+}

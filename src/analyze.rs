@@ -1,0 +1,124 @@
+//! `hearken analyze`: offline analysis of a recorded call through the same pipeline as live
+//! calls, and the human-readable report.
+//!
+//! Not here: the metrics themselves (`analysis::turns`).
+
+use crate::analysis::pipeline::{analyze_pcm, AnalysisConfig};
+use crate::analysis::turns::{CallSummary, Party, TurnEvent};
+use crate::analysis::vad::FRAME;
+use crate::analysis::wav;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+pub enum Input {
+    Pair(PathBuf, PathBuf),
+    Stereo(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error(transparent)]
+    Wav(#[from] wav::WavError),
+    #[error("{0}: expected a mono file for one leg, got {1} channels (use --stereo for a two-channel file)")]
+    NotMono(String, u16),
+    #[error("{0}: expected a stereo file (left = customer, right = agent), got {1} channel(s)")]
+    NotStereo(String, u16),
+}
+
+#[derive(Debug, Serialize)]
+pub struct AnalyzeOutput {
+    #[serde(flatten)]
+    pub summary: CallSummary,
+    pub events: Vec<TurnEvent>,
+    pub vad: &'static str,
+}
+
+pub fn run(input: &Input, cfg: &AnalysisConfig, frame_ms: u32) -> Result<AnalyzeOutput, AnalyzeError> {
+    let (c, a) = match input {
+        Input::Pair(c, a) => {
+            let wc = wav::read(c)?;
+            let wa = wav::read(a)?;
+            if wc.channels != 1 {
+                return Err(AnalyzeError::NotMono(c.display().to_string(), wc.channels));
+            }
+            if wa.channels != 1 {
+                return Err(AnalyzeError::NotMono(a.display().to_string(), wa.channels));
+            }
+            (wc.samples.into_iter().next().unwrap_or_default(), wa.samples.into_iter().next().unwrap_or_default())
+        }
+        Input::Stereo(s) => {
+            let w = wav::read(s)?;
+            if w.channels != 2 {
+                return Err(AnalyzeError::NotStereo(s.display().to_string(), w.channels));
+            }
+            let mut it = w.samples.into_iter();
+            (it.next().unwrap_or_default(), it.next().unwrap_or_default())
+        }
+    };
+    let frame = FRAME * (frame_ms as usize / 10).max(1);
+    let (summary, events) = analyze_pcm(&c, &a, cfg, frame);
+    let vad = match cfg.vad {
+        crate::analysis::vad::VadKind::Energy => "energy",
+        crate::analysis::vad::VadKind::Webrtc => "webrtc",
+    };
+    Ok(AnalyzeOutput { summary, events, vad })
+}
+
+fn opt(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{v:.2} s"))
+}
+
+/// The readable report.
+pub fn report(o: &AnalyzeOutput) -> String {
+    let s = &o.summary;
+    let mut r = String::new();
+    let _ = writeln!(r, "Call: {:.1} s   (VAD: {})", s.call_duration_s, o.vad);
+    let _ = writeln!(
+        r,
+        "Talk time     customer {:.1} s   agent {:.1} s   agent share {}",
+        s.talk_time_s.customer,
+        s.talk_time_s.agent,
+        s.talk_ratio_agent.map_or("-".into(), |x| format!("{:.0} %", x * 100.0))
+    );
+    let _ = writeln!(r, "Overlap       {:.1} s   interactivity {:.1} switches/min", s.overlap_s, s.interactivity_per_min);
+    let _ = writeln!(
+        r,
+        "Interruptions {} (by agent {}, by customer {})",
+        s.interruptions.count, s.interruptions.by_agent, s.interruptions.by_customer
+    );
+    for e in &s.interruptions.events {
+        let _ = writeln!(r, "  {:>7.2} s  {} interrupts {} ({:.1} s overlap)", e.at, e.by.name(), e.of.name(), e.overlap_s);
+    }
+    let _ = writeln!(r, "Back-channels {} (by agent {}, by customer {})", s.backchannels.count, s.backchannels.by_agent, s.backchannels.by_customer);
+    let _ = write!(r, "Dead air     ");
+    for (k, v) in &s.dead_air {
+        let _ = write!(r, " {k}: {} ({:.1} s)", v.count, v.total_s);
+    }
+    let _ = writeln!(r);
+    let _ = writeln!(r, "Silence       leading {:.1} s   trailing {:.1} s   on hold {:.1} s", s.leading_silence_s, s.trailing_silence_s, s.hold_s);
+    for (who, l) in [(Party::Agent, &s.agent_response_latency), (Party::Customer, &s.customer_response_latency)] {
+        let _ = writeln!(
+            r,
+            "Response latency ({:8}) n={} mean {} min {} max {}  too fast: {}",
+            who.name(),
+            l.count,
+            opt(l.mean_s),
+            opt(l.min_s),
+            opt(l.max_s),
+            l.too_fast
+        );
+    }
+    let _ = writeln!(
+        r,
+        "Longest monologue  customer {:.1} s   agent {:.1} s",
+        s.longest_monologue.customer.longest_s, s.longest_monologue.agent.longest_s
+    );
+    if !s.silent_gaps.is_empty() {
+        let _ = writeln!(r, "Silent gaps ≥ 1 s:");
+        for g in &s.silent_gaps {
+            let _ = writeln!(r, "  {:>7.2} – {:>7.2} s  ({:.1} s{})", g.start, g.end, g.duration_s, if g.on_hold_s > 0.0 { format!(", {:.1} s on hold", g.on_hold_s) } else { String::new() });
+        }
+    }
+    r
+}
