@@ -34,7 +34,11 @@ pub struct AnalyzeOutput {
     pub vad: &'static str,
 }
 
-pub fn run(input: &Input, cfg: &AnalysisConfig, frame_ms: u32) -> Result<AnalyzeOutput, AnalyzeError> {
+pub fn run(
+    input: &Input,
+    cfg: &AnalysisConfig,
+    frame_ms: u32,
+) -> Result<AnalyzeOutput, AnalyzeError> {
     let (c, a) = match input {
         Input::Pair(c, a) => {
             let wc = wav::read(c)?;
@@ -45,7 +49,10 @@ pub fn run(input: &Input, cfg: &AnalysisConfig, frame_ms: u32) -> Result<Analyze
             if wa.channels != 1 {
                 return Err(AnalyzeError::NotMono(a.display().to_string(), wa.channels));
             }
-            (wc.samples.into_iter().next().unwrap_or_default(), wa.samples.into_iter().next().unwrap_or_default())
+            (
+                wc.samples.into_iter().next().unwrap_or_default(),
+                wa.samples.into_iter().next().unwrap_or_default(),
+            )
         }
         Input::Stereo(s) => {
             let w = wav::read(s)?;
@@ -62,7 +69,11 @@ pub fn run(input: &Input, cfg: &AnalysisConfig, frame_ms: u32) -> Result<Analyze
         crate::analysis::vad::VadKind::Energy => "energy",
         crate::analysis::vad::VadKind::Webrtc => "webrtc",
     };
-    Ok(AnalyzeOutput { summary, events, vad })
+    Ok(AnalyzeOutput {
+        summary,
+        events,
+        vad,
+    })
 }
 
 fn opt(x: Option<f64>) -> String {
@@ -79,25 +90,48 @@ pub fn report(o: &AnalyzeOutput) -> String {
         "Talk time     customer {:.1} s   agent {:.1} s   agent share {}",
         s.talk_time_s.customer,
         s.talk_time_s.agent,
-        s.talk_ratio_agent.map_or("-".into(), |x| format!("{:.0} %", x * 100.0))
+        s.talk_ratio_agent
+            .map_or("-".into(), |x| format!("{:.0} %", x * 100.0))
     );
-    let _ = writeln!(r, "Overlap       {:.1} s   interactivity {:.1} switches/min", s.overlap_s, s.interactivity_per_min);
+    let _ = writeln!(
+        r,
+        "Overlap       {:.1} s   interactivity {:.1} switches/min",
+        s.overlap_s, s.interactivity_per_min
+    );
     let _ = writeln!(
         r,
         "Interruptions {} (by agent {}, by customer {})",
         s.interruptions.count, s.interruptions.by_agent, s.interruptions.by_customer
     );
     for e in &s.interruptions.events {
-        let _ = writeln!(r, "  {:>7.2} s  {} interrupts {} ({:.1} s overlap)", e.at, e.by.name(), e.of.name(), e.overlap_s);
+        let _ = writeln!(
+            r,
+            "  {:>7.2} s  {} interrupts {} ({:.1} s overlap)",
+            e.at,
+            e.by.name(),
+            e.of.name(),
+            e.overlap_s
+        );
     }
-    let _ = writeln!(r, "Back-channels {} (by agent {}, by customer {})", s.backchannels.count, s.backchannels.by_agent, s.backchannels.by_customer);
+    let _ = writeln!(
+        r,
+        "Back-channels {} (by agent {}, by customer {})",
+        s.backchannels.count, s.backchannels.by_agent, s.backchannels.by_customer
+    );
     let _ = write!(r, "Dead air     ");
     for (k, v) in &s.dead_air {
         let _ = write!(r, " {k}: {} ({:.1} s)", v.count, v.total_s);
     }
     let _ = writeln!(r);
-    let _ = writeln!(r, "Silence       leading {:.1} s   trailing {:.1} s   on hold {:.1} s", s.leading_silence_s, s.trailing_silence_s, s.hold_s);
-    for (who, l) in [(Party::Agent, &s.agent_response_latency), (Party::Customer, &s.customer_response_latency)] {
+    let _ = writeln!(
+        r,
+        "Silence       leading {:.1} s   trailing {:.1} s   on hold {:.1} s",
+        s.leading_silence_s, s.trailing_silence_s, s.hold_s
+    );
+    for (who, l) in [
+        (Party::Agent, &s.agent_response_latency),
+        (Party::Customer, &s.customer_response_latency),
+    ] {
         let _ = writeln!(
             r,
             "Response latency ({:8}) n={} mean {} min {} max {}  too fast: {}",
@@ -117,7 +151,18 @@ pub fn report(o: &AnalyzeOutput) -> String {
     if !s.silent_gaps.is_empty() {
         let _ = writeln!(r, "Silent gaps ≥ 1 s:");
         for g in &s.silent_gaps {
-            let _ = writeln!(r, "  {:>7.2} – {:>7.2} s  ({:.1} s{})", g.start, g.end, g.duration_s, if g.on_hold_s > 0.0 { format!(", {:.1} s on hold", g.on_hold_s) } else { String::new() });
+            let _ = writeln!(
+                r,
+                "  {:>7.2} – {:>7.2} s  ({:.1} s{})",
+                g.start,
+                g.end,
+                g.duration_s,
+                if g.on_hold_s > 0.0 {
+                    format!(", {:.1} s on hold", g.on_hold_s)
+                } else {
+                    String::new()
+                }
+            );
         }
     }
     r

@@ -272,7 +272,10 @@ impl Config {
             ("analysis.turns.bridge_s", t.bridge_s),
             ("analysis.turns.utterance_gap_s", t.utterance_gap_s),
             ("analysis.turns.backchannel_max_s", t.backchannel_max_s),
-            ("analysis.turns.interruption_min_overlap_s", t.interruption_min_overlap_s),
+            (
+                "analysis.turns.interruption_min_overlap_s",
+                t.interruption_min_overlap_s,
+            ),
             ("analysis.turns.monologue_max_gap_s", t.monologue_max_gap_s),
             ("analysis.turns.dead_air_event_s", t.dead_air_event_s),
             ("analysis.turns.monologue_event_s", t.monologue_event_s),
@@ -281,8 +284,14 @@ impl Config {
                 return Err(key_err(k, "must be a positive number of seconds"));
             }
         }
-        if t.dead_air_thresholds_s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-            return Err(key_err("analysis.turns.dead_air_thresholds_s", "must be positive numbers of seconds"));
+        if t.dead_air_thresholds_s
+            .iter()
+            .any(|v| !(v.is_finite() && *v > 0.0))
+        {
+            return Err(key_err(
+                "analysis.turns.dead_air_thresholds_s",
+                "must be positive numbers of seconds",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(key_err("log.level", "is not a tracing filter"));

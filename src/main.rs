@@ -97,7 +97,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Analyze { customer, agent, stereo, json, config, vad, frame_ms } => {
+        Cmd::Analyze {
+            customer,
+            agent,
+            stereo,
+            json,
+            config,
+            vad,
+            frame_ms,
+        } => {
             let mut cfg = match Config::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -119,7 +127,9 @@ fn main() -> ExitCode {
                 (Some(c), Some(a), None) => hearken::analyze::Input::Pair(c, a),
                 (None, None, Some(s)) => hearken::analyze::Input::Stereo(s),
                 _ => {
-                    eprintln!("hearken: analyze needs --customer C.wav --agent A.wav, or --stereo S.wav");
+                    eprintln!(
+                        "hearken: analyze needs --customer C.wav --agent A.wav, or --stereo S.wav"
+                    );
                     return ExitCode::from(2);
                 }
             };

@@ -43,7 +43,11 @@ pub struct CallAnalysis {
 impl CallAnalysis {
     /// `frame_samples`: 80 (10 ms) normally; 160 (20 ms) also works.
     pub fn new(cfg: &AnalysisConfig, frame_samples: usize) -> Self {
-        let leg = || Leg { vad: vad::make(cfg.vad, &cfg.energy), buf: Vec::new(), base: 0 };
+        let leg = || Leg {
+            vad: vad::make(cfg.vad, &cfg.energy),
+            buf: Vec::new(),
+            base: 0,
+        };
         CallAnalysis {
             legs: [leg(), leg()],
             turns: TurnTaking::new(cfg.turns.clone(), (frame_samples as u32 * 1000) / vad::RATE),
@@ -81,11 +85,12 @@ impl CallAnalysis {
         let frame = self.frame as u64;
         loop {
             let next_end = (self.pos + 1) * frame;
-            let ready = self.legs.iter().all(|l| l.end() >= next_end) || upto.is_some_and(|u| u >= next_end);
+            let ready = self.legs.iter().all(|l| l.end() >= next_end)
+                || upto.is_some_and(|u| u >= next_end);
             if !ready {
                 break;
             }
-            let mut decisions = [false; 2];
+            let mut decisions = [(false, false); 2];
             for (i, leg) in self.legs.iter_mut().enumerate() {
                 let start = (self.pos * frame) as usize - leg.base as usize;
                 let mut f = [0i16; 320];
@@ -93,9 +98,10 @@ impl CallAnalysis {
                 for (k, s) in f.iter_mut().enumerate() {
                     *s = leg.buf.get(start + k).copied().unwrap_or(0);
                 }
-                decisions[i] = leg.vad.is_speech(f);
+                let d = leg.vad.decide(f);
+                decisions[i] = (d.speech, d.strong);
             }
-            self.turns.handle_frame(decisions[0], decisions[1]);
+            self.turns.handle_decisions(decisions);
             self.pos += 1;
             // Drop consumed audio now and then.
             for leg in self.legs.iter_mut() {
@@ -133,7 +139,12 @@ impl CallAnalysis {
 }
 
 /// Analyse two whole legs (offline).
-pub fn analyze_pcm(customer: &[i16], agent: &[i16], cfg: &AnalysisConfig, frame_samples: usize) -> (CallSummary, Vec<TurnEvent>) {
+pub fn analyze_pcm(
+    customer: &[i16],
+    agent: &[i16],
+    cfg: &AnalysisConfig,
+    frame_samples: usize,
+) -> (CallSummary, Vec<TurnEvent>) {
     let mut a = CallAnalysis::new(cfg, frame_samples);
     let mut events = Vec::new();
     // Feed in 20 ms chunks, as RTP would.

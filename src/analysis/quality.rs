@@ -209,8 +209,8 @@ impl QualityStats {
 
 /// E-model codec parameters: (Ie, Bpl, codec delay in ms).
 ///
-/// - G.711: Ie = 0; Bpl = 25.1 with G.711 Appendix I PLC, 4.3 without (ITU-T G.113 Appendix I,
-///   Table I.3). Delay: 20 ms packetisation (RFC 3551 default ptime).
+/// - G.711: Ie = 0; Bpl = 25.1 with G.711 Appendix I PLC, 4.3 without (ITU-T G.113 Appendix I
+///   provisional planning values). Delay: 20 ms packetisation (RFC 3551 default ptime).
 /// - Opus: no ITU-T value exists. Ie = 2.0, Bpl = 16.0: the narrowband E-model factors fitted for
 ///   Opus CBR at 11 kbit/s under random loss by Alahmadi, Počta & Melvin, "An Adaptive Bitrate
 ///   Switching Algorithm for Speech Applications in Context of WebRTC", ACM TOMM 17(4), 2021,
@@ -228,7 +228,7 @@ fn codec_parameters(codec: Codec, g711_plc: bool) -> (f64, f64, f64) {
 
 /// Simplified ITU-T G.107 E-model: R = 93.2 − Id − Ie,eff (default Ro − Is, A = 0).
 ///
-/// - Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl / BurstR + Bpl) with BurstR = 1 (G.107 §7.3, random
+/// - Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl / BurstR + Bpl) with BurstR = 1 (G.107, random
 ///   loss), Ppl in percent.
 /// - Id from the one-way mouth-to-ear delay d = jitter buffer + codec + network, with the linear
 ///   fit of G.107 at default echo settings by Cole & Rosenbluth ("Voice over IP performance

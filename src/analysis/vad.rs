@@ -15,9 +15,21 @@
 pub const FRAME: usize = 80;
 pub const RATE: u32 = 8000;
 
+/// One frame's decision: `speech` (with hangover and hysteresis), and `strong` when the frame on
+/// its own passes the strict onset threshold. A segment made of weak frames only (crosstalk from
+/// other people in the room, line noise) is discarded by the turn analyzer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Decision {
+    pub speech: bool,
+    pub strong: bool,
+}
+
 pub trait Vad: Send {
-    /// Is this 10 ms frame speech? `frame.len() == FRAME`.
-    fn is_speech(&mut self, frame: &[i16]) -> bool;
+    /// Decision for one frame (`FRAME` samples, or a multiple).
+    fn decide(&mut self, frame: &[i16]) -> Decision;
+    fn is_speech(&mut self, frame: &[i16]) -> bool {
+        self.decide(frame).speech
+    }
     fn name(&self) -> &'static str;
 }
 
@@ -41,11 +53,24 @@ pub struct EnergyParams {
     pub min_dbfs: f32,
     /// Frames kept as speech after the energy drops (word tails).
     pub hangover_frames: u32,
+    /// Once in speech, it continues while the energy stays above these looser thresholds
+    /// (hysteresis: strict onsets reject crosstalk, loose continuation keeps quiet word tails).
+    pub continue_floor_margin_db: f32,
+    pub continue_peak_margin_db: f32,
+    pub continue_min_dbfs: f32,
 }
 
 impl Default for EnergyParams {
     fn default() -> Self {
-        EnergyParams { floor_margin_db: 10.0, peak_margin_db: 30.0, min_dbfs: -60.0, hangover_frames: 0 }
+        EnergyParams {
+            floor_margin_db: 7.0,
+            peak_margin_db: 30.0,
+            min_dbfs: -60.0,
+            hangover_frames: 5,
+            continue_floor_margin_db: 5.0,
+            continue_peak_margin_db: 55.0,
+            continue_min_dbfs: -75.0,
+        }
     }
 }
 
@@ -85,6 +110,7 @@ pub struct EnergyVad {
     peak_decay: f32,
     p: EnergyParams,
     hang: u32,
+    active: bool,
 }
 
 impl Default for EnergyVad {
@@ -95,20 +121,47 @@ impl Default for EnergyVad {
 
 impl EnergyVad {
     pub fn new(p: EnergyParams) -> Self {
-        EnergyVad { blocks: Vec::with_capacity(FLOOR_BLOCKS), next_block: 0, acc: 0.0, acc_n: 0, peak: -40.0, peak_decay: 0.005, p, hang: 0 }
+        EnergyVad {
+            blocks: Vec::with_capacity(FLOOR_BLOCKS),
+            next_block: 0,
+            acc: 0.0,
+            acc_n: 0,
+            peak: -40.0,
+            peak_decay: 0.005,
+            p,
+            hang: 0,
+            active: false,
+        }
     }
 
     fn floor(&self) -> f32 {
-        self.blocks.iter().copied().fold(f32::INFINITY, f32::min).min(0.0)
+        self.blocks
+            .iter()
+            .copied()
+            .fold(f32::INFINITY, f32::min)
+            .min(0.0)
     }
+    /// The threshold in force: the onset one, or the looser one while in speech.
     pub fn threshold(&self) -> f32 {
-        let floor = if self.blocks.is_empty() { -100.0 } else { self.floor() };
-        (floor + self.p.floor_margin_db).max(self.peak - self.p.peak_margin_db).max(self.p.min_dbfs)
+        let floor = if self.blocks.is_empty() {
+            -100.0
+        } else {
+            self.floor()
+        };
+        if self.active {
+            (floor + self.p.continue_floor_margin_db)
+                .max(self.peak - self.p.continue_peak_margin_db)
+                .max(self.p.continue_min_dbfs)
+        } else {
+            (floor + self.p.floor_margin_db)
+                .max(self.peak - self.p.peak_margin_db)
+                .max(self.p.min_dbfs)
+        }
     }
 }
 
 impl Vad for EnergyVad {
-    fn is_speech(&mut self, frame: &[i16]) -> bool {
+    fn decide(&mut self, frame: &[i16]) -> Decision {
         let e = frame_dbfs(frame);
         self.peak = (self.peak - self.peak_decay).max(e);
         let sum: f64 = frame.iter().map(|&s| (s as f64) * (s as f64)).sum();
@@ -116,7 +169,11 @@ impl Vad for EnergyVad {
         self.acc_n += 1;
         if self.acc_n == BLOCK_FRAMES {
             let ms = self.acc / BLOCK_FRAMES as f64 / (32768.0 * 32768.0);
-            let db = if ms <= 1e-10 { -100.0 } else { (10.0 * ms.log10()) as f32 };
+            let db = if ms <= 1e-10 {
+                -100.0
+            } else {
+                (10.0 * ms.log10()) as f32
+            };
             if self.blocks.len() < FLOOR_BLOCKS {
                 self.blocks.push(db);
             } else {
@@ -126,15 +183,22 @@ impl Vad for EnergyVad {
             self.acc = 0.0;
             self.acc_n = 0;
         }
-        if e > self.threshold() {
+        let was = self.active;
+        self.active = false;
+        let strong = e > self.threshold();
+        self.active = was;
+        let speech = if e > self.threshold() {
+            self.active = true;
             self.hang = self.p.hangover_frames;
             true
         } else if self.hang > 0 {
             self.hang -= 1;
             true
         } else {
+            self.active = false;
             false
-        }
+        };
+        Decision { speech, strong }
     }
     fn name(&self) -> &'static str {
         "energy"
@@ -167,8 +231,12 @@ impl Default for WebrtcVad {
 }
 
 impl Vad for WebrtcVad {
-    fn is_speech(&mut self, frame: &[i16]) -> bool {
-        self.inner.is_voice_segment(frame).unwrap_or(false)
+    fn decide(&mut self, frame: &[i16]) -> Decision {
+        let speech = self.inner.is_voice_segment(frame).unwrap_or(false);
+        Decision {
+            speech,
+            strong: speech,
+        }
     }
     fn name(&self) -> &'static str {
         "webrtc"
@@ -180,7 +248,9 @@ mod tests {
     use super::*;
 
     fn tone(amp: f64, n: usize) -> Vec<i16> {
-        (0..n).map(|i| (amp * (i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin()) as i16).collect()
+        (0..n)
+            .map(|i| (amp * (i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin()) as i16)
+            .collect()
     }
 
     #[test]
