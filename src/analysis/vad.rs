@@ -134,6 +134,9 @@ impl EnergyVad {
         }
     }
 
+    /// Minimum 100 ms block energy of the last 8 s. A call that opens with speech and no pause
+    /// has a floor at speech level until the first pause (100 ms) arrives; capping it early
+    /// instead makes line noise at call start count as speech (measured on d04).
     fn floor(&self) -> f32 {
         self.blocks
             .iter()

@@ -1300,6 +1300,18 @@ fn report(args: &Args, tck: (u64, bool), phases: &[PhaseResult]) {
         println!("{name:<28} {:>14} {:>14} {:>18}", cell(h), cell(r), rat);
     }
     for p in phases {
+        // Anything above a few % of one core besides relay and bench distorts latency and CPU.
+        if p.other_cpu_s() > 0.05 * p.window_s {
+            println!(
+                "WARNING: {}: other processes used {:.2} CPU-s during the {:.1} s window \
+                 (machine busy {:.2} of {} core-s); the numbers are disturbed",
+                p.relay,
+                p.other_cpu_s(),
+                p.window_s,
+                p.machine_busy_s,
+                round(p.window_s * cores as f64, 1)
+            );
+        }
         if p.duplicates > 0 || p.foreign > 0 || p.send_errors > 0 {
             println!(
                 "note: {}: {} duplicates, {} foreign packets, {} send errors",
