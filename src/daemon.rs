@@ -4,6 +4,7 @@
 //! Not here: CLI parsing and logging setup (main.rs).
 
 use crate::config::Config;
+use crate::io::analysis::Records;
 use crate::io::http::{router, HttpState};
 use crate::io::media::{MediaManager, MediaSettings, RelayStats, TapFrame};
 use crate::io::sip::SipDriver;
@@ -29,7 +30,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let relay_stats = Arc::new(RelayStats::default());
     let sip_stats = Arc::new(SipStats::default());
     let (tap_tx, tap_rx) = mpsc::channel::<TapFrame>(cfg.media.tap_queue);
-    tokio::spawn(tap_consumer(tap_rx));
+    let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
+    let records = Records::default();
+    crate::io::analysis::spawn(cfg.analysis.clone(), tap_rx, ctl_rx, records.clone());
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
         MediaSettings {
@@ -41,6 +44,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tap_tx,
         relay_stats.clone(),
         ended_tx,
+        ctl_tx,
     );
     let proxy = Proxy::new(
         ProxyConfig {
@@ -64,6 +68,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             sip: sip_stats,
             pool: pool.clone(),
             registry: media.registry.clone(),
+            records,
         });
         tracing::info!(addr = %cfg.http.listen, "status endpoint listening");
         tokio::spawn(async move {
@@ -100,18 +105,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Drains the tap. Analysis (decode, VAD, turn-taking) attaches here; until then frames are
-/// consumed so the queue measures only real back-pressure.
-async fn tap_consumer(mut rx: mpsc::Receiver<TapFrame>) {
-    while let Some(f) = rx.recv().await {
-        tracing::trace!(
-            call = f.call,
-            leg = f.leg.leg_name(),
-            seq = f.header.sequence,
-            len = f.payload().len(),
-            "tap frame"
-        );
-    }
 }

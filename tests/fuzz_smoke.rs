@@ -567,4 +567,14 @@ fn known_issue_sdp_rewrite_of_m_line_with_tabs_or_double_spaces() {
             "{m:?}: proto changed"
         );
     }
+    // Whitespace other than a space after the port: the rewritten m-line loses its proto and
+    // formats and no longer parses (found by `cargo fuzz run sdp`).
+    let text = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 100\r\0RTP/AVP 0\r\n";
+    assert!(sdp::parse(text.as_bytes()).is_ok());
+    let out = sdp::rewrite(text.as_bytes(), RELAY, &RELAY_PORTS).unwrap();
+    assert!(
+        sdp::parse(&out).is_ok(),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
 }

@@ -40,7 +40,7 @@ struct Leg {
     jitter: Option<JitterStage>,
     clock: u32,
     decoder: Option<Decoder>,
-    /// (RTP timestamp, audio position in samples) of the anchor packet.
+    /// (RTP timestamp, audio position in samples) of the last frame placed.
     anchor: Option<(u32, u64)>,
     ssrc: Option<u32>,
     quality: Option<QualityStats>,
@@ -174,12 +174,11 @@ impl LiveCall {
         };
         let pos = match pos {
             Some(p) if p >= 0 => p as u64,
-            _ => {
-                let p = now_ms.saturating_sub(start_ms) * (RATE as u64 / 1000);
-                leg.anchor = Some((ts, p));
-                p
-            }
+            _ => now_ms.saturating_sub(start_ms) * (RATE as u64 / 1000),
         };
+        // Follow the stream: the next frame is placed relative to this one, so only a jump
+        // between consecutive frames (not the call's length) re-anchors on arrival time.
+        leg.anchor = Some((ts, pos));
         leg.pcm.clear();
         match payload {
             Some(payload) => {

@@ -21,6 +21,9 @@ pub struct AnalysisConfig {
 
 struct Leg {
     vad: Box<dyn Vad>,
+    /// Position of the first audio received: before it there is no media at all, and the VAD
+    /// is not fed (zeros there would pull its noise floor to digital silence).
+    first: Option<u64>,
     /// PCM not yet consumed; `buf[0]` is at sample position `base`.
     buf: Vec<i16>,
     base: u64,
@@ -45,6 +48,7 @@ impl CallAnalysis {
     pub fn new(cfg: &AnalysisConfig, frame_samples: usize) -> Self {
         let leg = || Leg {
             vad: vad::make(cfg.vad, &cfg.energy),
+            first: None,
             buf: Vec::new(),
             base: 0,
         };
@@ -60,6 +64,9 @@ impl CallAnalysis {
     /// before what was already consumed are ignored (late).
     pub fn push(&mut self, party: Party, at: u64, pcm: &[i16]) {
         let leg = &mut self.legs[party.idx()];
+        if leg.first.is_none() && !pcm.is_empty() {
+            leg.first = Some(at);
+        }
         let end = leg.end();
         let (at, pcm) = if at < end {
             let skip = (end - at) as usize;
@@ -98,8 +105,10 @@ impl CallAnalysis {
                 for (k, s) in f.iter_mut().enumerate() {
                     *s = leg.buf.get(start + k).copied().unwrap_or(0);
                 }
-                let d = leg.vad.decide(f);
-                decisions[i] = (d.speech, d.strong);
+                if leg.first.is_some_and(|first| first <= self.pos * frame) {
+                    let d = leg.vad.decide(f);
+                    decisions[i] = (d.speech, d.strong);
+                }
             }
             self.turns.handle_decisions(decisions);
             self.pos += 1;

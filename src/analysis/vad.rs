@@ -265,13 +265,13 @@ mod tests {
             assert!(!v.is_speech(&quiet));
         }
         assert!(v.is_speech(&loud));
-        assert!(!v.is_speech(&vec![0; FRAME]));
+        assert!(!v.is_speech(&[0; FRAME]));
         assert!((frame_dbfs(&tone(32767.0, 800)) + 3.0).abs() < 0.1);
     }
 
     #[test]
     fn webrtc_runs() {
         let mut v = WebrtcVad::new();
-        assert!(!v.is_speech(&vec![0; FRAME]));
+        assert!(!v.is_speech(&[0; FRAME]));
     }
 }

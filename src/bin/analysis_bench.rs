@@ -115,13 +115,35 @@ fn proc_stat_cpu_s() -> f64 {
     }
 }
 
+/// Busy clock ticks of the whole machine (all cores) from /proc/stat: user, nice, system, irq,
+/// softirq, steal. Minus this process's own CPU time, it shows what others ran meanwhile.
+fn machine_busy_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return f64::NAN;
+    };
+    let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) as f64 / 100.0
+}
+
 // ---------------------------------------------------------------------------------------------
 // Corpus
 
 struct Scenario {
     name: String,
-    /// Decoded PCM per leg (customer, agent) — the µ-law round trip of the WAV.
+    /// The WAV samples per leg (customer, agent).
+    wav: [Vec<i16>; 2],
+    /// Decoded PCM per leg: the µ-law round trip of the WAV, what the timed path analyses.
     pcm: [Vec<i16>; 2],
+    /// Samples the µ-law round trip changed.
+    changed: usize,
     /// 20 ms µ-law payloads per leg.
     payloads: [Vec<Vec<u8>>; 2],
     /// Call length, seconds (the longer leg).
@@ -170,32 +192,20 @@ fn load_corpus(dir: &Path) -> Result<Vec<Scenario>> {
             }
         }
         let n = legs[0].len().max(legs[1].len());
+        let changed = (0..2)
+            .map(|i| pcm[i].iter().zip(&legs[i]).filter(|(a, b)| a != b).count())
+            .sum();
         out.push(Scenario {
             name: d
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            wav: legs,
             pcm,
+            changed,
             payloads,
             duration_s: n as f64 / RATE as f64,
         });
-        // The corpus legs went through a µ-law round trip already, so re-encoding is lossless.
-        let s = out.last().expect("just pushed");
-        let changed: usize = (0..2)
-            .map(|i| {
-                s.pcm[i]
-                    .iter()
-                    .zip(&legs[i])
-                    .filter(|(a, b)| a != b)
-                    .count()
-            })
-            .sum();
-        if changed > 0 {
-            eprintln!(
-                "note: {}: {changed} samples changed by the µ-law round trip",
-                s.name
-            );
-        }
     }
     Ok(out)
 }
@@ -333,6 +343,8 @@ struct Measurement {
     wall_s: f64,
     cpu_s: f64,
     cpu_stat_s: f64,
+    /// CPU seconds other processes used on the machine during the window.
+    other_cpu_s: f64,
     /// Call seconds (both legs) per pass.
     call_s_per_pass: f64,
 }
@@ -361,6 +373,7 @@ impl Measurement {
             "wall_s": round3(self.wall_s),
             "cpu_s": round3(self.cpu_s),
             "cpu_stat_s": round3(self.cpu_stat_s),
+            "other_cpu_s": round3(self.other_cpu_s),
             "call_audio_s": round3(self.call_s()),
             "call_x_realtime": self.call_x().round(),
             "per_leg_x_realtime": self.leg_x().round(),
@@ -383,14 +396,19 @@ fn measure(
     mut pass: impl FnMut() -> u64,
 ) -> Measurement {
     black_box(pass());
-    let (c0, s0, t0) = (rusage_cpu_s(), proc_stat_cpu_s(), Instant::now());
+    let (c0, s0, m0, t0) = (
+        rusage_cpu_s(),
+        proc_stat_cpu_s(),
+        machine_busy_s(),
+        Instant::now(),
+    );
     let mut passes = 0u64;
     while t0.elapsed() < min || passes == 0 {
         black_box(pass());
         passes += 1;
     }
     let wall_s = t0.elapsed().as_secs_f64();
-    let (c1, s1) = (rusage_cpu_s(), proc_stat_cpu_s());
+    let (c1, s1, m1) = (rusage_cpu_s(), proc_stat_cpu_s(), machine_busy_s());
     Measurement {
         stage: stage.to_string(),
         vad,
@@ -398,6 +416,7 @@ fn measure(
         wall_s,
         cpu_s: c1 - c0,
         cpu_stat_s: s1 - s0,
+        other_cpu_s: (m1 - m0 - (s1 - s0)).max(0.0),
         call_s_per_pass,
     }
 }
@@ -433,11 +452,18 @@ fn main() -> Result<()> {
         args.seconds
     );
 
-    // The bench's packet path must give exactly what `hearken analyze` gives on the same PCM.
+    let changed: usize = corpus.iter().map(|s| s.changed).sum();
+    let samples: usize = corpus.iter().map(|s| s.wav[0].len() + s.wav[1].len()).sum();
+    // The bench's packet path must give exactly what `hearken analyze` gives on the same PCM;
+    // and note whether re-encoding the corpus WAVs changes the analysis at all.
+    let mut same_as_wav = Vec::new();
     for kind in [VadKind::Energy, VadKind::Webrtc] {
         let cfg = cfg_for(kind);
+        let mut same = 0;
         for s in &corpus {
             let (want, _) = analyze_pcm(&s.pcm[0], &s.pcm[1], &cfg, FRAME);
+            let (from_wav, _) = analyze_pcm(&s.wav[0], &s.wav[1], &cfg, FRAME);
+            same += (from_wav == want) as usize;
             let mut decs = [Decoder::new(Codec::Pcmu)?, Decoder::new(Codec::Pcmu)?];
             let mut a = CallAnalysis::new(&cfg, FRAME);
             let mut buf = Vec::new();
@@ -458,7 +484,14 @@ fn main() -> Result<()> {
                 );
             }
         }
+        same_as_wav.push(format!("{} {same}/{}", kind_name(kind), corpus.len()));
     }
+    println!(
+        "µ-law re-encode of the WAVs changed {changed} of {samples} samples ({:.0} %); summaries \
+         from the re-encoded audio equal those from the WAVs in: {}. Packet path = analyze_pcm: ok.",
+        100.0 * changed as f64 / samples.max(1) as f64,
+        same_as_wav.join(", ")
+    );
 
     let mut results: Vec<Measurement> = Vec::new();
     let mut buf: Vec<i16> = Vec::with_capacity(PACKET);
@@ -554,6 +587,18 @@ fn main() -> Result<()> {
          CPU-second (CPU time split evenly between the two legs). (rest): full minus the \
          separately timed stages (CallAnalysis buffering and frame copies, event polling)."
     );
+    for m in &results {
+        if m.other_cpu_s > 0.05 * m.wall_s {
+            println!(
+                "WARNING: {} {}: other processes used {:.2} CPU-s during the {:.2} s window; \
+                 CPU time is the more robust figure, but caches and SMT siblings are shared",
+                m.stage,
+                m.vad.unwrap_or("-"),
+                m.other_cpu_s,
+                m.wall_s
+            );
+        }
+    }
     let goal: Vec<String> = results
         .iter()
         .filter(|m| m.stage == "full")

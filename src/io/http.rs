@@ -7,7 +7,12 @@ use crate::io::media::{Registry, RelayStats};
 use crate::media::ports::PortPool;
 use crate::media::session::DropReason;
 use crate::sip::proxy::SipStats;
-use axum::{extract::State, routing::get, Json, Router};
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    routing::get,
+    Json, Router,
+};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -18,6 +23,7 @@ pub struct HttpState {
     pub sip: Arc<SipStats>,
     pub pool: Arc<Mutex<PortPool>>,
     pub registry: Registry,
+    pub records: crate::io::analysis::Records,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -25,6 +31,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
         .route("/calls", get(calls))
+        .route("/records", get(records))
+        .route("/records/:id", get(record))
         .with_state(state)
 }
 
@@ -72,4 +80,38 @@ async fn calls(State(s): State<HttpState>) -> Json<Value> {
     let mut list: Vec<_> = reg.values().cloned().collect();
     list.sort_by_key(|c| c.id);
     Json(json!({ "calls": list }))
+}
+
+/// Finished calls, newest last: id, agent, end time, reason and the headline figures.
+async fn records(State(s): State<HttpState>) -> Json<Value> {
+    let list: Vec<Value> = s
+        .records
+        .list()
+        .iter()
+        .map(|r| {
+            let t = &r.summary.turns;
+            json!({
+                "id": r.id,
+                "agent_id": r.agent_id,
+                "ended_unix_s": r.ended_unix_s,
+                "reason": r.reason,
+                "call_duration_s": t.call_duration_s,
+                "talk_ratio_agent": t.talk_ratio_agent,
+                "interruptions": {"by_agent": t.interruptions.by_agent, "by_customer": t.interruptions.by_customer},
+            })
+        })
+        .collect();
+    Json(json!({ "records": list }))
+}
+
+/// One finished call: the full summary (same fields as `hearken analyze --json`), quality and
+/// the live events.
+async fn record(
+    State(s): State<HttpState>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, StatusCode> {
+    let r = s.records.get(id).ok_or(StatusCode::NOT_FOUND)?;
+    serde_json::to_value(&*r)
+        .map(Json)
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }

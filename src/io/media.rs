@@ -128,6 +128,7 @@ pub struct MediaManager {
     stats: Arc<RelayStats>,
     ended: mpsc::UnboundedSender<u64>,
     pub registry: Registry,
+    analysis: std::sync::mpsc::Sender<crate::io::analysis::Control>,
 }
 
 impl MediaManager {
@@ -137,6 +138,7 @@ impl MediaManager {
         tap: mpsc::Sender<TapFrame>,
         stats: Arc<RelayStats>,
         ended: mpsc::UnboundedSender<u64>,
+        analysis: std::sync::mpsc::Sender<crate::io::analysis::Control>,
     ) -> Self {
         MediaManager {
             settings,
@@ -146,6 +148,7 @@ impl MediaManager {
             stats,
             ended,
             registry: Default::default(),
+            analysis,
         }
     }
 
@@ -259,6 +262,10 @@ impl MediaControl for MediaManager {
                     },
                 );
             self.stats.active_calls.fetch_add(1, Relaxed);
+            let _ = self.analysis.send(crate::io::analysis::Control::Start {
+                call,
+                agent_id: agent_id.to_string(),
+            });
             let span = tracing::info_span!("call", id = call, agent = %agent_id);
             tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
             self.calls.insert(
@@ -280,12 +287,25 @@ impl MediaControl for MediaManager {
     fn remote(&mut self, call: u64, side: Side, session: &sdp::Session) {
         if let Some(h) = self.calls.get(&call) {
             let _ = h.tx.send(CallCmd::Remote(side, session.clone()));
+            let on_hold = session
+                .media
+                .iter()
+                .any(|m| m.kind == "audio" && m.on_hold());
+            let _ = self.analysis.send(crate::io::analysis::Control::Sdp {
+                call,
+                session: session.clone(),
+                on_hold,
+            });
         }
     }
 
     fn close(&mut self, call: u64, reason: EndReason) {
         if let Some(h) = self.calls.remove(&call) {
             let _ = h.tx.send(CallCmd::Close(reason));
+            let _ = self.analysis.send(crate::io::analysis::Control::End {
+                call,
+                reason: reason.label(),
+            });
         }
     }
 }
@@ -293,7 +313,12 @@ impl MediaControl for MediaManager {
 impl MediaManager {
     /// The call task ended by itself (RTP timeout): forget its handle.
     pub fn forget(&mut self, call: u64) {
-        self.calls.remove(&call);
+        if self.calls.remove(&call).is_some() {
+            let _ = self.analysis.send(crate::io::analysis::Control::End {
+                call,
+                reason: EndReason::RtpTimeout.label(),
+            });
+        }
     }
 }
 

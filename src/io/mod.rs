@@ -1,4 +1,5 @@
 //! Drivers: sockets, tasks and timers around the sans-IO cores.
+pub mod analysis;
 pub mod http;
 pub mod media;
 pub mod sip;

@@ -356,6 +356,8 @@ pub fn scenario(dir: &Path, template: &str, subs: &[(&str, String)]) -> String {
     for (k, v) in subs {
         t = t.replace(&format!("{{{{{k}}}}}"), v);
     }
+    // Defaults for optional template keys.
+    t = t.replace("{{PBX_MEDIA_PORT}}", "[auto_media_port]");
     let path = dir.join(template);
     std::fs::write(&path, t).unwrap();
     path.to_string_lossy().to_string()

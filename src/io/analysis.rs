@@ -1,0 +1,214 @@
+//! Analysis driver: one dedicated OS thread that drains the tap queue and the call control
+//! messages, runs a [`LiveCall`] per call, and files a [`CallRecord`] when a call ends. It never
+//! blocks the relay: the relay only ever `try_reserve`s on the tap queue, and control messages are
+//! a few per call.
+//!
+//! Not here: the analysis itself (`analysis::live`), HTTP (io::http reads the records).
+
+use crate::analysis::live::{LiveCall, LiveSummary};
+use crate::analysis::pipeline::AnalysisConfig;
+use crate::analysis::turns::{Party, TurnEvent};
+use crate::io::media::TapFrame;
+use crate::sdp;
+use crate::sip::proxy::Side;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Call lifecycle messages from the media manager.
+#[derive(Debug)]
+pub enum Control {
+    Start {
+        call: u64,
+        agent_id: String,
+    },
+    Sdp {
+        call: u64,
+        session: sdp::Session,
+        on_hold: bool,
+    },
+    End {
+        call: u64,
+        reason: &'static str,
+    },
+}
+
+pub fn party(side: Side) -> Party {
+    match side {
+        Side::Pbx => Party::Customer,
+        Side::Agent => Party::Agent,
+    }
+}
+
+/// What is kept of a finished call (no numbers, URIs or Call-IDs).
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub id: u64,
+    pub agent_id: String,
+    pub ended_unix_s: u64,
+    pub reason: &'static str,
+    pub summary: LiveSummary,
+    pub events: Vec<TurnEvent>,
+}
+
+#[derive(Clone, Default)]
+pub struct Records {
+    inner: Arc<Mutex<VecDeque<Arc<CallRecord>>>>,
+}
+
+impl Records {
+    const KEEP: usize = 500;
+    pub fn push(&self, r: CallRecord) {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() == Self::KEEP {
+            q.pop_front();
+        }
+        q.push_back(Arc::new(r));
+    }
+    pub fn list(&self) -> Vec<Arc<CallRecord>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+    pub fn get(&self, id: u64) -> Option<Arc<CallRecord>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .find(|r| r.id == id)
+            .cloned()
+    }
+}
+
+struct Active {
+    agent_id: String,
+    live: LiveCall,
+    events: Vec<TurnEvent>,
+}
+
+/// Spawn the analysis thread. It ends when both senders are gone.
+pub fn spawn(
+    cfg: AnalysisConfig,
+    mut tap: mpsc::Receiver<TapFrame>,
+    control: std_mpsc::Receiver<Control>,
+    records: Records,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("hearken-analysis".into())
+        .spawn(move || {
+            let epoch = Instant::now();
+            let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
+            let mut calls: HashMap<u64, Active> = HashMap::new();
+            let mut last_tick = Instant::now();
+            let (mut tap_open, mut ctl_open) = (true, true);
+            while tap_open || ctl_open {
+                let mut busy = false;
+                loop {
+                    match control.try_recv() {
+                        Ok(msg) => {
+                            busy = true;
+                            handle_control(&cfg, &mut calls, &records, msg, ms(Instant::now()));
+                        }
+                        Err(std_mpsc::TryRecvError::Empty) => break,
+                        Err(std_mpsc::TryRecvError::Disconnected) => {
+                            ctl_open = false;
+                            break;
+                        }
+                    }
+                }
+                for _ in 0..4096 {
+                    match tap.try_recv() {
+                        Ok(f) => {
+                            busy = true;
+                            if let Some(a) = calls.get_mut(&f.call) {
+                                a.live.handle_packet(party(f.leg), &f.header, f.payload(), ms(f.arrival));
+                            }
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            tap_open = false;
+                            break;
+                        }
+                    }
+                }
+                if last_tick.elapsed() >= Duration::from_millis(20) {
+                    last_tick = Instant::now();
+                    let now = ms(last_tick);
+                    for (id, a) in calls.iter_mut() {
+                        a.live.handle_tick(now);
+                        while let Some(e) = a.live.poll_event() {
+                            tracing::debug!(call = id, agent = %a.agent_id, event = ?e, "listening event");
+                            a.events.push(e);
+                        }
+                    }
+                }
+                if !busy {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+        .expect("spawn analysis thread")
+}
+
+fn handle_control(
+    cfg: &AnalysisConfig,
+    calls: &mut HashMap<u64, Active>,
+    records: &Records,
+    msg: Control,
+    now: u64,
+) {
+    match msg {
+        Control::Start { call, agent_id } => {
+            calls.entry(call).or_insert_with(|| Active {
+                agent_id,
+                live: LiveCall::new(cfg, now),
+                events: Vec::new(),
+            });
+        }
+        Control::Sdp {
+            call,
+            session,
+            on_hold,
+        } => {
+            if let Some(a) = calls.get_mut(&call) {
+                a.live.handle_sdp(&session, on_hold);
+            }
+        }
+        Control::End { call, reason } => {
+            if let Some(mut a) = calls.remove(&call) {
+                a.live.handle_tick(now);
+                while let Some(e) = a.live.poll_event() {
+                    a.events.push(e);
+                }
+                let summary = a.live.finish(now);
+                let t = &summary.turns;
+                tracing::info!(
+                    call,
+                    agent = %a.agent_id,
+                    duration_s = t.call_duration_s,
+                    talk_ratio_agent = ?t.talk_ratio_agent,
+                    interruptions_by_agent = t.interruptions.by_agent,
+                    dead_air_gt_5s = t.dead_air.get("gt_5s").map_or(0, |d| d.count),
+                    "call analysed"
+                );
+                let ended = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                records.push(CallRecord {
+                    id: call,
+                    agent_id: a.agent_id,
+                    ended_unix_s: ended,
+                    reason,
+                    summary,
+                    events: a.events,
+                });
+            }
+        }
+    }
+}
