@@ -14,6 +14,13 @@ use std::path::PathBuf;
 pub enum Input {
     Pair(PathBuf, PathBuf),
     Stereo(PathBuf),
+    /// A capture with the call's two RTP streams: the first to appear is the customer unless
+    /// `swap`; `rtpmap` names dynamic payload types (`111 opus/48000/2`).
+    Pcap {
+        path: PathBuf,
+        swap: bool,
+        rtpmap: Vec<(u8, String)>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +31,13 @@ pub enum AnalyzeError {
     NotMono(String, u16),
     #[error("{0}: expected a stereo file (left = customer, right = agent), got {1} channel(s)")]
     NotStereo(String, u16),
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pcap(#[from] crate::analysis::pcap::PcapError),
 }
 
 #[derive(Debug, Serialize)]
@@ -34,12 +48,88 @@ pub struct AnalyzeOutput {
     pub vad: &'static str,
 }
 
+fn vad_name(cfg: &AnalysisConfig) -> &'static str {
+    match cfg.vad {
+        crate::analysis::vad::VadKind::Energy => "energy",
+        crate::analysis::vad::VadKind::Webrtc => "webrtc",
+    }
+}
+
+/// A capture through the live pipeline: jitter stage, decoder, RTP-timestamp placement.
+fn run_pcap(
+    path: &std::path::Path,
+    swap: bool,
+    rtpmap: &[(u8, String)],
+    cfg: &AnalysisConfig,
+) -> Result<AnalyzeOutput, AnalyzeError> {
+    use crate::analysis::live::LiveCall;
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| AnalyzeError::Io {
+        path: name.clone(),
+        source: e,
+    })?;
+    let mut streams = crate::analysis::pcap::read_streams(&bytes, &name)?;
+    if streams.len() < 2 {
+        return Err(crate::analysis::pcap::PcapError::Streams(name, streams.len()).into());
+    }
+    // The two biggest streams, in order of appearance.
+    let mut order: Vec<usize> = (0..streams.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(streams[i].packets.len()));
+    let mut two = [order[0], order[1]];
+    two.sort_unstable();
+    if swap {
+        two.swap(0, 1);
+    }
+    let agent = std::mem::take(&mut streams[two[1]].packets);
+    let customer = std::mem::take(&mut streams[two[0]].packets);
+    let mut all: Vec<(u64, Party, Vec<u8>)> = customer
+        .into_iter()
+        .map(|p| (p.at_ms, Party::Customer, p.data))
+        .chain(agent.into_iter().map(|p| (p.at_ms, Party::Agent, p.data)))
+        .collect();
+    all.sort_by_key(|p| p.0);
+    let mut live = LiveCall::new(cfg, 0);
+    live.add_rtpmap(rtpmap);
+    let mut events = Vec::new();
+    let mut next_tick = 0;
+    let mut last = 0;
+    for (at, party, data) in &all {
+        while next_tick <= *at {
+            live.handle_tick(next_tick);
+            next_tick += 20;
+        }
+        if let Ok(h) = crate::rtp::parse_rtp(data) {
+            live.handle_packet(
+                *party,
+                &h,
+                &data[h.payload_offset..h.payload_offset + h.payload_len],
+                *at,
+            );
+        }
+        while let Some(e) = live.poll_event() {
+            events.push(e);
+        }
+        last = *at;
+    }
+    live.handle_tick(last + 100);
+    while let Some(e) = live.poll_event() {
+        events.push(e);
+    }
+    let summary = live.finish(last + 100).turns;
+    Ok(AnalyzeOutput {
+        summary,
+        events,
+        vad: vad_name(cfg),
+    })
+}
+
 pub fn run(
     input: &Input,
     cfg: &AnalysisConfig,
     frame_ms: u32,
 ) -> Result<AnalyzeOutput, AnalyzeError> {
     let (c, a) = match input {
+        Input::Pcap { path, swap, rtpmap } => return run_pcap(path, *swap, rtpmap, cfg),
         Input::Pair(c, a) => {
             let wc = wav::read(c)?;
             let wa = wav::read(a)?;
@@ -65,14 +155,10 @@ pub fn run(
     };
     let frame = FRAME * (frame_ms as usize / 10).max(1);
     let (summary, events) = analyze_pcm(&c, &a, cfg, frame);
-    let vad = match cfg.vad {
-        crate::analysis::vad::VadKind::Energy => "energy",
-        crate::analysis::vad::VadKind::Webrtc => "webrtc",
-    };
     Ok(AnalyzeOutput {
         summary,
         events,
-        vad,
+        vad: vad_name(cfg),
     })
 }
 

@@ -24,15 +24,28 @@ enum Cmd {
         config: Option<PathBuf>,
     },
     /// Analyse a recorded call through the same pipeline as live calls: two mono WAVs
-    /// (--customer and --agent), or one stereo WAV (--stereo: left = customer, right = agent).
-    /// 8 kHz 16-bit PCM. Prints a report, or one JSON object with --json.
+    /// (--customer and --agent), one stereo WAV (--stereo), or a pcap with the two RTP streams
+    /// (--pcap). WAVs are 8 kHz 16-bit PCM. Prints a report, or one JSON object with --json.
     Analyze {
+        /// The customer's leg (mono WAV).
         #[arg(long, requires = "agent", conflicts_with = "stereo")]
         customer: Option<PathBuf>,
+        /// The agent's leg (mono WAV).
         #[arg(long, requires = "customer")]
         agent: Option<PathBuf>,
-        #[arg(long)]
+        /// Both legs in one stereo WAV: left = customer, right = agent.
+        #[arg(long, conflicts_with = "customer")]
         stereo: Option<PathBuf>,
+        /// A pcap with the call's two RTP streams (G.711 by static payload type; name dynamic
+        /// ones with --rtpmap). The first stream to appear is the customer.
+        #[arg(long, conflicts_with_all = ["customer", "stereo"])]
+        pcap: Option<PathBuf>,
+        /// With --pcap: the first stream is the agent.
+        #[arg(long, requires = "pcap")]
+        swap_legs: bool,
+        /// With --pcap: a dynamic payload type, e.g. "111 opus/48000/2" (repeatable).
+        #[arg(long, requires = "pcap")]
+        rtpmap: Vec<String>,
         /// Print JSON instead of the report.
         #[arg(long)]
         json: bool,
@@ -101,6 +114,9 @@ fn main() -> ExitCode {
             customer,
             agent,
             stereo,
+            pcap,
+            swap_legs,
+            rtpmap,
             json,
             config,
             vad,
@@ -123,13 +139,29 @@ fn main() -> ExitCode {
                     }
                 };
             }
-            let input = match (customer, agent, stereo) {
-                (Some(c), Some(a), None) => hearken::analyze::Input::Pair(c, a),
-                (None, None, Some(s)) => hearken::analyze::Input::Stereo(s),
+            let mut map = Vec::new();
+            for m in &rtpmap {
+                let parsed = m.split_once(' ').and_then(|(pt, enc)| {
+                    Some((pt.trim().parse::<u8>().ok()?, enc.trim().to_string()))
+                });
+                match parsed {
+                    Some(e) => map.push(e),
+                    None => {
+                        eprintln!("hearken: --rtpmap {m:?}: expected \"PT encoding/clock[/channels]\", e.g. \"111 opus/48000/2\"");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let input = match (customer, agent, stereo, pcap) {
+                (Some(c), Some(a), None, None) => hearken::analyze::Input::Pair(c, a),
+                (None, None, Some(s), None) => hearken::analyze::Input::Stereo(s),
+                (None, None, None, Some(p)) => hearken::analyze::Input::Pcap {
+                    path: p,
+                    swap: swap_legs,
+                    rtpmap: map,
+                },
                 _ => {
-                    eprintln!(
-                        "hearken: analyze needs --customer C.wav --agent A.wav, or --stereo S.wav"
-                    );
+                    eprintln!("hearken: analyze needs --customer C.wav --agent A.wav, or --stereo S.wav, or --pcap CALL.pcap");
                     return ExitCode::from(2);
                 }
             };

@@ -98,6 +98,15 @@ impl LiveCall {
         }
     }
 
+    /// Payload types known without SDP (e.g. a capture): `(pt, "opus/48000/2")`.
+    pub fn add_rtpmap(&mut self, entries: &[(u8, String)]) {
+        for (pt, enc) in entries {
+            if let Some(f) = PayloadMap::from_rtpmap(&[(*pt, enc.clone())]).format(*pt) {
+                self.payloads.insert(*pt, f);
+            }
+        }
+    }
+
     /// An SDP from either side: learn its payload types (both directions use the negotiated
     /// numbers) and the hold state.
     pub fn handle_sdp(&mut self, session: &sdp::Session, on_hold: bool) {

@@ -2,6 +2,7 @@
 //! them from WAV files or live RTP alike.
 pub mod jitter;
 pub mod live;
+pub mod pcap;
 pub mod pipeline;
 pub mod quality;
 pub mod turns;
