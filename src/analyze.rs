@@ -46,6 +46,9 @@ pub struct AnalyzeOutput {
     pub summary: CallSummary,
     pub events: Vec<TurnEvent>,
     pub vad: &'static str,
+    /// RTP receive quality per leg (pcap input only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::analysis::live::LegQuality>,
 }
 
 fn vad_name(cfg: &AnalysisConfig) -> &'static str {
@@ -115,11 +118,12 @@ fn run_pcap(
     while let Some(e) = live.poll_event() {
         events.push(e);
     }
-    let summary = live.finish(last + 100).turns;
+    let done = live.finish(last + 100);
     Ok(AnalyzeOutput {
-        summary,
+        summary: done.turns,
         events,
         vad: vad_name(cfg),
+        quality: Some(done.quality),
     })
 }
 
@@ -159,6 +163,7 @@ pub fn run(
         summary,
         events,
         vad: vad_name(cfg),
+        quality: None,
     })
 }
 

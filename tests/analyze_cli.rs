@@ -200,6 +200,11 @@ fn pcap_with_two_rtp_streams_matches_the_wavs() {
         r["responses"].as_array().unwrap().len(),
         w["responses"].as_array().unwrap().len()
     );
+    assert_eq!(
+        r["quality"]["customer"]["packets_received"],
+        (c.len() / 160) as u64
+    );
+    assert_eq!(r["quality"]["agent"]["lost"], 0);
     // --swap-legs exchanges the parties.
     let s = json(&["--pcap", p.to_str().unwrap(), "--swap-legs"]);
     assert_eq!(s["talk_time_s"]["agent"], r["talk_time_s"]["customer"]);
