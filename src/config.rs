@@ -37,6 +37,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub analysis: crate::analysis::pipeline::AnalysisConfig,
+    pub asr: crate::analysis::asr::AsrConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +292,40 @@ impl Config {
             return Err(key_err(
                 "analysis.turns.dead_air_thresholds_s",
                 "must be positive numbers of seconds",
+            ));
+        }
+        let a = &self.asr;
+        if a.enabled() {
+            let m = std::path::Path::new(a.model.trim());
+            if !m.join("am").is_dir() && !m.join("conf").is_dir() {
+                return Err(key_err(
+                    "asr.model",
+                    format!(
+                        "`{}` is not a Vosk model folder (no am/ or conf/ inside)",
+                        a.model
+                    ),
+                ));
+            }
+            if !std::path::Path::new(&a.phrases).is_file() {
+                return Err(key_err(
+                    "asr.phrases",
+                    format!("`{}` does not exist", a.phrases),
+                ));
+            }
+        }
+        if a.workers == 0 || a.workers > 64 {
+            return Err(key_err("asr.workers", "must be between 1 and 64"));
+        }
+        if !(a.queue_s.is_finite() && a.queue_s > 0.0) {
+            return Err(key_err(
+                "asr.queue_s",
+                "must be a positive number of seconds",
+            ));
+        }
+        if a.max_utterance_s == 0 || a.tail_ms == 0 {
+            return Err(key_err(
+                "asr.max_utterance_s",
+                "and asr.tail_ms must be positive",
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

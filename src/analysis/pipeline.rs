@@ -6,6 +6,7 @@
 //!
 //! Not here: RTP, jitter, decoding (the live driver does that and calls [`CallAnalysis::push`]).
 
+use super::asr::{AsrGate, GateCmd};
 use super::turns::{CallSummary, Party, TurnEvent, TurnParams, TurnTaking};
 use super::vad::{self, Vad, VadKind, FRAME};
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,9 @@ impl Leg {
 
 pub struct CallAnalysis {
     legs: [Leg; 2],
+    /// VAD-gated ASR streams per leg, when speech recognition is on.
+    gates: Option<[AsrGate; 2]>,
+    asr_cmds: std::collections::VecDeque<(Party, GateCmd)>,
     turns: TurnTaking,
     frame: usize,
     /// Frames consumed so far.
@@ -54,10 +58,25 @@ impl CallAnalysis {
         };
         CallAnalysis {
             legs: [leg(), leg()],
+            gates: None,
+            asr_cmds: Default::default(),
             turns: TurnTaking::new(cfg.turns.clone(), (frame_samples as u32 * 1000) / vad::RATE),
             frame: frame_samples,
             pos: 0,
         }
+    }
+
+    /// Turn on ASR gating: speech (VAD onset with `preroll_ms` before it, until `tail_ms` of
+    /// silence) is handed out as [`GateCmd`]s through [`Self::poll_asr`].
+    pub fn enable_asr(&mut self, preroll_ms: u32, tail_ms: u32, max_utterance_s: u32) {
+        let frame_ms = (self.frame as u32 * 1000) / vad::RATE;
+        let g = || AsrGate::new(vad::RATE, preroll_ms, tail_ms, max_utterance_s, frame_ms);
+        self.gates = Some([g(), g()]);
+    }
+
+    /// Next ASR stream command (party, command), in audio order per party.
+    pub fn poll_asr(&mut self) -> Option<(Party, GateCmd)> {
+        self.asr_cmds.pop_front()
     }
 
     /// PCM of `party` starting at sample position `at`. Gaps before it are silence; samples
@@ -109,6 +128,17 @@ impl CallAnalysis {
                     let d = leg.vad.decide(f);
                     decisions[i] = (d.speech, d.strong);
                 }
+                if let Some(gates) = self.gates.as_mut() {
+                    let mut out = Vec::new();
+                    let pos_s = (self.pos * frame) as f64 / vad::RATE as f64;
+                    gates[i].handle_frame(pos_s, f, decisions[i].0, vad::RATE, &mut out);
+                    let party = if i == 0 {
+                        Party::Customer
+                    } else {
+                        Party::Agent
+                    };
+                    self.asr_cmds.extend(out.into_iter().map(|c| (party, c)));
+                }
             }
             self.turns.handle_decisions(decisions);
             self.pos += 1;
@@ -143,6 +173,18 @@ impl CallAnalysis {
         let end = self.legs.iter().map(|l| l.end()).max().unwrap_or(0);
         let whole = end / self.frame as u64 * self.frame as u64;
         self.advance(Some(whole));
+        if let Some(gates) = self.gates.as_mut() {
+            for (i, g) in gates.iter_mut().enumerate() {
+                let mut out = Vec::new();
+                g.finish(&mut out);
+                let party = if i == 0 {
+                    Party::Customer
+                } else {
+                    Party::Agent
+                };
+                self.asr_cmds.extend(out.into_iter().map(|c| (party, c)));
+            }
+        }
         self.turns.finish()
     }
 }
