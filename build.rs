@@ -10,10 +10,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=VOSK_LIB_DIR");
     let dir = match std::env::var_os("VOSK_LIB_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(
-            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
-        )
-        .join(".deps/vosk"),
+        None => PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join(".deps/vosk"),
     };
     let lib = dir.join("libvosk.so");
     println!("cargo:rerun-if-changed={}", lib.display());

@@ -32,10 +32,7 @@ pub enum AnalyzeError {
     #[error("{0}: expected a stereo file (left = customer, right = agent), got {1} channel(s)")]
     NotStereo(String, u16),
     #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error(transparent)]
     Pcap(#[from] crate::analysis::pcap::PcapError),
 }
@@ -59,18 +56,10 @@ fn vad_name(cfg: &AnalysisConfig) -> &'static str {
 }
 
 /// A capture through the live pipeline: jitter stage, decoder, RTP-timestamp placement.
-fn run_pcap(
-    path: &std::path::Path,
-    swap: bool,
-    rtpmap: &[(u8, String)],
-    cfg: &AnalysisConfig,
-) -> Result<AnalyzeOutput, AnalyzeError> {
+fn run_pcap(path: &std::path::Path, swap: bool, rtpmap: &[(u8, String)], cfg: &AnalysisConfig) -> Result<AnalyzeOutput, AnalyzeError> {
     use crate::analysis::live::LiveCall;
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| AnalyzeError::Io {
-        path: name.clone(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| AnalyzeError::Io { path: name.clone(), source: e })?;
     let mut streams = crate::analysis::pcap::read_streams(&bytes, &name)?;
     if streams.len() < 2 {
         return Err(crate::analysis::pcap::PcapError::Streams(name, streams.len()).into());
@@ -102,12 +91,7 @@ fn run_pcap(
             next_tick += 20;
         }
         if let Ok(h) = crate::rtp::parse_rtp(data) {
-            live.handle_packet(
-                *party,
-                &h,
-                &data[h.payload_offset..h.payload_offset + h.payload_len],
-                *at,
-            );
+            live.handle_packet(*party, &h, &data[h.payload_offset..h.payload_offset + h.payload_len], *at);
         }
         while let Some(e) = live.poll_event() {
             events.push(e);
@@ -119,19 +103,10 @@ fn run_pcap(
         events.push(e);
     }
     let done = live.finish(last + 100);
-    Ok(AnalyzeOutput {
-        summary: done.turns,
-        events,
-        vad: vad_name(cfg),
-        quality: Some(done.quality),
-    })
+    Ok(AnalyzeOutput { summary: done.turns, events, vad: vad_name(cfg), quality: Some(done.quality) })
 }
 
-pub fn run(
-    input: &Input,
-    cfg: &AnalysisConfig,
-    frame_ms: u32,
-) -> Result<AnalyzeOutput, AnalyzeError> {
+pub fn run(input: &Input, cfg: &AnalysisConfig, frame_ms: u32) -> Result<AnalyzeOutput, AnalyzeError> {
     let (c, a) = match input {
         Input::Pcap { path, swap, rtpmap } => return run_pcap(path, *swap, rtpmap, cfg),
         Input::Pair(c, a) => {
@@ -143,10 +118,7 @@ pub fn run(
             if wa.channels != 1 {
                 return Err(AnalyzeError::NotMono(a.display().to_string(), wa.channels));
             }
-            (
-                wc.samples.into_iter().next().unwrap_or_default(),
-                wa.samples.into_iter().next().unwrap_or_default(),
-            )
+            (wc.samples.into_iter().next().unwrap_or_default(), wa.samples.into_iter().next().unwrap_or_default())
         }
         Input::Stereo(s) => {
             let w = wav::read(s)?;
@@ -159,12 +131,7 @@ pub fn run(
     };
     let frame = FRAME * (frame_ms as usize / 10).max(1);
     let (summary, events) = analyze_pcm(&c, &a, cfg, frame);
-    Ok(AnalyzeOutput {
-        summary,
-        events,
-        vad: vad_name(cfg),
-        quality: None,
-    })
+    Ok(AnalyzeOutput { summary, events, vad: vad_name(cfg), quality: None })
 }
 
 fn opt(x: Option<f64>) -> String {
@@ -181,28 +148,16 @@ pub fn report(o: &AnalyzeOutput) -> String {
         "Talk time     customer {:.1} s   agent {:.1} s   agent share {}",
         s.talk_time_s.customer,
         s.talk_time_s.agent,
-        s.talk_ratio_agent
-            .map_or("-".into(), |x| format!("{:.0} %", x * 100.0))
+        s.talk_ratio_agent.map_or("-".into(), |x| format!("{:.0} %", x * 100.0))
     );
-    let _ = writeln!(
-        r,
-        "Overlap       {:.1} s   interactivity {:.1} switches/min",
-        s.overlap_s, s.interactivity_per_min
-    );
+    let _ = writeln!(r, "Overlap       {:.1} s   interactivity {:.1} switches/min", s.overlap_s, s.interactivity_per_min);
     let _ = writeln!(
         r,
         "Interruptions {} (by agent {}, by customer {})",
         s.interruptions.count, s.interruptions.by_agent, s.interruptions.by_customer
     );
     for e in &s.interruptions.events {
-        let _ = writeln!(
-            r,
-            "  {:>7.2} s  {} interrupts {} ({:.1} s overlap)",
-            e.at,
-            e.by.name(),
-            e.of.name(),
-            e.overlap_s
-        );
+        let _ = writeln!(r, "  {:>7.2} s  {} interrupts {} ({:.1} s overlap)", e.at, e.by.name(), e.of.name(), e.overlap_s);
     }
     let _ = writeln!(
         r,
@@ -219,10 +174,7 @@ pub fn report(o: &AnalyzeOutput) -> String {
         "Silence       leading {:.1} s   trailing {:.1} s   on hold {:.1} s",
         s.leading_silence_s, s.trailing_silence_s, s.hold_s
     );
-    for (who, l) in [
-        (Party::Agent, &s.agent_response_latency),
-        (Party::Customer, &s.customer_response_latency),
-    ] {
+    for (who, l) in [(Party::Agent, &s.agent_response_latency), (Party::Customer, &s.customer_response_latency)] {
         let _ = writeln!(
             r,
             "Response latency ({:8}) n={} mean {} min {} max {}  too fast: {}",
@@ -248,11 +200,7 @@ pub fn report(o: &AnalyzeOutput) -> String {
                 g.start,
                 g.end,
                 g.duration_s,
-                if g.on_hold_s > 0.0 {
-                    format!(", {:.1} s on hold", g.on_hold_s)
-                } else {
-                    String::new()
-                }
+                if g.on_hold_s > 0.0 { format!(", {:.1} s on hold", g.on_hold_s) } else { String::new() }
             );
         }
     }

@@ -10,10 +10,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("config is not valid TOML: {0}")]
     Syntax(String),
     #[error("config key `{key}`: {msg}")]
@@ -21,10 +18,7 @@ pub enum ConfigError {
 }
 
 fn key_err(key: &str, msg: impl Into<String>) -> ConfigError {
-    ConfigError::Key {
-        key: key.to_string(),
-        msg: msg.into(),
-    }
+    ConfigError::Key { key: key.to_string(), msg: msg.into() }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -105,46 +99,27 @@ pub struct LogConfig {
 
 impl Default for SipConfig {
     fn default() -> Self {
-        SipConfig {
-            listen: "127.0.0.1:5060".parse().unwrap(),
-            advertise: None,
-            transaction_linger_s: 32,
-        }
+        SipConfig { listen: "127.0.0.1:5060".parse().unwrap(), advertise: None, transaction_linger_s: 32 }
     }
 }
 impl Default for PbxConfig {
     fn default() -> Self {
-        PbxConfig {
-            addresses: vec!["127.0.0.1:5080".into()],
-            route: "127.0.0.1:5080".into(),
-        }
+        PbxConfig { addresses: vec!["127.0.0.1:5080".into()], route: "127.0.0.1:5080".into() }
     }
 }
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig {
-            address: None,
-            port_min: 30000,
-            port_max: 30999,
-            rtp_timeout_s: 30,
-            hold_timeout_s: 3600,
-            tap_queue: 4096,
-        }
+        MediaConfig { address: None, port_min: 30000, port_max: 30999, rtp_timeout_s: 30, hold_timeout_s: 3600, tap_queue: 4096 }
     }
 }
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: "127.0.0.1:9090".into(),
-        }
+        HttpConfig { listen: "127.0.0.1:9090".into() }
     }
 }
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-            format: "text".into(),
-        }
+        LogConfig { level: "info".into(), format: "text".into() }
     }
 }
 
@@ -165,23 +140,15 @@ impl Config {
     /// Load from a file (if given) and the process environment, then validate.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
-                path: p.display().to_string(),
-                source: e,
-            })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.display().to_string(), source: e })?,
             None => String::new(),
         };
         Self::from_parts(&text, std::env::vars())
     }
 
     /// Parse TOML text, apply `HEARKEN_SECTION__KEY` overrides, validate.
-    pub fn from_parts(
-        text: &str,
-        env: impl Iterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
-        let mut value: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+    pub fn from_parts(text: &str, env: impl Iterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
         for (k, v) in env {
             let Some(path) = k.strip_prefix("HEARKEN_") else {
                 continue;
@@ -191,14 +158,9 @@ impl Config {
                 continue;
             }
             // Values are TOML when they parse as such (numbers, arrays), strings otherwise.
-            let parsed: toml::Value = format!("v = {v}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or(toml::Value::String(v));
-            let section = value
-                .entry(parts[0].clone())
-                .or_insert_with(|| toml::Value::Table(Default::default()));
+            let parsed: toml::Value =
+                format!("v = {v}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).unwrap_or(toml::Value::String(v));
+            let section = value.entry(parts[0].clone()).or_insert_with(|| toml::Value::Table(Default::default()));
             match section.as_table_mut() {
                 Some(t) => {
                     t.insert(parts[1].clone(), parsed);
@@ -206,37 +168,24 @@ impl Config {
                 None => return Err(key_err(&parts[0], "is not a table")),
             }
         }
-        let cfg: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-                let key = e.path().to_string();
-                ConfigError::Key {
-                    key,
-                    msg: e.into_inner().to_string(),
-                }
-            })?;
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Key { key, msg: e.into_inner().to_string() }
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.sip.listen.ip().is_unspecified() && self.sip.advertise.is_none() {
-            return Err(key_err(
-                "sip.advertise",
-                "must be set when sip.listen is a wildcard address",
-            ));
+            return Err(key_err("sip.advertise", "must be set when sip.listen is a wildcard address"));
         }
         let m = &self.media;
         if !m.port_min.is_multiple_of(2) {
-            return Err(key_err(
-                "media.port_min",
-                "must be even (RTP on even ports, RFC 3550 §11)",
-            ));
+            return Err(key_err("media.port_min", "must be even (RTP on even ports, RFC 3550 §11)"));
         }
         if m.port_min < 1024 || m.port_max <= m.port_min + 1 {
-            return Err(key_err(
-                "media.port_max",
-                "range must hold at least one port pair above 1023",
-            ));
+            return Err(key_err("media.port_max", "range must hold at least one port pair above 1023"));
         }
         if m.tap_queue == 0 {
             return Err(key_err("media.tap_queue", "must be at least 1"));
@@ -246,24 +195,16 @@ impl Config {
         }
         if let Some(a) = m.address {
             if a.is_unspecified() {
-                return Err(key_err(
-                    "media.address",
-                    "must be a concrete address peers can reach",
-                ));
+                return Err(key_err("media.address", "must be a concrete address peers can reach"));
             }
         }
         self.pbx_sources()?;
-        crate::sip::proxy::Target::parse(&self.pbx.route)
-            .ok_or_else(|| key_err("pbx.route", "is not host:port or a SIP URI"))?;
+        crate::sip::proxy::Target::parse(&self.pbx.route).ok_or_else(|| key_err("pbx.route", "is not host:port or a SIP URI"))?;
         if let Some(r) = &self.agents.route {
-            crate::sip::proxy::Target::parse(r)
-                .ok_or_else(|| key_err("agents.route", "is not host:port or a SIP URI"))?;
+            crate::sip::proxy::Target::parse(r).ok_or_else(|| key_err("agents.route", "is not host:port or a SIP URI"))?;
         }
         if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
-            return Err(key_err(
-                "http.listen",
-                "is not ip:port (or empty to disable)",
-            ));
+            return Err(key_err("http.listen", "is not ip:port (or empty to disable)"));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(key_err("log.format", "must be `text` or `json`"));
@@ -273,10 +214,7 @@ impl Config {
             ("analysis.turns.bridge_s", t.bridge_s),
             ("analysis.turns.utterance_gap_s", t.utterance_gap_s),
             ("analysis.turns.backchannel_max_s", t.backchannel_max_s),
-            (
-                "analysis.turns.interruption_min_overlap_s",
-                t.interruption_min_overlap_s,
-            ),
+            ("analysis.turns.interruption_min_overlap_s", t.interruption_min_overlap_s),
             ("analysis.turns.monologue_max_gap_s", t.monologue_max_gap_s),
             ("analysis.turns.dead_air_event_s", t.dead_air_event_s),
             ("analysis.turns.monologue_event_s", t.monologue_event_s),
@@ -285,48 +223,27 @@ impl Config {
                 return Err(key_err(k, "must be a positive number of seconds"));
             }
         }
-        if t.dead_air_thresholds_s
-            .iter()
-            .any(|v| !(v.is_finite() && *v > 0.0))
-        {
-            return Err(key_err(
-                "analysis.turns.dead_air_thresholds_s",
-                "must be positive numbers of seconds",
-            ));
+        if t.dead_air_thresholds_s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(key_err("analysis.turns.dead_air_thresholds_s", "must be positive numbers of seconds"));
         }
         let a = &self.asr;
         if a.enabled() {
             let m = std::path::Path::new(a.model.trim());
             if !m.join("am").is_dir() && !m.join("conf").is_dir() {
-                return Err(key_err(
-                    "asr.model",
-                    format!(
-                        "`{}` is not a Vosk model folder (no am/ or conf/ inside)",
-                        a.model
-                    ),
-                ));
+                return Err(key_err("asr.model", format!("`{}` is not a Vosk model folder (no am/ or conf/ inside)", a.model)));
             }
             if !std::path::Path::new(&a.phrases).is_file() {
-                return Err(key_err(
-                    "asr.phrases",
-                    format!("`{}` does not exist", a.phrases),
-                ));
+                return Err(key_err("asr.phrases", format!("`{}` does not exist", a.phrases)));
             }
         }
         if a.workers == 0 || a.workers > 64 {
             return Err(key_err("asr.workers", "must be between 1 and 64"));
         }
         if !(a.queue_s.is_finite() && a.queue_s > 0.0) {
-            return Err(key_err(
-                "asr.queue_s",
-                "must be a positive number of seconds",
-            ));
+            return Err(key_err("asr.queue_s", "must be a positive number of seconds"));
         }
         if a.max_utterance_s == 0 || a.tail_ms == 0 {
-            return Err(key_err(
-                "asr.max_utterance_s",
-                "and asr.tail_ms must be positive",
-            ));
+            return Err(key_err("asr.max_utterance_s", "and asr.tail_ms must be positive"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(key_err("log.level", "is not a tracing filter"));
@@ -340,10 +257,7 @@ impl Config {
             .iter()
             .map(|s| {
                 if let Ok(sa) = s.parse::<SocketAddr>() {
-                    return Ok(SourcePattern {
-                        ip: sa.ip(),
-                        port: Some(sa.port()),
-                    });
+                    return Ok(SourcePattern { ip: sa.ip(), port: Some(sa.port()) });
                 }
                 s.parse::<IpAddr>()
                     .map(|ip| SourcePattern { ip, port: None })
@@ -378,27 +292,17 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = load("[media]\nport_min = \"x\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load("[media]\nport_min = \"x\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("media.port_min"), "{e}");
-        let e = load("[media]\nport_min = 30001\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load("[media]\nport_min = 30001\n", &[]).unwrap_err().to_string();
         assert!(e.contains("media.port_min"), "{e}");
-        let e = load("[sip]\nlisten = \"nonsense\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load("[sip]\nlisten = \"nonsense\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("sip.listen"), "{e}");
         let e = load("[sip]\nbogus = 1\n", &[]).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = load("[pbx]\naddresses = [\"pbx.example\"]\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load("[pbx]\naddresses = [\"pbx.example\"]\n", &[]).unwrap_err().to_string();
         assert!(e.contains("pbx.addresses"), "{e}");
-        let e = load("[sip]\nlisten = \"0.0.0.0:5060\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load("[sip]\nlisten = \"0.0.0.0:5060\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("sip.advertise"), "{e}");
     }
 
@@ -406,18 +310,12 @@ mod tests {
     fn env_overrides() {
         let c = load(
             "",
-            &[
-                ("HEARKEN_MEDIA__PORT_MIN", "40000"),
-                ("HEARKEN_MEDIA__PORT_MAX", "40100"),
-                ("HEARKEN_PBX__ROUTE", "10.0.0.1:5060"),
-            ],
+            &[("HEARKEN_MEDIA__PORT_MIN", "40000"), ("HEARKEN_MEDIA__PORT_MAX", "40100"), ("HEARKEN_PBX__ROUTE", "10.0.0.1:5060")],
         )
         .unwrap();
         assert_eq!(c.media.port_min, 40000);
         assert_eq!(c.pbx.route, "10.0.0.1:5060");
-        let e = load("", &[("HEARKEN_MEDIA__PORT_MIN", "abc")])
-            .unwrap_err()
-            .to_string();
+        let e = load("", &[("HEARKEN_MEDIA__PORT_MIN", "abc")]).unwrap_err().to_string();
         assert!(e.contains("media.port_min"), "{e}");
     }
 }

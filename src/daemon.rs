@@ -16,17 +16,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let udp = tokio::net::UdpSocket::bind(cfg.sip.listen)
-        .await
-        .with_context(|| format!("sip.listen: cannot bind UDP {}", cfg.sip.listen))?;
-    let tcp = tokio::net::TcpListener::bind(cfg.sip.listen)
-        .await
-        .with_context(|| format!("sip.listen: cannot bind TCP {}", cfg.sip.listen))?;
+    let udp =
+        tokio::net::UdpSocket::bind(cfg.sip.listen).await.with_context(|| format!("sip.listen: cannot bind UDP {}", cfg.sip.listen))?;
+    let tcp =
+        tokio::net::TcpListener::bind(cfg.sip.listen).await.with_context(|| format!("sip.listen: cannot bind TCP {}", cfg.sip.listen))?;
     let local = udp.local_addr()?;
-    let pool = Arc::new(Mutex::new(PortPool::new(
-        cfg.media.port_min,
-        cfg.media.port_max,
-    )));
+    let pool = Arc::new(Mutex::new(PortPool::new(cfg.media.port_min, cfg.media.port_max)));
     let relay_stats = Arc::new(RelayStats::default());
     let sip_stats = Arc::new(SipStats::default());
     let (tap_tx, tap_rx) = mpsc::channel::<TapFrame>(cfg.media.tap_queue);
@@ -63,13 +58,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
             .await
             .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
-        let app = router(HttpState {
-            relay: relay_stats,
-            sip: sip_stats,
-            pool: pool.clone(),
-            registry: media.registry.clone(),
-            records,
-        });
+        let app = router(HttpState { relay: relay_stats, sip: sip_stats, pool: pool.clone(), registry: media.registry.clone(), records });
         tracing::info!(addr = %cfg.http.listen, "status endpoint listening");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -81,13 +70,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ports = format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
         "hearken relay running"
     );
-    let driver = SipDriver {
-        proxy,
-        media,
-        udp: Arc::new(udp),
-        tcp,
-        media_ended: ended_rx,
-    };
+    let driver = SipDriver { proxy, media, udp: Arc::new(udp), tcp, media_ended: ended_rx };
     tokio::select! {
         _ = driver.run() => {}
         _ = shutdown_signal() => tracing::info!("shutting down"),
@@ -99,8 +82,7 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]

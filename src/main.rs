@@ -67,8 +67,8 @@ enum Cmd {
 }
 
 fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HEARKEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("HEARKEN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -92,10 +92,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&cfg);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("hearken: cannot start runtime: {e}");
@@ -110,18 +107,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Analyze {
-            customer,
-            agent,
-            stereo,
-            pcap,
-            swap_legs,
-            rtpmap,
-            json,
-            config,
-            vad,
-            frame_ms,
-        } => {
+        Cmd::Analyze { customer, agent, stereo, pcap, swap_legs, rtpmap, json, config, vad, frame_ms } => {
             let mut cfg = match Config::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -141,9 +127,7 @@ fn main() -> ExitCode {
             }
             let mut map = Vec::new();
             for m in &rtpmap {
-                let parsed = m.split_once(' ').and_then(|(pt, enc)| {
-                    Some((pt.trim().parse::<u8>().ok()?, enc.trim().to_string()))
-                });
+                let parsed = m.split_once(' ').and_then(|(pt, enc)| Some((pt.trim().parse::<u8>().ok()?, enc.trim().to_string())));
                 match parsed {
                     Some(e) => map.push(e),
                     None => {
@@ -155,11 +139,7 @@ fn main() -> ExitCode {
             let input = match (customer, agent, stereo, pcap) {
                 (Some(c), Some(a), None, None) => hearken::analyze::Input::Pair(c, a),
                 (None, None, Some(s), None) => hearken::analyze::Input::Stereo(s),
-                (None, None, None, Some(p)) => hearken::analyze::Input::Pcap {
-                    path: p,
-                    swap: swap_legs,
-                    rtpmap: map,
-                },
+                (None, None, None, Some(p)) => hearken::analyze::Input::Pcap { path: p, swap: swap_legs, rtpmap: map },
                 _ => {
                     eprintln!("hearken: analyze needs --customer C.wav --agent A.wav, or --stereo S.wav, or --pcap CALL.pcap");
                     return ExitCode::from(2);

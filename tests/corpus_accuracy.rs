@@ -25,108 +25,57 @@ use std::path::{Path, PathBuf};
 
 fn corpus() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev");
-    assert!(
-        p.is_dir(),
-        "corpus not found at {} (it is shared read-only test data next to the repo)",
-        p.display()
-    );
+    assert!(p.is_dir(), "corpus not found at {} (it is shared read-only test data next to the repo)", p.display());
     p
 }
 
 /// (clip-boundary latency, speech-segment latency) of a truth response.
 fn reference_latency(truth: &Value, r: &Value) -> (f64, f64) {
-    let utt = |id: &str| {
-        truth["utterances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["id"] == id)
-            .unwrap()
-            .clone()
-    };
-    let (p, q) = (
-        utt(r["prev_utterance"].as_str().unwrap()),
-        utt(r["utterance"].as_str().unwrap()),
-    );
+    let utt = |id: &str| truth["utterances"].as_array().unwrap().iter().find(|u| u["id"] == id).unwrap().clone();
+    let (p, q) = (utt(r["prev_utterance"].as_str().unwrap()), utt(r["utterance"].as_str().unwrap()));
     let segs = |u: &Value| {
-        u["speech_segments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap()))
-            .collect::<Vec<_>>()
+        u["speech_segments"].as_array().unwrap().iter().map(|s| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap())).collect::<Vec<_>>()
     };
     let (ps, qs) = (segs(&p), segs(&q));
-    (
-        r["latency_s"].as_f64().unwrap(),
-        qs[0].0 - ps.last().unwrap().1,
-    )
+    (r["latency_s"].as_f64().unwrap(), qs[0].0 - ps.last().unwrap().1)
 }
 
 fn check(name: &str) -> Vec<String> {
     let dir = corpus().join(name);
-    let truth: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
     let t = &truth["metrics"];
-    let out = run(
-        &Input::Pair(dir.join("customer.wav"), dir.join("agent.wav")),
-        &AnalysisConfig::default(),
-        10,
-    )
-    .unwrap();
+    let out = run(&Input::Pair(dir.join("customer.wav"), dir.join("agent.wav")), &AnalysisConfig::default(), 10).unwrap();
     let o = serde_json::to_value(&out).unwrap();
-    let annotated = truth["truth_quality"]
-        .as_str()
-        .unwrap_or("")
-        .starts_with("annotated");
+    let annotated = truth["truth_quality"].as_str().unwrap_or("").starts_with("annotated");
     let mut errs = Vec::new();
 
-    let ratio =
-        (o["talk_ratio_agent"].as_f64().unwrap() - t["talk_ratio_agent"].as_f64().unwrap()).abs();
+    let ratio = (o["talk_ratio_agent"].as_f64().unwrap() - t["talk_ratio_agent"].as_f64().unwrap()).abs();
     if ratio > 0.03 {
         errs.push(format!("talk ratio off by {ratio:.3}"));
     }
     for k in ["gt_3s", "gt_5s", "gt_6s", "gt_10s"] {
         if o["dead_air"][k]["count"] != t["dead_air"][k]["count"] {
-            errs.push(format!(
-                "dead air {k}: {} vs {}",
-                o["dead_air"][k]["count"], t["dead_air"][k]["count"]
-            ));
+            errs.push(format!("dead air {k}: {} vs {}", o["dead_air"][k]["count"], t["dead_air"][k]["count"]));
         }
     }
     let ours = o["interruptions"]["events"].as_array().unwrap();
     for bc in t["backchannels_in_overlap"]["events"].as_array().unwrap() {
         let at = bc["at"].as_f64().unwrap();
-        if ours
-            .iter()
-            .any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3)
-        {
+        if ours.iter().any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3) {
             errs.push(format!("back-channel at {at} counted as an interruption"));
         }
         // ...and it is found as a back-channel.
-        let found = o["backchannels"]["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3);
+        let found = o["backchannels"]["events"].as_array().unwrap().iter().any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3);
         if !found && !annotated {
             errs.push(format!("back-channel at {at} not detected"));
         }
     }
     if annotated {
         let bcs = t["backchannels_in_overlap"]["count"].as_u64().unwrap();
-        let found = t["backchannels_in_overlap"]["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|b| {
-                let at = b["at"].as_f64().unwrap();
-                o["backchannels"]["events"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3)
-            });
+        let found = t["backchannels_in_overlap"]["events"].as_array().unwrap().iter().filter(|b| {
+            let at = b["at"].as_f64().unwrap();
+            o["backchannels"]["events"].as_array().unwrap().iter().any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3)
+        });
         let n = found.count() as u64;
         if n + 1 < bcs {
             errs.push(format!("only {n} of {bcs} annotated back-channels found"));
@@ -135,16 +84,10 @@ fn check(name: &str) -> Vec<String> {
     }
     for k in ["by_agent", "by_customer"] {
         if o["interruptions"][k] != t["interruptions"][k] {
-            errs.push(format!(
-                "interruptions {k}: {} vs {}",
-                o["interruptions"][k], t["interruptions"][k]
-            ));
+            errs.push(format!("interruptions {k}: {} vs {}", o["interruptions"][k], t["interruptions"][k]));
         }
     }
-    let (tr, or) = (
-        t["responses"].as_array().unwrap(),
-        o["responses"].as_array().unwrap(),
-    );
+    let (tr, or) = (t["responses"].as_array().unwrap(), o["responses"].as_array().unwrap());
     if tr.len() != or.len() || tr.iter().zip(or).any(|(a, b)| a["to"] != b["to"]) {
         errs.push(format!("responses differ: ours {or:?}"));
     } else {
@@ -152,17 +95,12 @@ fn check(name: &str) -> Vec<String> {
             let (clip, seg) = reference_latency(&truth, a);
             let got = b["latency_s"].as_f64().unwrap();
             if (got - clip).abs() > 0.25 && (got - seg).abs() > 0.25 {
-                errs.push(format!(
-                    "latency at {}: {got:.2} vs {clip:.2} (clip) / {seg:.2} (segments)",
-                    b["at"]
-                ));
+                errs.push(format!("latency at {}: {got:.2} vs {clip:.2} (clip) / {seg:.2} (segments)", b["at"]));
             }
         }
     }
     for p in ["customer", "agent"] {
-        let d = (o["longest_monologue"][p]["longest_s"].as_f64().unwrap()
-            - t["longest_monologue"][p]["longest_s"].as_f64().unwrap())
-        .abs();
+        let d = (o["longest_monologue"][p]["longest_s"].as_f64().unwrap() - t["longest_monologue"][p]["longest_s"].as_f64().unwrap()).abs();
         if d > 1.0 {
             errs.push(format!("{p} longest monologue off by {d:.2}"));
         }
@@ -190,10 +128,6 @@ scenario!(d07_natural_ami_pair, "d07_natural_ami_pair");
 
 #[test]
 fn every_scenario_is_covered() {
-    let n = std::fs::read_dir(corpus())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().join("truth.json").exists())
-        .count();
+    let n = std::fs::read_dir(corpus()).unwrap().flatten().filter(|e| e.path().join("truth.json").exists()).count();
     assert_eq!(n, 7, "a scenario was added to the corpus: add it here");
 }

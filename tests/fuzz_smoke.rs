@@ -30,9 +30,7 @@ impl Rng {
 }
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/seeds")
-        .join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(target);
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
@@ -47,10 +45,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 fn seed<'a>(all: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
-    &all.iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no seed {name}"))
-        .1
+    &all.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no seed {name}")).1
 }
 
 const INSERTS: &[&[u8]] = &[
@@ -93,19 +88,11 @@ const NUMBERS: &[&[u8]] = &[
     b" 12",
     b"0x10",
 ];
-const BYTES: &[u8] = &[
-    0x00, 0xff, 0x7f, 0x80, 0x81, 0xbf, 0xc0, 0xc8, 0xc9, 0xdf, 0xe0, 0x20,
-];
+const BYTES: &[u8] = &[0x00, 0xff, 0x7f, 0x80, 0x81, 0xbf, 0xc0, 0xc8, 0xc9, 0xdf, 0xe0, 0x20];
 
 fn line_bounds(data: &[u8], at: usize) -> (usize, usize) {
-    let start = data[..at]
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |p| p + 1);
-    let end = data[at..]
-        .iter()
-        .position(|b| *b == b'\n')
-        .map_or(data.len(), |p| at + p + 1);
+    let start = data[..at].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    let end = data[at..].iter().position(|b| *b == b'\n').map_or(data.len(), |p| at + p + 1);
     (start, end)
 }
 
@@ -137,10 +124,7 @@ fn mutate(rng: &mut Rng, data: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> {
             5 => {
                 // Replace a run of digits (lengths, ports, codes, CSeq) with an odd number;
                 // half the time the one after a Content-Length header.
-                let from = find(&d, b"Content-Length:")
-                    .or_else(|| find(&d, b"\nl:"))
-                    .filter(|_| rng.below(2) == 0)
-                    .unwrap_or(at);
+                let from = find(&d, b"Content-Length:").or_else(|| find(&d, b"\nl:")).filter(|_| rng.below(2) == 0).unwrap_or(at);
                 if let Some(s) = d[from.min(d.len())..].iter().position(u8::is_ascii_digit) {
                     let s = from + s;
                     let len = d[s..].iter().take_while(|b| b.is_ascii_digit()).count();
@@ -161,11 +145,7 @@ fn mutate(rng: &mut Rng, data: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> {
                 }
             }
             8 => {
-                d = if rng.below(2) == 0 {
-                    replace(&d, b"\r\n", b"\n")
-                } else {
-                    replace(&d, b"\n", b"\r\n")
-                };
+                d = if rng.below(2) == 0 { replace(&d, b"\r\n", b"\n") } else { replace(&d, b"\n", b"\r\n") };
             }
             9 => {
                 for _ in 0..1 + rng.below(8) {
@@ -216,13 +196,7 @@ fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 
 /// Runs `body` over the seeds and `cases` mutations of them; returns how many mutants `ok`
 /// accepted, so a test can check the mutations reach both sides of the parser.
-fn run_mutations(
-    target: &str,
-    cases: usize,
-    seed: u64,
-    body: fn(&[u8]),
-    ok: impl Fn(&[u8]) -> bool,
-) -> usize {
+fn run_mutations(target: &str, cases: usize, seed: u64, body: fn(&[u8]), ok: impl Fn(&[u8]) -> bool) -> usize {
     let corpus = seeds(target);
     for (name, data) in &corpus {
         let r = std::panic::catch_unwind(|| body(data));
@@ -236,11 +210,7 @@ fn run_mutations(
         if std::panic::catch_unwind(|| body(&input)).is_err() {
             let path = std::env::temp_dir().join(format!("hearken-fuzz-{target}-{case}.bin"));
             let _ = std::fs::write(&path, &input);
-            panic!(
-                "{target}: mutant {case} failed (saved to {}): {:?}",
-                path.display(),
-                String::from_utf8_lossy(&input)
-            );
+            panic!("{target}: mutant {case} failed (saved to {}): {:?}", path.display(), String::from_utf8_lossy(&input));
         }
         accepted += usize::from(ok(&input));
     }
@@ -263,26 +233,17 @@ fn sip_message_seeds_and_mutants() {
         let again = Message::parse(&m.to_bytes()).unwrap();
         assert_eq!((&again.start, &again.body), (&m.start, &m.body), "{name}");
         if m.header("content-length").is_some() {
-            assert_eq!(
-                again, m,
-                "{name}: a message with Content-Length prints verbatim"
-            );
+            assert_eq!(again, m, "{name}: a message with Content-Length prints verbatim");
             assert_eq!(m.to_bytes(), *data, "{name}: printed byte for byte");
         }
     }
     let compact = Message::parse(seed(&corpus, "invite_compact_folded_multivia.sip")).unwrap();
     assert_eq!(compact.values("via").len(), 3);
     assert_eq!(compact.values("route").len(), 2);
-    assert_eq!(
-        compact.header("subject"),
-        Some("a folded subject line over three lines")
-    );
+    assert_eq!(compact.header("subject"), Some("a folded subject line over three lines"));
     assert_eq!(compact.call_id(), "compact-1@pbx");
     assert!(compact.has_sdp());
-    assert_eq!(
-        compact.values("to"),
-        vec!["\"Agent, Nine\" <sip:agent9@pbx>"]
-    );
+    assert_eq!(compact.values("to"), vec!["\"Agent, Nine\" <sip:agent9@pbx>"]);
     let lf = Message::parse(seed(&corpus, "options_bare_lf.sip")).unwrap();
     assert_eq!(lf.header("max-forwards"), Some("0"));
     assert!(lf.body.is_empty());
@@ -292,32 +253,17 @@ fn sip_message_seeds_and_mutants() {
     let with_len = |n: &str| {
         let text = String::from_utf8(invite.to_vec()).unwrap();
         let len = Message::parse(invite).unwrap().body.len();
-        text.replace(
-            &format!("Content-Length: {len}"),
-            &format!("Content-Length: {n}"),
-        )
+        text.replace(&format!("Content-Length: {len}"), &format!("Content-Length: {n}"))
     };
     for n in ["18446744073709551615", "4294967296", "65536"] {
-        assert_eq!(
-            Message::parse(with_len(n).as_bytes()),
-            Err(ParseError::Truncated)
-        );
+        assert_eq!(Message::parse(with_len(n).as_bytes()), Err(ParseError::Truncated));
     }
     for n in ["18446744073709551616", "-1", "x", "0x10"] {
-        assert_eq!(
-            Message::parse(with_len(n).as_bytes()),
-            Err(ParseError::BadContentLength)
-        );
+        assert_eq!(Message::parse(with_len(n).as_bytes()), Err(ParseError::BadContentLength));
     }
 
     let cases = 12_000;
-    let ok = run_mutations(
-        "sip_message",
-        cases,
-        0x5eed_0001,
-        fuzzing::sip_message,
-        |d| Message::parse(d).is_ok(),
-    );
+    let ok = run_mutations("sip_message", cases, 0x5eed_0001, fuzzing::sip_message, |d| Message::parse(d).is_ok());
     check_mix("sip_message", ok, cases);
 }
 
@@ -389,10 +335,7 @@ fn sdp_seeds_and_mutants() {
     let get = |n: &str| sdp::parse(seed(&corpus, n)).unwrap();
     assert!(get("hold_sendonly.sdp").media[0].on_hold());
     assert!(get("hold_legacy_zero_addr.sdp").media[0].on_hold());
-    assert_eq!(
-        get("inactive_session_level.sdp").media[0].direction,
-        Direction::Inactive
-    );
+    assert_eq!(get("inactive_session_level.sdp").media[0].direction, Direction::Inactive);
     assert!(!get("basic_offer.sdp").media[0].on_hold());
     let multi = get("multiple_mlines.sdp");
     assert_eq!(multi.media.len(), 4);
@@ -405,14 +348,10 @@ fn sdp_seeds_and_mutants() {
     assert!(text.contains("a=rtcp:30000 IN IP4 127.0.0.1\r\n"), "{text}");
     assert!(text.contains("a=fmtp:111 minptime=10;useinbandfec=1\r\n"));
     let te = get("basic_offer.sdp");
-    assert!(te.media[0]
-        .rtpmap
-        .contains(&(101, "telephone-event/8000".to_string())));
+    assert!(te.media[0].rtpmap.contains(&(101, "telephone-event/8000".to_string())));
 
     let cases = 10_000;
-    let ok = run_mutations("sdp", cases, 0x5eed_0003, fuzzing::sdp, |d| {
-        sdp::parse(d).is_ok()
-    });
+    let ok = run_mutations("sdp", cases, 0x5eed_0003, fuzzing::sdp, |d| sdp::parse(d).is_ok());
     check_mix("sdp", ok, cases);
 }
 
@@ -421,11 +360,7 @@ fn rtp_seeds_and_mutants() {
     let corpus = seeds("rtp");
     for (name, data) in &corpus {
         let c = rtp::classify(data).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(
-            matches!(c, Packet::Rtcp),
-            name.starts_with("rtcp_"),
-            "{name}"
-        );
+        assert_eq!(matches!(c, Packet::Rtcp), name.starts_with("rtcp_"), "{name}");
     }
     let Ok(Packet::Rtp(h)) = rtp::classify(seed(&corpus, "csrc_ext_pad.bin")) else {
         panic!("csrc_ext_pad.bin is RTP");
@@ -437,9 +372,7 @@ fn rtp_seeds_and_mutants() {
     assert!(h.marker && h.payload_type == 101 && h.payload_len == 4);
 
     let cases = 12_000;
-    let ok = run_mutations("rtp", cases, 0x5eed_0004, fuzzing::rtp, |d| {
-        rtp::classify(d).is_ok()
-    });
+    let ok = run_mutations("rtp", cases, 0x5eed_0004, fuzzing::rtp, |d| rtp::classify(d).is_ok());
     check_mix("rtp", ok, cases);
 }
 
@@ -449,11 +382,7 @@ fn sent_text(a: &Action) -> (String, String) {
         Dest::Peer(p) => p.addr.to_string(),
         Dest::Target(t) => format!("{}:{}", t.host, t.port),
     };
-    let first = String::from_utf8_lossy(data)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let first = String::from_utf8_lossy(data).lines().next().unwrap_or("").to_string();
     (to, first)
 }
 
@@ -475,9 +404,7 @@ fn proxy_seeds_and_mutants() {
     let corpus = seeds("proxy");
     for (_, data) in &corpus {
         // Scenarios are records of SIP text; keep them readable.
-        assert!(data
-            .windows(RECORD_SEPARATOR.len())
-            .any(|w| w == RECORD_SEPARATOR));
+        assert!(data.windows(RECORD_SEPARATOR.len()).any(|w| w == RECORD_SEPARATOR));
     }
 
     let (run, sent) = proxy_seed(&corpus, "inbound_call_answered_and_hung_up.scn");
@@ -502,9 +429,7 @@ fn proxy_seeds_and_mutants() {
     let (run, sent) = proxy_seed(&corpus, "inbound_call_cancelled.scn");
     assert_eq!(run.closed, vec![(1, EndReason::Cancelled)], "{sent:#?}");
     assert!(sent.iter().any(|s| s.ends_with("SIP/2.0 200 OK")));
-    assert!(sent
-        .iter()
-        .any(|s| s.contains(" CANCEL sip:agent7@10.0.0.10")));
+    assert!(sent.iter().any(|s| s.contains(" CANCEL sip:agent7@10.0.0.10")));
     assert!(sent.iter().any(|s| s.ends_with("SIP/2.0 487 Fuzz")));
 
     let (run, sent) = proxy_seed(&corpus, "outbound_call_rejected_tcp.scn");
@@ -519,8 +444,7 @@ fn proxy_seeds_and_mutants() {
     assert!(sent[0].starts_with("10.0.0.1:5060 REGISTER"), "{sent:#?}");
     assert!(sent.contains(&"10.0.0.1:5060 SIP/2.0 483 Too Many Hops".to_string()));
     assert!(sent.contains(&"10.0.0.1:5060 SIP/2.0 400 Bad Request".to_string()));
-    let Action::Send { data, .. } =
-        &fuzzing::run_proxy(seed(&corpus, "register_options_garbage.scn")).sent[0];
+    let Action::Send { data, .. } = &fuzzing::run_proxy(seed(&corpus, "register_options_garbage.scn")).sent[0];
     assert!(Message::parse(data).unwrap().header("path").is_some());
 
     let (run, sent) = proxy_seed(&corpus, "timer_c_expiry.scn");
@@ -530,9 +454,7 @@ fn proxy_seeds_and_mutants() {
     assert_eq!(run.calls_started, 0);
 
     let cases = 5_000;
-    let ok = run_mutations("proxy", cases, 0x5eed_0005, fuzzing::proxy, |d| {
-        fuzzing::run_proxy(d).calls_started > 0
-    });
+    let ok = run_mutations("proxy", cases, 0x5eed_0005, fuzzing::proxy, |d| fuzzing::run_proxy(d).calls_started > 0);
     check_mix("proxy", ok, cases);
 }
 
@@ -562,19 +484,25 @@ fn known_issue_sdp_rewrite_of_m_line_with_tabs_or_double_spaces() {
         let out = sdp::rewrite(text.as_bytes(), RELAY, &RELAY_PORTS).unwrap();
         let after = sdp::parse(&out).unwrap();
         assert_eq!(after.media[0].port, 30000, "{m:?}: port not rewritten");
-        assert_eq!(
-            after.media[0].proto, before.media[0].proto,
-            "{m:?}: proto changed"
-        );
+        assert_eq!(after.media[0].proto, before.media[0].proto, "{m:?}: proto changed");
     }
     // Whitespace other than a space after the port: the rewritten m-line loses its proto and
     // formats and no longer parses (found by `cargo fuzz run sdp`).
     let text = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 100\r\0RTP/AVP 0\r\n";
     assert!(sdp::parse(text.as_bytes()).is_ok());
     let out = sdp::rewrite(text.as_bytes(), RELAY, &RELAY_PORTS).unwrap();
-    assert!(
-        sdp::parse(&out).is_ok(),
-        "{:?}",
-        String::from_utf8_lossy(&out)
-    );
+    assert!(sdp::parse(&out).is_ok(), "{:?}", String::from_utf8_lossy(&out));
+}
+
+#[test]
+#[ignore = "known issue: StreamFramer reads a folded continuation line as a Content-Length header"]
+fn known_issue_folded_line_taken_for_content_length_on_tcp() {
+    let a = b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nX-Note: a\r\n l: 5\r\n\
+From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+    let m = Message::parse(a).unwrap();
+    assert_eq!((m.header("x-note"), m.body.len()), (Some("a l: 5"), 0));
+    let b = b"BYE sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+    // On TCP the framer takes ` l: 5` for the length and eats 5 bytes of the next message.
+    let (got, _) = frames(&[&[&a[..], &b[..]].concat()]);
+    assert_eq!(got, vec![a.to_vec(), b.to_vec()]);
 }

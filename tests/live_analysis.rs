@@ -18,31 +18,15 @@ fn read_leg(p: &Path) -> Vec<i16> {
 }
 
 fn replay(scenario_name: &str) {
-    let dir_c = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/corpus/dev")
-        .join(scenario_name);
-    assert!(
-        dir_c.is_dir(),
-        "corpus scenario {} missing",
-        dir_c.display()
-    );
-    let (cust, agent_pcm) = (
-        read_leg(&dir_c.join("customer.wav")),
-        read_leg(&dir_c.join("agent.wav")),
-    );
+    let dir_c = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(scenario_name);
+    assert!(dir_c.is_dir(), "corpus scenario {} missing", dir_c.display());
+    let (cust, agent_pcm) = (read_leg(&dir_c.join("customer.wav")), read_leg(&dir_c.join("agent.wav")));
     let (pbx, agent) = (free_port(), free_port());
     let h = Hearken::start(pbx, agent, "");
     let dir = tempfile::tempdir().unwrap();
     let pbx_media = UdpSocket::bind("127.0.0.1:0").unwrap();
     let agent_media = UdpSocket::bind((AGENT_IP, 0)).unwrap();
-    let uas = scenario(
-        dir.path(),
-        "uas_call.xml",
-        &[(
-            "MEDIA_PORT",
-            agent_media.local_addr().unwrap().port().to_string(),
-        )],
-    );
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", agent_media.local_addr().unwrap().port().to_string())]);
     let call_s = cust.len() as f64 / 8000.0;
     let hold_ms = (call_s / 4.0 * 1000.0) as u64 + 4000;
     let uac = scenario(
@@ -52,35 +36,20 @@ fn replay(scenario_name: &str) {
             ("AGENT", "agent1".into()),
             ("PLAY", String::new()),
             ("HOLD_MS", hold_ms.to_string()),
-            (
-                "PBX_MEDIA_PORT",
-                pbx_media.local_addr().unwrap().port().to_string(),
-            ),
+            ("PBX_MEDIA_PORT", pbx_media.local_addr().unwrap().port().to_string()),
         ],
     );
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
     let remote = format!("127.0.0.1:{}", h.sip_port);
     let d = dir.path().to_path_buf();
-    let uac = std::thread::spawn(move || {
-        sipp_run(
-            &d,
-            &uac,
-            pbx,
-            &remote,
-            &["-m", "1"],
-            Duration::from_secs(120),
-        )
-    });
+    let uac = std::thread::spawn(move || sipp_run(&d, &uac, pbx, &remote, &["-m", "1"], Duration::from_secs(120)));
     // Wait for the answer: both legs announced, relay ports known.
     let mut ports = (0u16, 0u16);
     wait_for(Duration::from_secs(10), "call up", || {
         let calls = h.calls();
         if let Some(c) = calls.first() {
             let s = &c["streams"][0];
-            ports = (
-                s["customer_port"].as_u64().unwrap_or(0) as u16,
-                s["agent_port"].as_u64().unwrap_or(0) as u16,
-            );
+            ports = (s["customer_port"].as_u64().unwrap_or(0) as u16, s["agent_port"].as_u64().unwrap_or(0) as u16);
         }
         ports.0 != 0 && h.log().contains("call answered")
     });
@@ -88,16 +57,8 @@ fn replay(scenario_name: &str) {
     let start = Instant::now();
     let n = cust.len().max(agent_pcm.len()) / 160;
     for k in 0..n {
-        for (pcm, sock, port, ssrc) in [
-            (&cust, &pbx_media, ports.0, 0x1111),
-            (&agent_pcm, &agent_media, ports.1, 0x2222),
-        ] {
-            let frame: Vec<u8> = pcm
-                .get(k * 160..k * 160 + 160)
-                .unwrap_or(&[0; 160])
-                .iter()
-                .map(|&s| g711::encode_ulaw(s))
-                .collect();
+        for (pcm, sock, port, ssrc) in [(&cust, &pbx_media, ports.0, 0x1111), (&agent_pcm, &agent_media, ports.1, 0x2222)] {
+            let frame: Vec<u8> = pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| g711::encode_ulaw(s)).collect();
             let pkt = hearken::rtp::build(0, k as u16, (k * 160) as u32, ssrc, &frame);
             sock.send_to(&pkt, ("127.0.0.1", port)).unwrap();
         }
@@ -106,103 +67,50 @@ fn replay(scenario_name: &str) {
             std::thread::sleep(wait);
         }
     }
-    uac.join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}\n{}", h.log()));
+    uac.join().unwrap().unwrap_or_else(|e| panic!("{e}\n{}", h.log()));
     uas.wait(Duration::from_secs(10)).unwrap();
     let mut rec = Value::Null;
-    wait_for(Duration::from_secs(10), "call record", || {
-        match h.get("/records/1") {
-            Some(b) => {
-                rec = serde_json::from_str(&b).unwrap();
-                true
-            }
-            None => false,
+    wait_for(Duration::from_secs(10), "call record", || match h.get("/records/1") {
+        Some(b) => {
+            rec = serde_json::from_str(&b).unwrap();
+            true
         }
+        None => false,
     });
     let s = h.status();
     assert_eq!(s["relay"]["tap_dropped"], 0, "{s}");
 
     let live = &rec["summary"];
     let off = serde_json::to_value(
-        run(
-            &Input::Pair(dir_c.join("customer.wav"), dir_c.join("agent.wav")),
-            &AnalysisConfig::default(),
-            10,
-        )
-        .unwrap(),
+        run(&Input::Pair(dir_c.join("customer.wav"), dir_c.join("agent.wav")), &AnalysisConfig::default(), 10).unwrap(),
     )
     .unwrap();
     // The live timeline starts when the call was set up, before the first packet: shift.
-    let shift = live["segments"]["customer"][0][0].as_f64().unwrap()
-        - off["segments"]["customer"][0][0].as_f64().unwrap();
+    let shift = live["segments"]["customer"][0][0].as_f64().unwrap() - off["segments"]["customer"][0][0].as_f64().unwrap();
     let close = |a: &Value, b: &Value, what: &str| {
-        let (x, y) = (
-            a.as_f64().unwrap_or(f64::NAN),
-            b.as_f64().unwrap_or(f64::NAN),
-        );
-        assert!(
-            (x - y).abs() <= 0.1,
-            "{scenario_name} {what}: live {x} vs analyze {y}"
-        );
+        let (x, y) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
+        assert!((x - y).abs() <= 0.1, "{scenario_name} {what}: live {x} vs analyze {y}");
     };
     for p in ["customer", "agent"] {
-        close(
-            &live["talk_time_s"][p],
-            &off["talk_time_s"][p],
-            &format!("talk time {p}"),
-        );
-        close(
-            &live["longest_monologue"][p]["longest_s"],
-            &off["longest_monologue"][p]["longest_s"],
-            &format!("monologue {p}"),
-        );
-        let (ls, os) = (
-            live["segments"][p].as_array().unwrap(),
-            off["segments"][p].as_array().unwrap(),
-        );
-        assert_eq!(
-            ls.len(),
-            os.len(),
-            "{scenario_name} {p} segments: {ls:?} vs {os:?}"
-        );
+        close(&live["talk_time_s"][p], &off["talk_time_s"][p], &format!("talk time {p}"));
+        close(&live["longest_monologue"][p]["longest_s"], &off["longest_monologue"][p]["longest_s"], &format!("monologue {p}"));
+        let (ls, os) = (live["segments"][p].as_array().unwrap(), off["segments"][p].as_array().unwrap());
+        assert_eq!(ls.len(), os.len(), "{scenario_name} {p} segments: {ls:?} vs {os:?}");
         for (a, b) in ls.iter().zip(os) {
-            assert!(
-                (a[0].as_f64().unwrap() - shift - b[0].as_f64().unwrap()).abs() <= 0.1,
-                "{p} segment {a:?} vs {b:?}"
-            );
-            assert!(
-                (a[1].as_f64().unwrap() - shift - b[1].as_f64().unwrap()).abs() <= 0.1,
-                "{p} segment {a:?} vs {b:?}"
-            );
+            assert!((a[0].as_f64().unwrap() - shift - b[0].as_f64().unwrap()).abs() <= 0.1, "{p} segment {a:?} vs {b:?}");
+            assert!((a[1].as_f64().unwrap() - shift - b[1].as_f64().unwrap()).abs() <= 0.1, "{p} segment {a:?} vs {b:?}");
         }
     }
     close(&live["overlap_s"], &off["overlap_s"], "overlap");
-    assert!(
-        (live["talk_ratio_agent"].as_f64().unwrap() - off["talk_ratio_agent"].as_f64().unwrap())
-            .abs()
-            <= 0.01
-    );
+    assert!((live["talk_ratio_agent"].as_f64().unwrap() - off["talk_ratio_agent"].as_f64().unwrap()).abs() <= 0.01);
     for k in ["by_agent", "by_customer"] {
-        assert_eq!(
-            live["interruptions"][k], off["interruptions"][k],
-            "{scenario_name} interruptions {k}"
-        );
+        assert_eq!(live["interruptions"][k], off["interruptions"][k], "{scenario_name} interruptions {k}");
     }
-    assert_eq!(
-        live["backchannels"]["count"], off["backchannels"]["count"],
-        "{scenario_name} back-channels"
-    );
+    assert_eq!(live["backchannels"]["count"], off["backchannels"]["count"], "{scenario_name} back-channels");
     for k in ["gt_3s", "gt_5s", "gt_6s", "gt_10s"] {
-        assert_eq!(
-            live["dead_air"][k]["count"], off["dead_air"][k]["count"],
-            "{scenario_name} dead air {k}"
-        );
+        assert_eq!(live["dead_air"][k]["count"], off["dead_air"][k]["count"], "{scenario_name} dead air {k}");
     }
-    let (lr, or) = (
-        live["responses"].as_array().unwrap(),
-        off["responses"].as_array().unwrap(),
-    );
+    let (lr, or) = (live["responses"].as_array().unwrap(), off["responses"].as_array().unwrap());
     assert_eq!(lr.len(), or.len(), "{scenario_name} responses");
     for (a, b) in lr.iter().zip(or) {
         close(&a["latency_s"], &b["latency_s"], "response latency");

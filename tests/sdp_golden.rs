@@ -9,12 +9,7 @@ use std::path::Path;
 fn golden_rewrites() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdp_golden");
     let relay = "203.0.113.10";
-    let ports: Vec<RelayPorts> = (0..4)
-        .map(|i| RelayPorts {
-            rtp: 30000 + 2 * i,
-            rtcp: 30001 + 2 * i,
-        })
-        .collect();
+    let ports: Vec<RelayPorts> = (0..4).map(|i| RelayPorts { rtp: 30000 + 2 * i, rtcp: 30001 + 2 * i }).collect();
     let mut n = 0;
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -28,31 +23,16 @@ fn golden_rewrites() {
         let mut want = std::fs::read_to_string(dir.join(name.replace(".in.", ".out."))).unwrap();
         want = want.replace("{RELAY}", relay);
         for (i, p) in ports.iter().enumerate() {
-            want = want
-                .replace(&format!("{{RTP{i}}}"), &p.rtp.to_string())
-                .replace(&format!("{{RTCP{i}}}"), &p.rtcp.to_string());
+            want = want.replace(&format!("{{RTP{i}}}"), &p.rtp.to_string()).replace(&format!("{{RTCP{i}}}"), &p.rtcp.to_string());
         }
-        let got = rewrite(&input, relay.parse().unwrap(), &ports)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = rewrite(&input, relay.parse().unwrap(), &ports).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(String::from_utf8(got.clone()).unwrap(), want, "{name}");
         // The rewrite keeps what the relay reads: codecs, direction, mux, hold.
         let (a, b) = (parse(&input).unwrap(), parse(&got).unwrap());
         for (x, y) in a.media.iter().zip(&b.media) {
             assert_eq!(
-                (
-                    &x.formats,
-                    &x.rtpmap,
-                    x.direction,
-                    x.rtcp_mux,
-                    x.addr.is_unspecified()
-                ),
-                (
-                    &y.formats,
-                    &y.rtpmap,
-                    y.direction,
-                    y.rtcp_mux,
-                    y.addr.is_unspecified()
-                ),
+                (&x.formats, &x.rtpmap, x.direction, x.rtcp_mux, x.addr.is_unspecified()),
+                (&y.formats, &y.rtpmap, y.direction, y.rtcp_mux, y.addr.is_unspecified()),
                 "{name}"
             );
         }

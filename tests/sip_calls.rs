@@ -8,63 +8,32 @@ use std::time::Duration;
 
 fn agent_media_socket() -> UdpSocket {
     let s = UdpSocket::bind((AGENT_IP, 0)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     s
 }
 
 fn plain_call(transport: &str) {
     let (pbx, agent) = (free_port(), free_port());
-    let params = if transport == "t1" {
-        ";transport=tcp"
-    } else {
-        ""
-    };
+    let params = if transport == "t1" { ";transport=tcp" } else { "" };
     let h = Hearken::start_with(pbx, agent, media_range(10), params, "", "");
     let dir = tempfile::tempdir().unwrap();
     let media = agent_media_socket();
-    let uas = scenario(
-        dir.path(),
-        "uas_call.xml",
-        &[("MEDIA_PORT", media.local_addr().unwrap().port().to_string())],
-    );
-    let uac = scenario(
-        dir.path(),
-        "uac_call.xml",
-        &[
-            ("AGENT", "agent7".into()),
-            ("PLAY", String::new()),
-            ("HOLD_MS", "500".into()),
-        ],
-    );
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", media.local_addr().unwrap().port().to_string())]);
+    let uac = scenario(dir.path(), "uac_call.xml", &[("AGENT", "agent7".into()), ("PLAY", String::new()), ("HOLD_MS", "500".into())]);
     let t = ["-t", transport];
     let uas = Sipp::spawn(dir.path(), &uas, agent, &[&t[..], &["-m", "1"]].concat());
     let remote = format!("127.0.0.1:{}", h.sip_port);
-    sipp_run(
-        dir.path(),
-        &uac,
-        pbx,
-        &remote,
-        &[&t[..], &["-m", "1"]].concat(),
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|e| panic!("{e}\n--- hearken log:\n{}", h.log()));
-    uas.wait(Duration::from_secs(10))
+    sipp_run(dir.path(), &uac, pbx, &remote, &[&t[..], &["-m", "1"]].concat(), Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}\n--- hearken log:\n{}", h.log()));
+    uas.wait(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}\n--- hearken log:\n{}", h.log()));
     h.wait_idle();
     let s = h.status();
     assert_eq!(s["sip"]["calls_started"], 1, "{s}");
     assert_eq!(s["sip"]["calls_ended"], 1, "{s}");
     assert_eq!(s["sip"]["malformed"], 0, "{s}");
     let log = h.log();
-    assert!(
-        log.contains("call answered") && log.contains("reason=\"bye\""),
-        "{log}"
-    );
-    assert!(
-        log.contains("agent=agent7"),
-        "agent id from the Request-URI user part: {log}"
-    );
+    assert!(log.contains("call answered") && log.contains("reason=\"bye\""), "{log}");
+    assert!(log.contains("agent=agent7"), "agent id from the Request-URI user part: {log}");
     // No personal data above trace: the customer's URI user and the Call-ID never appear.
     assert!(!log.contains("customer@") && !log.contains("pbx@"), "{log}");
 }
@@ -85,10 +54,7 @@ fn call_over_tcp_completes_and_frees_ports() {
 #[test]
 fn rtp_from_pcap_arrives_byte_identical_and_strangers_are_dropped() {
     const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
-    assert!(
-        std::path::Path::new(PCAP).exists(),
-        "{PCAP} missing: install sip-tester (make test does)"
-    );
+    assert!(std::path::Path::new(PCAP).exists(), "{PCAP} missing: install sip-tester (make test does)");
     let expected = pcap_udp_payloads(std::path::Path::new(PCAP));
     assert_eq!(expected.len(), 236);
 
@@ -98,36 +64,20 @@ fn rtp_from_pcap_arrives_byte_identical_and_strangers_are_dropped() {
     std::fs::create_dir(dir.path().join("pcap")).unwrap();
     std::os::unix::fs::symlink(PCAP, dir.path().join("pcap/g711a.pcap")).unwrap();
     let media = agent_media_socket();
-    let uas = scenario(
-        dir.path(),
-        "uas_call.xml",
-        &[("MEDIA_PORT", media.local_addr().unwrap().port().to_string())],
-    );
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", media.local_addr().unwrap().port().to_string())]);
     let uac = scenario(
         dir.path(),
         "uac_call.xml",
         &[
             ("AGENT", "agent9".into()),
-            (
-                "PLAY",
-                "<nop><action><exec play_pcap_audio=\"pcap/g711a.pcap\"/></action></nop>".into(),
-            ),
+            ("PLAY", "<nop><action><exec play_pcap_audio=\"pcap/g711a.pcap\"/></action></nop>".into()),
             ("HOLD_MS", "8000".into()),
         ],
     );
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
     let remote = format!("127.0.0.1:{}", h.sip_port);
     let dpath = dir.path().to_path_buf();
-    let uac = std::thread::spawn(move || {
-        sipp_run(
-            &dpath,
-            &uac,
-            pbx,
-            &remote,
-            &["-m", "1"],
-            Duration::from_secs(40),
-        )
-    });
+    let uac = std::thread::spawn(move || sipp_run(&dpath, &uac, pbx, &remote, &["-m", "1"], Duration::from_secs(40)));
 
     let stranger = UdpSocket::bind("127.0.0.3:0").unwrap();
     let mut got: Vec<Vec<u8>> = Vec::new();
@@ -143,12 +93,7 @@ fn rtp_from_pcap_arrives_byte_identical_and_strangers_are_dropped() {
             relay_agent_port = Some(src);
             // The agent talks back (latching its leg to this socket)...
             for i in 0..5u16 {
-                media
-                    .send_to(
-                        &hearken::rtp::build(8, i, i as u32 * 160, 77, &[0xd5; 160]),
-                        src,
-                    )
-                    .unwrap();
+                media.send_to(&hearken::rtp::build(8, i, i as u32 * 160, 77, &[0xd5; 160]), src).unwrap();
             }
             std::thread::sleep(Duration::from_millis(100));
             // ...then strangers inject into the agent-facing port and the customer-facing port.
@@ -157,48 +102,24 @@ fn rtp_from_pcap_arrives_byte_identical_and_strangers_are_dropped() {
             for i in 0..20u16 {
                 let bleed = hearken::rtp::build(8, 1000 + i, 0, 0xbad, b"STRANGER-STRANGER");
                 stranger.send_to(&bleed, src).unwrap();
-                stranger
-                    .send_to(&bleed, ("127.0.0.1", customer_port))
-                    .unwrap();
+                stranger.send_to(&bleed, ("127.0.0.1", customer_port)).unwrap();
             }
         }
     }
-    uac.join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}\n--- hearken log:\n{}", h.log()));
+    uac.join().unwrap().unwrap_or_else(|e| panic!("{e}\n--- hearken log:\n{}", h.log()));
     uas.wait(Duration::from_secs(10)).unwrap();
 
-    assert!(
-        !got.iter().any(|p| p.windows(8).any(|w| w == b"STRANGER")),
-        "a stranger's packet was relayed"
-    );
-    assert_eq!(
-        got.len(),
-        expected.len(),
-        "every RTP packet of the pcap arrives"
-    );
+    assert!(!got.iter().any(|p| p.windows(8).any(|w| w == b"STRANGER")), "a stranger's packet was relayed");
+    assert_eq!(got.len(), expected.len(), "every RTP packet of the pcap arrives");
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         let gh = hearken::rtp::parse_rtp(g).unwrap();
         let eh = hearken::rtp::parse_rtp(e).unwrap();
-        assert_eq!(
-            &g[gh.payload_offset..],
-            &e[eh.payload_offset..],
-            "payload of packet {i} differs"
-        );
-        assert_eq!(
-            g, e,
-            "packet {i} differs (the relay must not touch headers either)"
-        );
+        assert_eq!(&g[gh.payload_offset..], &e[eh.payload_offset..], "payload of packet {i} differs");
+        assert_eq!(g, e, "packet {i} differs (the relay must not touch headers either)");
     }
     let s = h.status();
-    assert!(
-        s["relay"]["dropped"]["source_mismatch"].as_u64().unwrap() >= 40,
-        "{s}"
-    );
-    assert!(
-        s["relay"]["tap_frames"].as_u64().unwrap() >= 236 + 5,
-        "tap saw the relayed RTP: {s}"
-    );
+    assert!(s["relay"]["dropped"]["source_mismatch"].as_u64().unwrap() >= 40, "{s}");
+    assert!(s["relay"]["tap_frames"].as_u64().unwrap() >= 236 + 5, "tap saw the relayed RTP: {s}");
     assert_eq!(s["relay"]["tap_dropped"], 0, "{s}");
     h.wait_idle();
 }

@@ -17,17 +17,9 @@ fn cancel_before_answer_ends_the_call_and_frees_ports() {
     let h = Hearken::start(pbx, agent, "");
     let dir = tempfile::tempdir().unwrap();
     let uas = Sipp::spawn(dir.path(), "uas_cancel.xml", agent, &["-m", "1"]);
-    sipp_run(
-        dir.path(),
-        "uac_cancel.xml",
-        pbx,
-        &format!("127.0.0.1:{}", h.sip_port),
-        &["-m", "1"],
-        Duration::from_secs(20),
-    )
-    .unwrap_or_else(|e| fail(e, &h));
-    uas.wait(Duration::from_secs(10))
+    sipp_run(dir.path(), "uac_cancel.xml", pbx, &format!("127.0.0.1:{}", h.sip_port), &["-m", "1"], Duration::from_secs(20))
         .unwrap_or_else(|e| fail(e, &h));
+    uas.wait(Duration::from_secs(10)).unwrap_or_else(|e| fail(e, &h));
     h.wait_idle();
     let s = h.status();
     assert_eq!(s["sip"]["calls_ended"], 1, "{s}");
@@ -39,39 +31,20 @@ fn reinvite_hold_and_unhold_keep_the_call_anchored() {
     let (pbx, agent) = (free_port(), free_port());
     let h = Hearken::start(pbx, agent, "");
     let dir = tempfile::tempdir().unwrap();
-    let uas = scenario(
-        dir.path(),
-        "uas_call.xml",
-        &[("MEDIA_PORT", "42000".into())],
-    );
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42000".into())]);
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
     let remote = format!("127.0.0.1:{}", h.sip_port);
     let d = dir.path().to_path_buf();
-    let uac = std::thread::spawn(move || {
-        sipp_run(
-            &d,
-            "uac_hold.xml",
-            pbx,
-            &remote,
-            &["-m", "1"],
-            Duration::from_secs(30),
-        )
-    });
+    let uac = std::thread::spawn(move || sipp_run(&d, "uac_hold.xml", pbx, &remote, &["-m", "1"], Duration::from_secs(30)));
     // Watch the call: it must show on hold after the sendonly re-INVITE, then off hold again,
     // with the same relay ports throughout.
     let (mut saw_hold, mut saw_unhold, mut ports) = (false, false, None);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while std::time::Instant::now() < deadline && !uac.is_finished() {
         if let Some(c) = h.calls().first() {
-            let p = (
-                c["streams"][0]["customer_port"].clone(),
-                c["streams"][0]["agent_port"].clone(),
-            );
+            let p = (c["streams"][0]["customer_port"].clone(), c["streams"][0]["agent_port"].clone());
             if p.0.as_u64().unwrap_or(0) != 0 {
-                assert!(
-                    ports.is_none() || ports.as_ref() == Some(&p),
-                    "relay ports changed on re-INVITE"
-                );
+                assert!(ports.is_none() || ports.as_ref() == Some(&p), "relay ports changed on re-INVITE");
                 ports = Some(p);
             }
             if c["on_hold"] == true {
@@ -83,12 +56,8 @@ fn reinvite_hold_and_unhold_keep_the_call_anchored() {
         std::thread::sleep(Duration::from_millis(100));
     }
     uac.join().unwrap().unwrap_or_else(|e| fail(e, &h));
-    uas.wait(Duration::from_secs(10))
-        .unwrap_or_else(|e| fail(e, &h));
-    assert!(
-        saw_hold && saw_unhold,
-        "hold seen: {saw_hold}, unhold seen: {saw_unhold}"
-    );
+    uas.wait(Duration::from_secs(10)).unwrap_or_else(|e| fail(e, &h));
+    assert!(saw_hold && saw_unhold, "hold seen: {saw_hold}, unhold seen: {saw_unhold}");
     h.wait_idle();
 }
 
@@ -109,9 +78,7 @@ fn register_is_proxied_to_the_pbx_with_path() {
         Duration::from_secs(20),
     )
     .unwrap_or_else(|e| fail(e, &h));
-    registrar
-        .wait(Duration::from_secs(10))
-        .unwrap_or_else(|e| fail(e, &h));
+    registrar.wait(Duration::from_secs(10)).unwrap_or_else(|e| fail(e, &h));
     assert_eq!(h.status()["sip"]["calls_started"], 0);
 }
 
@@ -120,41 +87,24 @@ fn hundred_concurrent_calls() {
     let (pbx, agent) = (free_port(), free_port());
     let h = Hearken::start_with(pbx, agent, media_range(220), "", "", "");
     let dir = tempfile::tempdir().unwrap();
-    let uas = scenario(
-        dir.path(),
-        "uas_call.xml",
-        &[("MEDIA_PORT", "42010".into())],
-    );
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42010".into())]);
     let uac = scenario(
         dir.path(),
         "uac_call.xml",
-        &[
-            ("AGENT", "agent[call_number]".into()),
-            ("PLAY", String::new()),
-            ("HOLD_MS", "4000".into()),
-        ],
+        &[("AGENT", "agent[call_number]".into()), ("PLAY", String::new()), ("HOLD_MS", "4000".into())],
     );
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "100"]);
     let remote = format!("127.0.0.1:{}", h.sip_port);
     let d = dir.path().to_path_buf();
-    let run = std::thread::spawn(move || {
-        sipp_run(
-            &d,
-            &uac,
-            pbx,
-            &remote,
-            &["-m", "100", "-r", "100", "-l", "100"],
-            Duration::from_secs(60),
-        )
-    });
+    let run =
+        std::thread::spawn(move || sipp_run(&d, &uac, pbx, &remote, &["-m", "100", "-r", "100", "-l", "100"], Duration::from_secs(60)));
     let mut peak = 0;
     while !run.is_finished() {
         peak = peak.max(h.status()["relay"]["active_calls"].as_u64().unwrap_or(0));
         std::thread::sleep(Duration::from_millis(200));
     }
     run.join().unwrap().unwrap_or_else(|e| fail(e, &h));
-    uas.wait(Duration::from_secs(20))
-        .unwrap_or_else(|e| fail(e, &h));
+    uas.wait(Duration::from_secs(20)).unwrap_or_else(|e| fail(e, &h));
     h.wait_idle();
     let s = h.status();
     assert_eq!(s["sip"]["calls_started"], 100, "{s}");
@@ -197,80 +147,29 @@ fn port_exhaustion_answers_503_and_recovers() {
     let (lo, _) = media_range(2);
     let h = Hearken::start_with(pbx, agent, (lo, lo + 3), "", "", "");
     let dir = tempfile::tempdir().unwrap();
-    let uas = scenario(
-        dir.path(),
-        "uas_call.xml",
-        &[("MEDIA_PORT", "42020".into())],
-    );
-    let uac = scenario(
-        dir.path(),
-        "uac_call.xml",
-        &[
-            ("AGENT", "a1".into()),
-            ("PLAY", String::new()),
-            ("HOLD_MS", "3000".into()),
-        ],
-    );
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42020".into())]);
+    let uac = scenario(dir.path(), "uac_call.xml", &[("AGENT", "a1".into()), ("PLAY", String::new()), ("HOLD_MS", "3000".into())]);
     let uas_p = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
     let remote = format!("127.0.0.1:{}", h.sip_port);
     let (d, u, r) = (dir.path().to_path_buf(), uac.clone(), remote.clone());
-    let first = std::thread::spawn(move || {
-        sipp_run(&d, &u, pbx, &r, &["-m", "1"], Duration::from_secs(20))
-    });
-    wait_for(Duration::from_secs(10), "first call up", || {
-        h.status()["relay"]["active_calls"] == 1
-    });
+    let first = std::thread::spawn(move || sipp_run(&d, &u, pbx, &r, &["-m", "1"], Duration::from_secs(20)));
+    wait_for(Duration::from_secs(10), "first call up", || h.status()["relay"]["active_calls"] == 1);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let port = sock.local_addr().unwrap().port();
-    let resp = exchange(
-        &sock,
-        h.sip_port,
-        raw(
-            "INVITE",
-            port,
-            "exhaust1",
-            "Content-Type: application/sdp\r\n",
-            SDP,
-        )
-        .as_bytes(),
-    )
-    .expect("an answer");
+    let resp = exchange(&sock, h.sip_port, raw("INVITE", port, "exhaust1", "Content-Type: application/sdp\r\n", SDP).as_bytes())
+        .expect("an answer");
     assert!(resp.starts_with("SIP/2.0 503 "), "{resp}");
     first.join().unwrap().unwrap_or_else(|e| fail(e, &h));
-    uas_p
-        .wait(Duration::from_secs(10))
-        .unwrap_or_else(|e| fail(e, &h));
+    uas_p.wait(Duration::from_secs(10)).unwrap_or_else(|e| fail(e, &h));
     h.wait_idle();
     // Ports came back: the next call works.
     let dir2 = tempfile::tempdir().unwrap();
-    let uas = scenario(
-        dir2.path(),
-        "uas_call.xml",
-        &[("MEDIA_PORT", "42020".into())],
-    );
-    let uac = scenario(
-        dir2.path(),
-        "uac_call.xml",
-        &[
-            ("AGENT", "a1".into()),
-            ("PLAY", String::new()),
-            ("HOLD_MS", "200".into()),
-        ],
-    );
+    let uas = scenario(dir2.path(), "uas_call.xml", &[("MEDIA_PORT", "42020".into())]);
+    let uac = scenario(dir2.path(), "uac_call.xml", &[("AGENT", "a1".into()), ("PLAY", String::new()), ("HOLD_MS", "200".into())]);
     let uas_p = Sipp::spawn(dir2.path(), &uas, agent, &["-m", "1"]);
-    sipp_run(
-        dir2.path(),
-        &uac,
-        pbx,
-        &remote,
-        &["-m", "1"],
-        Duration::from_secs(20),
-    )
-    .unwrap_or_else(|e| fail(e, &h));
-    uas_p
-        .wait(Duration::from_secs(10))
-        .unwrap_or_else(|e| fail(e, &h));
+    sipp_run(dir2.path(), &uac, pbx, &remote, &["-m", "1"], Duration::from_secs(20)).unwrap_or_else(|e| fail(e, &h));
+    uas_p.wait(Duration::from_secs(10)).unwrap_or_else(|e| fail(e, &h));
     assert!(h.status()["sip"]["ports_exhausted"].as_u64().unwrap() >= 1);
 }
 
@@ -279,8 +178,7 @@ fn malformed_messages_get_clear_answers_and_break_nothing() {
     let (pbx, agent) = (free_port(), free_port());
     let h = Hearken::start(pbx, agent, "");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
     let me = sock.local_addr().unwrap().port();
     let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
         ("garbage", b"hello world\r\n\r\n".to_vec(), None),
@@ -300,10 +198,7 @@ fn malformed_messages_get_clear_answers_and_break_nothing() {
         let got = exchange(&sock, h.sip_port, msg);
         match (want, got) {
             (None, None) => {}
-            (Some(code), Some(r)) => assert!(
-                r.starts_with(&format!("SIP/2.0 {code} ")),
-                "{name}: got {r}"
-            ),
+            (Some(code), Some(r)) => assert!(r.starts_with(&format!("SIP/2.0 {code} ")), "{name}: got {r}"),
             (w, g) => panic!("{name}: wanted {w:?}, got {g:?}"),
         }
     }
@@ -312,12 +207,7 @@ fn malformed_messages_get_clear_answers_and_break_nothing() {
         use std::io::{Read, Write};
         let mut t = std::net::TcpStream::connect(("127.0.0.1", h.sip_port)).unwrap();
         t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        t.write_all(
-            raw("OPTIONS", me, "t1", "", "")
-                .replace("Content-Length: 0", "Content-Length: zero")
-                .as_bytes(),
-        )
-        .unwrap();
+        t.write_all(raw("OPTIONS", me, "t1", "", "").replace("Content-Length: 0", "Content-Length: zero").as_bytes()).unwrap();
         let mut out = String::new();
         let _ = t.read_to_string(&mut out);
         assert!(out.starts_with("SIP/2.0 400 "), "tcp: {out}");
@@ -329,68 +219,32 @@ fn malformed_messages_get_clear_answers_and_break_nothing() {
     // An unknown method is proxied like any other request (RFC 3261 §16: proxies forward methods
     // they do not understand). The agent side here is a plain socket that answers 200.
     let agent_sock = UdpSocket::bind(("127.0.0.2", agent)).unwrap();
-    agent_sock
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let foobar = raw("FOOBAR", me, "u1", "", "").replace(
-        "sip:agentx@127.0.0.1 ",
-        &format!("sip:agentx@127.0.0.1:{} ", h.sip_port),
-    );
-    sock.send_to(foobar.as_bytes(), ("127.0.0.1", h.sip_port))
-        .unwrap();
+    agent_sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let foobar = raw("FOOBAR", me, "u1", "", "").replace("sip:agentx@127.0.0.1 ", &format!("sip:agentx@127.0.0.1:{} ", h.sip_port));
+    sock.send_to(foobar.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
     let mut buf = [0u8; 4096];
-    let (n, from) = agent_sock
-        .recv_from(&mut buf)
-        .expect("FOOBAR forwarded to the agent");
+    let (n, from) = agent_sock.recv_from(&mut buf).expect("FOOBAR forwarded to the agent");
     let fwd = hearken::sip::message::Message::parse(&buf[..n]).unwrap();
     assert_eq!(fwd.method(), Some("FOOBAR"));
     assert_eq!(fwd.values("via").len(), 2);
     // The request had no Max-Forwards: the proxy adds 70 (RFC 3261 §16.6 step 3).
     assert_eq!(fwd.header("max-forwards"), Some("70"));
-    agent_sock
-        .send_to(&fwd.response(200, "OK", Some("z")).to_bytes(), from)
-        .unwrap();
+    agent_sock.send_to(&fwd.response(200, "OK", Some("z")).to_bytes(), from).unwrap();
     let mut b = [0u8; 4096];
     let (n, _) = sock.recv_from(&mut b).expect("200 for FOOBAR relayed back");
     let r = String::from_utf8_lossy(&b[..n]).to_string();
     assert!(r.starts_with("SIP/2.0 200 OK"), "{r}");
-    assert_eq!(
-        hearken::sip::message::Message::parse(r.as_bytes())
-            .unwrap()
-            .values("via")
-            .len(),
-        1
-    );
+    assert_eq!(hearken::sip::message::Message::parse(r.as_bytes()).unwrap().values("via").len(), 1);
 
     // And a real call still works afterwards.
     let dir = tempfile::tempdir().unwrap();
     drop(agent_sock);
-    let uas = scenario(
-        dir.path(),
-        "uas_call.xml",
-        &[("MEDIA_PORT", "42030".into())],
-    );
-    let uac = scenario(
-        dir.path(),
-        "uac_call.xml",
-        &[
-            ("AGENT", "a1".into()),
-            ("PLAY", String::new()),
-            ("HOLD_MS", "200".into()),
-        ],
-    );
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42030".into())]);
+    let uac = scenario(dir.path(), "uac_call.xml", &[("AGENT", "a1".into()), ("PLAY", String::new()), ("HOLD_MS", "200".into())]);
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
-    sipp_run(
-        dir.path(),
-        &uac,
-        pbx,
-        &format!("127.0.0.1:{}", h.sip_port),
-        &["-m", "1"],
-        Duration::from_secs(20),
-    )
-    .unwrap_or_else(|e| fail(e, &h));
-    uas.wait(Duration::from_secs(10))
+    sipp_run(dir.path(), &uac, pbx, &format!("127.0.0.1:{}", h.sip_port), &["-m", "1"], Duration::from_secs(20))
         .unwrap_or_else(|e| fail(e, &h));
+    uas.wait(Duration::from_secs(10)).unwrap_or_else(|e| fail(e, &h));
 }
 
 #[test]
@@ -398,42 +252,18 @@ fn silent_call_ends_on_rtp_timeout_and_is_reported() {
     let (pbx, agent) = (free_port(), free_port());
     let h = Hearken::start_with(pbx, agent, media_range(4), "", "", "rtp_timeout_s = 2");
     let dir = tempfile::tempdir().unwrap();
-    let uas = scenario(
-        dir.path(),
-        "uas_call.xml",
-        &[("MEDIA_PORT", "42040".into())],
-    );
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42040".into())]);
     // The call stays up 6 s but nobody sends RTP.
-    let uac = scenario(
-        dir.path(),
-        "uac_call.xml",
-        &[
-            ("AGENT", "quiet".into()),
-            ("PLAY", String::new()),
-            ("HOLD_MS", "6000".into()),
-        ],
-    );
+    let uac = scenario(dir.path(), "uac_call.xml", &[("AGENT", "quiet".into()), ("PLAY", String::new()), ("HOLD_MS", "6000".into())]);
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
     let remote = format!("127.0.0.1:{}", h.sip_port);
     let d = dir.path().to_path_buf();
-    let uac = std::thread::spawn(move || {
-        sipp_run(
-            &d,
-            &uac,
-            pbx,
-            &remote,
-            &["-m", "1"],
-            Duration::from_secs(30),
-        )
-    });
-    wait_for(Duration::from_secs(10), "rtp timeout reported", || {
-        h.status()["relay"]["rtp_timeouts"] == 1
-    });
+    let uac = std::thread::spawn(move || sipp_run(&d, &uac, pbx, &remote, &["-m", "1"], Duration::from_secs(30)));
+    wait_for(Duration::from_secs(10), "rtp timeout reported", || h.status()["relay"]["rtp_timeouts"] == 1);
     // Media is gone and its ports are back while the SIP dialog is still up.
     h.wait_idle();
     assert!(!uac.is_finished(), "the SIP dialog outlives its media");
     uac.join().unwrap().unwrap_or_else(|e| fail(e, &h));
-    uas.wait(Duration::from_secs(10))
-        .unwrap_or_else(|e| fail(e, &h));
+    uas.wait(Duration::from_secs(10)).unwrap_or_else(|e| fail(e, &h));
     assert!(h.log().contains("rtp timeout"), "{}", h.log());
 }

@@ -61,56 +61,19 @@ fn properties_hold_on_random_calls() {
         let s = run(&c, &a, dur, 10);
         let (tc, ta) = (s.talk_time_s.customer, s.talk_time_s.agent);
         // Shares: nobody talks longer than the call, the union never exceeds it, ratio in [0, 1].
-        assert!(
-            s.talk_share_of_call.customer <= 1.0 + 1e-9 && s.talk_share_of_call.agent <= 1.0 + 1e-9,
-            "case {case}"
-        );
-        assert!(
-            tc + ta - s.overlap_s <= s.call_duration_s + 1e-6,
-            "case {case}: union longer than the call"
-        );
+        assert!(s.talk_share_of_call.customer <= 1.0 + 1e-9 && s.talk_share_of_call.agent <= 1.0 + 1e-9, "case {case}");
+        assert!(tc + ta - s.overlap_s <= s.call_duration_s + 1e-6, "case {case}: union longer than the call");
         if let Some(ratio) = s.talk_ratio_agent {
             assert!((0.0..=1.0).contains(&ratio), "case {case}");
         }
         // Overlap is bounded by each party's talk.
-        assert!(
-            s.overlap_s <= tc.min(ta) + 1e-6,
-            "case {case}: overlap {} > min talk",
-            s.overlap_s
-        );
+        assert!(s.overlap_s <= tc.min(ta) + 1e-6, "case {case}: overlap {} > min talk", s.overlap_s);
         // Event lists are in time order.
-        assert!(
-            sorted(
-                &s.interruptions
-                    .events
-                    .iter()
-                    .map(|e| e.at)
-                    .collect::<Vec<_>>()
-            ),
-            "case {case}"
-        );
-        assert!(
-            sorted(
-                &s.backchannels
-                    .events
-                    .iter()
-                    .map(|e| e.at)
-                    .collect::<Vec<_>>()
-            ),
-            "case {case}"
-        );
-        assert!(
-            sorted(&s.responses.iter().map(|e| e.at).collect::<Vec<_>>()),
-            "case {case}"
-        );
-        assert!(
-            sorted(&s.silent_gaps.iter().map(|g| g.start).collect::<Vec<_>>()),
-            "case {case}"
-        );
-        assert_eq!(
-            s.interruptions.count,
-            s.interruptions.by_agent + s.interruptions.by_customer
-        );
+        assert!(sorted(&s.interruptions.events.iter().map(|e| e.at).collect::<Vec<_>>()), "case {case}");
+        assert!(sorted(&s.backchannels.events.iter().map(|e| e.at).collect::<Vec<_>>()), "case {case}");
+        assert!(sorted(&s.responses.iter().map(|e| e.at).collect::<Vec<_>>()), "case {case}");
+        assert!(sorted(&s.silent_gaps.iter().map(|g| g.start).collect::<Vec<_>>()), "case {case}");
+        assert_eq!(s.interruptions.count, s.interruptions.by_agent + s.interruptions.by_customer);
         for l in [&s.agent_response_latency, &s.customer_response_latency] {
             if let (Some(min), Some(mean), Some(max)) = (l.min_s, l.mean_s, l.max_s) {
                 assert!(min <= mean + 1e-6 && mean <= max + 1e-6, "case {case}");
@@ -118,22 +81,13 @@ fn properties_hold_on_random_calls() {
         }
         // 10 ms and 20 ms framings agree within one (20 ms) frame.
         let s20 = run(&c, &a, dur, 20);
-        for (x, y) in [
-            (&s.segments.customer, &s20.segments.customer),
-            (&s.segments.agent, &s20.segments.agent),
-        ] {
+        for (x, y) in [(&s.segments.customer, &s20.segments.customer), (&s.segments.agent, &s20.segments.agent)] {
             assert_eq!(x.len(), y.len(), "case {case}: segment counts differ");
             for (p, q) in x.iter().zip(y.iter()) {
-                assert!(
-                    (p[0] - q[0]).abs() <= 0.02 + 1e-9 && (p[1] - q[1]).abs() <= 0.02 + 1e-9,
-                    "case {case}: {p:?} vs {q:?}"
-                );
+                assert!((p[0] - q[0]).abs() <= 0.02 + 1e-9 && (p[1] - q[1]).abs() <= 0.02 + 1e-9, "case {case}: {p:?} vs {q:?}");
             }
         }
-        assert_eq!(
-            s.interruptions.count, s20.interruptions.count,
-            "case {case}"
-        );
+        assert_eq!(s.interruptions.count, s20.interruptions.count, "case {case}");
         assert_eq!(s.responses.len(), s20.responses.len(), "case {case}");
     }
 }

@@ -128,11 +128,7 @@ impl VoskEngine {
         }
         vosk::set_log_level(vosk::LogLevel::Error);
         let model = vosk::Model::new(p.clone()).ok_or_else(|| AsrError::Load(p.clone()))?;
-        Ok(VoskEngine {
-            model: Arc::new(model),
-            path: p,
-            rate: sample_rate as f32,
-        })
+        Ok(VoskEngine { model: Arc::new(model), path: p, rate: sample_rate as f32 })
     }
 }
 
@@ -181,12 +177,7 @@ impl Engine for VoskEngine {
     fn recognizer(&self) -> Result<Box<dyn Recognizer>, AsrError> {
         let mut rec = vosk::Recognizer::new(&self.model, self.rate).ok_or(AsrError::Recognizer)?;
         rec.set_words(true);
-        Ok(Box::new(VoskRecognizer {
-            rec,
-            rate: self.rate as f64,
-            fed: 0,
-            utterance_start: 0,
-        }))
+        Ok(Box::new(VoskRecognizer { rec, rate: self.rate as f64, fed: 0, utterance_start: 0 }))
     }
     fn name(&self) -> String {
         format!("vosk:{}", self.path)
@@ -196,15 +187,8 @@ impl Engine for VoskEngine {
 /// What the pool reports back.
 #[derive(Debug, Clone)]
 pub enum AsrOutput {
-    Partial {
-        call: u64,
-        party: Party,
-        text: String,
-    },
-    Final {
-        call: u64,
-        segment: TranscriptSegment,
-    },
+    Partial { call: u64, party: Party, text: String },
+    Final { call: u64, segment: TranscriptSegment },
 }
 
 #[derive(Debug, Default)]
@@ -232,20 +216,9 @@ impl AsrStats {
 }
 
 enum Job {
-    Open {
-        id: u64,
-        call: u64,
-        party: Party,
-        start_s: f64,
-        pcm: Vec<i16>,
-    },
-    Audio {
-        id: u64,
-        pcm: Vec<i16>,
-    },
-    Close {
-        id: u64,
-    },
+    Open { id: u64, call: u64, party: Party, start_s: f64, pcm: Vec<i16> },
+    Audio { id: u64, pcm: Vec<i16> },
+    Close { id: u64 },
 }
 
 struct Stream {
@@ -278,23 +251,13 @@ pub struct AsrPool {
 impl AsrPool {
     /// `workers` threads; each accepts at most `queue_s` seconds of not-yet-recognised audio
     /// before new speech is skipped; up to `pooled` idle recognizers are kept per worker.
-    pub fn start(
-        engine: Arc<dyn Engine>,
-        workers: usize,
-        queue_s: f64,
-        pooled: usize,
-        rate: u32,
-        out: mpsc::Sender<AsrOutput>,
-    ) -> AsrPool {
+    pub fn start(engine: Arc<dyn Engine>, workers: usize, queue_s: f64, pooled: usize, rate: u32, out: mpsc::Sender<AsrOutput>) -> AsrPool {
         let stats = Arc::new(AsrStats::default());
         let mut handles = Vec::new();
         for w in 0..workers.max(1) {
             let (tx, rx) = mpsc::channel::<Job>();
             let pending = Arc::new(AtomicUsize::new(0));
-            handles.push(WorkerHandle {
-                tx,
-                pending: pending.clone(),
-            });
+            handles.push(WorkerHandle { tx, pending: pending.clone() });
             let (engine, out, stats) = (engine.clone(), out.clone(), stats.clone());
             std::thread::Builder::new()
                 .name(format!("hearken-asr-{w}"))
@@ -302,14 +265,7 @@ impl AsrPool {
                 .expect("spawn asr worker");
         }
         let budget = (queue_s.max(0.1) * rate as f64) as usize;
-        AsrPool {
-            workers: Arc::new(handles),
-            budget,
-            next_id: Arc::new(AtomicU64::new(1)),
-            stats,
-            rate,
-            cut: Default::default(),
-        }
+        AsrPool { workers: Arc::new(handles), budget, next_id: Arc::new(AtomicU64::new(1)), stats, rate, cut: Default::default() }
     }
 
     fn worker_for(&self, id: u64) -> &WorkerHandle {
@@ -335,17 +291,7 @@ impl AsrPool {
     pub fn open(&self, call: u64, party: Party, start_s: f64, preroll: Vec<i16>) -> Option<u64> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let n = preroll.len();
-        if self.send_audio(
-            id,
-            Job::Open {
-                id,
-                call,
-                party,
-                start_s,
-                pcm: preroll,
-            },
-            n,
-        ) {
+        if self.send_audio(id, Job::Open { id, call, party, start_s, pcm: preroll }, n) {
             Some(id)
         } else {
             self.stats.skipped_utterances.fetch_add(1, Relaxed);
@@ -371,10 +317,7 @@ impl AsrPool {
 
     /// End of an utterance: the final result will come out of the pool. Always delivered.
     pub fn close(&self, id: u64) {
-        self.cut
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.cut.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         let _ = self.worker_for(id).tx.send(Job::Close { id });
     }
 
@@ -397,13 +340,7 @@ fn worker(
     while let Ok(job) = rx.recv() {
         let t0 = Instant::now();
         match job {
-            Job::Open {
-                id,
-                call,
-                party,
-                start_s,
-                pcm,
-            } => {
+            Job::Open { id, call, party, start_s, pcm } => {
                 pending.fetch_sub(pcm.len(), Relaxed);
                 let rec = match idle.pop() {
                     Some(r) => Some(r),
@@ -420,17 +357,7 @@ fn worker(
                 };
                 if let Some(mut rec) = rec {
                     rec.accept(&pcm);
-                    streams.insert(
-                        id,
-                        Stream {
-                            call,
-                            party,
-                            start_s,
-                            samples: pcm.len() as u64,
-                            rec,
-                            last_partial: Instant::now(),
-                        },
-                    );
+                    streams.insert(id, Stream { call, party, start_s, samples: pcm.len() as u64, rec, last_partial: Instant::now() });
                 }
             }
             Job::Audio { id, pcm } => {
@@ -442,11 +369,7 @@ fn worker(
                         s.last_partial = Instant::now();
                         let text = s.rec.partial();
                         if !text.is_empty() {
-                            let _ = out.send(AsrOutput::Partial {
-                                call: s.call,
-                                party: s.party,
-                                text,
-                            });
+                            let _ = out.send(AsrOutput::Partial { call: s.call, party: s.party, text });
                         }
                     }
                 }
@@ -455,44 +378,22 @@ fn worker(
                 if let Some(mut s) = streams.remove(&id) {
                     let r = s.rec.finish();
                     stats.utterances.fetch_add(1, Relaxed);
-                    stats
-                        .audio_ms
-                        .fetch_add(s.samples * 1000 / rate as u64, Relaxed);
+                    stats.audio_ms.fetch_add(s.samples * 1000 / rate as u64, Relaxed);
                     if idle.len() < pooled {
                         idle.push(s.rec);
                     }
                     if !r.text.is_empty() {
-                        let words: Vec<Word> = r
-                            .words
-                            .into_iter()
-                            .map(|w| Word {
-                                start: s.start_s + w.start,
-                                end: s.start_s + w.end,
-                                ..w
-                            })
-                            .collect();
+                        let words: Vec<Word> =
+                            r.words.into_iter().map(|w| Word { start: s.start_s + w.start, end: s.start_s + w.end, ..w }).collect();
                         let start = words.first().map_or(s.start_s, |w| w.start);
-                        let end = words
-                            .last()
-                            .map_or(s.start_s + s.samples as f64 / rate as f64, |w| w.end);
-                        let segment = TranscriptSegment {
-                            party: s.party,
-                            start,
-                            end,
-                            text: r.text,
-                            words,
-                        };
-                        let _ = out.send(AsrOutput::Final {
-                            call: s.call,
-                            segment,
-                        });
+                        let end = words.last().map_or(s.start_s + s.samples as f64 / rate as f64, |w| w.end);
+                        let segment = TranscriptSegment { party: s.party, start, end, text: r.text, words };
+                        let _ = out.send(AsrOutput::Final { call: s.call, segment });
                     }
                 }
             }
         }
-        stats
-            .busy_us
-            .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+        stats.busy_us.fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
     }
 }
 
@@ -538,14 +439,7 @@ impl AsrGate {
     }
 
     /// One frame at position `pos_s` with its VAD decision.
-    pub fn handle_frame(
-        &mut self,
-        pos_s: f64,
-        frame: &[i16],
-        speech: bool,
-        rate: u32,
-        out: &mut Vec<GateCmd>,
-    ) {
+    pub fn handle_frame(&mut self, pos_s: f64, frame: &[i16], speech: bool, rate: u32, out: &mut Vec<GateCmd>) {
         if self.open {
             out.push(GateCmd::Audio(frame.to_vec()));
             self.streamed += frame.len();
@@ -622,15 +516,7 @@ mod tests {
         }
         fn finish(&mut self) -> Recognized {
             let n = std::mem::take(&mut self.0);
-            Recognized {
-                text: format!("{n}"),
-                words: vec![Word {
-                    word: format!("{n}"),
-                    start: 0.1,
-                    end: 0.2,
-                    conf: 1.0,
-                }],
-            }
+            Recognized { text: format!("{n}"), words: vec![Word { word: format!("{n}"), start: 0.1, end: 0.2, conf: 1.0 }] }
         }
     }
     struct FakeEngine;
@@ -648,27 +534,19 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let pool = AsrPool::start(Arc::new(FakeEngine), 1, 5.0, 2, 8000, tx);
         for k in 0..5 {
-            let id = pool
-                .open(7, Party::Agent, 10.0 * k as f64, vec![0; 800])
-                .unwrap();
+            let id = pool.open(7, Party::Agent, 10.0 * k as f64, vec![0; 800]).unwrap();
             assert!(pool.audio(id, vec![0; 800]));
             pool.close(id);
         }
         let mut finals = Vec::new();
         while finals.len() < 5 {
-            if let AsrOutput::Final { segment, .. } =
-                rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap()
-            {
+            if let AsrOutput::Final { segment, .. } = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap() {
                 finals.push(segment);
             }
         }
         assert_eq!(finals[3].text, "1600");
         assert!((finals[3].words[0].start - 30.1).abs() < 1e-9);
-        assert_eq!(
-            pool.stats.recognizers_created.load(Relaxed),
-            1,
-            "one recognizer, reset and reused"
-        );
+        assert_eq!(pool.stats.recognizers_created.load(Relaxed), 1, "one recognizer, reset and reused");
         assert_eq!(pool.stats.utterances.load(Relaxed), 5);
     }
 }

@@ -32,7 +32,10 @@ pub enum Frame {
     },
     /// The packet with this sequence number never arrived in time. `timestamp` is interpolated
     /// between its neighbours.
-    Lost { timestamp: u32, seq: u16 },
+    Lost {
+        timestamp: u32,
+        seq: u16,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -191,15 +194,7 @@ impl JitterStage {
 
     fn insert(&mut self, ext: i64, header: &RtpHeader, payload: &[u8], arrival_ms: u64) {
         self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
-        self.buffer.insert(
-            ext,
-            Entry {
-                timestamp: header.timestamp,
-                payload: payload.to_vec(),
-                marker: header.marker,
-                arrival_ms,
-            },
-        );
+        self.buffer.insert(ext, Entry { timestamp: header.timestamp, payload: payload.to_vec(), marker: header.marker, arrival_ms });
     }
 
     /// Extend a 16-bit sequence number to the one closest to the highest seen.
@@ -252,12 +247,7 @@ impl JitterStage {
         self.last = Some((head, entry.timestamp));
         self.history = (self.history << 1) | 1;
         self.stats.released += 1;
-        Some(Frame::Packet {
-            timestamp: entry.timestamp,
-            seq: head as u16,
-            payload: entry.payload,
-            marker: entry.marker,
-        })
+        Some(Frame::Packet { timestamp: entry.timestamp, seq: head as u16, payload: entry.payload, marker: entry.marker })
     }
 
     fn emit_lost(&mut self, seq: i64, head: i64, head_ts: u32) -> Frame {
@@ -268,11 +258,7 @@ impl JitterStage {
             Some((last_seq, last_ts)) => {
                 let span = head_ts.wrapping_sub(last_ts);
                 let steps = (head - last_seq) as u32;
-                let step = if span < 1 << 31 && steps > 0 {
-                    span / steps
-                } else {
-                    default_step
-                };
+                let step = if span < 1 << 31 && steps > 0 { span / steps } else { default_step };
                 last_ts.wrapping_add(step.wrapping_mul((seq - last_seq) as u32))
             }
             None => head_ts.wrapping_sub(default_step.wrapping_mul((head - seq) as u32)),
@@ -280,10 +266,7 @@ impl JitterStage {
         self.next = Some(seq + 1);
         self.history <<= 1;
         self.stats.lost += 1;
-        Frame::Lost {
-            timestamp,
-            seq: seq as u16,
-        }
+        Frame::Lost { timestamp, seq: seq as u16 }
     }
 }
 
@@ -294,15 +277,7 @@ mod tests {
     const SSRC: u32 = 0x1234_5678;
 
     fn header(seq: u16, ts: u32, ssrc: u32) -> RtpHeader {
-        RtpHeader {
-            marker: false,
-            payload_type: 0,
-            sequence: seq,
-            timestamp: ts,
-            ssrc,
-            payload_offset: 12,
-            payload_len: 1,
-        }
+        RtpHeader { marker: false, payload_type: 0, sequence: seq, timestamp: ts, ssrc, payload_offset: 12, payload_len: 1 }
     }
 
     fn push(j: &mut JitterStage, seq: u16, ts: u32, at: u64) {
@@ -328,25 +303,13 @@ mod tests {
     fn in_order_stream_flows_after_initial_depth() {
         let mut j = JitterStage::new(8000, 60);
         push(&mut j, 10, 1600, 0);
-        assert_eq!(
-            j.pop(0),
-            None,
-            "first packet waits for possible earlier ones"
-        );
+        assert_eq!(j.pop(0), None, "first packet waits for possible earlier ones");
         assert_eq!(j.release_at(), Some(60));
         push(&mut j, 11, 1760, 20);
         push(&mut j, 12, 1920, 40);
         let out = drain(&mut j, 60);
         assert_eq!(seqs(&out), vec![(10, false), (11, false), (12, false)]);
-        assert_eq!(
-            out[0],
-            Frame::Packet {
-                timestamp: 1600,
-                seq: 10,
-                payload: vec![10],
-                marker: false
-            }
-        );
+        assert_eq!(out[0], Frame::Packet { timestamp: 1600, seq: 10, payload: vec![10], marker: false });
         // From now on the next expected packet leaves at once.
         push(&mut j, 13, 2080, 60);
         assert_eq!(seqs(&drain(&mut j, 60)), vec![(13, false)]);
@@ -363,10 +326,7 @@ mod tests {
         out.extend(drain(&mut j, 80));
         push(&mut j, 2, 320, 90); // 30 ms late, within depth
         out.extend(drain(&mut j, 90));
-        assert_eq!(
-            seqs(&out),
-            vec![(1, false), (2, false), (3, false), (4, false)]
-        );
+        assert_eq!(seqs(&out), vec![(1, false), (2, false), (3, false), (4, false)]);
         assert_eq!(j.stats().lost, 0);
         // Reordering before the first release is fixed too.
         let mut j = JitterStage::new(8000, 60);
@@ -386,19 +346,7 @@ mod tests {
         assert_eq!(j.pop(100), None, "waits for 2 and 3");
         assert_eq!(j.release_at(), Some(140));
         let out = drain(&mut j, 140);
-        assert_eq!(
-            out[..2],
-            [
-                Frame::Lost {
-                    timestamp: 1160,
-                    seq: 2
-                },
-                Frame::Lost {
-                    timestamp: 1320,
-                    seq: 3
-                }
-            ]
-        );
+        assert_eq!(out[..2], [Frame::Lost { timestamp: 1160, seq: 2 }, Frame::Lost { timestamp: 1320, seq: 3 }]);
         assert_eq!(seqs(&out[2..]), vec![(4, false)]);
         // The lost ones arriving now are late.
         push(&mut j, 3, 1320, 150);
@@ -434,24 +382,8 @@ mod tests {
             out.extend(drain(&mut j, t));
         }
         out.extend(drain(&mut j, t + 100));
-        assert_eq!(
-            seqs(&out),
-            vec![
-                (65533, false),
-                (65534, false),
-                (65535, false),
-                (0, true),
-                (1, false),
-                (2, false)
-            ]
-        );
-        assert_eq!(
-            out[3],
-            Frame::Lost {
-                timestamp: base_ts.wrapping_add(3 * 160),
-                seq: 0
-            }
-        );
+        assert_eq!(seqs(&out), vec![(65533, false), (65534, false), (65535, false), (0, true), (1, false), (2, false)]);
+        assert_eq!(out[3], Frame::Lost { timestamp: base_ts.wrapping_add(3 * 160), seq: 0 });
         assert_eq!(j.stats().late, 0);
     }
 
@@ -497,17 +429,8 @@ mod tests {
         push(&mut j, 13, 2880, 5);
         push(&mut j, 11, 960, 6);
         let out = j.flush();
-        assert_eq!(
-            seqs(&out),
-            vec![(10, false), (11, false), (12, true), (13, false)]
-        );
-        assert_eq!(
-            out[2],
-            Frame::Lost {
-                timestamp: 1920,
-                seq: 12
-            }
-        );
+        assert_eq!(seqs(&out), vec![(10, false), (11, false), (12, true), (13, false)]);
+        assert_eq!(out[2], Frame::Lost { timestamp: 1920, seq: 12 });
         assert!(j.flush().is_empty());
         assert_eq!(j.pop(u64::MAX), None);
     }

@@ -163,9 +163,7 @@ impl LiveCall {
     fn handle_jitter_frame(&mut self, party: Party, frame: Frame, now_ms: u64) {
         let start_ms = self.start_ms;
         let (ts, payload) = match &frame {
-            Frame::Packet {
-                timestamp, payload, ..
-            } => (*timestamp, Some(payload.as_slice())),
+            Frame::Packet { timestamp, payload, .. } => (*timestamp, Some(payload.as_slice())),
             Frame::Lost { timestamp, .. } => (*timestamp, None),
         };
         let leg = &mut self.legs[party.idx()];
@@ -231,13 +229,7 @@ impl LiveCall {
     }
 
     /// A tapped RTP packet (arrival time in ms on the driver's clock).
-    pub fn handle_packet(
-        &mut self,
-        party: Party,
-        header: &RtpHeader,
-        payload: &[u8],
-        arrival_ms: u64,
-    ) {
+    pub fn handle_packet(&mut self, party: Party, header: &RtpHeader, payload: &[u8], arrival_ms: u64) {
         let codec = self.payloads.codec(header.payload_type);
         if codec.is_speech() {
             self.ensure_decoder(party, header.payload_type);
@@ -275,11 +267,7 @@ impl LiveCall {
     /// End of call: flush the jitter stages, analyse what is left, summarise.
     pub fn finish(mut self, now_ms: u64) -> LiveSummary {
         for party in Party::ALL {
-            let frames = self.legs[party.idx()]
-                .jitter
-                .as_mut()
-                .map(|j| j.flush())
-                .unwrap_or_default();
+            let frames = self.legs[party.idx()].jitter.as_mut().map(|j| j.flush()).unwrap_or_default();
             for f in frames {
                 self.handle_jitter_frame(party, f, now_ms);
             }
@@ -311,30 +299,17 @@ mod tests {
         // Bursts (300 ms on, 200 ms off, bridged into one segment): the detector's noise floor
         // needs pauses, a steady tone would be taken for noise.
         let mut tone = vec![0i16; 4000];
-        tone.extend((0..16000).map(|i| {
-            if i % 4000 >= 2400 {
-                0
-            } else {
-                ((i as f64 * 0.35).sin() * 8000.0) as i16
-            }
-        }));
+        tone.extend((0..16000).map(|i| if i % 4000 >= 2400 { 0 } else { ((i as f64 * 0.35).sin() * 8000.0) as i16 }));
         let mut pkts = Vec::new();
         for k in 0..200u32 {
-            let pcm: Vec<i16> = tone
-                .get(k as usize * 160..k as usize * 160 + 160)
-                .map_or(vec![0; 160], |s| s.to_vec());
+            let pcm: Vec<i16> = tone.get(k as usize * 160..k as usize * 160 + 160).map_or(vec![0; 160], |s| s.to_vec());
             let payload: Vec<u8> = pcm.iter().map(|&s| g711::encode_ulaw(s)).collect();
             pkts.push((k, crate::rtp::build(0, k as u16, k * 160, 7, &payload)));
         }
         for pair in pkts.chunks(2).rev().collect::<Vec<_>>().into_iter().rev() {
             for (k, p) in pair.iter().rev() {
                 let h = crate::rtp::parse_rtp(p).unwrap();
-                call.handle_packet(
-                    Party::Customer,
-                    &h,
-                    &p[h.payload_offset..],
-                    1_000 + *k as u64 * 20,
-                );
+                call.handle_packet(Party::Customer, &h, &p[h.payload_offset..], 1_000 + *k as u64 * 20);
             }
             call.handle_tick(1_000 + pair[1].0 as u64 * 20);
         }
@@ -344,10 +319,7 @@ mod tests {
         // the first packet), plus 50 ms of hangover.
         let seg = &s.turns.segments.customer;
         assert_eq!(seg.len(), 1, "{seg:?}");
-        assert!(
-            (seg[0][0] - 0.56).abs() < 0.03 && (seg[0][1] - 2.41).abs() < 0.03,
-            "{seg:?}"
-        );
+        assert!((seg[0][0] - 0.56).abs() < 0.03 && (seg[0][1] - 2.41).abs() < 0.03, "{seg:?}");
         assert_eq!(s.turns.talk_time_s.agent, 0.0);
         let q = s.quality.customer.unwrap();
         assert_eq!(q.lost, 0);

@@ -10,9 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapError {
-    #[error(
-        "{0}: not a pcap file (pcapng is not supported: convert with `editcap -F pcap IN OUT`)"
-    )]
+    #[error("{0}: not a pcap file (pcapng is not supported: convert with `editcap -F pcap IN OUT`)")]
     NotPcap(String),
     #[error("{0}: unsupported link type {1}")]
     LinkType(String, u32),
@@ -57,22 +55,14 @@ fn ip_udp(pkt: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
             }
             let s: [u8; 16] = pkt[8..24].try_into().ok()?;
             let d: [u8; 16] = pkt[24..40].try_into().ok()?;
-            (
-                IpAddr::V6(Ipv6Addr::from(s)),
-                IpAddr::V6(Ipv6Addr::from(d)),
-                &pkt[40..],
-            )
+            (IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)), &pkt[40..])
         }
         _ => return None,
     };
     let sp = u16::from_be_bytes([rest[0], rest[1]]);
     let dp = u16::from_be_bytes([rest[2], rest[3]]);
     let len = (u16::from_be_bytes([rest[4], rest[5]]) as usize).clamp(8, rest.len());
-    Some((
-        SocketAddr::new(src, sp),
-        SocketAddr::new(dst, dp),
-        &rest[8..len],
-    ))
+    Some((SocketAddr::new(src, sp), SocketAddr::new(dst, dp), &rest[8..len]))
 }
 
 /// All RTP streams in a capture, in order of first appearance.
@@ -101,11 +91,7 @@ pub fn read_streams(b: &[u8], name: &str) -> Result<Vec<Stream>, PcapError> {
     let mut first_us: Option<u64> = None;
     let mut off = 24;
     while off + 16 <= b.len() {
-        let (sec, frac, incl) = (
-            u32_at(off) as u64,
-            u32_at(off + 4) as u64,
-            u32_at(off + 8) as usize,
-        );
+        let (sec, frac, incl) = (u32_at(off) as u64, u32_at(off + 4) as u64, u32_at(off + 8) as usize);
         let us = sec * 1_000_000 + if nanos { frac / 1000 } else { frac };
         let end = (off + 16).saturating_add(incl).min(b.len());
         let frame = &b[off + 16..end];
@@ -114,12 +100,7 @@ pub fn read_streams(b: &[u8], name: &str) -> Result<Vec<Stream>, PcapError> {
             1 => {
                 // Ethernet, with any 802.1Q tags.
                 let mut o = 12;
-                while frame.len() >= o + 2
-                    && matches!(
-                        u16::from_be_bytes([frame[o], frame[o + 1]]),
-                        0x8100 | 0x88a8
-                    )
-                {
+                while frame.len() >= o + 2 && matches!(u16::from_be_bytes([frame[o], frame[o + 1]]), 0x8100 | 0x88a8) {
                     o += 4;
                 }
                 frame.get(o + 2..)
@@ -138,18 +119,10 @@ pub fn read_streams(b: &[u8], name: &str) -> Result<Vec<Stream>, PcapError> {
         let t0 = *first_us.get_or_insert(us);
         let key = (src, dst, h.ssrc);
         let i = *index.entry(key).or_insert_with(|| {
-            streams.push(Stream {
-                src,
-                dst,
-                ssrc: h.ssrc,
-                packets: Vec::new(),
-            });
+            streams.push(Stream { src, dst, ssrc: h.ssrc, packets: Vec::new() });
             streams.len() - 1
         });
-        streams[i].packets.push(RtpPacket {
-            at_ms: us.saturating_sub(t0) / 1000,
-            data: payload.to_vec(),
-        });
+        streams[i].packets.push(RtpPacket { at_ms: us.saturating_sub(t0) / 1000, data: payload.to_vec() });
     }
     // A handful of packets that happen to parse as RTP are not a stream.
     streams.retain(|s| s.packets.len() >= 5);

@@ -50,12 +50,7 @@ pub struct CallAnalysis {
 impl CallAnalysis {
     /// `frame_samples`: 80 (10 ms) normally; 160 (20 ms) also works.
     pub fn new(cfg: &AnalysisConfig, frame_samples: usize) -> Self {
-        let leg = || Leg {
-            vad: vad::make(cfg.vad, &cfg.energy),
-            first: None,
-            buf: Vec::new(),
-            base: 0,
-        };
+        let leg = || Leg { vad: vad::make(cfg.vad, &cfg.energy), first: None, buf: Vec::new(), base: 0 };
         CallAnalysis {
             legs: [leg(), leg()],
             gates: None,
@@ -111,8 +106,7 @@ impl CallAnalysis {
         let frame = self.frame as u64;
         loop {
             let next_end = (self.pos + 1) * frame;
-            let ready = self.legs.iter().all(|l| l.end() >= next_end)
-                || upto.is_some_and(|u| u >= next_end);
+            let ready = self.legs.iter().all(|l| l.end() >= next_end) || upto.is_some_and(|u| u >= next_end);
             if !ready {
                 break;
             }
@@ -132,11 +126,7 @@ impl CallAnalysis {
                     let mut out = Vec::new();
                     let pos_s = (self.pos * frame) as f64 / vad::RATE as f64;
                     gates[i].handle_frame(pos_s, f, decisions[i].0, vad::RATE, &mut out);
-                    let party = if i == 0 {
-                        Party::Customer
-                    } else {
-                        Party::Agent
-                    };
+                    let party = if i == 0 { Party::Customer } else { Party::Agent };
                     self.asr_cmds.extend(out.into_iter().map(|c| (party, c)));
                 }
             }
@@ -177,11 +167,7 @@ impl CallAnalysis {
             for (i, g) in gates.iter_mut().enumerate() {
                 let mut out = Vec::new();
                 g.finish(&mut out);
-                let party = if i == 0 {
-                    Party::Customer
-                } else {
-                    Party::Agent
-                };
+                let party = if i == 0 { Party::Customer } else { Party::Agent };
                 self.asr_cmds.extend(out.into_iter().map(|c| (party, c)));
             }
         }
@@ -190,12 +176,7 @@ impl CallAnalysis {
 }
 
 /// Analyse two whole legs (offline).
-pub fn analyze_pcm(
-    customer: &[i16],
-    agent: &[i16],
-    cfg: &AnalysisConfig,
-    frame_samples: usize,
-) -> (CallSummary, Vec<TurnEvent>) {
+pub fn analyze_pcm(customer: &[i16], agent: &[i16], cfg: &AnalysisConfig, frame_samples: usize) -> (CallSummary, Vec<TurnEvent>) {
     let mut a = CallAnalysis::new(cfg, frame_samples);
     let mut events = Vec::new();
     // Feed in 20 ms chunks, as RTP would.

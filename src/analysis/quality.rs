@@ -31,11 +31,7 @@ pub struct DelayAssumptions {
 
 impl Default for DelayAssumptions {
     fn default() -> Self {
-        DelayAssumptions {
-            jitter_buffer_ms: 60.0,
-            network_ms: 40.0,
-            g711_plc: true,
-        }
+        DelayAssumptions { jitter_buffer_ms: 60.0, network_ms: 40.0, g711_plc: true }
     }
 }
 
@@ -117,11 +113,7 @@ impl QualityStats {
                 // In order, possibly with a gap.
                 self.ext_max += udelta as i64;
                 self.max_seq = seq;
-                self.window = if (udelta as u64) < DUP_WINDOW {
-                    (self.window << udelta) | 1
-                } else {
-                    1
-                };
+                self.window = if (udelta as u64) < DUP_WINDOW { (self.window << udelta) | 1 } else { 1 };
             } else if udelta <= u16::MAX - MAX_MISORDER + 1 {
                 // Very large jump: a restart if the next packet follows this one (RFC 3550 §A.1).
                 if self.bad_seq != Some(seq) {
@@ -187,11 +179,7 @@ impl QualityStats {
         let expected = self.prior_expected + self.segment_expected();
         let received = self.prior_received + self.received;
         let lost = expected.saturating_sub(received);
-        let loss_fraction = if expected == 0 {
-            0.0
-        } else {
-            lost as f64 / expected as f64
-        };
+        let loss_fraction = if expected == 0 { 0.0 } else { lost as f64 / expected as f64 };
         let jitter_ms = self.jitter_ms();
         let (r_factor, mos) = estimate_mos(codec, loss_fraction, jitter_ms, &self.assumptions);
         QualitySummary {
@@ -237,12 +225,7 @@ fn codec_parameters(codec: Codec, g711_plc: bool) -> (f64, f64, f64) {
 ///   4.5 above.
 ///
 /// Returns (R, MOS).
-pub fn estimate_mos(
-    codec: Codec,
-    loss_fraction: f64,
-    jitter_ms: f64,
-    assumptions: &DelayAssumptions,
-) -> (f64, f64) {
+pub fn estimate_mos(codec: Codec, loss_fraction: f64, jitter_ms: f64, assumptions: &DelayAssumptions) -> (f64, f64) {
     let (ie, bpl, codec_delay) = codec_parameters(codec, assumptions.g711_plc);
     let ppl = (loss_fraction * 100.0).clamp(0.0, 100.0);
     let ie_eff = ie + (95.0 - ie) * ppl / (ppl + bpl);
@@ -266,13 +249,7 @@ mod tests {
 
     /// Feed `n` packets of a 20 ms stream starting at `seq0`, skipping those `drop` rejects, with
     /// arrival jitter from `delay(i)`.
-    fn stream(
-        clock: u32,
-        seq0: u16,
-        n: u32,
-        drop: impl Fn(u32) -> bool,
-        delay: impl Fn(u32) -> u64,
-    ) -> QualityStats {
+    fn stream(clock: u32, seq0: u16, n: u32, drop: impl Fn(u32) -> bool, delay: impl Fn(u32) -> u64) -> QualityStats {
         let mut q = QualityStats::new(clock);
         let step = clock / 50;
         let ts0 = u32::MAX - 1000;
@@ -280,11 +257,7 @@ mod tests {
             if drop(i) {
                 continue;
             }
-            q.on_packet(
-                seq0.wrapping_add(i as u16),
-                ts0.wrapping_add(i * step),
-                1_000 + i as u64 * 20 + delay(i),
-            );
+            q.on_packet(seq0.wrapping_add(i as u16), ts0.wrapping_add(i * step), 1_000 + i as u64 * 20 + delay(i));
         }
         q
     }
@@ -294,19 +267,12 @@ mod tests {
         // Sequence and timestamp both wrap.
         let q = stream(8000, 65_000, 1000, |_| false, |_| 0);
         let s = q.summary(Codec::Pcmu);
-        assert_eq!(
-            (s.packets_received, s.packets_expected, s.lost),
-            (1000, 1000, 0)
-        );
+        assert_eq!((s.packets_received, s.packets_expected, s.lost), (1000, 1000, 0));
         assert_eq!(s.loss_fraction, 0.0);
         assert!(s.jitter_ms.abs() < 1e-9, "{}", s.jitter_ms);
         assert!((4.3..=4.45).contains(&s.mos), "mos {}", s.mos);
         // With no delay at all the model tops out at R = 93.2, MOS ≈ 4.41.
-        let ideal = DelayAssumptions {
-            jitter_buffer_ms: 0.0,
-            network_ms: 0.0,
-            g711_plc: true,
-        };
+        let ideal = DelayAssumptions { jitter_buffer_ms: 0.0, network_ms: 0.0, g711_plc: true };
         let (r, mos) = estimate_mos(Codec::Pcmu, 0.0, 0.0, &ideal);
         assert!((r - (93.2 - 0.024 * 20.0)).abs() < 1e-9);
         assert!((mos - 4.40).abs() < 0.01, "{mos}");
@@ -322,10 +288,7 @@ mod tests {
         assert!(s.mos < clean.mos - 0.3, "{} vs {}", s.mos, clean.mos);
         assert!((3.5..4.0).contains(&s.mos), "{}", s.mos);
         // Without PLC at the endpoint, the same loss hurts far more (G.113 Bpl 4.3).
-        let no_plc = DelayAssumptions {
-            g711_plc: false,
-            ..DelayAssumptions::default()
-        };
+        let no_plc = DelayAssumptions { g711_plc: false, ..DelayAssumptions::default() };
         let (_, mos) = estimate_mos(Codec::Pcma, 0.05, 0.0, &no_plc);
         assert!(mos < s.mos - 1.0, "{mos}");
     }
@@ -344,13 +307,7 @@ mod tests {
         // Transit alternates 0 / 10 ms, so |D| = 10 ms on every packet and J converges to 10 ms:
         // J_n = 10 · (1 − (15/16)^(n−1)).
         for clock in [8000, 48_000] {
-            let q = stream(
-                clock,
-                0,
-                400,
-                |_| false,
-                |i| if i % 2 == 1 { 10 } else { 0 },
-            );
+            let q = stream(clock, 0, 400, |_| false, |i| if i % 2 == 1 { 10 } else { 0 });
             assert!((q.jitter_ms() - 10.0).abs() < 1e-6, "{}", q.jitter_ms());
             let q = stream(clock, 0, 5, |_| false, |i| if i % 2 == 1 { 10 } else { 0 });
             let expect = 10.0 * (1.0 - (15.0f64 / 16.0).powi(4));
@@ -397,10 +354,7 @@ mod tests {
         // As in RFC 3550 §A.1, the packet that arms the restart (30000) is not counted: the new
         // segment starts at 30001 and runs to 30049 with 30020 missing.
         let s = q.summary(Codec::Pcmu);
-        assert_eq!(
-            (s.packets_expected, s.packets_received, s.lost),
-            (149, 148, 1)
-        );
+        assert_eq!((s.packets_expected, s.packets_received, s.lost), (149, 148, 1));
     }
 
     #[test]
@@ -408,14 +362,7 @@ mod tests {
         let s = QualityStats::new(8000).summary(Codec::Pcmu);
         assert_eq!((s.packets_expected, s.lost, s.loss_fraction), (0, 0, 0.0));
         let json = serde_json::to_value(s).unwrap();
-        for key in [
-            "packets_received",
-            "packets_expected",
-            "lost",
-            "loss_fraction",
-            "jitter_ms",
-            "mos",
-        ] {
+        for key in ["packets_received", "packets_expected", "lost", "loss_fraction", "jitter_ms", "mos"] {
             assert!(json.get(key).is_some(), "{key}");
         }
         // Total loss bottoms out at MOS 1.

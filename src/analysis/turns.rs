@@ -111,34 +111,12 @@ impl Utterance {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TurnEvent {
-    Interruption {
-        by: Party,
-        at: f64,
-        overlap_s: f64,
-    },
-    Backchannel {
-        by: Party,
-        at: f64,
-        duration_s: f64,
-    },
-    Response {
-        from: Party,
-        to: Party,
-        at: f64,
-        latency_s: f64,
-    },
-    DeadAirStarted {
-        at: f64,
-    },
-    DeadAirEnded {
-        at: f64,
-        duration_s: f64,
-    },
-    MonologueOverThreshold {
-        party: Party,
-        at: f64,
-        length_s: f64,
-    },
+    Interruption { by: Party, at: f64, overlap_s: f64 },
+    Backchannel { by: Party, at: f64, duration_s: f64 },
+    Response { from: Party, to: Party, at: f64, latency_s: f64 },
+    DeadAirStarted { at: f64 },
+    DeadAirEnded { at: f64, duration_s: f64 },
+    MonologueOverThreshold { party: Party, at: f64, length_s: f64 },
 }
 
 impl TurnEvent {
@@ -245,19 +223,14 @@ impl TurnTaking {
         if customer || agent {
             if self.dead_air_open {
                 let since = self.last_speech_end.unwrap_or(start);
-                self.events.push_back(TurnEvent::DeadAirEnded {
-                    at: start,
-                    duration_s: round(start - since),
-                });
+                self.events.push_back(TurnEvent::DeadAirEnded { at: start, duration_s: round(start - since) });
                 self.dead_air_open = false;
             }
             self.last_speech_end = Some(end);
         } else if let Some(last) = self.last_speech_end {
             if !self.dead_air_open && !self.on_hold() && end - last > self.p.dead_air_event_s {
                 self.dead_air_open = true;
-                self.events.push_back(TurnEvent::DeadAirStarted {
-                    at: round(last + self.p.dead_air_event_s),
-                });
+                self.events.push_back(TurnEvent::DeadAirStarted { at: round(last + self.p.dead_air_event_s) });
             }
         }
         self.check_live_interruptions();
@@ -297,9 +270,7 @@ impl TurnTaking {
         let st = &mut self.parties[party.idx()];
         let Some((s, e)) = st.seg.take() else { return };
         let (frames, strong) = std::mem::take(&mut st.seg_frames);
-        if e - s < self.p.min_segment_s - 1e-9
-            || (strong as f64) < self.p.min_strong_fraction * frames as f64
-        {
+        if e - s < self.p.min_segment_s - 1e-9 || (strong as f64) < self.p.min_strong_fraction * frames as f64 {
             return;
         }
         st.segments.push((s, e));
@@ -316,18 +287,13 @@ impl TurnTaking {
     /// Speech of `party` (closed and open segments) intersecting `[a, b)`.
     fn speech_overlap(&self, party: Party, a: f64, b: f64) -> f64 {
         let st = &self.parties[party.idx()];
-        st.segments
-            .iter()
-            .chain(st.seg.iter())
-            .map(|&(s, e)| (e.min(b) - s.max(a)).max(0.0))
-            .sum()
+        st.segments.iter().chain(st.seg.iter()).map(|&(s, e)| (e.min(b) - s.max(a)).max(0.0)).sum()
     }
 
     fn is_backchannel(&self, party: Party, start: f64, end: f64) -> bool {
         let len = end - start;
         len <= self.p.backchannel_max_s + 1e-9
-            && (len <= self.p.isolated_backchannel_max_s + 1e-9
-                || self.speech_overlap(party.other(), start, end) > 0.0)
+            && (len <= self.p.isolated_backchannel_max_s + 1e-9 || self.speech_overlap(party.other(), start, end) > 0.0)
     }
 
     fn close_utterance(&mut self, party: Party) {
@@ -335,59 +301,31 @@ impl TurnTaking {
             return;
         };
         let reported = std::mem::take(&mut self.parties[party.idx()].utt_reported);
-        let u = Utterance {
-            party,
-            start,
-            end,
-            backchannel: self.is_backchannel(party, start, end),
-        };
+        let u = Utterance { party, start, end, backchannel: self.is_backchannel(party, start, end) };
         self.utterances.push(u);
         if u.backchannel {
-            self.events.push_back(TurnEvent::Backchannel {
-                by: party,
-                at: round(start),
-                duration_s: round(u.len()),
-            });
+            self.events.push_back(TurnEvent::Backchannel { by: party, at: round(start), duration_s: round(u.len()) });
             return;
         }
-        let interrupting =
-            interrupted(&self.utterances, &u, self.p.interruption_min_overlap_s).is_some();
+        let interrupting = interrupted(&self.utterances, &u, self.p.interruption_min_overlap_s).is_some();
         if interrupting && !reported {
-            if let Some((_, ov)) =
-                interrupted(&self.utterances, &u, self.p.interruption_min_overlap_s)
-            {
-                self.events.push_back(TurnEvent::Interruption {
-                    by: party,
-                    at: round(start),
-                    overlap_s: round(ov),
-                });
+            if let Some((_, ov)) = interrupted(&self.utterances, &u, self.p.interruption_min_overlap_s) {
+                self.events.push_back(TurnEvent::Interruption { by: party, at: round(start), overlap_s: round(ov) });
             }
         }
         if !interrupting {
             if let Some((from, latency)) = response_to(&self.utterances, &u) {
-                self.events.push_back(TurnEvent::Response {
-                    from,
-                    to: party,
-                    at: round(start),
-                    latency_s: round(latency),
-                });
+                self.events.push_back(TurnEvent::Response { from, to: party, at: round(start), latency_s: round(latency) });
             }
         }
         // Monologue runs: broken by the other party's non-back-channel utterance or a long gap.
         let other = party.other();
         let broken_by_other = self.utterances.iter().any(|o| {
-            o.party == other
-                && !o.backchannel
-                && o.start > self.parties[party.idx()].run.map_or(f64::INFINITY, |r| r.1)
-                && o.start < start
+            o.party == other && !o.backchannel && o.start > self.parties[party.idx()].run.map_or(f64::INFINITY, |r| r.1) && o.start < start
         });
         let st = &mut self.parties[party.idx()];
         st.run = match st.run {
-            Some((rs, re))
-                if !broken_by_other && start - re <= self.p.monologue_max_gap_s + 1e-9 =>
-            {
-                Some((rs, end))
-            }
+            Some((rs, re)) if !broken_by_other && start - re <= self.p.monologue_max_gap_s + 1e-9 => Some((rs, end)),
             _ => {
                 st.run_reported = false;
                 Some((start, end))
@@ -396,11 +334,7 @@ impl TurnTaking {
         if let Some((rs, re)) = st.run {
             if !st.run_reported && re - rs >= self.p.monologue_event_s {
                 st.run_reported = true;
-                self.events.push_back(TurnEvent::MonologueOverThreshold {
-                    party,
-                    at: round(re),
-                    length_s: round(re - rs),
-                });
+                self.events.push_back(TurnEvent::MonologueOverThreshold { party, at: round(re), length_s: round(re - rs) });
             }
         }
     }
@@ -419,43 +353,19 @@ impl TurnTaking {
             if se - us <= self.p.backchannel_max_s {
                 continue;
             }
-            let cur = Utterance {
-                party,
-                start: us,
-                end: se,
-                backchannel: false,
-            };
+            let cur = Utterance { party, start: us, end: se, backchannel: false };
             // The other party's utterances so far, the open one included.
             let o = &self.parties[party.other().idx()];
-            let mut others: Vec<Utterance> = self
-                .utterances
-                .iter()
-                .filter(|u| u.party != party)
-                .copied()
-                .collect();
+            let mut others: Vec<Utterance> = self.utterances.iter().filter(|u| u.party != party).copied().collect();
             if let Some((os, oe)) = o.utt {
                 let oe = o.seg.map_or(oe, |s| s.1);
-                others.push(Utterance {
-                    party: party.other(),
-                    start: os,
-                    end: oe,
-                    backchannel: oe - os <= self.p.backchannel_max_s,
-                });
+                others.push(Utterance { party: party.other(), start: os, end: oe, backchannel: oe - os <= self.p.backchannel_max_s });
             } else if let Some((os, oe)) = o.seg {
-                others.push(Utterance {
-                    party: party.other(),
-                    start: os,
-                    end: oe,
-                    backchannel: oe - os <= self.p.backchannel_max_s,
-                });
+                others.push(Utterance { party: party.other(), start: os, end: oe, backchannel: oe - os <= self.p.backchannel_max_s });
             }
             if let Some((_, ov)) = interrupted(&others, &cur, self.p.interruption_min_overlap_s) {
                 self.parties[party.idx()].utt_reported = true;
-                self.events.push_back(TurnEvent::Interruption {
-                    by: party,
-                    at: round(us),
-                    overlap_s: round(ov),
-                });
+                self.events.push_back(TurnEvent::Interruption { by: party, at: round(us), overlap_s: round(ov) });
             }
         }
     }
@@ -467,11 +377,7 @@ impl TurnTaking {
     /// Current talk time per party (closed segments plus the open one), for live snapshots.
     pub fn talk_time(&self, party: Party) -> f64 {
         let st = &self.parties[party.idx()];
-        st.segments
-            .iter()
-            .chain(st.seg.iter())
-            .map(|(s, e)| e - s)
-            .sum()
+        st.segments.iter().chain(st.seg.iter()).map(|(s, e)| e - s).sum()
     }
 
     /// Close everything at the current position and compute the summary.
@@ -482,10 +388,7 @@ impl TurnTaking {
         }
         self.handle_hold(false);
         let duration = self.position();
-        let segs = [
-            self.parties[0].segments.clone(),
-            self.parties[1].segments.clone(),
-        ];
+        let segs = [self.parties[0].segments.clone(), self.parties[1].segments.clone()];
         let mut utts = self.utterances.clone();
         utts.sort_by(|a, b| a.start.total_cmp(&b.start));
         summarize(&self.p, duration, &segs, &utts, &self.holds)
@@ -500,12 +403,7 @@ fn round(x: f64) -> f64 {
 /// overlap length). Y started first and kept talking at least `min` after X started.
 fn interrupted(all: &[Utterance], x: &Utterance, min: f64) -> Option<(f64, f64)> {
     all.iter()
-        .filter(|y| {
-            y.party != x.party
-                && !y.backchannel
-                && y.start < x.start
-                && y.end - x.start >= min - 1e-9
-        })
+        .filter(|y| y.party != x.party && !y.backchannel && y.start < x.start && y.end - x.start >= min - 1e-9)
         .map(|y| (y.start, y.end.min(x.end) - x.start))
         .next()
 }
@@ -515,9 +413,7 @@ fn interrupted(all: &[Utterance], x: &Utterance, min: f64) -> Option<(f64, f64)>
 fn response_to(all: &[Utterance], q: &Utterance) -> Option<(Party, f64)> {
     let p = all
         .iter()
-        .filter(|p| {
-            !p.backchannel && p.start < q.start && !(p.party == q.party && p.start == q.start)
-        })
+        .filter(|p| !p.backchannel && p.start < q.start && !(p.party == q.party && p.start == q.start))
         .max_by(|a, b| a.end.total_cmp(&b.end))?;
     (p.party != q.party).then_some((p.party, q.start - p.end))
 }
@@ -668,11 +564,7 @@ fn union(a: &[(f64, f64)], b: &[(f64, f64)]) -> Vec<(f64, f64)> {
 }
 
 fn latency(rs: &[Response], to: Party, fast: f64) -> Latency {
-    let l: Vec<f64> = rs
-        .iter()
-        .filter(|r| r.to == to)
-        .map(|r| r.latency_s)
-        .collect();
+    let l: Vec<f64> = rs.iter().filter(|r| r.to == to).map(|r| r.latency_s).collect();
     if l.is_empty() {
         return Latency::default();
     }
@@ -686,13 +578,7 @@ fn latency(rs: &[Response], to: Party, fast: f64) -> Latency {
 }
 
 /// The call summary from final segments and utterances (sorted by start).
-pub fn summarize(
-    p: &TurnParams,
-    duration: f64,
-    segs: &[Vec<(f64, f64)>; 2],
-    utts: &[Utterance],
-    holds: &[(f64, f64)],
-) -> CallSummary {
+pub fn summarize(p: &TurnParams, duration: f64, segs: &[Vec<(f64, f64)>; 2], utts: &[Utterance], holds: &[(f64, f64)]) -> CallSummary {
     let talk = |i: usize| segs[i].iter().map(|(s, e)| e - s).sum::<f64>();
     let (tc, ta) = (talk(0), talk(1));
     let overlap = intersect_len(&segs[0], &segs[1]);
@@ -713,48 +599,25 @@ pub fn summarize(
         }
     }
     interruptions.count = interruptions.events.len();
-    interruptions.by_agent = interruptions
-        .events
-        .iter()
-        .filter(|e| e.by == Party::Agent)
-        .count();
+    interruptions.by_agent = interruptions.events.iter().filter(|e| e.by == Party::Agent).count();
     interruptions.by_customer = interruptions.count - interruptions.by_agent;
 
     let mut backchannels = Backchannels::default();
     for u in utts.iter().filter(|u| u.backchannel) {
         let other = &segs[u.party.other().idx()];
         let in_overlap = other.iter().any(|&(s, e)| s <= u.start && u.start < e);
-        backchannels.events.push(BackchannelEvent {
-            by: u.party,
-            at: round(u.start),
-            duration_s: round(u.len()),
-            in_overlap,
-        });
+        backchannels.events.push(BackchannelEvent { by: u.party, at: round(u.start), duration_s: round(u.len()), in_overlap });
     }
     backchannels.count = backchannels.events.len();
-    backchannels.by_agent = backchannels
-        .events
-        .iter()
-        .filter(|e| e.by == Party::Agent)
-        .count();
+    backchannels.by_agent = backchannels.events.iter().filter(|e| e.by == Party::Agent).count();
     backchannels.by_customer = backchannels.count - backchannels.by_agent;
 
     let speech = union(&segs[0], &segs[1]);
-    let hold_in = |a: f64, b: f64| {
-        holds
-            .iter()
-            .map(|&(s, e)| (e.min(b) - s.max(a)).max(0.0))
-            .sum::<f64>()
-    };
+    let hold_in = |a: f64, b: f64| holds.iter().map(|&(s, e)| (e.min(b) - s.max(a)).max(0.0)).sum::<f64>();
     let mut gaps = Vec::new();
     for w in speech.windows(2) {
         let (a, b) = (w[0].1, w[1].0);
-        gaps.push(Gap {
-            start: round(a),
-            end: round(b),
-            duration_s: round(b - a),
-            on_hold_s: round(hold_in(a, b)),
-        });
+        gaps.push(Gap { start: round(a), end: round(b), duration_s: round(b - a), on_hold_s: round(hold_in(a, b)) });
     }
     let mut dead_air = BTreeMap::new();
     for &t in &p.dead_air_thresholds_s {
@@ -768,10 +631,7 @@ pub fn summarize(
         }
         dead_air.insert(format!("gt_{}s", fmt_num(t)), ct);
     }
-    let silent_gaps = gaps
-        .into_iter()
-        .filter(|g| g.duration_s >= p.silent_gap_min_s - 1e-9)
-        .collect();
+    let silent_gaps = gaps.into_iter().filter(|g| g.duration_s >= p.silent_gap_min_s - 1e-9).collect();
 
     let mut responses = Vec::new();
     for (i, q) in utts.iter().enumerate() {
@@ -779,12 +639,7 @@ pub fn summarize(
             continue;
         }
         if let Some((from, lat)) = response_to(&utts[..i], q) {
-            responses.push(Response {
-                from,
-                to: q.party,
-                at: round(q.start),
-                latency_s: round(lat),
-            });
+            responses.push(Response { from, to: q.party, at: round(q.start), latency_s: round(lat) });
         }
     }
 
@@ -798,18 +653,12 @@ pub fn summarize(
                 continue;
             }
             run = match run {
-                Some((s, e)) if u.start - e <= p.monologue_max_gap_s + 1e-9 => {
-                    Some((s, e.max(u.end)))
-                }
+                Some((s, e)) if u.start - e <= p.monologue_max_gap_s + 1e-9 => Some((s, e.max(u.end))),
                 _ => Some((u.start, u.end)),
             };
             let (s, e) = run.unwrap_or((u.start, u.end));
             if e - s > best.longest_s {
-                best = Monologue {
-                    longest_s: round(e - s),
-                    start: Some(round(s)),
-                    end: Some(round(e)),
-                };
+                best = Monologue { longest_s: round(e - s), start: Some(round(s)), end: Some(round(e)) };
             }
         }
         match party {
@@ -824,22 +673,11 @@ pub fn summarize(
     let seg_out = |i: usize| segs[i].iter().map(|&(s, e)| [round(s), round(e)]).collect();
     CallSummary {
         call_duration_s: round(duration),
-        talk_time_s: PerParty {
-            customer: round(tc),
-            agent: round(ta),
-        },
+        talk_time_s: PerParty { customer: round(tc), agent: round(ta) },
         talk_ratio_agent: (tc + ta > 0.0).then(|| round(ta / (tc + ta))),
         talk_share_of_call: PerParty {
-            customer: if duration > 0.0 {
-                round(tc / duration)
-            } else {
-                0.0
-            },
-            agent: if duration > 0.0 {
-                round(ta / duration)
-            } else {
-                0.0
-            },
+            customer: if duration > 0.0 { round(tc / duration) } else { 0.0 },
+            agent: if duration > 0.0 { round(ta / duration) } else { 0.0 },
         },
         overlap_s: round(overlap),
         interruptions,
@@ -853,15 +691,8 @@ pub fn summarize(
         customer_response_latency: latency(&responses, Party::Customer, p.fast_response_s),
         responses,
         longest_monologue: longest,
-        interactivity_per_min: if duration > 0.0 {
-            round(switches as f64 * 60.0 / duration)
-        } else {
-            0.0
-        },
-        segments: PerParty {
-            customer: seg_out(0),
-            agent: seg_out(1),
-        },
+        interactivity_per_min: if duration > 0.0 { round(switches as f64 * 60.0 / duration) } else { 0.0 },
+        segments: PerParty { customer: seg_out(0), agent: seg_out(1) },
         utterances: utts.to_vec(),
     }
 }
@@ -879,17 +710,10 @@ mod tests {
     use super::*;
 
     /// Drive the analyzer from speech intervals (seconds) for both parties.
-    fn run(
-        c: &[(f64, f64)],
-        a: &[(f64, f64)],
-        dur: f64,
-        frame_ms: u32,
-    ) -> (CallSummary, Vec<TurnEvent>) {
+    fn run(c: &[(f64, f64)], a: &[(f64, f64)], dur: f64, frame_ms: u32) -> (CallSummary, Vec<TurnEvent>) {
         let mut t = TurnTaking::new(TurnParams::default(), frame_ms);
         let f = frame_ms as f64 / 1000.0;
-        let on = |iv: &[(f64, f64)], x: f64| {
-            iv.iter().any(|&(s, e)| x + f / 2.0 >= s && x + f / 2.0 < e)
-        };
+        let on = |iv: &[(f64, f64)], x: f64| iv.iter().any(|&(s, e)| x + f / 2.0 >= s && x + f / 2.0 < e);
         let n = (dur / f).round() as usize;
         let mut ev = Vec::new();
         for i in 0..n {
@@ -917,13 +741,7 @@ mod tests {
         assert_eq!(s.responses.len(), 4);
         assert_eq!(s.agent_response_latency.count, 2);
         assert!((s.agent_response_latency.mean_s.unwrap() - 0.325).abs() < 0.011);
-        assert!(ev.iter().any(|e| matches!(
-            e,
-            TurnEvent::Response {
-                to: Party::Agent,
-                ..
-            }
-        )));
+        assert!(ev.iter().any(|e| matches!(e, TurnEvent::Response { to: Party::Agent, .. })));
         assert_eq!(s.leading_silence_s, 0.5);
     }
 
@@ -938,12 +756,7 @@ mod tests {
         assert_eq!(s.backchannels.count, 1);
         assert!(s.backchannels.events[0].in_overlap);
         // Reported live once the agent has talked past 1.0 s over the customer.
-        assert!(
-            ev.iter().any(
-                |e| matches!(e, TurnEvent::Interruption { by: Party::Agent, at, .. } if *at == 4.0)
-            ),
-            "{ev:?}"
-        );
+        assert!(ev.iter().any(|e| matches!(e, TurnEvent::Interruption { by: Party::Agent, at, .. } if *at == 4.0)), "{ev:?}");
         assert!((s.overlap_s - 2.8).abs() < 0.011);
     }
 

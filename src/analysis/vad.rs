@@ -138,27 +138,15 @@ impl EnergyVad {
     /// has a floor at speech level until the first pause (100 ms) arrives; capping it early
     /// instead makes line noise at call start count as speech (measured on d04).
     fn floor(&self) -> f32 {
-        self.blocks
-            .iter()
-            .copied()
-            .fold(f32::INFINITY, f32::min)
-            .min(0.0)
+        self.blocks.iter().copied().fold(f32::INFINITY, f32::min).min(0.0)
     }
     /// The threshold in force: the onset one, or the looser one while in speech.
     pub fn threshold(&self) -> f32 {
-        let floor = if self.blocks.is_empty() {
-            -100.0
-        } else {
-            self.floor()
-        };
+        let floor = if self.blocks.is_empty() { -100.0 } else { self.floor() };
         if self.active {
-            (floor + self.p.continue_floor_margin_db)
-                .max(self.peak - self.p.continue_peak_margin_db)
-                .max(self.p.continue_min_dbfs)
+            (floor + self.p.continue_floor_margin_db).max(self.peak - self.p.continue_peak_margin_db).max(self.p.continue_min_dbfs)
         } else {
-            (floor + self.p.floor_margin_db)
-                .max(self.peak - self.p.peak_margin_db)
-                .max(self.p.min_dbfs)
+            (floor + self.p.floor_margin_db).max(self.peak - self.p.peak_margin_db).max(self.p.min_dbfs)
         }
     }
 }
@@ -172,11 +160,7 @@ impl Vad for EnergyVad {
         self.acc_n += 1;
         if self.acc_n == BLOCK_FRAMES {
             let ms = self.acc / BLOCK_FRAMES as f64 / (32768.0 * 32768.0);
-            let db = if ms <= 1e-10 {
-                -100.0
-            } else {
-                (10.0 * ms.log10()) as f32
-            };
+            let db = if ms <= 1e-10 { -100.0 } else { (10.0 * ms.log10()) as f32 };
             if self.blocks.len() < FLOOR_BLOCKS {
                 self.blocks.push(db);
             } else {
@@ -218,12 +202,7 @@ unsafe impl Send for WebrtcVad {}
 
 impl WebrtcVad {
     pub fn new() -> Self {
-        WebrtcVad {
-            inner: webrtc_vad::Vad::new_with_rate_and_mode(
-                webrtc_vad::SampleRate::Rate8kHz,
-                webrtc_vad::VadMode::Aggressive,
-            ),
-        }
+        WebrtcVad { inner: webrtc_vad::Vad::new_with_rate_and_mode(webrtc_vad::SampleRate::Rate8kHz, webrtc_vad::VadMode::Aggressive) }
     }
 }
 
@@ -236,10 +215,7 @@ impl Default for WebrtcVad {
 impl Vad for WebrtcVad {
     fn decide(&mut self, frame: &[i16]) -> Decision {
         let speech = self.inner.is_voice_segment(frame).unwrap_or(false);
-        Decision {
-            speech,
-            strong: speech,
-        }
+        Decision { speech, strong: speech }
     }
     fn name(&self) -> &'static str {
         "webrtc"
@@ -251,9 +227,7 @@ mod tests {
     use super::*;
 
     fn tone(amp: f64, n: usize) -> Vec<i16> {
-        (0..n)
-            .map(|i| (amp * (i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin()) as i16)
-            .collect()
+        (0..n).map(|i| (amp * (i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin()) as i16).collect()
     }
 
     #[test]

@@ -8,10 +8,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum WavError {
     #[error("{path}: cannot read: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{0}: not a WAV file (no RIFF/WAVE header)")]
     NotWav(String),
     #[error("{0}: truncated (a chunk runs past the end of the file)")]
@@ -21,11 +18,7 @@ pub enum WavError {
     #[error("{0}: no `data` chunk")]
     NoData(String),
     #[error("{path}: {what} not supported: {detail} (convert with `sox IN -r 8000 -b 16 -e signed-integer OUT.wav`)")]
-    Unsupported {
-        path: String,
-        what: &'static str,
-        detail: String,
-    },
+    Unsupported { path: String, what: &'static str, detail: String },
     #[error("{0}: contains no audio")]
     Empty(String),
 }
@@ -40,10 +33,7 @@ pub struct Wav {
 
 pub fn read(path: &Path) -> Result<Wav, WavError> {
     let p = path.display().to_string();
-    let b = std::fs::read(path).map_err(|e| WavError::Io {
-        path: p.clone(),
-        source: e,
-    })?;
+    let b = std::fs::read(path).map_err(|e| WavError::Io { path: p.clone(), source: e })?;
     parse(&b, &p)
 }
 
@@ -58,9 +48,7 @@ pub fn parse(b: &[u8], p: &str) -> Result<Wav, WavError> {
         let id = &b[off..off + 4];
         let len = u32::from_le_bytes([b[off + 4], b[off + 5], b[off + 6], b[off + 7]]) as usize;
         let body_start = off + 8;
-        let body_end = body_start
-            .checked_add(len)
-            .ok_or_else(|| WavError::Truncated(p.into()))?;
+        let body_end = body_start.checked_add(len).ok_or_else(|| WavError::Truncated(p.into()))?;
         if id == b"data" {
             // A data chunk cut short (or with a streaming length) keeps what is there, whole
             // samples only; a header-only file is an error below.
@@ -90,25 +78,13 @@ pub fn parse(b: &[u8], p: &str) -> Result<Wav, WavError> {
     let data = data.ok_or_else(|| WavError::NoData(p.into()))?;
     // 1 = PCM, 0xFFFE = WAVE_FORMAT_EXTENSIBLE (PCM subformat assumed when 16-bit).
     if tag != 1 && tag != 0xfffe {
-        return Err(WavError::Unsupported {
-            path: p.into(),
-            what: "encoding",
-            detail: format!("format tag {tag} (need PCM)"),
-        });
+        return Err(WavError::Unsupported { path: p.into(), what: "encoding", detail: format!("format tag {tag} (need PCM)") });
     }
     if bits != 16 {
-        return Err(WavError::Unsupported {
-            path: p.into(),
-            what: "sample size",
-            detail: format!("{bits} bits (need 16)"),
-        });
+        return Err(WavError::Unsupported { path: p.into(), what: "sample size", detail: format!("{bits} bits (need 16)") });
     }
     if rate != 8000 {
-        return Err(WavError::Unsupported {
-            path: p.into(),
-            what: "sample rate",
-            detail: format!("{rate} Hz (need 8000 Hz)"),
-        });
+        return Err(WavError::Unsupported { path: p.into(), what: "sample rate", detail: format!("{rate} Hz (need 8000 Hz)") });
     }
     if ch == 0 || ch > 2 {
         return Err(WavError::Unsupported {
@@ -129,11 +105,7 @@ pub fn parse(b: &[u8], p: &str) -> Result<Wav, WavError> {
             out.push(i16::from_le_bytes([data[o], data[o + 1]]));
         }
     }
-    Ok(Wav {
-        rate,
-        channels: ch,
-        samples,
-    })
+    Ok(Wav { rate, channels: ch, samples })
 }
 
 /// Write a mono or stereo 16-bit WAV (tests and demos).
@@ -178,10 +150,7 @@ mod tests {
         assert!(matches!(parse(b"hello", "x"), Err(WavError::NotWav(_))));
         let mut r16 = b.clone();
         r16[24..28].copy_from_slice(&16000u32.to_le_bytes());
-        assert!(parse(&r16, "x")
-            .unwrap_err()
-            .to_string()
-            .contains("16000 Hz"));
+        assert!(parse(&r16, "x").unwrap_err().to_string().contains("16000 Hz"));
         write(&f, 8000, &[&[]]).unwrap();
         assert!(matches!(read(&f), Err(WavError::Empty(_))));
         let mut cut = b.clone();

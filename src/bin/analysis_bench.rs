@@ -76,17 +76,7 @@ const RUSAGE_SELF: c_int = 0;
 
 /// User + system CPU time of this process from getrusage, seconds.
 fn rusage_cpu_s() -> f64 {
-    let mut r = Rusage {
-        ru_utime: Timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        ru_stime: Timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-        _rest: [0; 14],
-    };
+    let mut r = Rusage { ru_utime: Timeval { tv_sec: 0, tv_usec: 0 }, ru_stime: Timeval { tv_sec: 0, tv_usec: 0 }, _rest: [0; 14] };
     // SAFETY: `r` is a properly sized and aligned `struct rusage` that getrusage fills in.
     let rc = unsafe { getrusage(RUSAGE_SELF, &mut r) };
     if rc != 0 {
@@ -124,11 +114,7 @@ fn machine_busy_s() -> f64 {
     let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
         return f64::NAN;
     };
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
     let at = |i: usize| f.get(i).copied().unwrap_or(0);
     (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) as f64 / 100.0
 }
@@ -158,10 +144,7 @@ fn load_corpus(dir: &Path) -> Result<Vec<Scenario>> {
         .collect();
     dirs.sort();
     if dirs.is_empty() {
-        bail!(
-            "no scenarios (customer.wav + agent.wav) under {}",
-            dir.display()
-        );
+        bail!("no scenarios (customer.wav + agent.wav) under {}", dir.display());
     }
     let mut out = Vec::new();
     for d in dirs {
@@ -169,12 +152,7 @@ fn load_corpus(dir: &Path) -> Result<Vec<Scenario>> {
         for (i, f) in ["customer.wav", "agent.wav"].iter().enumerate() {
             let w = wav::read(&d.join(f))?;
             if w.channels != 1 || w.rate != RATE {
-                bail!(
-                    "{}: need 8 kHz mono, got {} Hz x{}",
-                    d.join(f).display(),
-                    w.rate,
-                    w.channels
-                );
+                bail!("{}: need 8 kHz mono, got {} Hz x{}", d.join(f).display(), w.rate, w.channels);
             }
             legs[i] = w.samples.into_iter().next().unwrap_or_default();
         }
@@ -192,14 +170,9 @@ fn load_corpus(dir: &Path) -> Result<Vec<Scenario>> {
             }
         }
         let n = legs[0].len().max(legs[1].len());
-        let changed = (0..2)
-            .map(|i| pcm[i].iter().zip(&legs[i]).filter(|(a, b)| a != b).count())
-            .sum();
+        let changed = (0..2).map(|i| pcm[i].iter().zip(&legs[i]).filter(|(a, b)| a != b).count()).sum();
         out.push(Scenario {
-            name: d
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            name: d.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
             wav: legs,
             pcm,
             changed,
@@ -214,10 +187,7 @@ fn load_corpus(dir: &Path) -> Result<Vec<Scenario>> {
 // Stages
 
 fn cfg_for(kind: VadKind) -> AnalysisConfig {
-    AnalysisConfig {
-        vad: kind,
-        ..Default::default()
-    }
+    AnalysisConfig { vad: kind, ..Default::default() }
 }
 
 fn kind_name(kind: VadKind) -> &'static str {
@@ -231,10 +201,7 @@ fn kind_name(kind: VadKind) -> &'static str {
 fn run_full(corpus: &[Scenario], cfg: &AnalysisConfig, buf: &mut Vec<i16>) -> u64 {
     let mut sink = 0u64;
     for s in corpus {
-        let mut decs = [
-            Decoder::new(Codec::Pcmu).expect("pcmu"),
-            Decoder::new(Codec::Pcmu).expect("pcmu"),
-        ];
+        let mut decs = [Decoder::new(Codec::Pcmu).expect("pcmu"), Decoder::new(Codec::Pcmu).expect("pcmu")];
         let mut a = CallAnalysis::new(cfg, FRAME);
         let n = s.payloads[0].len().max(s.payloads[1].len());
         for k in 0..n {
@@ -388,20 +355,9 @@ fn round3(x: f64) -> f64 {
 }
 
 /// One untimed warm-up pass, then passes until `min` has elapsed.
-fn measure(
-    stage: &str,
-    vad: Option<&'static str>,
-    call_s_per_pass: f64,
-    min: Duration,
-    mut pass: impl FnMut() -> u64,
-) -> Measurement {
+fn measure(stage: &str, vad: Option<&'static str>, call_s_per_pass: f64, min: Duration, mut pass: impl FnMut() -> u64) -> Measurement {
     black_box(pass());
-    let (c0, s0, m0, t0) = (
-        rusage_cpu_s(),
-        proc_stat_cpu_s(),
-        machine_busy_s(),
-        Instant::now(),
-    );
+    let (c0, s0, m0, t0) = (rusage_cpu_s(), proc_stat_cpu_s(), machine_busy_s(), Instant::now());
     let mut passes = 0u64;
     while t0.elapsed() < min || passes == 0 {
         black_box(pass());
@@ -424,12 +380,7 @@ fn measure(
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -477,11 +428,7 @@ fn main() -> Result<()> {
                 }
             }
             if a.finish() != want {
-                bail!(
-                    "{} ({}): packet-path summary differs from analyze_pcm",
-                    s.name,
-                    kind_name(kind)
-                );
+                bail!("{} ({}): packet-path summary differs from analyze_pcm", s.name, kind_name(kind));
             }
         }
         same_as_wav.push(format!("{} {same}/{}", kind_name(kind), corpus.len()));
@@ -495,56 +442,30 @@ fn main() -> Result<()> {
 
     let mut results: Vec<Measurement> = Vec::new();
     let mut buf: Vec<i16> = Vec::with_capacity(PACKET);
-    results.push(measure("decode", None, call_s, min, || {
-        run_decode(&corpus, &mut buf)
-    }));
+    results.push(measure("decode", None, call_s, min, || run_decode(&corpus, &mut buf)));
     for kind in [VadKind::Energy, VadKind::Webrtc] {
         let name = kind_name(kind);
         let cfg = cfg_for(kind);
-        results.push(measure("full", Some(name), call_s, min, || {
-            run_full(&corpus, &cfg, &mut buf)
-        }));
-        results.push(measure("vad", Some(name), call_s, min, || {
-            run_vad(&corpus, kind)
-        }));
+        results.push(measure("full", Some(name), call_s, min, || run_full(&corpus, &cfg, &mut buf)));
+        results.push(measure("vad", Some(name), call_s, min, || run_vad(&corpus, kind)));
         let decisions = precompute_decisions(&corpus, kind);
         let params = TurnParams::default();
-        results.push(measure("turns", Some(name), call_s, min, || {
-            run_turns(&decisions, &params)
-        }));
+        results.push(measure("turns", Some(name), call_s, min, || run_turns(&decisions, &params)));
     }
 
     // Table.
     println!();
     println!(
         "{:<8} {:<7} {:>6} {:>7} {:>7} {:>9} {:>12} {:>12} {:>9}",
-        "stage",
-        "vad",
-        "passes",
-        "wall s",
-        "cpu s",
-        "ns/frame",
-        "call ×RT",
-        "per leg ×RT",
-        "of full"
+        "stage", "vad", "passes", "wall s", "cpu s", "ns/frame", "call ×RT", "per leg ×RT", "of full"
     );
-    let full_ns = |vad: Option<&str>| {
-        results
-            .iter()
-            .find(|m| m.stage == "full" && m.vad == vad)
-            .map(|m| m.ns_per_leg_frame())
-    };
+    let full_ns = |vad: Option<&str>| results.iter().find(|m| m.stage == "full" && m.vad == vad).map(|m| m.ns_per_leg_frame());
     for kind in ["energy", "webrtc"] {
         for stage in ["full", "decode", "vad", "turns"] {
-            let Some(m) = results
-                .iter()
-                .find(|m| m.stage == stage && (m.vad == Some(kind) || m.vad.is_none()))
-            else {
+            let Some(m) = results.iter().find(|m| m.stage == stage && (m.vad == Some(kind) || m.vad.is_none())) else {
                 continue;
             };
-            let share = full_ns(Some(kind))
-                .map(|f| format!("{:.0} %", 100.0 * m.ns_per_leg_frame() / f))
-                .unwrap_or_default();
+            let share = full_ns(Some(kind)).map(|f| format!("{:.0} %", 100.0 * m.ns_per_leg_frame() / f)).unwrap_or_default();
             println!(
                 "{:<8} {:<7} {:>6} {:>7.2} {:>7.2} {:>9.1} {:>12.0} {:>12.0} {:>9}",
                 m.stage,
@@ -561,10 +482,7 @@ fn main() -> Result<()> {
         if let Some(f) = full_ns(Some(kind)) {
             let parts: f64 = results
                 .iter()
-                .filter(|m| {
-                    (m.stage == "decode" && m.vad.is_none())
-                        || ((m.stage == "vad" || m.stage == "turns") && m.vad == Some(kind))
-                })
+                .filter(|m| (m.stage == "decode" && m.vad.is_none()) || ((m.stage == "vad" || m.stage == "turns") && m.vad == Some(kind)))
                 .map(|m| m.ns_per_leg_frame())
                 .sum();
             println!(
@@ -602,18 +520,7 @@ fn main() -> Result<()> {
     let goal: Vec<String> = results
         .iter()
         .filter(|m| m.stage == "full")
-        .map(|m| {
-            format!(
-                "{}: {:.0}× per leg ({})",
-                m.vad.unwrap_or("-"),
-                m.leg_x(),
-                if m.leg_x() >= GOAL_X {
-                    "meets"
-                } else {
-                    "BELOW"
-                }
-            )
-        })
+        .map(|m| format!("{}: {:.0}× per leg ({})", m.vad.unwrap_or("-"), m.leg_x(), if m.leg_x() >= GOAL_X { "meets" } else { "BELOW" }))
         .collect();
     println!("goal ≥ {GOAL_X:.0}× real time per leg: {}", goal.join(", "));
 

@@ -101,8 +101,7 @@ fn clk_tck() -> (u64, bool) {
 
 /// utime + stime of a process (all its threads), in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after "(comm)": state is field 3, utime 14, stime 15.
     let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd /proc stat"))? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -115,16 +114,8 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
 /// softirq, steal.
 fn machine_busy_ticks() -> Result<u64> {
     let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat
-        .lines()
-        .next()
-        .filter(|l| l.starts_with("cpu "))
-        .ok_or_else(|| anyhow!("odd /proc/stat"))?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
+    let line = stat.lines().next().filter(|l| l.starts_with("cpu ")).ok_or_else(|| anyhow!("odd /proc/stat"))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
     let at = |i: usize| f.get(i).copied().unwrap_or(0);
     Ok(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
 }
@@ -165,11 +156,7 @@ impl ChildGuard {
     }
     fn check_alive(&mut self) -> Result<()> {
         if let Some(st) = self.child.try_wait()? {
-            bail!(
-                "{} exited ({st}); last log lines:\n{}",
-                self.name,
-                tail(&self.log, 20)
-            );
+            bail!("{} exited ({st}); last log lines:\n{}", self.name, tail(&self.log, 20));
         }
         Ok(())
     }
@@ -230,46 +217,24 @@ impl Sip {
         }
         let body_start = split + 4;
         let mut body = buf.get(body_start..).unwrap_or_default().to_vec();
-        if let Some(len) = headers
-            .iter()
-            .find(|h| h.0 == "content-length")
-            .and_then(|h| h.1.parse::<usize>().ok())
-        {
+        if let Some(len) = headers.iter().find(|h| h.0 == "content-length").and_then(|h| h.1.parse::<usize>().ok()) {
             body.truncate(len);
         }
-        Some(Sip {
-            first,
-            headers,
-            body,
-            raw,
-        })
+        Some(Sip { first, headers, body, raw })
     }
     fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| h.0 == name)
-            .map(|h| h.1.as_str())
+        self.headers.iter().find(|h| h.0 == name).map(|h| h.1.as_str())
     }
     /// Every header line with this name, in order (values not split).
     fn lines(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|h| h.0 == name)
-            .map(|h| h.1.as_str())
-            .collect()
+        self.headers.iter().filter(|h| h.0 == name).map(|h| h.1.as_str()).collect()
     }
     /// Every comma-separated value of the headers with this name, in order.
     fn values(&self, name: &str) -> Vec<String> {
-        self.lines(name)
-            .into_iter()
-            .flat_map(split_commas)
-            .collect()
+        self.lines(name).into_iter().flat_map(split_commas).collect()
     }
     fn status(&self) -> Option<u16> {
-        self.first
-            .strip_prefix("SIP/2.0 ")
-            .and_then(|r| r.get(..3))
-            .and_then(|c| c.parse().ok())
+        self.first.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok())
     }
     fn method(&self) -> Option<&str> {
         if self.status().is_some() {
@@ -282,9 +247,7 @@ impl Sip {
         self.get("call-id").unwrap_or("")
     }
     fn cseq_method(&self) -> &str {
-        self.get("cseq")
-            .and_then(|c| c.split_whitespace().nth(1))
-            .unwrap_or("")
+        self.get("cseq").and_then(|c| c.split_whitespace().nth(1)).unwrap_or("")
     }
     /// The first line and headers, for error reports.
     fn head(&self) -> &str {
@@ -325,10 +288,7 @@ fn sdp_body(session_id: usize, media_port: u16) -> String {
 /// The RTP port an SDP body tells its receiver to send to (first m-line).
 fn sdp_port(body: &[u8]) -> Result<SocketAddr> {
     let s = hearken::sdp::parse(body).map_err(|e| anyhow!("bad SDP from relay: {e}"))?;
-    let m = s
-        .media
-        .first()
-        .ok_or_else(|| anyhow!("SDP from relay has no m-line"))?;
+    let m = s.media.first().ok_or_else(|| anyhow!("SDP from relay has no m-line"))?;
     if m.port == 0 {
         bail!("SDP from relay has port 0");
     }
@@ -351,12 +311,7 @@ impl Ben {
         Ben::Str(v.as_bytes().to_vec())
     }
     fn dict(pairs: &[(&str, Ben)]) -> Ben {
-        Ben::Dict(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
-                .collect(),
-        )
+        Ben::Dict(pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.clone())).collect())
     }
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
@@ -410,9 +365,7 @@ impl Ben {
                             let (v, n) = Ben::decode(&b[pos..], depth + 1)?;
                             pos += n;
                             if is_dict {
-                                let Ben::Str(k) = v else {
-                                    bail!("bencode: dict key is not a string")
-                                };
+                                let Ben::Str(k) = v else { bail!("bencode: dict key is not a string") };
                                 let (val, n) = Ben::decode(&b[pos..], depth + 1)?;
                                 pos += n;
                                 dict.insert(k, val);
@@ -422,21 +375,12 @@ impl Ben {
                         }
                     }
                 }
-                Ok((
-                    if is_dict {
-                        Ben::Dict(dict)
-                    } else {
-                        Ben::List(list)
-                    },
-                    pos,
-                ))
+                Ok((if is_dict { Ben::Dict(dict) } else { Ben::List(list) }, pos))
             }
             Some(c) if c.is_ascii_digit() => {
                 let colon = b.iter().position(|c| *c == b':').context("bencode str")?;
                 let len: usize = std::str::from_utf8(&b[..colon])?.parse()?;
-                let s = b
-                    .get(colon + 1..colon + 1 + len)
-                    .context("bencode: string runs past the end")?;
+                let s = b.get(colon + 1..colon + 1 + len).context("bencode: string runs past the end")?;
                 Ok((Ben::Str(s.to_vec()), colon + 1 + len))
             }
             _ => bail!("bencode: unexpected byte"),
@@ -465,11 +409,7 @@ struct Ng {
 
 impl Ng {
     async fn new(to: SocketAddr) -> Result<Ng> {
-        Ok(Ng {
-            sock: UdpSocket::bind(local(0)).await?,
-            to,
-            next: 1,
-        })
+        Ok(Ng { sock: UdpSocket::bind(local(0)).await?, to, next: 1 })
     }
     /// Send a command and wait for the reply with the same cookie (3 tries, 1 s each).
     async fn call(&mut self, msg: &Ben) -> Result<Ben> {
@@ -500,10 +440,7 @@ impl Ng {
         let r = self.call(msg).await?;
         match r.str("result").as_deref() {
             Some("ok") => Ok(r),
-            other => bail!(
-                "rtpengine answered result={other:?}, error-reason={:?}",
-                r.str("error-reason")
-            ),
+            other => bail!("rtpengine answered result={other:?}, error-reason={:?}", r.str("error-reason")),
         }
     }
 }
@@ -528,16 +465,10 @@ struct MediaPair {
 
 impl MediaPair {
     async fn bind() -> Result<MediaPair> {
-        Ok(MediaPair {
-            pbx: Arc::new(UdpSocket::bind(local(0)).await?),
-            agent: Arc::new(UdpSocket::bind(local(0)).await?),
-        })
+        Ok(MediaPair { pbx: Arc::new(UdpSocket::bind(local(0)).await?), agent: Arc::new(UdpSocket::bind(local(0)).await?) })
     }
     fn ports(&self) -> Result<(u16, u16)> {
-        Ok((
-            self.pbx.local_addr()?.port(),
-            self.agent.local_addr()?.port(),
-        ))
+        Ok((self.pbx.local_addr()?.port(), self.agent.local_addr()?.port()))
     }
 }
 
@@ -561,17 +492,8 @@ fn payload(ts: u64, call: u32, seq: u32, dir: u8) -> [u8; PAYLOAD_LEN] {
 
 /// Receive on one socket until `deadline`; `dir` is the direction expected here
 /// (0 = PBX→agent, arriving on the agent socket; 1 = agent→PBX, on the PBX socket).
-async fn receiver(
-    sock: Arc<UdpSocket>,
-    call: u32,
-    dir: u8,
-    expected: usize,
-    deadline: TInstant,
-) -> RecvStats {
-    let mut st = RecvStats {
-        lat_us: Vec::with_capacity(expected),
-        ..Default::default()
-    };
+async fn receiver(sock: Arc<UdpSocket>, call: u32, dir: u8, expected: usize, deadline: TInstant) -> RecvStats {
+    let mut st = RecvStats { lat_us: Vec::with_capacity(expected), ..Default::default() };
     let mut seen = vec![false; expected];
     let mut buf = [0u8; 2048];
     while let Ok(r) = timeout_at(deadline, sock.recv_from(&mut buf)).await {
@@ -599,8 +521,7 @@ async fn receiver(
         }
         seen[seq] = true;
         st.received += 1;
-        st.lat_us
-            .push((now.saturating_sub(ts) / 1000).min(u32::MAX as u64) as u32);
+        st.lat_us.push((now.saturating_sub(ts) / 1000).min(u32::MAX as u64) as u32);
     }
     st
 }
@@ -623,21 +544,15 @@ async fn sender(calls: Arc<Vec<CallMedia>>, secs: u64, t0: TInstant) -> SendStat
     for k in 0..ticks {
         let due = t0 + Duration::from_millis(k);
         sleep_until(due).await;
-        st.lag_us
-            .push(TInstant::now().saturating_duration_since(due).as_micros() as u32);
+        st.lag_us.push(TInstant::now().saturating_duration_since(due).as_micros() as u32);
         let slot = (k % slots as u64) as usize;
         let seq = (k / slots as u64) as u32;
         for i in (slot..calls.len()).step_by(slots) {
             let c = &calls[i];
             for (dir, sock, to) in [(0u8, &c.pbx, c.pbx_to), (1u8, &c.agent, c.agent_to)] {
                 let ssrc = 0x4242_0000 + (i as u32) * 2 + dir as u32;
-                let pkt = hearken::rtp::build(
-                    0,
-                    seq as u16,
-                    seq.wrapping_mul(PAYLOAD_LEN as u32),
-                    ssrc,
-                    &payload(now_ns(), i as u32, seq, dir),
-                );
+                let pkt =
+                    hearken::rtp::build(0, seq as u16, seq.wrapping_mul(PAYLOAD_LEN as u32), ssrc, &payload(now_ns(), i as u32, seq, dir));
                 match sock.send_to(&pkt, to).await {
                     Ok(_) => st.sent += 1,
                     Err(_) => st.errors += 1,
@@ -743,13 +658,7 @@ fn round(v: f64, digits: i32) -> f64 {
 }
 
 /// Send RTP through the relay on every call for `secs`, measure delivery, latency and CPU.
-async fn traffic(
-    relay: &'static str,
-    pid: u32,
-    calls: Vec<CallMedia>,
-    secs: u64,
-    tck: u64,
-) -> Result<PhaseResult> {
+async fn traffic(relay: &'static str, pid: u32, calls: Vec<CallMedia>, secs: u64, tck: u64) -> Result<PhaseResult> {
     let n = calls.len();
     let expected = (secs * PACKETS_PER_S) as usize;
     let t0 = TInstant::now() + Duration::from_millis(300);
@@ -757,30 +666,13 @@ async fn traffic(
     let mut receivers = Vec::with_capacity(2 * n);
     for (i, c) in calls.iter().enumerate() {
         // dir 0 (PBX→agent) arrives on the agent socket; dir 1 on the PBX socket.
-        receivers.push(tokio::spawn(receiver(
-            c.agent.clone(),
-            i as u32,
-            0,
-            expected,
-            deadline,
-        )));
-        receivers.push(tokio::spawn(receiver(
-            c.pbx.clone(),
-            i as u32,
-            1,
-            expected,
-            deadline,
-        )));
+        receivers.push(tokio::spawn(receiver(c.agent.clone(), i as u32, 0, expected, deadline)));
+        receivers.push(tokio::spawn(receiver(c.pbx.clone(), i as u32, 1, expected, deadline)));
     }
     let calls = Arc::new(calls);
     let send = tokio::spawn(sender(calls.clone(), secs, t0));
     sleep_until(t0).await;
-    let (cpu0, self0, m0, w0) = (
-        cpu_ticks(pid)?,
-        cpu_ticks(std::process::id())?,
-        machine_busy_ticks()?,
-        Instant::now(),
-    );
+    let (cpu0, self0, m0, w0) = (cpu_ticks(pid)?, cpu_ticks(std::process::id())?, machine_busy_ticks()?, Instant::now());
     let sst = send.await?;
     let mut all = RecvStats::default();
     for r in receivers {
@@ -790,20 +682,11 @@ async fn traffic(
         all.foreign += r.foreign;
         all.lat_us.extend(r.lat_us);
     }
-    let (cpu1, self1, m1, window) = (
-        cpu_ticks(pid)?,
-        cpu_ticks(std::process::id())?,
-        machine_busy_ticks()?,
-        w0.elapsed(),
-    );
+    let (cpu1, self1, m1, window) = (cpu_ticks(pid)?, cpu_ticks(std::process::id())?, machine_busy_ticks()?, w0.elapsed());
     all.lat_us.sort_unstable();
     let mut lag = sst.lag_us;
     lag.sort_unstable();
-    let mean = if all.lat_us.is_empty() {
-        0.0
-    } else {
-        all.lat_us.iter().map(|v| *v as f64).sum::<f64>() / all.lat_us.len() as f64
-    };
+    let mean = if all.lat_us.is_empty() { 0.0 } else { all.lat_us.iter().map(|v| *v as f64).sum::<f64>() / all.lat_us.len() as f64 };
     Ok(PhaseResult {
         relay,
         calls: n,
@@ -843,18 +726,14 @@ async fn recv_sip(
         match Sip::parse(&buf[..n]) {
             Some(m) if pick(&m) => return Ok(Some((m, src))),
             Some(m) => seen.push(format!("from {src}:\n{}", m.head())),
-            None => seen.push(format!(
-                "from {src}: unparseable {n} bytes: {:?}",
-                String::from_utf8_lossy(&buf[..n.min(200)])
-            )),
+            None => seen.push(format!("from {src}: unparseable {n} bytes: {:?}", String::from_utf8_lossy(&buf[..n.min(200)]))),
         }
     }
     Ok(None)
 }
 
 fn sip_failure(what: &str, sent: &str, seen: &[String]) -> anyhow::Error {
-    let mut s =
-        format!("{what}\n--- last message sent ---\n{sent}\n--- other messages received ---");
+    let mut s = format!("{what}\n--- last message sent ---\n{sent}\n--- other messages received ---");
     if seen.is_empty() {
         s.push_str("\n(none)");
     }
@@ -872,12 +751,7 @@ struct SipEnds {
 
 /// One call through Hearken: INVITE (PBX) → forwarded INVITE (agent) → 200 OK (agent) →
 /// forwarded 200 OK (PBX) → ACK (PBX) → forwarded ACK (agent). Returns the relay addresses.
-async fn sip_call(
-    e: &SipEnds,
-    i: usize,
-    m: &MediaPair,
-    warnings: &mut Vec<String>,
-) -> Result<CallMedia> {
+async fn sip_call(e: &SipEnds, i: usize, m: &MediaPair, warnings: &mut Vec<String>) -> Result<CallMedia> {
     let (pbx_media, agent_media) = m.ports()?;
     let pbx_port = e.pbx.local_addr()?.port();
     let agent_port = e.agent.local_addr()?.port();
@@ -904,10 +778,7 @@ async fn sip_call(
     for _ in 0..4 {
         e.pbx.send_to(invite.as_bytes(), e.hearken).await?;
         let dl = TInstant::now() + Duration::from_millis(500);
-        fwd = recv_sip(&e.agent, dl, &mut seen, |m| {
-            m.method() == Some("INVITE") && m.call_id() == call_id
-        })
-        .await?;
+        fwd = recv_sip(&e.agent, dl, &mut seen, |m| m.method() == Some("INVITE") && m.call_id() == call_id).await?;
         if fwd.is_some() {
             break;
         }
@@ -916,26 +787,13 @@ async fn sip_call(
         // What did the PBX side get back (a 4xx/5xx from Hearken?)
         let dl = TInstant::now() + Duration::from_millis(200);
         let _ = recv_sip(&e.pbx, dl, &mut seen, |_| false).await;
-        return Err(sip_failure(
-            &format!("call {i}: the INVITE never reached the agent socket"),
-            &invite,
-            &seen,
-        ));
+        return Err(sip_failure(&format!("call {i}: the INVITE never reached the agent socket"), &invite, &seen));
     };
-    let agent_to = sdp_port(&inv.body).with_context(|| {
-        format!(
-            "call {i}: SDP of the INVITE forwarded to the agent:\n{}",
-            inv.raw
-        )
-    })?;
+    let agent_to = sdp_port(&inv.body).with_context(|| format!("call {i}: SDP of the INVITE forwarded to the agent:\n{}", inv.raw))?;
     let vias = inv.lines("via");
     let rr = inv.lines("record-route");
     if vias.len() != 2 || rr.is_empty() {
-        warnings.push(format!(
-            "call {i}: forwarded INVITE has {} Via lines and {} Record-Route lines",
-            vias.len(),
-            rr.len()
-        ));
+        warnings.push(format!("call {i}: forwarded INVITE has {} Via lines and {} Record-Route lines", vias.len(), rr.len()));
     }
     let asdp = sdp_body(10_000 + i, agent_media);
     let mut ok = String::from("SIP/2.0 200 OK\r\n");
@@ -961,40 +819,21 @@ async fn sip_call(
     for _ in 0..4 {
         e.agent.send_to(ok.as_bytes(), e.hearken).await?;
         let dl = TInstant::now() + Duration::from_millis(500);
-        got = recv_sip(&e.pbx, dl, &mut seen, |m| {
-            m.call_id() == call_id && m.cseq_method() == "INVITE" && m.status() >= Some(200)
-        })
-        .await?;
+        got = recv_sip(&e.pbx, dl, &mut seen, |m| m.call_id() == call_id && m.cseq_method() == "INVITE" && m.status() >= Some(200)).await?;
         if got.is_some() {
             break;
         }
     }
     let Some((resp, _)) = got else {
-        return Err(sip_failure(
-            &format!("call {i}: the agent's 200 OK never reached the PBX socket"),
-            &ok,
-            &seen,
-        ));
+        return Err(sip_failure(&format!("call {i}: the agent's 200 OK never reached the PBX socket"), &ok, &seen));
     };
     if resp.status() != Some(200) {
-        return Err(sip_failure(
-            &format!("call {i}: PBX got {} instead of 200", resp.first),
-            &ok,
-            std::slice::from_ref(&resp.raw),
-        ));
+        return Err(sip_failure(&format!("call {i}: PBX got {} instead of 200", resp.first), &ok, std::slice::from_ref(&resp.raw)));
     }
     if resp.lines("via").len() != 1 {
-        warnings.push(format!(
-            "call {i}: 200 OK at the PBX has {} Via lines (expected 1)",
-            resp.lines("via").len()
-        ));
+        warnings.push(format!("call {i}: 200 OK at the PBX has {} Via lines (expected 1)", resp.lines("via").len()));
     }
-    let pbx_to = sdp_port(&resp.body).with_context(|| {
-        format!(
-            "call {i}: SDP of the 200 OK forwarded to the PBX:\n{}",
-            resp.raw
-        )
-    })?;
+    let pbx_to = sdp_port(&resp.body).with_context(|| format!("call {i}: SDP of the 200 OK forwarded to the PBX:\n{}", resp.raw))?;
     // ACK: route set = Record-Route of the 2xx, reversed (UAC side); Request-URI = agent contact.
     let to = resp.get("to").unwrap_or("").to_string();
     let mut routes = resp.values("record-route");
@@ -1003,9 +842,7 @@ async fn sip_call(
         .get("contact")
         .and_then(|c| c.split(['<', '>']).nth(1).map(str::to_string))
         .unwrap_or_else(|| format!("sip:agent{i}@{LOCALHOST}:{agent_port}"));
-    let mut ack = format!(
-        "ACK {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {LOCALHOST}:{pbx_port};branch=z9hG4bK-rb-ack-{i};rport\r\n"
-    );
+    let mut ack = format!("ACK {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {LOCALHOST}:{pbx_port};branch=z9hG4bK-rb-ack-{i};rport\r\n");
     for r in &routes {
         let _ = write!(ack, "Route: {r}\r\n");
     }
@@ -1016,40 +853,22 @@ async fn sip_call(
     );
     e.pbx.send_to(ack.as_bytes(), e.hearken).await?;
     let dl = TInstant::now() + Duration::from_millis(1000);
-    let acked = recv_sip(&e.agent, dl, &mut seen, |m| {
-        m.method() == Some("ACK") && m.call_id() == call_id
-    })
-    .await?;
+    let acked = recv_sip(&e.agent, dl, &mut seen, |m| m.method() == Some("ACK") && m.call_id() == call_id).await?;
     if acked.is_none() {
-        warnings.push(
-            sip_failure(
-                &format!("call {i}: the ACK did not reach the agent within 1 s"),
-                &ack,
-                &seen,
-            )
-            .to_string(),
-        );
+        warnings.push(sip_failure(&format!("call {i}: the ACK did not reach the agent within 1 s"), &ack, &seen).to_string());
     }
-    Ok(CallMedia {
-        pbx: m.pbx.clone(),
-        agent: m.agent.clone(),
-        pbx_to,
-        agent_to,
-    })
+    Ok(CallMedia { pbx: m.pbx.clone(), agent: m.agent.clone(), pbx_to, agent_to })
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await?;
         anyhow::Ok(String::from_utf8_lossy(&out).to_string())
     };
-    tokio::time::timeout(Duration::from_secs(2), fut)
-        .await
-        .map_err(|_| anyhow!("http {path}: timeout"))?
+    tokio::time::timeout(Duration::from_secs(2), fut).await.map_err(|_| anyhow!("http {path}: timeout"))?
 }
 
 fn port_span(calls: usize) -> u16 {
@@ -1078,11 +897,7 @@ async fn hearken_phase(args: &Args, dir: &Path, bin: &Path, tck: u64) -> Result<
     std::fs::write(&cfg_path, cfg)?;
     let mut child = ChildGuard::spawn(
         "hearken",
-        Command::new(bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg_path)
-            .env_remove("HEARKEN_LOG"),
+        Command::new(bin).arg("run").arg("--config").arg(&cfg_path).env_remove("HEARKEN_LOG"),
         dir.join("hearken.log"),
     )?;
     // Ready when /healthz answers.
@@ -1096,23 +911,12 @@ async fn hearken_phase(args: &Args, dir: &Path, bin: &Path, tck: u64) -> Result<
             }
         }
         if Instant::now() > ready_by {
-            bail!(
-                "hearken did not answer /healthz within 10 s; log:\n{}",
-                tail(&child.log, 20)
-            );
+            bail!("hearken did not answer /healthz within 10 s; log:\n{}", tail(&child.log, 20));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!(
-        "hearken: pid {} sip {LOCALHOST}:{sip_port}, media ports {pmin}-{pmax}; setting up {} calls",
-        child.pid(),
-        args.calls
-    );
-    let ends = SipEnds {
-        pbx,
-        agent,
-        hearken: local(sip_port),
-    };
+    eprintln!("hearken: pid {} sip {LOCALHOST}:{sip_port}, media ports {pmin}-{pmax}; setting up {} calls", child.pid(), args.calls);
+    let ends = SipEnds { pbx, agent, hearken: local(sip_port) };
     let t = Instant::now();
     let mut calls = Vec::with_capacity(args.calls);
     let mut warnings = Vec::new();
@@ -1172,17 +976,10 @@ async fn rtpengine_phase(args: &Args, dir: &Path, tck: u64) -> Result<PhaseResul
             break;
         }
         if Instant::now() > ready_by {
-            bail!(
-                "rtpengine did not answer ping within 15 s ({ping:?}); log:\n{}",
-                tail(&child.log, 20)
-            );
+            bail!("rtpengine did not answer ping within 15 s ({ping:?}); log:\n{}", tail(&child.log, 20));
         }
     }
-    eprintln!(
-        "rtpengine: pid {} ng {LOCALHOST}:{ng_port}, media ports {pmin}-{pmax}; setting up {} calls",
-        child.pid(),
-        args.calls
-    );
+    eprintln!("rtpengine: pid {} ng {LOCALHOST}:{ng_port}, media ports {pmin}-{pmax}; setting up {} calls", child.pid(), args.calls);
     let t = Instant::now();
     let mut calls = Vec::with_capacity(args.calls);
     for i in 0..args.calls {
@@ -1199,8 +996,7 @@ async fn rtpengine_phase(args: &Args, dir: &Path, tck: u64) -> Result<PhaseResul
             ]))
             .await
             .with_context(|| format!("call {i}: offer"))?;
-        let agent_to = sdp_port(offer.str("sdp").unwrap_or_default().as_bytes())
-            .with_context(|| format!("call {i}: offer reply"))?;
+        let agent_to = sdp_port(offer.str("sdp").unwrap_or_default().as_bytes()).with_context(|| format!("call {i}: offer reply"))?;
         let answer = ng
             .ok(&Ben::dict(&[
                 ("command", Ben::s("answer")),
@@ -1211,14 +1007,8 @@ async fn rtpengine_phase(args: &Args, dir: &Path, tck: u64) -> Result<PhaseResul
             ]))
             .await
             .with_context(|| format!("call {i}: answer"))?;
-        let pbx_to = sdp_port(answer.str("sdp").unwrap_or_default().as_bytes())
-            .with_context(|| format!("call {i}: answer reply"))?;
-        calls.push(CallMedia {
-            pbx: m.pbx.clone(),
-            agent: m.agent.clone(),
-            pbx_to,
-            agent_to,
-        });
+        let pbx_to = sdp_port(answer.str("sdp").unwrap_or_default().as_bytes()).with_context(|| format!("call {i}: answer reply"))?;
+        calls.push(CallMedia { pbx: m.pbx.clone(), agent: m.agent.clone(), pbx_to, agent_to });
     }
     let setup_ms = t.elapsed().as_secs_f64() * 1000.0;
     child.check_alive()?;
@@ -1236,12 +1026,7 @@ async fn rtpengine_phase(args: &Args, dir: &Path, tck: u64) -> Result<PhaseResul
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -1285,14 +1070,9 @@ fn report(args: &Args, tck: (u64, bool), phases: &[PhaseResult]) {
         ("other processes CPU (s)", |p| p.other_cpu_s(), 2),
         ("sender lag p99 (us)", |p| p.sender_lag_p99_us as f64, 0),
     ];
-    println!(
-        "{:<28} {:>14} {:>14} {:>18}",
-        "", "hearken", "rtpengine", "hearken/rtpengine"
-    );
+    println!("{:<28} {:>14} {:>14} {:>18}", "", "hearken", "rtpengine", "hearken/rtpengine");
     for (name, f, digits) in &rows {
-        let cell = |p: Option<&PhaseResult>| {
-            p.map_or("-".to_string(), |p| format!("{:.*}", *digits, f(p)))
-        };
+        let cell = |p: Option<&PhaseResult>| p.map_or("-".to_string(), |p| format!("{:.*}", *digits, f(p)));
         let rat = match (h, r) {
             (Some(h), Some(r)) => ratio(f(h), f(r)).map_or("-".into(), |x| format!("{x:.2}")),
             _ => "-".into(),
@@ -1313,10 +1093,7 @@ fn report(args: &Args, tck: (u64, bool), phases: &[PhaseResult]) {
             );
         }
         if p.duplicates > 0 || p.foreign > 0 || p.send_errors > 0 {
-            println!(
-                "note: {}: {} duplicates, {} foreign packets, {} send errors",
-                p.relay, p.duplicates, p.foreign, p.send_errors
-            );
+            println!("note: {}: {} duplicates, {} foreign packets, {} send errors", p.relay, p.duplicates, p.foreign, p.send_errors);
         }
     }
     if let Some(h) = h {
@@ -1357,54 +1134,31 @@ async fn run(args: Args) -> Result<()> {
         bail!("--calls and --seconds must be at least 1");
     }
     if args.seconds * PACKETS_PER_S > u16::MAX as u64 {
-        bail!(
-            "--seconds: at most {} (RTP sequence must not wrap)",
-            u16::MAX as u64 / PACKETS_PER_S
-        );
+        bail!("--seconds: at most {} (RTP sequence must not wrap)", u16::MAX as u64 / PACKETS_PER_S);
     }
     if args.calls > 4000 {
         bail!("--calls: at most 4000");
     }
     let bin = match &args.hearken {
         Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .ok_or_else(|| anyhow!("bench binary has no directory"))?
-            .join("hearken"),
+        None => std::env::current_exe()?.parent().ok_or_else(|| anyhow!("bench binary has no directory"))?.join("hearken"),
     };
     if !bin.exists() {
-        bail!(
-            "hearken binary not found at {} (build it or pass --hearken)",
-            bin.display()
-        );
+        bail!("hearken binary not found at {} (build it or pass --hearken)", bin.display());
     }
     if !args.skip_rtpengine && !args.rtpengine.exists() {
-        bail!(
-            "rtpengine not found at {} (install rtpengine-daemon, pass --rtpengine, or --skip-rtpengine)",
-            args.rtpengine.display()
-        );
+        bail!("rtpengine not found at {} (install rtpengine-daemon, pass --rtpengine, or --skip-rtpengine)", args.rtpengine.display());
     }
     let tck = clk_tck();
     let dir = std::env::temp_dir().join(format!("relay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let _cleanup = WorkDir {
-        path: dir.clone(),
-        keep: args.keep_workdir,
-    };
+    let _cleanup = WorkDir { path: dir.clone(), keep: args.keep_workdir };
     let mut phases = Vec::new();
-    phases.push(
-        hearken_phase(&args, &dir, &bin, tck.0)
-            .await
-            .context("hearken phase")?,
-    );
+    phases.push(hearken_phase(&args, &dir, &bin, tck.0).await.context("hearken phase")?);
     if !args.skip_rtpengine {
         // Let the kernel settle after the first relay is gone.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        phases.push(
-            rtpengine_phase(&args, &dir, tck.0)
-                .await
-                .context("rtpengine phase")?,
-        );
+        phases.push(rtpengine_phase(&args, &dir, tck.0).await.context("rtpengine phase")?);
     }
     report(&args, tck, &phases);
     Ok(())
@@ -1428,11 +1182,7 @@ impl Drop for WorkDir {
 fn main() -> ExitCode {
     START.get_or_init(Instant::now);
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("relay-bench: cannot start runtime: {e}");

@@ -156,16 +156,8 @@ mod tests {
     #[test]
     fn decode_matches_reference_crate_for_all_codes() {
         for code in 0..=255u8 {
-            assert_eq!(
-                decode_ulaw(code),
-                reference::decode_ulaw(code),
-                "µ {code:#04x}"
-            );
-            assert_eq!(
-                decode_alaw(code),
-                reference::decode_alaw(code),
-                "A {code:#04x}"
-            );
+            assert_eq!(decode_ulaw(code), reference::decode_ulaw(code), "µ {code:#04x}");
+            assert_eq!(decode_alaw(code), reference::decode_alaw(code), "A {code:#04x}");
         }
     }
 

@@ -89,21 +89,9 @@ pub struct PayloadMap {
 
 impl Default for PayloadMap {
     fn default() -> Self {
-        let mut map = PayloadMap {
-            formats: [None; 128],
-        };
-        for (pt, codec) in [
-            (0, Codec::Pcmu),
-            (8, Codec::Pcma),
-            (13, Codec::ComfortNoise),
-        ] {
-            map.insert(
-                pt,
-                PayloadFormat {
-                    codec,
-                    clock_rate: 8000,
-                },
-            );
+        let mut map = PayloadMap { formats: [None; 128] };
+        for (pt, codec) in [(0, Codec::Pcmu), (8, Codec::Pcma), (13, Codec::ComfortNoise)] {
+            map.insert(pt, PayloadFormat { codec, clock_rate: 8000 });
         }
         map
     }
@@ -122,11 +110,8 @@ impl PayloadMap {
         for (pt, value) in entries {
             let mut parts = value.trim().split('/');
             let codec = Codec::from_encoding_name(parts.next().unwrap_or(""));
-            let clock_rate = parts
-                .next()
-                .and_then(|c| c.trim().parse::<u32>().ok())
-                .filter(|&c| c > 0)
-                .unwrap_or_else(|| codec.default_clock_rate());
+            let clock_rate =
+                parts.next().and_then(|c| c.trim().parse::<u32>().ok()).filter(|&c| c > 0).unwrap_or_else(|| codec.default_clock_rate());
             map.insert(*pt, PayloadFormat { codec, clock_rate });
         }
         map
@@ -167,10 +152,7 @@ pub struct Decoder {
 
 impl std::fmt::Debug for Decoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decoder")
-            .field("codec", &self.codec)
-            .field("last_frame", &self.last_frame)
-            .finish()
+        f.debug_struct("Decoder").field("codec", &self.codec).field("last_frame", &self.last_frame).finish()
     }
 }
 
@@ -183,11 +165,7 @@ impl Decoder {
             Codec::Opus => Some(opus::Decoder::new(OUTPUT_RATE, opus::Channels::Mono)?),
             _ => None,
         };
-        Ok(Decoder {
-            codec,
-            opus,
-            last_frame: DEFAULT_FRAME_SAMPLES,
-        })
+        Ok(Decoder { codec, opus, last_frame: DEFAULT_FRAME_SAMPLES })
     }
 
     pub fn codec(&self) -> Codec {
@@ -335,23 +313,11 @@ mod tests {
             (97, "pcma/notanumber".to_string()),
             (200, "opus/48000/2".to_string()),
         ]);
-        assert_eq!(
-            map.format(111),
-            Some(PayloadFormat {
-                codec: Codec::Opus,
-                clock_rate: 48000
-            })
-        );
+        assert_eq!(map.format(111), Some(PayloadFormat { codec: Codec::Opus, clock_rate: 48000 }));
         assert_eq!(map.codec(101), Codec::TelephoneEvent);
         assert_eq!(map.format(102).unwrap().clock_rate, 48000);
         assert_eq!(map.codec(96), Codec::Unknown);
-        assert_eq!(
-            map.format(97),
-            Some(PayloadFormat {
-                codec: Codec::Pcma,
-                clock_rate: 8000
-            })
-        );
+        assert_eq!(map.format(97), Some(PayloadFormat { codec: Codec::Pcma, clock_rate: 8000 }));
         assert_eq!(map.codec(0), Codec::Pcmu, "static types survive");
         assert_eq!(map.codec(200), Codec::Unknown);
     }
@@ -393,17 +359,11 @@ m=audio 4000 RTP/AVP 111 0 8 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 te
     #[test]
     fn non_speech_and_unknown() {
         let mut te = Decoder::new(Codec::TelephoneEvent).unwrap();
-        assert_eq!(
-            te.decode(&[1, 0x8a, 0x03, 0x20]).unwrap(),
-            Vec::<i16>::new()
-        );
+        assert_eq!(te.decode(&[1, 0x8a, 0x03, 0x20]).unwrap(), Vec::<i16>::new());
         assert_eq!(te.conceal(80).len(), 80);
         let mut cn = Decoder::new(Codec::ComfortNoise).unwrap();
         assert!(cn.decode(&[40]).unwrap().is_empty());
-        assert!(matches!(
-            Decoder::new(Codec::Unknown),
-            Err(CodecError::Unsupported(Codec::Unknown))
-        ));
+        assert!(matches!(Decoder::new(Codec::Unknown), Err(CodecError::Unsupported(Codec::Unknown))));
         let mut d = Decoder::new(Codec::Pcmu).unwrap();
         assert!(d.decode(&[]).unwrap().is_empty());
         assert_eq!(d.conceal(usize::MAX).len(), MAX_CONCEAL_SAMPLES);
@@ -413,8 +373,7 @@ m=audio 4000 RTP/AVP 111 0 8 101\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:101 te
     /// give 160 samples per packet and keep the tone.
     #[test]
     fn opus_decodes_at_8k_and_conceals() {
-        let mut enc =
-            opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
         let mut dec = Decoder::new(Codec::Opus).unwrap();
         let mut pcm = Vec::new();
         for i in 0..25 {

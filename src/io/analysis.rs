@@ -20,19 +20,9 @@ use tokio::sync::mpsc;
 /// Call lifecycle messages from the media manager.
 #[derive(Debug)]
 pub enum Control {
-    Start {
-        call: u64,
-        agent_id: String,
-    },
-    Sdp {
-        call: u64,
-        session: sdp::Session,
-        on_hold: bool,
-    },
-    End {
-        call: u64,
-        reason: &'static str,
-    },
+    Start { call: u64, agent_id: String },
+    Sdp { call: u64, session: sdp::Session, on_hold: bool },
+    End { call: u64, reason: &'static str },
 }
 
 pub fn party(side: Side) -> Party {
@@ -68,21 +58,10 @@ impl Records {
         q.push_back(Arc::new(r));
     }
     pub fn list(&self) -> Vec<Arc<CallRecord>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
     pub fn get(&self, id: u64) -> Option<Arc<CallRecord>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .rev()
-            .find(|r| r.id == id)
-            .cloned()
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().find(|r| r.id == id).cloned()
     }
 }
 
@@ -156,26 +135,12 @@ pub fn spawn(
         .expect("spawn analysis thread")
 }
 
-fn handle_control(
-    cfg: &AnalysisConfig,
-    calls: &mut HashMap<u64, Active>,
-    records: &Records,
-    msg: Control,
-    now: u64,
-) {
+fn handle_control(cfg: &AnalysisConfig, calls: &mut HashMap<u64, Active>, records: &Records, msg: Control, now: u64) {
     match msg {
         Control::Start { call, agent_id } => {
-            calls.entry(call).or_insert_with(|| Active {
-                agent_id,
-                live: LiveCall::new(cfg, now),
-                events: Vec::new(),
-            });
+            calls.entry(call).or_insert_with(|| Active { agent_id, live: LiveCall::new(cfg, now), events: Vec::new() });
         }
-        Control::Sdp {
-            call,
-            session,
-            on_hold,
-        } => {
+        Control::Sdp { call, session, on_hold } => {
             if let Some(a) = calls.get_mut(&call) {
                 a.live.handle_sdp(&session, on_hold);
             }
@@ -197,17 +162,8 @@ fn handle_control(
                     dead_air_gt_5s = t.dead_air.get("gt_5s").map_or(0, |d| d.count),
                     "call analysed"
                 );
-                let ended = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                records.push(CallRecord {
-                    id: call,
-                    agent_id: a.agent_id,
-                    ended_unix_s: ended,
-                    reason,
-                    summary,
-                    events: a.events,
-                });
+                let ended = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                records.push(CallRecord { id: call, agent_id: a.agent_id, ended_unix_s: ended, reason, summary, events: a.events });
             }
         }
     }

@@ -43,10 +43,7 @@ async fn status(State(s): State<HttpState>) -> Json<Value> {
         let p = s.pool.lock().unwrap_or_else(|e| e.into_inner());
         (p.in_use(), p.capacity())
     };
-    let dropped: serde_json::Map<String, Value> = DropReason::ALL
-        .iter()
-        .map(|d| (d.label().to_string(), json!(r.dropped(*d))))
-        .collect();
+    let dropped: serde_json::Map<String, Value> = DropReason::ALL.iter().map(|d| (d.label().to_string(), json!(r.dropped(*d)))).collect();
     Json(json!({
         "relay": {
             "active_calls": r.active_calls.load(Relaxed),
@@ -106,12 +103,7 @@ async fn records(State(s): State<HttpState>) -> Json<Value> {
 
 /// One finished call: the full summary (same fields as `hearken analyze --json`), quality and
 /// the live events.
-async fn record(
-    State(s): State<HttpState>,
-    Path(id): Path<u64>,
-) -> Result<Json<Value>, StatusCode> {
+async fn record(State(s): State<HttpState>, Path(id): Path<u64>) -> Result<Json<Value>, StatusCode> {
     let r = s.records.get(id).ok_or(StatusCode::NOT_FOUND)?;
-    serde_json::to_value(&*r)
-        .map(Json)
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+    serde_json::to_value(&*r).map(Json).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }

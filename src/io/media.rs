@@ -35,8 +35,7 @@ pub struct TapFrame {
 
 impl TapFrame {
     pub fn payload(&self) -> &[u8] {
-        &self.packet
-            [self.header.payload_offset..self.header.payload_offset + self.header.payload_len]
+        &self.packet[self.header.payload_offset..self.header.payload_offset + self.header.payload_len]
     }
 }
 
@@ -140,16 +139,7 @@ impl MediaManager {
         ended: mpsc::UnboundedSender<u64>,
         analysis: std::sync::mpsc::Sender<crate::io::analysis::Control>,
     ) -> Self {
-        MediaManager {
-            settings,
-            pool,
-            calls: HashMap::new(),
-            tap,
-            stats,
-            ended,
-            registry: Default::default(),
-            analysis,
-        }
+        MediaManager { settings, pool, calls: HashMap::new(), tap, stats, ended, registry: Default::default(), analysis }
     }
 
     /// Bind one port pair: RTP on `p`, RTCP on `p + 1`.
@@ -181,24 +171,11 @@ impl MediaManager {
     fn allocate_stream(&self) -> Result<StreamSockets, PortsExhausted> {
         let mut taken = Vec::new();
         let pbx = self.take_pair(&mut taken);
-        let agent = if pbx.is_some() {
-            self.take_pair(&mut taken)
-        } else {
-            None
-        };
+        let agent = if pbx.is_some() { self.take_pair(&mut taken) } else { None };
         match (pbx, agent) {
             (Some((pp, pr, pc)), Some((ap, ar, ac))) => Ok(StreamSockets {
                 socks: [pr, pc, ar, ac],
-                ports: StreamPorts {
-                    pbx: RelayPorts {
-                        rtp: pp,
-                        rtcp: pp + 1,
-                    },
-                    agent: RelayPorts {
-                        rtp: ap,
-                        rtcp: ap + 1,
-                    },
-                },
+                ports: StreamPorts { pbx: RelayPorts { rtp: pp, rtcp: pp + 1 }, agent: RelayPorts { rtp: ap, rtcp: ap + 1 } },
             }),
             _ => {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -216,12 +193,7 @@ impl MediaManager {
 }
 
 impl MediaControl for MediaManager {
-    fn open(
-        &mut self,
-        call: u64,
-        agent_id: &str,
-        streams: usize,
-    ) -> Result<Vec<StreamPorts>, PortsExhausted> {
+    fn open(&mut self, call: u64, agent_id: &str, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
         let have = self.calls.get(&call).map_or(0, |c| c.ports.len());
         let mut new = Vec::new();
         for _ in have..streams {
@@ -253,28 +225,12 @@ impl MediaControl for MediaManager {
             self.registry
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(
-                    call,
-                    CallSnapshot {
-                        id: call,
-                        agent_id: agent_id.to_string(),
-                        ..Default::default()
-                    },
-                );
+                .insert(call, CallSnapshot { id: call, agent_id: agent_id.to_string(), ..Default::default() });
             self.stats.active_calls.fetch_add(1, Relaxed);
-            let _ = self.analysis.send(crate::io::analysis::Control::Start {
-                call,
-                agent_id: agent_id.to_string(),
-            });
+            let _ = self.analysis.send(crate::io::analysis::Control::Start { call, agent_id: agent_id.to_string() });
             let span = tracing::info_span!("call", id = call, agent = %agent_id);
             tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
-            self.calls.insert(
-                call,
-                CallHandle {
-                    tx,
-                    ports: Vec::new(),
-                },
-            );
+            self.calls.insert(call, CallHandle { tx, ports: Vec::new() });
         }
         let h = self.calls.get_mut(&call).expect("inserted above");
         for s in new {
@@ -287,25 +243,15 @@ impl MediaControl for MediaManager {
     fn remote(&mut self, call: u64, side: Side, session: &sdp::Session) {
         if let Some(h) = self.calls.get(&call) {
             let _ = h.tx.send(CallCmd::Remote(side, session.clone()));
-            let on_hold = session
-                .media
-                .iter()
-                .any(|m| m.kind == "audio" && m.on_hold());
-            let _ = self.analysis.send(crate::io::analysis::Control::Sdp {
-                call,
-                session: session.clone(),
-                on_hold,
-            });
+            let on_hold = session.media.iter().any(|m| m.kind == "audio" && m.on_hold());
+            let _ = self.analysis.send(crate::io::analysis::Control::Sdp { call, session: session.clone(), on_hold });
         }
     }
 
     fn close(&mut self, call: u64, reason: EndReason) {
         if let Some(h) = self.calls.remove(&call) {
             let _ = h.tx.send(CallCmd::Close(reason));
-            let _ = self.analysis.send(crate::io::analysis::Control::End {
-                call,
-                reason: reason.label(),
-            });
+            let _ = self.analysis.send(crate::io::analysis::Control::End { call, reason: reason.label() });
         }
     }
 }
@@ -314,10 +260,7 @@ impl MediaManager {
     /// The call task ended by itself (RTP timeout): forget its handle.
     pub fn forget(&mut self, call: u64) {
         if self.calls.remove(&call).is_some() {
-            let _ = self.analysis.send(crate::io::analysis::Control::End {
-                call,
-                reason: EndReason::RtpTimeout.label(),
-            });
+            let _ = self.analysis.send(crate::io::analysis::Control::End { call, reason: EndReason::RtpTimeout.label() });
         }
     }
 }
@@ -340,10 +283,7 @@ impl CallTask {
         let mut reason = "closed";
         let mut start = 0usize;
         loop {
-            let deadline = self
-                .session
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std);
+            let deadline = self.session.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(CallCmd::Remote(side, s)) => self.session.handle_remote(side, &s, Instant::now()),
@@ -367,10 +307,7 @@ impl CallTask {
             }
         }
         tracing::debug!(reason, "media session closed");
-        self.registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
         let ports: Vec<StreamPorts> = self.streams.iter().map(|s| s.ports).collect();
         // Close the sockets before the ports go back to the pool.
         self.streams.clear();
@@ -387,24 +324,13 @@ impl CallTask {
         let side = if sock < 2 { Side::Pbx } else { Side::Agent };
         let port = if sock % 2 == 0 { Port::Rtp } else { Port::Rtcp };
         let now = Instant::now();
-        match self
-            .session
-            .handle_packet(stream, side, port, src, data, now)
-        {
-            Verdict::Forward {
-                stream,
-                out_side,
-                out_port,
-                to,
-                tap,
-            } => {
+        match self.session.handle_packet(stream, side, port, src, data, now) {
+            Verdict::Forward { stream, out_side, out_port, to, tap } => {
                 let out = &self.streams[stream].socks[sock_index(out_side, out_port)];
                 match out.try_send_to(data, to) {
                     Ok(_) => {
                         self.stats.forwarded_packets.fetch_add(1, Relaxed);
-                        self.stats
-                            .forwarded_bytes
-                            .fetch_add(data.len() as u64, Relaxed);
+                        self.stats.forwarded_bytes.fetch_add(data.len() as u64, Relaxed);
                     }
                     Err(_) => {
                         self.stats.send_errors.fetch_add(1, Relaxed);
@@ -414,14 +340,7 @@ impl CallTask {
                 if let Some(header) = tap {
                     match self.tap.try_reserve() {
                         Ok(permit) => {
-                            permit.send(TapFrame {
-                                call: self.id,
-                                leg: side,
-                                stream,
-                                arrival: now,
-                                header,
-                                packet: data.to_vec(),
-                            });
+                            permit.send(TapFrame { call: self.id, leg: side, stream, arrival: now, header, packet: data.to_vec() });
                             self.stats.tap_frames.fetch_add(1, Relaxed);
                         }
                         Err(_) => {
@@ -480,11 +399,7 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
 
 /// Receive from whichever socket of the call is ready, starting the scan at a rotating index so
 /// one busy socket cannot starve the others. Returns (socket index, length, source).
-async fn recv_any(
-    streams: &[StreamSockets],
-    buf: &mut [u8],
-    start: &mut usize,
-) -> (usize, usize, SocketAddr) {
+async fn recv_any(streams: &[StreamSockets], buf: &mut [u8], start: &mut usize) -> (usize, usize, SocketAddr) {
     std::future::poll_fn(|cx| {
         let total = streams.len() * 4;
         for k in 0..total {

@@ -16,23 +16,10 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 enum Event {
-    Message {
-        data: Vec<u8>,
-        peer: Peer,
-    },
-    ConnUp {
-        id: u64,
-        addr: SocketAddr,
-        writer: mpsc::Sender<Vec<u8>>,
-    },
-    ConnDown {
-        id: u64,
-    },
-    Resolved {
-        target: Target,
-        addr: Option<SocketAddr>,
-        data: Vec<u8>,
-    },
+    Message { data: Vec<u8>, peer: Peer },
+    ConnUp { id: u64, addr: SocketAddr, writer: mpsc::Sender<Vec<u8>> },
+    ConnDown { id: u64 },
+    Resolved { target: Target, addr: Option<SocketAddr>, data: Vec<u8> },
 }
 
 pub struct SipDriver {
@@ -55,13 +42,8 @@ impl SipDriver {
     pub async fn run(mut self) {
         let (tx, mut rx) = mpsc::channel::<Event>(4096);
         let next_conn = Arc::new(AtomicU64::new(1));
-        let mut st = State {
-            tx: tx.clone(),
-            conns: HashMap::new(),
-            by_addr: HashMap::new(),
-            next_conn: next_conn.clone(),
-            udp: self.udp.clone(),
-        };
+        let mut st =
+            State { tx: tx.clone(), conns: HashMap::new(), by_addr: HashMap::new(), next_conn: next_conn.clone(), udp: self.udp.clone() };
         let mut buf = vec![0u8; MAX_MESSAGE];
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -104,9 +86,7 @@ impl SipDriver {
             return;
         }
         let actions = match Message::parse(data) {
-            Ok(msg) => self
-                .proxy
-                .handle_message(msg, peer, Instant::now(), &mut self.media),
+            Ok(msg) => self.proxy.handle_message(msg, peer, Instant::now(), &mut self.media),
             Err(e) => {
                 tracing::debug!(error = %e, transport = ?peer.transport, "malformed SIP message");
                 self.proxy.handle_malformed(data, peer, &e.to_string())
@@ -116,23 +96,12 @@ impl SipDriver {
             match to {
                 Dest::Peer(p) => send_to_addr(st, p.addr, p.transport, p.conn, data),
                 Dest::Target(t) => match t.host.trim_matches(['[', ']']).parse() {
-                    Ok(ip) => {
-                        send_to_addr(st, SocketAddr::new(ip, t.port), t.transport, None, data)
-                    }
+                    Ok(ip) => send_to_addr(st, SocketAddr::new(ip, t.port), t.transport, None, data),
                     Err(_) => {
                         let tx = st.tx.clone();
                         tokio::spawn(async move {
-                            let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
-                                .await
-                                .ok()
-                                .and_then(|mut i| i.next());
-                            let _ = tx
-                                .send(Event::Resolved {
-                                    target: t,
-                                    addr,
-                                    data,
-                                })
-                                .await;
+                            let addr = tokio::net::lookup_host((t.host.as_str(), t.port)).await.ok().and_then(|mut i| i.next());
+                            let _ = tx.send(Event::Resolved { target: t, addr, data }).await;
                         });
                     }
                 },
@@ -141,13 +110,7 @@ impl SipDriver {
     }
 }
 
-fn send_to_addr(
-    st: &mut State,
-    addr: SocketAddr,
-    transport: Transport,
-    conn: Option<u64>,
-    data: Vec<u8>,
-) {
+fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Option<u64>, data: Vec<u8>) {
     match transport {
         Transport::Udp => {
             if let Err(e) = st.udp.try_send_to(&data, addr) {
@@ -155,9 +118,7 @@ fn send_to_addr(
             }
         }
         Transport::Tcp => {
-            let id = conn
-                .filter(|c| st.conns.contains_key(c))
-                .or_else(|| st.by_addr.get(&addr).copied());
+            let id = conn.filter(|c| st.conns.contains_key(c)).or_else(|| st.by_addr.get(&addr).copied());
             if let Some(w) = id.and_then(|i| st.conns.get(&i)) {
                 if w.try_send(data).is_err() {
                     tracing::debug!("tcp connection backlog full, message dropped");
@@ -182,12 +143,7 @@ fn send_to_addr(
 }
 
 /// Reader + writer tasks for one TCP connection. Returns the writer's queue.
-fn spawn_conn(
-    stream: TcpStream,
-    addr: SocketAddr,
-    id: u64,
-    events: mpsc::Sender<Event>,
-) -> mpsc::Sender<Vec<u8>> {
+fn spawn_conn(stream: TcpStream, addr: SocketAddr, id: u64, events: mpsc::Sender<Event>) -> mpsc::Sender<Vec<u8>> {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
@@ -201,11 +157,7 @@ fn spawn_conn(
     tokio::spawn(async move {
         let mut framer = StreamFramer::default();
         let mut chunk = vec![0u8; 16 * 1024];
-        let peer = Peer {
-            addr,
-            transport: Transport::Tcp,
-            conn: Some(id),
-        };
+        let peer = Peer { addr, transport: Transport::Tcp, conn: Some(id) };
         loop {
             let n = match rd.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
@@ -250,11 +202,7 @@ impl StreamFramer {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Vec<u8>>, Vec<u8>> {
         // Leading CRLFs are keep-alives between messages.
-        let skip = self
-            .buf
-            .iter()
-            .take_while(|b| **b == b'\r' || **b == b'\n')
-            .count();
+        let skip = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
         self.buf.drain(..skip);
         let Some(end) = header_end(&self.buf) else {
             if self.buf.len() > MAX_MESSAGE {

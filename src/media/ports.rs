@@ -13,14 +13,8 @@ pub struct PortPool {
 impl PortPool {
     /// Pairs `(p, p+1)` for every even `p` with `p+1 <= max`.
     pub fn new(min: u16, max: u16) -> Self {
-        let free = (min..max)
-            .step_by(2)
-            .filter(|p| p % 2 == 0 && *p < max)
-            .collect();
-        PortPool {
-            free,
-            used: HashSet::new(),
-        }
+        let free = (min..max).step_by(2).filter(|p| p % 2 == 0 && *p < max).collect();
+        PortPool { free, used: HashSet::new() }
     }
     /// Take the least recently freed pair (spreads reuse so late packets of an old call do not
     /// land in a new one).

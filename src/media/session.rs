@@ -33,11 +33,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [
-        DropReason::Malformed,
-        DropReason::SourceMismatch,
-        DropReason::NoDestination,
-    ];
+    pub const ALL: [DropReason; 3] = [DropReason::Malformed, DropReason::SourceMismatch, DropReason::NoDestination];
     pub fn label(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",
@@ -104,13 +100,7 @@ pub struct MediaSession {
 
 impl MediaSession {
     pub fn new(rtp_timeout: Duration, hold_timeout: Duration) -> Self {
-        MediaSession {
-            streams: Vec::new(),
-            rtp_timeout,
-            hold_timeout,
-            settled_at: None,
-            ended: false,
-        }
+        MediaSession { streams: Vec::new(), rtp_timeout, hold_timeout, settled_at: None, ended: false }
     }
 
     pub fn streams(&self) -> usize {
@@ -120,19 +110,13 @@ impl MediaSession {
     /// `side` announced its media (SDP offer or answer it sent).
     pub fn handle_remote(&mut self, side: Side, session: &sdp::Session, now: Instant) {
         if self.streams.len() < session.media.len() {
-            self.streams
-                .resize_with(session.media.len(), Stream::default);
+            self.streams.resize_with(session.media.len(), Stream::default);
         }
         for (i, m) in session.media.iter().enumerate() {
             let leg = &mut self.streams[i].legs[side.index()];
-            let rtp =
-                (!m.addr.is_unspecified() && m.port != 0).then(|| SocketAddr::new(m.addr, m.port));
+            let rtp = (!m.addr.is_unspecified() && m.port != 0).then(|| SocketAddr::new(m.addr, m.port));
             let rtcp = rtp.map(|a| {
-                let p = if m.rtcp_mux {
-                    m.port
-                } else {
-                    m.rtcp_port.unwrap_or(m.port.wrapping_add(1))
-                };
+                let p = if m.rtcp_mux { m.port } else { m.rtcp_port.unwrap_or(m.port.wrapping_add(1)) };
                 SocketAddr::new(a.ip(), p)
             });
             if rtp.is_some() && rtp != leg.announced_rtp {
@@ -147,33 +131,18 @@ impl MediaSession {
             leg.rtcp_mux = m.rtcp_mux;
             leg.on_hold = m.on_hold();
         }
-        if self.settled_at.is_none()
-            && self
-                .streams
-                .iter()
-                .any(|s| s.legs.iter().all(|l| l.announced_rtp.is_some()))
-        {
+        if self.settled_at.is_none() && self.streams.iter().any(|s| s.legs.iter().all(|l| l.announced_rtp.is_some())) {
             self.settled_at = Some(now);
         }
     }
 
     /// Either side's SDP puts the call on hold.
     pub fn on_hold(&self) -> bool {
-        self.streams
-            .iter()
-            .any(|s| s.legs.iter().any(|l| l.on_hold))
+        self.streams.iter().any(|s| s.legs.iter().any(|l| l.on_hold))
     }
 
     /// A datagram arrived on our port facing `from_side` (so `from_side` sent it).
-    pub fn handle_packet(
-        &mut self,
-        stream: usize,
-        from_side: Side,
-        port: Port,
-        src: SocketAddr,
-        data: &[u8],
-        now: Instant,
-    ) -> Verdict {
+    pub fn handle_packet(&mut self, stream: usize, from_side: Side, port: Port, src: SocketAddr, data: &[u8], now: Instant) -> Verdict {
         let Some(s) = self.streams.get_mut(stream) else {
             return Verdict::Drop(DropReason::NoDestination);
         };
@@ -226,13 +195,7 @@ impl MediaSession {
             Packet::Rtp(h) => Some(h),
             Packet::Rtcp => None,
         };
-        Verdict::Forward {
-            stream,
-            out_side: from_side.other(),
-            out_port,
-            to,
-            tap,
-        }
+        Verdict::Forward { stream, out_side: from_side.other(), out_port, to, tap }
     }
 
     /// When [`Self::handle_timeout`] next has something to say.
@@ -241,11 +204,7 @@ impl MediaSession {
             return None;
         }
         let settled = self.settled_at?;
-        let limit = if self.on_hold() {
-            self.hold_timeout
-        } else {
-            self.rtp_timeout
-        };
+        let limit = if self.on_hold() { self.hold_timeout } else { self.rtp_timeout };
         self.streams
             .iter()
             .flat_map(|s| s.legs.iter())
@@ -260,22 +219,12 @@ impl MediaSession {
             return None;
         }
         let settled = self.settled_at?;
-        let limit = if self.on_hold() {
-            self.hold_timeout
-        } else {
-            self.rtp_timeout
-        };
+        let limit = if self.on_hold() { self.hold_timeout } else { self.rtp_timeout };
         for s in &self.streams {
             for (i, l) in s.legs.iter().enumerate() {
-                if l.announced_rtp.is_some()
-                    && l.last_rx.unwrap_or(settled).max(settled) + limit <= now
-                {
+                if l.announced_rtp.is_some() && l.last_rx.unwrap_or(settled).max(settled) + limit <= now {
                     self.ended = true;
-                    return Some(MediaEvent::RtpTimeout(if i == 0 {
-                        Side::Pbx
-                    } else {
-                        Side::Agent
-                    }));
+                    return Some(MediaEvent::RtpTimeout(if i == 0 { Side::Pbx } else { Side::Agent }));
                 }
             }
         }
@@ -283,14 +232,10 @@ impl MediaSession {
     }
 
     pub fn counters(&self, stream: usize, side: Side) -> Option<&LegCounters> {
-        self.streams
-            .get(stream)
-            .map(|s| &s.legs[side.index()].counters)
+        self.streams.get(stream).map(|s| &s.legs[side.index()].counters)
     }
     pub fn latched(&self, stream: usize, side: Side) -> Option<SocketAddr> {
-        self.streams
-            .get(stream)
-            .and_then(|s| s.legs[side.index()].latched_rtp)
+        self.streams.get(stream).and_then(|s| s.legs[side.index()].latched_rtp)
     }
 }
 
@@ -305,10 +250,7 @@ mod tests {
     use crate::rtp::build;
 
     fn sdp(addr: &str, port: u16, extra: &str) -> sdp::Session {
-        sdp::parse(
-            format!("v=0\r\nc=IN IP4 {addr}\r\nm=audio {port} RTP/AVP 0\r\n{extra}").as_bytes(),
-        )
-        .unwrap()
+        sdp::parse(format!("v=0\r\nc=IN IP4 {addr}\r\nm=audio {port} RTP/AVP 0\r\n{extra}").as_bytes()).unwrap()
     }
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -321,15 +263,10 @@ mod tests {
         m.handle_remote(Side::Pbx, &sdp("10.0.0.1", 4000, ""), t0);
         let p = build(0, 1, 0, 1, &[0; 160]);
         // Agent side has not answered yet.
-        assert_eq!(
-            m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &p, t0),
-            Verdict::Drop(DropReason::NoDestination)
-        );
+        assert_eq!(m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &p, t0), Verdict::Drop(DropReason::NoDestination));
         m.handle_remote(Side::Agent, &sdp("10.0.0.2", 5000, ""), t0);
         match m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &p, t0) {
-            Verdict::Forward {
-                to, out_side, tap, ..
-            } => {
+            Verdict::Forward { to, out_side, tap, .. } => {
                 assert_eq!((to, out_side), (sa("10.0.0.2:5000"), Side::Agent));
                 assert_eq!(tap.unwrap().payload_len, 160);
             }
@@ -342,18 +279,9 @@ mod tests {
             v => panic!("{v:?}"),
         }
         // A stranger is dropped.
-        assert_eq!(
-            m.handle_packet(0, Side::Agent, Port::Rtp, sa("203.0.113.5:1"), &p, t0),
-            Verdict::Drop(DropReason::SourceMismatch)
-        );
-        assert_eq!(
-            m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &[1, 2, 3], t0),
-            Verdict::Drop(DropReason::Malformed)
-        );
-        assert_eq!(
-            m.counters(0, Side::Agent).unwrap().dropped[DropReason::SourceMismatch as usize],
-            1
-        );
+        assert_eq!(m.handle_packet(0, Side::Agent, Port::Rtp, sa("203.0.113.5:1"), &p, t0), Verdict::Drop(DropReason::SourceMismatch));
+        assert_eq!(m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &[1, 2, 3], t0), Verdict::Drop(DropReason::Malformed));
+        assert_eq!(m.counters(0, Side::Agent).unwrap().dropped[DropReason::SourceMismatch as usize], 1);
         // A re-INVITE moving the agent re-opens latching.
         m.handle_remote(Side::Agent, &sdp("10.0.0.3", 5002, ""), t0);
         assert!(m.latched(0, Side::Agent).is_none());
@@ -367,28 +295,16 @@ mod tests {
         m.handle_remote(Side::Agent, &sdp("10.0.0.2", 5000, ""), t0);
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
         match m.handle_packet(0, Side::Agent, Port::Rtcp, sa("10.0.0.2:5001"), &rr, t0) {
-            Verdict::Forward {
-                to, out_port, tap, ..
-            } => {
+            Verdict::Forward { to, out_port, tap, .. } => {
                 assert_eq!((to, out_port, tap), (sa("10.0.0.1:4000"), Port::Rtp, None))
             }
             v => panic!("{v:?}"),
         }
         let p = build(0, 1, 0, 1, &[0; 160]);
-        m.handle_packet(
-            0,
-            Side::Pbx,
-            Port::Rtp,
-            sa("10.0.0.1:4000"),
-            &p,
-            t0 + Duration::from_secs(20),
-        );
+        m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &p, t0 + Duration::from_secs(20));
         assert_eq!(m.handle_timeout(t0 + Duration::from_secs(29)), None);
         // The agent leg's RTCP does not keep its RTP alive... but RTCP counts as activity.
-        assert_eq!(
-            m.handle_timeout(t0 + Duration::from_secs(31)),
-            Some(MediaEvent::RtpTimeout(Side::Agent))
-        );
+        assert_eq!(m.handle_timeout(t0 + Duration::from_secs(31)), Some(MediaEvent::RtpTimeout(Side::Agent)));
         assert_eq!(m.poll_timeout(), None);
     }
 

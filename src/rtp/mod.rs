@@ -124,14 +124,8 @@ mod tests {
     fn roundtrip_and_rejects() {
         let p = build(8, 7, 160, 0xdead, &[1, 2, 3]);
         let h = parse_rtp(&p).unwrap();
-        assert_eq!(
-            (h.payload_type, h.sequence, h.timestamp, h.ssrc),
-            (8, 7, 160, 0xdead)
-        );
-        assert_eq!(
-            &p[h.payload_offset..h.payload_offset + h.payload_len],
-            &[1, 2, 3]
-        );
+        assert_eq!((h.payload_type, h.sequence, h.timestamp, h.ssrc), (8, 7, 160, 0xdead));
+        assert_eq!(&p[h.payload_offset..h.payload_offset + h.payload_len], &[1, 2, 3]);
         assert_eq!(parse_rtp(&p[..5]), Err(RtpError::Short));
         let mut bad = p.clone();
         bad[0] = 0x40;

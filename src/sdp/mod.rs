@@ -60,9 +60,7 @@ impl Media {
     /// On hold from this side's point of view: it will not receive media (RFC 3264 §8.4), or the
     /// legacy `c=0.0.0.0` form (RFC 2543), or the stream is disabled (port 0).
     pub fn on_hold(&self) -> bool {
-        self.port == 0
-            || self.addr.is_unspecified()
-            || matches!(self.direction, Direction::SendOnly | Direction::Inactive)
+        self.port == 0 || self.addr.is_unspecified() || matches!(self.direction, Direction::SendOnly | Direction::Inactive)
     }
 }
 
@@ -75,20 +73,12 @@ fn parse_c(v: &str, n: usize) -> Result<IpAddr, SdpError> {
     // c=IN IP4 192.0.2.1[/ttl]
     let mut it = v.split_whitespace();
     let (_net, _ty, addr) = (it.next(), it.next(), it.next().ok_or(SdpError::BadLine(n))?);
-    addr.split('/')
-        .next()
-        .unwrap_or(addr)
-        .parse()
-        .map_err(|_| SdpError::BadLine(n))
+    addr.split('/').next().unwrap_or(addr).parse().map_err(|_| SdpError::BadLine(n))
 }
 
 fn lines(sdp: &[u8]) -> Result<Vec<&str>, SdpError> {
     let text = std::str::from_utf8(sdp).map_err(|_| SdpError::NotText)?;
-    Ok(text
-        .split('\n')
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.is_empty())
-        .collect())
+    Ok(text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect())
 }
 
 /// Read the media descriptions of an SDP body.
@@ -106,12 +96,7 @@ pub fn parse(sdp: &[u8]) -> Result<Session, SdpError> {
                 let mut it = v.split_whitespace();
                 let kind = it.next().ok_or(SdpError::BadLine(n))?.to_string();
                 let port_s = it.next().ok_or(SdpError::BadLine(n))?;
-                let port: u16 = port_s
-                    .split('/')
-                    .next()
-                    .unwrap_or("")
-                    .parse()
-                    .map_err(|_| SdpError::BadLine(n))?;
+                let port: u16 = port_s.split('/').next().unwrap_or("").parse().map_err(|_| SdpError::BadLine(n))?;
                 let proto = it.next().ok_or(SdpError::BadLine(n))?.to_string();
                 let formats = it.map(str::to_string).collect();
                 media.push((
@@ -133,9 +118,7 @@ pub fn parse(sdp: &[u8]) -> Result<Session, SdpError> {
             ("a", m) => {
                 let (name, val) = v.split_once(':').unwrap_or((v, ""));
                 match (name, m) {
-                    (d, None) if Direction::from_attr(d).is_some() => {
-                        session_dir = Direction::from_attr(d).unwrap_or_default()
-                    }
+                    (d, None) if Direction::from_attr(d).is_some() => session_dir = Direction::from_attr(d).unwrap_or_default(),
                     (d, Some(m)) if Direction::from_attr(d).is_some() => {
                         m.0.direction = Direction::from_attr(d).unwrap_or_default();
                         m.2 = true;
@@ -205,21 +188,14 @@ pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[RelayPorts]) -> Result<Vec<u8
                 if m.port == 0 {
                     out.push_str(line);
                 } else {
-                    let suffix = port
-                        .split_once('/')
-                        .map(|(_, c)| format!("/{c}"))
-                        .unwrap_or_default();
+                    let suffix = port.split_once('/').map(|(_, c)| format!("/{c}")).unwrap_or_default();
                     out.push_str(&format!("m={kind} {}{suffix} {rest}", p.rtp));
                 }
             }
             "a" if v.starts_with("rtcp:") && idx.is_some() => {
                 let m = &parsed.media[idx.unwrap_or(0)];
                 let p = ports[idx.unwrap_or(0)];
-                let port = if m.rtcp_port == Some(m.port) {
-                    p.rtp
-                } else {
-                    p.rtcp
-                };
+                let port = if m.rtcp_port == Some(m.port) { p.rtp } else { p.rtcp };
                 let has_addr = v.split_whitespace().count() >= 4;
                 if has_addr {
                     out.push_str(&format!("a=rtcp:{port} IN {family} {relay}"));
@@ -244,20 +220,14 @@ mod tests {
         assert_eq!(s.media.len(), 2);
         assert_eq!(s.media[0].direction, Direction::SendOnly);
         assert!(s.media[0].on_hold());
-        assert_eq!(
-            s.media[0].rtpmap,
-            vec![(101, "telephone-event/8000".to_string())]
-        );
+        assert_eq!(s.media[0].rtpmap, vec![(101, "telephone-event/8000".to_string())]);
         assert!(s.media[1].addr.is_unspecified());
     }
 
     #[test]
     fn bad_sdp_is_an_error() {
         assert!(parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n").is_err());
-        assert_eq!(
-            parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
-            Err(SdpError::NoAddress(0))
-        );
+        assert_eq!(parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"), Err(SdpError::NoAddress(0)));
         assert!(parse(&[0xff, 0xfe]).is_err());
     }
 }

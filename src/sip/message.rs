@@ -36,16 +36,8 @@ pub enum ParseError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartLine {
-    Request {
-        method: String,
-        uri: String,
-        version: String,
-    },
-    Response {
-        version: String,
-        code: u16,
-        reason: String,
-    },
+    Request { method: String, uri: String, version: String },
+    Response { version: String, code: u16, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,11 +52,7 @@ pub struct Header {
 
 impl Header {
     pub fn new(name: &str, value: impl Into<String>) -> Self {
-        Header {
-            name: name.to_string(),
-            value: value.into(),
-            raw: None,
-        }
+        Header { name: name.to_string(), value: value.into(), raw: None }
     }
     /// Canonical lowercase long name.
     pub fn key(&self) -> String {
@@ -165,11 +153,7 @@ impl Message {
             if name.is_empty() || !name.bytes().all(is_token_char) {
                 return Err(ParseError::BadHeader);
             }
-            headers.push(Header {
-                name: name.to_string(),
-                value: value.trim().to_string(),
-                raw: Some(line.to_string()),
-            });
+            headers.push(Header { name: name.to_string(), value: value.trim().to_string(), raw: Some(line.to_string()) });
         }
         let rest = &buf[end..];
         let body = match headers.iter().find(|h| h.key() == "content-length") {
@@ -182,18 +166,8 @@ impl Message {
             }
             None => rest.to_vec(),
         };
-        let msg = Message {
-            start,
-            headers,
-            body,
-        };
-        for (key, label) in [
-            ("via", "Via"),
-            ("call-id", "Call-ID"),
-            ("cseq", "CSeq"),
-            ("from", "From"),
-            ("to", "To"),
-        ] {
+        let msg = Message { start, headers, body };
+        for (key, label) in [("via", "Via"), ("call-id", "Call-ID"), ("cseq", "CSeq"), ("from", "From"), ("to", "To")] {
             if msg.header(key).is_none() {
                 return Err(ParseError::Missing(label));
             }
@@ -209,18 +183,10 @@ impl Message {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = String::with_capacity(512 + self.body.len());
         match &self.start {
-            StartLine::Request {
-                method,
-                uri,
-                version,
-            } => {
+            StartLine::Request { method, uri, version } => {
                 let _ = write!(out, "{method} {uri} {version}\r\n");
             }
-            StartLine::Response {
-                version,
-                code,
-                reason,
-            } => {
+            StartLine::Response { version, code, reason } => {
                 let _ = write!(out, "{version} {code} {reason}\r\n");
             }
         }
@@ -274,18 +240,11 @@ impl Message {
 
     /// First header with this canonical name.
     pub fn header(&self, key: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| h.key() == key)
-            .map(|h| h.value.as_str())
+        self.headers.iter().find(|h| h.key() == key).map(|h| h.value.as_str())
     }
     /// All comma-separated values of every header with this canonical name, in order.
     pub fn values(&self, key: &str) -> Vec<String> {
-        self.headers
-            .iter()
-            .filter(|h| h.key() == key)
-            .flat_map(|h| split_values(&h.value))
-            .collect()
+        self.headers.iter().filter(|h| h.key() == key).flat_map(|h| split_values(&h.value)).collect()
     }
     pub fn call_id(&self) -> &str {
         self.header("call-id").unwrap_or("")
@@ -302,10 +261,7 @@ impl Message {
         self.header("content-type")
     }
     pub fn has_sdp(&self) -> bool {
-        !self.body.is_empty()
-            && self
-                .content_type()
-                .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+        !self.body.is_empty() && self.content_type().is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
     }
 
     /// Insert a header before every other header (used for Via, Record-Route).
@@ -385,15 +341,7 @@ impl Message {
         }
         headers.push(Header::new("Server", "Hearken"));
         headers.push(Header::new("Content-Length", "0"));
-        Message {
-            start: StartLine::Response {
-                version: "SIP/2.0".into(),
-                code,
-                reason: reason.into(),
-            },
-            headers,
-            body: Vec::new(),
-        }
+        Message { start: StartLine::Response { version: "SIP/2.0".into(), code, reason: reason.into() }, headers, body: Vec::new() }
     }
 }
 
@@ -405,34 +353,18 @@ fn parse_start(line: &str) -> Result<StartLine, ParseError> {
     if let Some(rest) = line.strip_prefix("SIP/") {
         let mut it = rest.splitn(3, ' ');
         let ver = it.next().ok_or(ParseError::BadStartLine)?;
-        let code: u16 = it
-            .next()
-            .and_then(|c| c.parse().ok())
-            .ok_or(ParseError::BadStartLine)?;
+        let code: u16 = it.next().and_then(|c| c.parse().ok()).ok_or(ParseError::BadStartLine)?;
         if !(100..700).contains(&code) || ver != "2.0" {
             return Err(ParseError::BadStartLine);
         }
         let reason = it.next().unwrap_or("").to_string();
-        return Ok(StartLine::Response {
-            version: format!("SIP/{ver}"),
-            code,
-            reason,
-        });
+        return Ok(StartLine::Response { version: format!("SIP/{ver}"), code, reason });
     }
     let mut it = line.split(' ');
     let (m, u, v) = (it.next(), it.next(), it.next());
     match (m, u, v, it.next()) {
-        (Some(m), Some(u), Some(v), None)
-            if !m.is_empty()
-                && m.bytes().all(is_token_char)
-                && v == "SIP/2.0"
-                && u.contains(':') =>
-        {
-            Ok(StartLine::Request {
-                method: m.to_string(),
-                uri: u.to_string(),
-                version: v.to_string(),
-            })
+        (Some(m), Some(u), Some(v), None) if !m.is_empty() && m.bytes().all(is_token_char) && v == "SIP/2.0" && u.contains(':') => {
+            Ok(StartLine::Request { method: m.to_string(), uri: u.to_string(), version: v.to_string() })
         }
         _ => Err(ParseError::BadStartLine),
     }
@@ -508,19 +440,8 @@ impl Via {
         let (hostport, _) = rest.split_once(';').unwrap_or((rest, ""));
         let (host, port) = split_hostport(hostport.trim())?;
         let rport = param(rest, "rport").map(|p| p.parse().ok());
-        let rport = if rest.to_ascii_lowercase().contains(";rport") {
-            rport.or(Some(None))
-        } else {
-            None
-        };
-        Some(Via {
-            transport,
-            host,
-            port,
-            branch: param(rest, "branch"),
-            received: param(rest, "received"),
-            rport,
-        })
+        let rport = if rest.to_ascii_lowercase().contains(";rport") { rport.or(Some(None)) } else { None };
+        Some(Via { transport, host, port, branch: param(rest, "branch"), received: param(rest, "received"), rport })
     }
 }
 
@@ -564,9 +485,7 @@ impl SipUri {
             // brackets they would be header parameters, which only matters for `tag`.
             _ => s,
         };
-        let rest = inner
-            .strip_prefix("sips:")
-            .or_else(|| inner.strip_prefix("sip:"))?;
+        let rest = inner.strip_prefix("sips:").or_else(|| inner.strip_prefix("sip:"))?;
         let (userhost, params) = rest.split_once(';').unwrap_or((rest, ""));
         let userhost = userhost.split('?').next().unwrap_or(userhost);
         let (user, hostport) = match userhost.rsplit_once('@') {
@@ -584,13 +503,7 @@ impl SipUri {
                 transport = Some(v.to_ascii_uppercase());
             }
         }
-        Some(SipUri {
-            user,
-            host,
-            port,
-            lr,
-            transport,
-        })
+        Some(SipUri { user, host, port, lr, transport })
     }
 }
 
@@ -655,27 +568,17 @@ l: 4\r\n\r\nv=0\r\nEXTRA";
 
     #[test]
     fn via_and_uri_parsing() {
-        let v = Via::parse("SIP/2.0/UDP 10.0.0.1:5062;rport;branch=z9hG4bKab;received=1.2.3.4")
-            .unwrap();
+        let v = Via::parse("SIP/2.0/UDP 10.0.0.1:5062;rport;branch=z9hG4bKab;received=1.2.3.4").unwrap();
         assert_eq!(v.host, "10.0.0.1");
         assert_eq!(v.port, Some(5062));
         assert_eq!(v.rport, Some(None));
         assert_eq!(v.branch.as_deref(), Some("z9hG4bKab"));
         let u = SipUri::parse("\"A\" <sip:1001@[::1]:5070;lr;transport=tcp>;tag=1").unwrap();
-        assert_eq!(
-            (u.user.as_deref(), u.host.as_str(), u.port, u.lr),
-            (Some("1001"), "::1", Some(5070), true)
-        );
+        assert_eq!((u.user.as_deref(), u.host.as_str(), u.port, u.lr), (Some("1001"), "::1", Some(5070), true));
         assert_eq!(u.transport.as_deref(), Some("TCP"));
         let bare = SipUri::parse("sip:10.0.0.1:5080;transport=tcp;lr").unwrap();
-        assert_eq!(
-            (bare.port, bare.transport.as_deref(), bare.lr),
-            (Some(5080), Some("TCP"), true)
-        );
-        assert_eq!(
-            split_values("<sip:a;lr>, <sip:b,c>"),
-            vec!["<sip:a;lr>", "<sip:b,c>"]
-        );
+        assert_eq!((bare.port, bare.transport.as_deref(), bare.lr), (Some(5080), Some("TCP"), true));
+        assert_eq!(split_values("<sip:a;lr>, <sip:b,c>"), vec!["<sip:a;lr>", "<sip:b,c>"]);
     }
 
     #[test]

@@ -103,11 +103,7 @@ impl Target {
             Some("TCP") => Transport::Tcp,
             _ => Transport::Udp,
         };
-        Target {
-            host: u.host.clone(),
-            port: u.port.unwrap_or(5060),
-            transport,
-        }
+        Target { host: u.host.clone(), port: u.port.unwrap_or(5060), transport }
     }
 }
 
@@ -171,12 +167,7 @@ pub struct PortsExhausted;
 /// What the proxy needs from the media layer (implemented by the driver; a fake in tests).
 pub trait MediaControl {
     /// Make sure `call` has relay ports for `streams` m-lines; returns all of them.
-    fn open(
-        &mut self,
-        call: u64,
-        agent_id: &str,
-        streams: usize,
-    ) -> Result<Vec<StreamPorts>, PortsExhausted>;
+    fn open(&mut self, call: u64, agent_id: &str, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted>;
     /// `side` announced this media (its own receive addresses, direction).
     fn remote(&mut self, call: u64, side: Side, session: &sdp::Session);
     /// The call is over: stop relaying and free its ports.
@@ -249,15 +240,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, stats: Arc<SipStats>) -> Proxy {
-        Proxy {
-            cfg,
-            hasher: Default::default(),
-            txns: HashMap::new(),
-            calls: HashMap::new(),
-            by_id: HashMap::new(),
-            next_call: 1,
-            stats,
-        }
+        Proxy { cfg, hasher: Default::default(), txns: HashMap::new(), calls: HashMap::new(), by_id: HashMap::new(), next_call: 1, stats }
     }
 
     pub fn side_of(&self, addr: SocketAddr) -> Side {
@@ -285,19 +268,10 @@ impl Proxy {
         self.stats.answered_locally.fetch_add(1, Relaxed);
         let mut r = req.response(400, "Bad Request", None);
         r.push_back("Warning", format!("399 hearken \"{why}\""));
-        vec![Action::Send {
-            to: Dest::Peer(from),
-            data: r.to_bytes(),
-        }]
+        vec![Action::Send { to: Dest::Peer(from), data: r.to_bytes() }]
     }
 
-    pub fn handle_message(
-        &mut self,
-        msg: Message,
-        from: Peer,
-        now: Instant,
-        media: &mut dyn MediaControl,
-    ) -> Vec<Action> {
+    pub fn handle_message(&mut self, msg: Message, from: Peer, now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
         if msg.is_request() {
             self.stats.requests.fetch_add(1, Relaxed);
             self.handle_request(msg, from, now, media)
@@ -310,10 +284,7 @@ impl Proxy {
     fn local(&self, req: &Message, from: Peer, code: u16, reason: &str) -> Action {
         self.stats.answered_locally.fetch_add(1, Relaxed);
         let tag = format!("hk{:x}", self.hash(&[req.call_id(), "tag"]) & 0xffff_ffff);
-        Action::Send {
-            to: Dest::Peer(from),
-            data: req.response(code, reason, Some(&tag)).to_bytes(),
-        }
+        Action::Send { to: Dest::Peer(from), data: req.response(code, reason, Some(&tag)).to_bytes() }
     }
 
     fn hash(&self, parts: &[&str]) -> u64 {
@@ -331,11 +302,9 @@ impl Proxy {
         let top = msg.values("via").into_iter().next().unwrap_or_default();
         let via = Via::parse(&top);
         let key = match via.as_ref().and_then(|v| v.branch.clone()) {
-            Some(b) if b.starts_with("z9hG4bK") => format!(
-                "{b}|{}:{:?}",
-                via.as_ref().map_or("", |v| &v.host),
-                via.as_ref().and_then(|v| v.port)
-            ),
+            Some(b) if b.starts_with("z9hG4bK") => {
+                format!("{b}|{}:{:?}", via.as_ref().map_or("", |v| &v.host), via.as_ref().and_then(|v| v.port))
+            }
             // RFC 2543 peers: the transaction is Request-URI, To tag, From tag, Call-ID, CSeq
             // number and top Via (§17.2.3).
             _ => format!(
@@ -343,26 +312,17 @@ impl Proxy {
                 top,
                 msg.call_id(),
                 msg.cseq().map(|c| c.0).unwrap_or(0),
-                msg.header("from")
-                    .and_then(|f| param(f, "tag"))
-                    .unwrap_or_default()
+                msg.header("from").and_then(|f| param(f, "tag")).unwrap_or_default()
             ),
         };
         format!("{BRANCH_PREFIX}{:016x}", self.hash(&[&key]))
     }
 
     fn is_us(&self, host: &str, port: Option<u16>) -> bool {
-        host.trim_matches(['[', ']']).parse::<IpAddr>().ok() == Some(self.cfg.host)
-            && port.unwrap_or(5060) == self.cfg.port
+        host.trim_matches(['[', ']']).parse::<IpAddr>().ok() == Some(self.cfg.host) && port.unwrap_or(5060) == self.cfg.port
     }
 
-    fn handle_request(
-        &mut self,
-        mut msg: Message,
-        from: Peer,
-        now: Instant,
-        media: &mut dyn MediaControl,
-    ) -> Vec<Action> {
+    fn handle_request(&mut self, mut msg: Message, from: Peer, now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
         let method = msg.method().unwrap_or("").to_string();
         let Some((_, cseq_method)) = msg.cseq() else {
             return vec![self.local(&msg, from, 400, "Bad CSeq")];
@@ -379,16 +339,10 @@ impl Proxy {
                 self.stats.retransmissions.fetch_add(1, Relaxed);
                 if from.transport == Transport::Udp {
                     if let Some(r) = &t.last_response {
-                        return vec![Action::Send {
-                            to: Dest::Peer(from),
-                            data: r.clone(),
-                        }];
+                        return vec![Action::Send { to: Dest::Peer(from), data: r.clone() }];
                     }
                     if let Some((d, b)) = &t.forwarded {
-                        return vec![Action::Send {
-                            to: d.clone(),
-                            data: b.clone(),
-                        }];
+                        return vec![Action::Send { to: d.clone(), data: b.clone() }];
                     }
                 }
                 return Vec::new();
@@ -397,13 +351,7 @@ impl Proxy {
 
         // Max-Forwards (§16.3 step 3, §16.6 step 3).
         match msg.header("max-forwards").map(|v| v.parse::<u32>()) {
-            Some(Ok(0)) => {
-                return if method == "ACK" {
-                    Vec::new()
-                } else {
-                    vec![self.local(&msg, from, 483, "Too Many Hops")]
-                }
-            }
+            Some(Ok(0)) => return if method == "ACK" { Vec::new() } else { vec![self.local(&msg, from, 483, "Too Many Hops")] },
             Some(Ok(n)) => msg.set("max-forwards", "Max-Forwards", (n - 1).to_string()),
             Some(Err(_)) => return vec![self.local(&msg, from, 400, "Bad Max-Forwards")],
             None => msg.set("max-forwards", "Max-Forwards", "70"),
@@ -437,11 +385,7 @@ impl Proxy {
             }
         };
         let Some(target) = target else {
-            return if method == "ACK" {
-                Vec::new()
-            } else {
-                vec![self.local(&msg, from, 404, "No Route To Agent")]
-            };
+            return if method == "ACK" { Vec::new() } else { vec![self.local(&msg, from, 404, "No Route To Agent")] };
         };
 
         let call_id = msg.call_id().to_string();
@@ -450,16 +394,7 @@ impl Proxy {
             let id = self.next_call;
             self.next_call += 1;
             let agent_id = self.agent_id(&msg, side);
-            self.calls.insert(
-                call_id.clone(),
-                CallInfo {
-                    id,
-                    agent_id,
-                    caller: side,
-                    answered: false,
-                    streams: 0,
-                },
-            );
+            self.calls.insert(call_id.clone(), CallInfo { id, agent_id, caller: side, answered: false, streams: 0 });
             self.by_id.insert(id, call_id.clone());
             self.stats.calls_started.fetch_add(1, Relaxed);
         }
@@ -481,8 +416,7 @@ impl Proxy {
         if let Some(v) = msg.values("via").first().cloned() {
             if let Some(via) = Via::parse(&v) {
                 let mut nv = v.clone();
-                if via.host.parse::<IpAddr>().ok() != Some(from.addr.ip()) && via.received.is_none()
-                {
+                if via.host.parse::<IpAddr>().ok() != Some(from.addr.ip()) && via.received.is_none() {
                     nv.push_str(&format!(";received={}", from.addr.ip()));
                 }
                 if via.rport == Some(None) {
@@ -501,32 +435,12 @@ impl Proxy {
             IpAddr::V6(a) => format!("[{a}]"),
             IpAddr::V4(a) => a.to_string(),
         };
-        msg.push_front(
-            "Via",
-            format!(
-                "SIP/2.0/{} {host}:{};branch={branch}",
-                target.transport.via_name(),
-                self.cfg.port
-            ),
-        );
+        msg.push_front("Via", format!("SIP/2.0/{} {host}:{};branch={branch}", target.transport.via_name(), self.cfg.port));
         if matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY") {
-            let t = if target.transport == Transport::Tcp || upstream_transport == Transport::Tcp {
-                ";transport=tcp"
-            } else {
-                ""
-            };
-            msg.push_front(
-                "Record-Route",
-                format!("<sip:{host}:{};lr{t}>", self.cfg.port),
-            );
+            let t = if target.transport == Transport::Tcp || upstream_transport == Transport::Tcp { ";transport=tcp" } else { "" };
+            msg.push_front("Record-Route", format!("<sip:{host}:{};lr{t}>", self.cfg.port));
         }
-        if method == "REGISTER"
-            && side == Side::Agent
-            && msg
-                .values("supported")
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case("path"))
-        {
+        if method == "REGISTER" && side == Side::Agent && msg.values("supported").iter().any(|s| s.eq_ignore_ascii_case("path")) {
             // RFC 3327: the registrar sends requests for this contact back through us.
             msg.push_front("Path", format!("<sip:{host}:{};lr>", self.cfg.port));
         }
@@ -538,21 +452,11 @@ impl Proxy {
         let data = msg.to_bytes();
         let mut out = Vec::with_capacity(2);
         if let Some(h) = hundred {
-            out.push(Action::Send {
-                to: Dest::Peer(from),
-                data: h,
-            });
+            out.push(Action::Send { to: Dest::Peer(from), data: h });
         }
-        out.push(Action::Send {
-            to: Dest::Target(target.clone()),
-            data: data.clone(),
-        });
+        out.push(Action::Send { to: Dest::Target(target.clone()), data: data.clone() });
         if method != "ACK" {
-            let life = if method == "INVITE" {
-                TIMER_C
-            } else {
-                self.cfg.linger
-            };
+            let life = if method == "INVITE" { TIMER_C } else { self.cfg.linger };
             self.txns.insert(
                 (branch, method),
                 Txn {
@@ -571,13 +475,7 @@ impl Proxy {
         out
     }
 
-    fn handle_cancel(
-        &mut self,
-        msg: Message,
-        from: Peer,
-        branch: String,
-        now: Instant,
-    ) -> Vec<Action> {
+    fn handle_cancel(&mut self, msg: Message, from: Peer, branch: String, now: Instant) -> Vec<Action> {
         let key = (branch.clone(), "INVITE".to_string());
         let Some(t) = self.txns.get(&key) else {
             return vec![self.local(&msg, from, 481, "Call/Transaction Does Not Exist")];
@@ -602,25 +500,15 @@ impl Proxy {
         }
         let top_via = inv.values("via").into_iter().next().unwrap_or_default();
         let mut cancel = Message {
-            start: StartLine::Request {
-                method: "CANCEL".into(),
-                uri: inv.uri().unwrap_or("").to_string(),
-                version: "SIP/2.0".into(),
-            },
+            start: StartLine::Request { method: "CANCEL".into(), uri: inv.uri().unwrap_or("").to_string(), version: "SIP/2.0".into() },
             headers,
             body: Vec::new(),
         };
         cancel.push_front("Via", top_via);
         cancel.push_back("Max-Forwards", "70");
-        cancel.push_back(
-            "CSeq",
-            format!("{} CANCEL", inv.cseq().map(|c| c.0).unwrap_or(1)),
-        );
+        cancel.push_back("CSeq", format!("{} CANCEL", inv.cseq().map(|c| c.0).unwrap_or(1)));
         let data = cancel.to_bytes();
-        out.push(Action::Send {
-            to: dest.clone(),
-            data: data.clone(),
-        });
+        out.push(Action::Send { to: dest.clone(), data: data.clone() });
         let call_id = t.call_id.clone();
         let side = t.side;
         self.txns.insert(
@@ -640,23 +528,13 @@ impl Proxy {
         out
     }
 
-    fn handle_response(
-        &mut self,
-        mut msg: Message,
-        _from: Peer,
-        now: Instant,
-        media: &mut dyn MediaControl,
-    ) -> Vec<Action> {
+    fn handle_response(&mut self, mut msg: Message, _from: Peer, now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
         let top = msg.values("via").into_iter().next().unwrap_or_default();
         let Some(via) = Via::parse(&top) else {
             self.stats.stray_responses.fetch_add(1, Relaxed);
             return Vec::new();
         };
-        let ours = via
-            .branch
-            .as_deref()
-            .is_some_and(|b| b.starts_with(BRANCH_PREFIX))
-            && self.is_us(&via.host, via.port);
+        let ours = via.branch.as_deref().is_some_and(|b| b.starts_with(BRANCH_PREFIX)) && self.is_us(&via.host, via.port);
         let Some((_, method)) = msg.cseq() else {
             return Vec::new();
         };
@@ -675,19 +553,8 @@ impl Proxy {
                 Some(next) => {
                     let host = next.received.clone().unwrap_or(next.host.clone());
                     let port = next.rport.flatten().or(next.port).unwrap_or(5060);
-                    let transport = if next.transport == "TCP" {
-                        Transport::Tcp
-                    } else {
-                        Transport::Udp
-                    };
-                    vec![Action::Send {
-                        to: Dest::Target(Target {
-                            host,
-                            port,
-                            transport,
-                        }),
-                        data: msg.to_bytes(),
-                    }]
+                    let transport = if next.transport == "TCP" { Transport::Tcp } else { Transport::Udp };
+                    vec![Action::Send { to: Dest::Target(Target { host, port, transport }), data: msg.to_bytes() }]
                 }
                 None => Vec::new(),
             };
@@ -695,8 +562,7 @@ impl Proxy {
         if t.generated {
             return Vec::new();
         }
-        let (upstream, req_side, call_id, initial) =
-            (t.upstream, t.side, t.call_id.clone(), t.initial_invite);
+        let (upstream, req_side, call_id, initial) = (t.upstream, t.side, t.call_id.clone(), t.initial_invite);
         if msg.values("via").is_empty() {
             return Vec::new();
         }
@@ -704,9 +570,7 @@ impl Proxy {
         if msg.has_sdp()
             && self.calls.contains_key(&call_id)
             && code < 300
-            && self
-                .anchor(&mut msg, &call_id, req_side.other(), media)
-                .is_err()
+            && self.anchor(&mut msg, &call_id, req_side.other(), media).is_err()
         {
             self.stats.bad_sdp.fetch_add(1, Relaxed);
         }
@@ -720,11 +584,7 @@ impl Proxy {
         }
         if method == "INVITE" && initial {
             if code >= 300 {
-                let reason = if code == 487 {
-                    EndReason::Cancelled
-                } else {
-                    EndReason::Rejected(code)
-                };
+                let reason = if code == 487 { EndReason::Cancelled } else { EndReason::Rejected(code) };
                 self.end_call(&call_id, reason, media);
             } else if (200..300).contains(&code) {
                 if let Some(c) = self.calls.get_mut(&call_id) {
@@ -738,21 +598,12 @@ impl Proxy {
         if method == "BYE" && code >= 200 {
             self.end_call(&call_id, EndReason::Bye, media);
         }
-        vec![Action::Send {
-            to: Dest::Peer(upstream),
-            data,
-        }]
+        vec![Action::Send { to: Dest::Peer(upstream), data }]
     }
 
     /// Rewrite the SDP of `msg` (sent by `sender`) to point at the relay. Err carries the SIP
     /// status to answer with.
-    fn anchor(
-        &mut self,
-        msg: &mut Message,
-        call_id: &str,
-        sender: Side,
-        media: &mut dyn MediaControl,
-    ) -> Result<(), u16> {
+    fn anchor(&mut self, msg: &mut Message, call_id: &str, sender: Side, media: &mut dyn MediaControl) -> Result<(), u16> {
         let session = match sdp::parse(&msg.body) {
             Ok(s) => s,
             Err(_) => {
@@ -780,26 +631,12 @@ impl Proxy {
     }
 
     fn agent_id(&self, msg: &Message, sender: Side) -> String {
-        let raw = if let Some(h) = self
-            .cfg
-            .agent_id_header
-            .as_deref()
-            .and_then(|h| msg.header(&h.to_ascii_lowercase()))
-        {
+        let raw = if let Some(h) = self.cfg.agent_id_header.as_deref().and_then(|h| msg.header(&h.to_ascii_lowercase())) {
             Some(h.to_string())
         } else if sender == Side::Pbx {
-            msg.uri()
-                .and_then(SipUri::parse)
-                .and_then(|u| u.user)
-                .or_else(|| {
-                    msg.header("to")
-                        .and_then(SipUri::parse)
-                        .and_then(|u| u.user)
-                })
+            msg.uri().and_then(SipUri::parse).and_then(|u| u.user).or_else(|| msg.header("to").and_then(SipUri::parse).and_then(|u| u.user))
         } else {
-            msg.header("from")
-                .and_then(SipUri::parse)
-                .and_then(|u| u.user)
+            msg.header("from").and_then(SipUri::parse).and_then(|u| u.user)
         };
         sanitize_id(raw.as_deref().unwrap_or(""))
     }
@@ -824,12 +661,7 @@ impl Proxy {
     /// Expire transactions; an INVITE left unanswered past Timer C or a BYE that never got a
     /// final response still ends its call.
     pub fn handle_timeout(&mut self, now: Instant, media: &mut dyn MediaControl) {
-        let expired: Vec<(String, String)> = self
-            .txns
-            .iter()
-            .filter(|(_, t)| t.expires <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let expired: Vec<(String, String)> = self.txns.iter().filter(|(_, t)| t.expires <= now).map(|(k, _)| k.clone()).collect();
         for key in expired {
             if let Some(t) = self.txns.remove(&key) {
                 if (t.initial_invite || key.1 == "BYE") && !t.final_seen {
@@ -842,11 +674,7 @@ impl Proxy {
 
 /// Agent ids become metric labels: keep them short and plain.
 pub fn sanitize_id(s: &str) -> String {
-    let t: String = s
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
-        .take(64)
-        .collect();
+    let t: String = s.chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).take(64).collect();
     if t.is_empty() {
         "unknown".into()
     } else {
@@ -862,10 +690,7 @@ fn salvage_request(raw: &[u8]) -> Option<Message> {
     let first = lines.next()?;
     let mut parts = first.split(' ');
     let method = parts.next()?;
-    if method.is_empty()
-        || !method.bytes().all(|b| b.is_ascii_uppercase())
-        || !first.ends_with("SIP/2.0")
-    {
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || !first.ends_with("SIP/2.0") {
         return None;
     }
     let mut headers = Vec::new();
@@ -881,11 +706,7 @@ fn salvage_request(raw: &[u8]) -> Option<Message> {
         }
     }
     let m = Message {
-        start: StartLine::Request {
-            method: method.into(),
-            uri: "sip:invalid".into(),
-            version: "SIP/2.0".into(),
-        },
+        start: StartLine::Request { method: method.into(), uri: "sip:invalid".into(), version: "SIP/2.0".into() },
         headers,
         body: Vec::new(),
     };
@@ -912,26 +733,15 @@ mod tests {
         exhausted: bool,
     }
     impl MediaControl for FakeMedia {
-        fn open(
-            &mut self,
-            call: u64,
-            agent: &str,
-            n: usize,
-        ) -> Result<Vec<StreamPorts>, PortsExhausted> {
+        fn open(&mut self, call: u64, agent: &str, n: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
             if self.exhausted {
                 return Err(PortsExhausted);
             }
             self.opened.push((call, agent.to_string(), n));
             Ok((0..n as u16)
                 .map(|i| StreamPorts {
-                    pbx: sdp::RelayPorts {
-                        rtp: 30000 + 4 * i,
-                        rtcp: 30001 + 4 * i,
-                    },
-                    agent: sdp::RelayPorts {
-                        rtp: 30002 + 4 * i,
-                        rtcp: 30003 + 4 * i,
-                    },
+                    pbx: sdp::RelayPorts { rtp: 30000 + 4 * i, rtcp: 30001 + 4 * i },
+                    agent: sdp::RelayPorts { rtp: 30002 + 4 * i, rtcp: 30003 + 4 * i },
                 })
                 .collect())
         }
@@ -952,10 +762,7 @@ mod tests {
                 host: "10.0.0.9".parse().unwrap(),
                 port: 5060,
                 media_host: "10.0.0.9".parse().unwrap(),
-                pbx_sources: vec![SourcePattern {
-                    ip: "10.0.0.1".parse().unwrap(),
-                    port: None,
-                }],
+                pbx_sources: vec![SourcePattern { ip: "10.0.0.1".parse().unwrap(), port: None }],
                 pbx_route: Target::parse("10.0.0.1:5060").unwrap(),
                 agents_route: Target::parse("10.0.0.2:5060"),
                 agent_id_header: None,
@@ -965,11 +772,7 @@ mod tests {
         )
     }
     fn peer(a: &str) -> Peer {
-        Peer {
-            addr: a.parse().unwrap(),
-            transport: Transport::Udp,
-            conn: None,
-        }
+        Peer { addr: a.parse().unwrap(), transport: Transport::Udp, conn: None }
     }
     fn invite() -> Message {
         let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
@@ -980,10 +783,7 @@ mod tests {
         Message::parse(text.as_bytes()).unwrap()
     }
     fn sent(actions: &[Action]) -> Vec<(Dest, Message)> {
-        actions
-            .iter()
-            .map(|Action::Send { to, data }| (to.clone(), Message::parse(data).unwrap()))
-            .collect()
+        actions.iter().map(|Action::Send { to, data }| (to.clone(), Message::parse(data).unwrap())).collect()
     }
 
     #[test]
@@ -996,15 +796,9 @@ mod tests {
         assert_eq!(dest, &Dest::Target(Target::parse("10.0.0.2:5060").unwrap()));
         let text = String::from_utf8(fwd.to_bytes()).unwrap();
         assert!(text.contains("X-Custom:   odd   spacing\r\n"), "{text}");
-        assert!(
-            text.contains("f: <sip:cust@pbx>;tag=1\r\n"),
-            "compact form kept: {text}"
-        );
+        assert!(text.contains("f: <sip:cust@pbx>;tag=1\r\n"), "compact form kept: {text}");
         assert!(text.contains("Record-Route: <sip:10.0.0.9:5060;lr>"));
-        assert!(
-            text.contains("m=audio 30002 RTP/AVP 0"),
-            "agent sees the agent-facing port: {text}"
-        );
+        assert!(text.contains("m=audio 30002 RTP/AVP 0"), "agent sees the agent-facing port: {text}");
         assert!(text.contains("c=IN IP4 10.0.0.9"));
         assert_eq!(fwd.values("via").len(), 2);
         assert_eq!(fwd.header("max-forwards"), Some("70"));
@@ -1024,22 +818,14 @@ mod tests {
         let back = sent(&p.handle_message(ok, peer(AGENT), t0, &mut m));
         assert_eq!(back[0].0, Dest::Peer(peer(PBX)));
         let text = String::from_utf8(back[0].1.to_bytes()).unwrap();
-        assert!(
-            text.contains("m=audio 30000 "),
-            "PBX sees the PBX-facing port: {text}"
-        );
+        assert!(text.contains("m=audio 30000 "), "PBX sees the PBX-facing port: {text}");
         assert_eq!(back[0].1.values("via").len(), 1);
         // The PBX did not get the 200 and retransmits the INVITE: the proxy resends the 200
         // itself instead of forwarding again.
-        let again =
-            sent(&p.handle_message(invite(), peer(PBX), t0 + Duration::from_millis(500), &mut m));
+        let again = sent(&p.handle_message(invite(), peer(PBX), t0 + Duration::from_millis(500), &mut m));
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].1.status(), Some(200));
-        assert_eq!(
-            m.opened.len(),
-            2,
-            "the answer reuses the call's ports (open called again, same call)"
-        );
+        assert_eq!(m.opened.len(), 2, "the answer reuses the call's ports (open called again, same call)");
         assert!(m.opened.iter().all(|o| o.0 == 1));
     }
 
@@ -1052,21 +838,12 @@ mod tests {
         let out = sent(&p.handle_message(cancel, peer(PBX), t0, &mut m));
         assert_eq!(out[0].1.status(), Some(200));
         assert_eq!(out[1].1.method(), Some("CANCEL"));
-        assert_eq!(
-            Via::parse(&out[1].1.values("via")[0]).unwrap().branch,
-            fwd_branch
-        );
+        assert_eq!(Via::parse(&out[1].1.values("via")[0]).unwrap().branch, fwd_branch);
         assert_eq!(out[1].1.values("via").len(), 1);
         // The 487 ends the call and frees its media.
         let inv_fwd = Message::parse(&{
             let mut i = invite();
-            i.push_front(
-                "Via",
-                format!(
-                    "SIP/2.0/UDP 10.0.0.9:5060;branch={}",
-                    fwd_branch.clone().unwrap()
-                ),
-            );
+            i.push_front("Via", format!("SIP/2.0/UDP 10.0.0.9:5060;branch={}", fwd_branch.clone().unwrap()));
             i.to_bytes()
         })
         .unwrap();
@@ -1089,14 +866,7 @@ mod tests {
 
     #[test]
     fn exhausted_ports_answer_503_and_free_the_call() {
-        let (mut p, mut m, t0) = (
-            proxy(),
-            FakeMedia {
-                exhausted: true,
-                ..Default::default()
-            },
-            Instant::now(),
-        );
+        let (mut p, mut m, t0) = (proxy(), FakeMedia { exhausted: true, ..Default::default() }, Instant::now());
         let out = sent(&p.handle_message(invite(), peer(PBX), t0, &mut m));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1.status(), Some(503));
@@ -1108,10 +878,7 @@ mod tests {
         let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
         let reg = Message::parse(b"REGISTER sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;rport;branch=z9hG4bKr1\r\nFrom: <sip:agent1@pbx>;tag=9\r\nTo: <sip:agent1@pbx>\r\nCall-ID: r1\r\nCSeq: 1 REGISTER\r\nSupported: path\r\nContent-Length: 0\r\n\r\n").unwrap();
         let out = sent(&p.handle_message(reg, peer("10.0.0.2:5062"), t0, &mut m));
-        assert_eq!(
-            out[0].0,
-            Dest::Target(Target::parse("10.0.0.1:5060").unwrap())
-        );
+        assert_eq!(out[0].0, Dest::Target(Target::parse("10.0.0.1:5060").unwrap()));
         assert!(out[0].1.header("path").is_some());
         let up = Via::parse(&out[0].1.values("via")[1]).unwrap();
         assert_eq!(up.rport, Some(Some(5062)));

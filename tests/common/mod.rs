@@ -39,16 +39,8 @@ pub fn media_range(pairs: u16) -> (u16, u16) {
 }
 
 pub fn require(tool: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "`{tool}` is not installed: run `make test` (scripts/setup.sh installs it)"
-    );
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "`{tool}` is not installed: run `make test` (scripts/setup.sh installs it)");
 }
 
 pub struct Hearken {
@@ -68,22 +60,11 @@ impl Hearken {
 
     /// `route_params` is appended to both routes (e.g. `;transport=tcp`); `media_extra` to the
     /// [media] section.
-    pub fn start_with(
-        pbx_port: u16,
-        agent_port: u16,
-        media: (u16, u16),
-        route_params: &str,
-        extra: &str,
-        media_extra: &str,
-    ) -> Hearken {
+    pub fn start_with(pbx_port: u16, agent_port: u16, media: (u16, u16), route_params: &str, extra: &str, media_extra: &str) -> Hearken {
         let dir = tempfile::tempdir().unwrap();
         let sip_port = free_port();
         let http_port = free_port();
-        let timeout = if media_extra.contains("rtp_timeout_s") {
-            ""
-        } else {
-            "rtp_timeout_s = 30"
-        };
+        let timeout = if media_extra.contains("rtp_timeout_s") { "" } else { "rtp_timeout_s = 30" };
         let cfg = format!(
             "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n\
              [pbx]\naddresses = [\"{PBX_IP}\"]\nroute = \"sip:{PBX_IP}:{pbx_port}{route_params}\"\n\
@@ -104,16 +85,8 @@ impl Hearken {
             .stderr(log)
             .spawn()
             .expect("start hearken");
-        let h = Hearken {
-            child,
-            sip_port,
-            http_port,
-            dir,
-            media,
-        };
-        wait_for(Duration::from_secs(20), "hearken /healthz", || {
-            h.get("/healthz").is_some()
-        });
+        let h = Hearken { child, sip_port, http_port, dir, media };
+        wait_for(Duration::from_secs(20), "hearken /healthz", || h.get("/healthz").is_some());
         h
     }
 
@@ -134,14 +107,10 @@ impl Hearken {
     }
     /// Wait until no call is active and every port pair is back in the pool.
     pub fn wait_idle(&self) {
-        wait_for(
-            Duration::from_secs(10),
-            "all calls ended and ports freed",
-            || {
-                let s = self.status();
-                s["relay"]["active_calls"] == 0 && s["relay"]["port_pairs_in_use"] == 0
-            },
-        );
+        wait_for(Duration::from_secs(10), "all calls ended and ports freed", || {
+            let s = self.status();
+            s["relay"]["active_calls"] == 0 && s["relay"]["port_pairs_in_use"] == 0
+        });
     }
 }
 
@@ -155,11 +124,7 @@ impl Drop for Hearken {
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
@@ -198,11 +163,7 @@ fn sipp_cmd(dir: &Path, scenario: &str, ip: &str, port: u16, args: &[&str]) -> C
     if let Some(name) = scenario.strip_prefix("builtin:") {
         c.args(["-sn", name]);
     } else {
-        c.arg("-sf").arg(if Path::new(scenario).is_absolute() {
-            PathBuf::from(scenario)
-        } else {
-            sipp_dir().join(scenario)
-        });
+        c.arg("-sf").arg(if Path::new(scenario).is_absolute() { PathBuf::from(scenario) } else { sipp_dir().join(scenario) });
     }
     c.args(["-i", ip, "-mi", ip, "-nostdin", "-trace_err", "-trace_msg"])
         .args(["-p", &port.to_string()])
@@ -221,20 +182,10 @@ impl Sipp {
 
     pub fn spawn_on(dir: &Path, scenario: &str, ip: &str, port: u16, args: &[&str]) -> Sipp {
         let log = std::fs::File::create(dir.join(format!("sipp-{port}.out"))).unwrap();
-        let child = sipp_cmd(dir, scenario, ip, port, args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start sipp");
+        let child = sipp_cmd(dir, scenario, ip, port, args).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start sipp");
         // Give it a moment to bind its socket.
-        wait_for(Duration::from_secs(5), "sipp bound", || {
-            UdpSocket::bind((ip, port)).is_err() || TcpListener::bind((ip, port)).is_err()
-        });
-        Sipp {
-            child: Some(child),
-            name: scenario.to_string(),
-            dir: dir.to_path_buf(),
-        }
+        wait_for(Duration::from_secs(5), "sipp bound", || UdpSocket::bind((ip, port)).is_err() || TcpListener::bind((ip, port)).is_err());
+        Sipp { child: Some(child), name: scenario.to_string(), dir: dir.to_path_buf() }
     }
 
     /// Wait for a background sipp to exit; Err with its output if it failed or overran.
@@ -243,24 +194,12 @@ impl Sipp {
         let start = Instant::now();
         loop {
             if let Some(st) = child.try_wait().unwrap() {
-                return if st.success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} exited with {st}: {}",
-                        self.name,
-                        logs(&self.dir)
-                    ))
-                };
+                return if st.success() { Ok(()) } else { Err(format!("{} exited with {st}: {}", self.name, logs(&self.dir))) };
             }
             if start.elapsed() > limit {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "{} did not finish in {limit:?}: {}",
-                    self.name,
-                    logs(&self.dir)
-                ));
+                return Err(format!("{} did not finish in {limit:?}: {}", self.name, logs(&self.dir)));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -277,14 +216,7 @@ impl Drop for Sipp {
 }
 
 /// Run sipp to completion on the PBX address (a UAC usually) with a time limit.
-pub fn sipp_run(
-    dir: &Path,
-    scenario: &str,
-    port: u16,
-    remote: &str,
-    args: &[&str],
-    limit: Duration,
-) -> Result<Output, String> {
+pub fn sipp_run(dir: &Path, scenario: &str, port: u16, remote: &str, args: &[&str], limit: Duration) -> Result<Output, String> {
     sipp_run_on(dir, scenario, PBX_IP, port, remote, args, limit)
 }
 
@@ -307,21 +239,13 @@ pub fn sipp_run_on(
             return if out.status.success() {
                 Ok(out)
             } else {
-                Err(format!(
-                    "{scenario} failed ({}): {}\n{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr),
-                    logs(dir)
-                ))
+                Err(format!("{scenario} failed ({}): {}\n{}", out.status, String::from_utf8_lossy(&out.stderr), logs(dir)))
             };
         }
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "{scenario} did not finish in {limit:?}: {}",
-                logs(dir)
-            ));
+            return Err(format!("{scenario} did not finish in {limit:?}: {}", logs(dir)));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -335,14 +259,7 @@ pub fn logs(dir: &Path) -> String {
             let n = e.file_name().to_string_lossy().to_string();
             if n.ends_with("errors.log") || n.ends_with("messages.log") || n.ends_with(".out") {
                 let t = std::fs::read_to_string(e.path()).unwrap_or_default();
-                let tail: String = t
-                    .chars()
-                    .rev()
-                    .take(6000)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
+                let tail: String = t.chars().rev().take(6000).collect::<Vec<_>>().into_iter().rev().collect();
                 out.push_str(&format!("\n==== {n}\n{tail}"));
             }
         }
