@@ -3,6 +3,7 @@
 //!
 //! Not here: the metrics themselves (`analysis::turns`).
 
+use crate::analysis::asr::{AsrConfig, AsrOutput, AsrPool, CallStreams, GateCmd, TranscriptSegment, VoskEngine};
 use crate::analysis::pipeline::{analyze_pcm, AnalysisConfig};
 use crate::analysis::turns::{CallSummary, Party, TurnEvent};
 use crate::analysis::vad::FRAME;
@@ -35,6 +36,52 @@ pub enum AnalyzeError {
     Io { path: String, source: std::io::Error },
     #[error(transparent)]
     Pcap(#[from] crate::analysis::pcap::PcapError),
+    #[error(transparent)]
+    Asr(#[from] crate::analysis::asr::AsrError),
+    #[error("speech recognition did not finish ({0} utterance(s) outstanding)")]
+    AsrTimeout(usize),
+}
+
+/// Speech recognition for one offline analysis: a pool, the call's streams, the results.
+struct OfflineAsr {
+    pool: AsrPool,
+    streams: CallStreams,
+    rx: std::sync::mpsc::Receiver<AsrOutput>,
+}
+
+impl OfflineAsr {
+    fn start(cfg: &AsrConfig) -> Result<Option<OfflineAsr>, AnalyzeError> {
+        if !cfg.enabled() {
+            return Ok(None);
+        }
+        let engine = VoskEngine::load(std::path::Path::new(cfg.model.trim()), crate::analysis::vad::RATE)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Offline nothing is real time: let the queue hold the whole call.
+        let pool = AsrPool::start(std::sync::Arc::new(engine), cfg.workers, 3600.0, cfg.pooled, crate::analysis::vad::RATE, tx);
+        Ok(Some(OfflineAsr { pool, streams: CallStreams::default(), rx }))
+    }
+    fn handle(&mut self, party: Party, cmd: GateCmd) {
+        self.streams.handle(&self.pool, 0, party, cmd);
+    }
+    /// Wait for every utterance to come back; the transcript in time order.
+    fn collect(self) -> Result<Vec<TranscriptSegment>, AnalyzeError> {
+        let mut out = Vec::new();
+        let mut left = self.streams.outstanding;
+        while left > 0 {
+            match self.rx.recv_timeout(std::time::Duration::from_secs(300)) {
+                Ok(AsrOutput::Final { segment, .. }) => {
+                    left -= 1;
+                    if !segment.text.trim().is_empty() {
+                        out.push(segment);
+                    }
+                }
+                Ok(AsrOutput::Partial { .. }) => {}
+                Err(_) => return Err(AnalyzeError::AsrTimeout(left)),
+            }
+        }
+        out.sort_by(|a, b| a.start.total_cmp(&b.start));
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -43,6 +90,9 @@ pub struct AnalyzeOutput {
     pub summary: CallSummary,
     pub events: Vec<TurnEvent>,
     pub vad: &'static str,
+    /// With ASR on: both legs' recognised speech, with word times on the call's timeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<Vec<TranscriptSegment>>,
     /// RTP receive quality per leg (pcap input only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<crate::analysis::live::LegQuality>,
@@ -56,7 +106,14 @@ fn vad_name(cfg: &AnalysisConfig) -> &'static str {
 }
 
 /// A capture through the live pipeline: jitter stage, decoder, RTP-timestamp placement.
-fn run_pcap(path: &std::path::Path, swap: bool, rtpmap: &[(u8, String)], cfg: &AnalysisConfig) -> Result<AnalyzeOutput, AnalyzeError> {
+fn run_pcap(
+    path: &std::path::Path,
+    swap: bool,
+    rtpmap: &[(u8, String)],
+    cfg: &AnalysisConfig,
+    mut asr: Option<OfflineAsr>,
+    asr_cfg: &AsrConfig,
+) -> Result<AnalyzeOutput, AnalyzeError> {
     use crate::analysis::live::LiveCall;
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| AnalyzeError::Io { path: name.clone(), source: e })?;
@@ -82,6 +139,9 @@ fn run_pcap(path: &std::path::Path, swap: bool, rtpmap: &[(u8, String)], cfg: &A
     all.sort_by_key(|p| p.0);
     let mut live = LiveCall::new(cfg, 0);
     live.add_rtpmap(rtpmap);
+    if asr.is_some() {
+        live.enable_asr(asr_cfg);
+    }
     let mut events = Vec::new();
     let mut next_tick = 0;
     let mut last = 0;
@@ -96,19 +156,31 @@ fn run_pcap(path: &std::path::Path, swap: bool, rtpmap: &[(u8, String)], cfg: &A
         while let Some(e) = live.poll_event() {
             events.push(e);
         }
+        while let Some((p, c)) = live.poll_asr() {
+            if let Some(a) = asr.as_mut() {
+                a.handle(p, c);
+            }
+        }
         last = *at;
     }
     live.handle_tick(last + 100);
     while let Some(e) = live.poll_event() {
         events.push(e);
     }
-    let done = live.finish(last + 100);
-    Ok(AnalyzeOutput { summary: done.turns, events, vad: vad_name(cfg), quality: Some(done.quality) })
+    let (done, cmds) = live.finish_with_asr(last + 100);
+    if let Some(a) = asr.as_mut() {
+        for (p, c) in cmds {
+            a.handle(p, c);
+        }
+    }
+    let transcript = asr.map(OfflineAsr::collect).transpose()?;
+    Ok(AnalyzeOutput { summary: done.turns, events, vad: vad_name(cfg), transcript, quality: Some(done.quality) })
 }
 
-pub fn run(input: &Input, cfg: &AnalysisConfig, frame_ms: u32) -> Result<AnalyzeOutput, AnalyzeError> {
+pub fn run(input: &Input, cfg: &AnalysisConfig, asr_cfg: &AsrConfig, frame_ms: u32) -> Result<AnalyzeOutput, AnalyzeError> {
+    let mut asr = OfflineAsr::start(asr_cfg)?;
     let (c, a) = match input {
-        Input::Pcap { path, swap, rtpmap } => return run_pcap(path, *swap, rtpmap, cfg),
+        Input::Pcap { path, swap, rtpmap } => return run_pcap(path, *swap, rtpmap, cfg, asr, asr_cfg),
         Input::Pair(c, a) => {
             let wc = wav::read(c)?;
             let wa = wav::read(a)?;
@@ -130,8 +202,15 @@ pub fn run(input: &Input, cfg: &AnalysisConfig, frame_ms: u32) -> Result<Analyze
         }
     };
     let frame = FRAME * (frame_ms as usize / 10).max(1);
-    let (summary, events) = analyze_pcm(&c, &a, cfg, frame);
-    Ok(AnalyzeOutput { summary, events, vad: vad_name(cfg), quality: None })
+    let (summary, events) = match asr.as_mut() {
+        Some(x) => {
+            let mut sink = |p: Party, c: GateCmd| x.handle(p, c);
+            analyze_pcm(&c, &a, cfg, frame, Some((asr_cfg, &mut sink)))
+        }
+        None => analyze_pcm(&c, &a, cfg, frame, None),
+    };
+    let transcript = asr.map(OfflineAsr::collect).transpose()?;
+    Ok(AnalyzeOutput { summary, events, vad: vad_name(cfg), transcript, quality: None })
 }
 
 fn opt(x: Option<f64>) -> String {

@@ -55,6 +55,9 @@ enum Cmd {
         /// Override the VAD: energy or webrtc.
         #[arg(long)]
         vad: Option<String>,
+        /// A Vosk model folder: recognise speech too (overrides asr.model).
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Analysis frame in ms (10 or 20).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..=20))]
         frame_ms: u32,
@@ -107,7 +110,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Analyze { customer, agent, stereo, pcap, swap_legs, rtpmap, json, config, vad, frame_ms } => {
+        Cmd::Analyze { customer, agent, stereo, pcap, swap_legs, rtpmap, model, json, config, vad, frame_ms } => {
             let mut cfg = match Config::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -145,7 +148,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match hearken::analyze::run(&input, &cfg.analysis, frame_ms) {
+            if let Some(m) = model {
+                if !m.join("am").is_dir() && !m.join("conf").is_dir() {
+                    eprintln!("hearken: --model {}: not a Vosk model folder (no am/ or conf/ inside)", m.display());
+                    return ExitCode::from(2);
+                }
+                cfg.asr.model = m.display().to_string();
+            }
+            match hearken::analyze::run(&input, &cfg.analysis, &cfg.asr, frame_ms) {
                 Ok(out) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

@@ -63,3 +63,61 @@ fn vosk_recognises_korean_speech_with_word_times() {
     }
     assert_eq!(pool.stats.recognizers_created.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+/// Place `pcm` at `at_s` on a silent timeline of `len_s`.
+fn place(pcm: &[i16], at_s: f64, len_s: f64) -> Vec<i16> {
+    let mut out = vec![0i16; (len_s * 8000.0) as usize];
+    let o = (at_s * 8000.0) as usize;
+    for (i, s) in pcm.iter().enumerate() {
+        if let Some(x) = out.get_mut(o + i) {
+            *x = *s;
+        }
+    }
+    out
+}
+
+#[test]
+fn analyze_with_model_gives_a_two_party_transcript_on_the_call_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = speak("안녕하세요. 주문 번호는 일 이 삼 사 오 입니다.", dir.path(), "c");
+    let a = speak("네, 감사합니다. 확인해 드리겠습니다.", dir.path(), "a");
+    let len = 14.0;
+    let (cw, aw) = (dir.path().join("customer.wav"), dir.path().join("agent.wav"));
+    hearken::analysis::wav::write(&cw, 8000, &[&place(&c, 1.0, len)]).unwrap();
+    hearken::analysis::wav::write(&aw, 8000, &[&place(&a, 8.0, len)]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearken"))
+        .args(["analyze", "--json", "--model"])
+        .arg(model())
+        .arg("--customer")
+        .arg(&cw)
+        .arg("--agent")
+        .arg(&aw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = o["transcript"].as_array().expect("transcript with --model");
+    for (party, from, to) in [("customer", 1.0, 1.0 + c.len() as f64 / 8000.0), ("agent", 8.0, 8.0 + a.len() as f64 / 8000.0)] {
+        let segs: Vec<&serde_json::Value> = t.iter().filter(|s| s["party"] == party).collect();
+        assert!(!segs.is_empty(), "no {party} transcript: {t:?}");
+        for s in segs {
+            assert!(!s["text"].as_str().unwrap().is_empty());
+            for w in s["words"].as_array().unwrap() {
+                let (ws, we) = (w["start"].as_f64().unwrap(), w["end"].as_f64().unwrap());
+                // Word times land on that party's speech (0.35 s slack: pre-roll and tail).
+                assert!(ws >= from - 0.35 && we <= to + 0.35, "{party} word {w} outside {from}–{to}");
+            }
+        }
+    }
+    // Timing metrics are unchanged by ASR.
+    let plain = Command::new(env!("CARGO_BIN_EXE_hearken"))
+        .args(["analyze", "--json", "--customer"])
+        .arg(&cw)
+        .arg("--agent")
+        .arg(&aw)
+        .output()
+        .unwrap();
+    let p: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(p["talk_time_s"], o["talk_time_s"]);
+    assert!(p["transcript"].is_null(), "no model, no transcript");
+}

@@ -44,7 +44,8 @@ fn check(name: &str) -> Vec<String> {
     let dir = corpus().join(name);
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
     let t = &truth["metrics"];
-    let out = run(&Input::Pair(dir.join("customer.wav"), dir.join("agent.wav")), &AnalysisConfig::default(), 10).unwrap();
+    let out =
+        run(&Input::Pair(dir.join("customer.wav"), dir.join("agent.wav")), &AnalysisConfig::default(), &Default::default(), 10).unwrap();
     let o = serde_json::to_value(&out).unwrap();
     let annotated = truth["truth_quality"].as_str().unwrap_or("").starts_with("annotated");
     let mut errs = Vec::new();

@@ -82,7 +82,8 @@ fn replay(scenario_name: &str) {
 
     let live = &rec["summary"];
     let off = serde_json::to_value(
-        run(&Input::Pair(dir_c.join("customer.wav"), dir_c.join("agent.wav")), &AnalysisConfig::default(), 10).unwrap(),
+        run(&Input::Pair(dir_c.join("customer.wav"), dir_c.join("agent.wav")), &AnalysisConfig::default(), &Default::default(), 10)
+            .unwrap(),
     )
     .unwrap();
     // The live timeline starts when the call was set up, before the first packet: shift.

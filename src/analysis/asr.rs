@@ -184,6 +184,40 @@ impl Engine for VoskEngine {
     }
 }
 
+/// Feeds one call's gate commands into the pool: tracks each party's open stream.
+#[derive(Default)]
+pub struct CallStreams {
+    open: [Option<u64>; 2],
+    cut: [bool; 2],
+    /// Streams opened and not yet reported back by the pool.
+    pub outstanding: usize,
+}
+
+impl CallStreams {
+    pub fn handle(&mut self, pool: &AsrPool, call: u64, party: Party, cmd: GateCmd) {
+        let i = party.idx();
+        match cmd {
+            GateCmd::Open { start_s, pcm } => {
+                self.open[i] = pool.open(call, party, start_s, pcm);
+                self.cut[i] = false;
+                if self.open[i].is_some() {
+                    self.outstanding += 1;
+                }
+            }
+            GateCmd::Audio(pcm) => {
+                if let (Some(id), false) = (self.open[i], self.cut[i]) {
+                    self.cut[i] = !pool.audio(id, pcm);
+                }
+            }
+            GateCmd::Close => {
+                if let Some(id) = self.open[i].take() {
+                    pool.close(id);
+                }
+            }
+        }
+    }
+}
+
 /// What the pool reports back.
 #[derive(Debug, Clone)]
 pub enum AsrOutput {
@@ -355,9 +389,15 @@ fn worker(
                         }
                     },
                 };
-                if let Some(mut rec) = rec {
-                    rec.accept(&pcm);
-                    streams.insert(id, Stream { call, party, start_s, samples: pcm.len() as u64, rec, last_partial: Instant::now() });
+                match rec {
+                    Some(mut rec) => {
+                        rec.accept(&pcm);
+                        streams.insert(id, Stream { call, party, start_s, samples: pcm.len() as u64, rec, last_partial: Instant::now() });
+                    }
+                    None => {
+                        let segment = TranscriptSegment { party, start: start_s, end: start_s, text: String::new(), words: Vec::new() };
+                        let _ = out.send(AsrOutput::Final { call, segment });
+                    }
                 }
             }
             Job::Audio { id, pcm } => {
@@ -382,14 +422,13 @@ fn worker(
                     if idle.len() < pooled {
                         idle.push(s.rec);
                     }
-                    if !r.text.is_empty() {
-                        let words: Vec<Word> =
-                            r.words.into_iter().map(|w| Word { start: s.start_s + w.start, end: s.start_s + w.end, ..w }).collect();
-                        let start = words.first().map_or(s.start_s, |w| w.start);
-                        let end = words.last().map_or(s.start_s + s.samples as f64 / rate as f64, |w| w.end);
-                        let segment = TranscriptSegment { party: s.party, start, end, text: r.text, words };
-                        let _ = out.send(AsrOutput::Final { call: s.call, segment });
-                    }
+                    // Always reported, empty or not, so a consumer can count its streams home.
+                    let words: Vec<Word> =
+                        r.words.into_iter().map(|w| Word { start: s.start_s + w.start, end: s.start_s + w.end, ..w }).collect();
+                    let start = words.first().map_or(s.start_s, |w| w.start);
+                    let end = words.last().map_or(s.start_s + s.samples as f64 / rate as f64, |w| w.end);
+                    let segment = TranscriptSegment { party: s.party, start, end, text: r.text, words };
+                    let _ = out.send(AsrOutput::Final { call: s.call, segment });
                 }
             }
         }

@@ -256,6 +256,15 @@ impl LiveCall {
         self.analysis.poll_event()
     }
 
+    /// Gate speech to ASR (see [`CallAnalysis::enable_asr`]).
+    pub fn enable_asr(&mut self, cfg: &super::asr::AsrConfig) {
+        self.analysis.enable_asr(cfg.preroll_ms, cfg.tail_ms, cfg.max_utterance_s);
+    }
+
+    pub fn poll_asr(&mut self) -> Option<(Party, super::asr::GateCmd)> {
+        self.analysis.poll_asr()
+    }
+
     pub fn position_s(&self) -> f64 {
         self.analysis.position_s()
     }
@@ -265,7 +274,12 @@ impl LiveCall {
     }
 
     /// End of call: flush the jitter stages, analyse what is left, summarise.
-    pub fn finish(mut self, now_ms: u64) -> LiveSummary {
+    pub fn finish(self, now_ms: u64) -> LiveSummary {
+        self.finish_with_asr(now_ms).0
+    }
+
+    /// [`Self::finish`], also returning the last ASR commands (closing open utterances).
+    pub fn finish_with_asr(mut self, now_ms: u64) -> (LiveSummary, Vec<(Party, super::asr::GateCmd)>) {
         for party in Party::ALL {
             let frames = self.legs[party.idx()].jitter.as_mut().map(|j| j.flush()).unwrap_or_default();
             for f in frames {
@@ -273,8 +287,12 @@ impl LiveCall {
             }
         }
         let turns = self.analysis.finish();
+        let mut cmds = Vec::new();
+        while let Some(c) = self.analysis.poll_asr() {
+            cmds.push(c);
+        }
         let q = |l: &Leg| l.quality.as_ref().map(|q| q.summary(l.last_codec));
-        LiveSummary {
+        let summary = LiveSummary {
             turns,
             quality: LegQuality {
                 customer: q(&self.legs[0]),
@@ -282,7 +300,8 @@ impl LiveCall {
                 customer_stats: self.legs[0].stats.clone(),
                 agent_stats: self.legs[1].stats.clone(),
             },
-        }
+        };
+        (summary, cmds)
     }
 }
 

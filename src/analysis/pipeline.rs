@@ -175,10 +175,29 @@ impl CallAnalysis {
     }
 }
 
-/// Analyse two whole legs (offline).
-pub fn analyze_pcm(customer: &[i16], agent: &[i16], cfg: &AnalysisConfig, frame_samples: usize) -> (CallSummary, Vec<TurnEvent>) {
+/// Analyse two whole legs (offline). With `asr`, gated speech goes to the sink as it is found.
+pub fn analyze_pcm(
+    customer: &[i16],
+    agent: &[i16],
+    cfg: &AnalysisConfig,
+    frame_samples: usize,
+    mut asr: Option<(&super::asr::AsrConfig, &mut dyn FnMut(Party, GateCmd))>,
+) -> (CallSummary, Vec<TurnEvent>) {
     let mut a = CallAnalysis::new(cfg, frame_samples);
+    if let Some((c, _)) = asr.as_ref() {
+        a.enable_asr(c.preroll_ms, c.tail_ms, c.max_utterance_s);
+    }
     let mut events = Vec::new();
+    let mut pump = |a: &mut CallAnalysis, events: &mut Vec<TurnEvent>| {
+        while let Some(e) = a.poll_event() {
+            events.push(e);
+        }
+        while let Some((p, c)) = a.poll_asr() {
+            if let Some((_, sink)) = asr.as_mut() {
+                sink(p, c);
+            }
+        }
+    };
     // Feed in 20 ms chunks, as RTP would.
     let n = customer.len().max(agent.len());
     let mut i = 0;
@@ -190,14 +209,10 @@ pub fn analyze_pcm(customer: &[i16], agent: &[i16], cfg: &AnalysisConfig, frame_
             }
         }
         a.advance_to(j as u64 / FRAME as u64 * FRAME as u64);
-        while let Some(e) = a.poll_event() {
-            events.push(e);
-        }
+        pump(&mut a, &mut events);
         i = j;
     }
     let s = a.finish();
-    while let Some(e) = a.poll_event() {
-        events.push(e);
-    }
+    pump(&mut a, &mut events);
     (s, events)
 }

@@ -412,8 +412,8 @@ fn main() -> Result<()> {
         let cfg = cfg_for(kind);
         let mut same = 0;
         for s in &corpus {
-            let (want, _) = analyze_pcm(&s.pcm[0], &s.pcm[1], &cfg, FRAME);
-            let (from_wav, _) = analyze_pcm(&s.wav[0], &s.wav[1], &cfg, FRAME);
+            let (want, _) = analyze_pcm(&s.pcm[0], &s.pcm[1], &cfg, FRAME, None);
+            let (from_wav, _) = analyze_pcm(&s.wav[0], &s.wav[1], &cfg, FRAME, None);
             same += (from_wav == want) as usize;
             let mut decs = [Decoder::new(Codec::Pcmu)?, Decoder::new(Codec::Pcmu)?];
             let mut a = CallAnalysis::new(&cfg, FRAME);
