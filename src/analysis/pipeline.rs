@@ -175,13 +175,16 @@ impl CallAnalysis {
     }
 }
 
+/// Where gated speech goes during offline analysis: the ASR settings and a sink for commands.
+pub type AsrSink<'a> = (&'a super::asr::AsrConfig, &'a mut dyn FnMut(Party, GateCmd));
+
 /// Analyse two whole legs (offline). With `asr`, gated speech goes to the sink as it is found.
 pub fn analyze_pcm(
     customer: &[i16],
     agent: &[i16],
     cfg: &AnalysisConfig,
     frame_samples: usize,
-    mut asr: Option<(&super::asr::AsrConfig, &mut dyn FnMut(Party, GateCmd))>,
+    mut asr: Option<AsrSink<'_>>,
 ) -> (CallSummary, Vec<TurnEvent>) {
     let mut a = CallAnalysis::new(cfg, frame_samples);
     if let Some((c, _)) = asr.as_ref() {
