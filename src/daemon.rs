@@ -27,7 +27,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (tap_tx, tap_rx) = mpsc::channel::<TapFrame>(cfg.media.tap_queue);
     let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
     let records = Records::default();
-    crate::io::analysis::spawn(cfg.analysis.clone(), tap_rx, ctl_rx, records.clone());
+    let asr = if cfg.asr.enabled() {
+        let t0 = std::time::Instant::now();
+        let engine = crate::analysis::asr::VoskEngine::load(std::path::Path::new(cfg.asr.model.trim()), crate::analysis::vad::RATE)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pool = crate::analysis::asr::AsrPool::start(
+            std::sync::Arc::new(engine),
+            cfg.asr.workers,
+            cfg.asr.queue_s,
+            cfg.asr.pooled,
+            crate::analysis::vad::RATE,
+            tx,
+        );
+        tracing::info!(workers = cfg.asr.workers, load_ms = t0.elapsed().as_millis() as u64, "speech recognition on");
+        Some(crate::io::analysis::LiveAsr { pool, results: rx, config: cfg.asr.clone() })
+    } else {
+        tracing::info!("speech recognition off (no asr.model configured); timing analysis runs");
+        None
+    };
+    let asr_stats = asr.as_ref().map(|a| a.pool.stats.clone());
+    crate::io::analysis::spawn(cfg.analysis.clone(), asr, tap_rx, ctl_rx, records.clone());
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
         MediaSettings {
@@ -58,7 +77,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
             .await
             .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
-        let app = router(HttpState { relay: relay_stats, sip: sip_stats, pool: pool.clone(), registry: media.registry.clone(), records });
+        let app = router(HttpState {
+            relay: relay_stats,
+            sip: sip_stats,
+            pool: pool.clone(),
+            registry: media.registry.clone(),
+            records,
+            asr: asr_stats,
+        });
         tracing::info!(addr = %cfg.http.listen, "status endpoint listening");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

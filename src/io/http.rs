@@ -24,6 +24,8 @@ pub struct HttpState {
     pub pool: Arc<Mutex<PortPool>>,
     pub registry: Registry,
     pub records: crate::io::analysis::Records,
+    /// Speech recognition counters; None when ASR is off.
+    pub asr: Option<Arc<crate::analysis::asr::AsrStats>>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -56,6 +58,17 @@ async fn status(State(s): State<HttpState>) -> Json<Value> {
             "rtp_timeouts": r.rtp_timeouts.load(Relaxed),
             "port_pairs_in_use": in_use,
             "port_pairs_total": capacity,
+        },
+        "asr": match &s.asr {
+            None => json!({"enabled": false}),
+            Some(a) => json!({
+                "enabled": true,
+                "utterances": a.utterances.load(Relaxed),
+                "skipped_utterances": a.skipped_utterances.load(Relaxed),
+                "truncated_utterances": a.truncated_utterances.load(Relaxed),
+                "recognizers_created": a.recognizers_created.load(Relaxed),
+                "real_time_factor": a.real_time_factor(),
+            }),
         },
         "sip": {
             "requests": q.requests.load(Relaxed),
