@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod fuzzing;
 pub mod io;
 pub mod media;
+pub mod publish;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;

@@ -4,7 +4,8 @@
 //! Two detectors, chosen by config (`analysis.vad`) and compared on the corpus in
 //! docs/analysis.md:
 //! - [`EnergyVad`] (default): frame energy against an adaptive threshold
-//!   `max(noise floor + 10 dB, recent peak − 30 dB, −60 dBFS)`. The noise floor is the minimum
+//!   `max(noise floor + 7 dB, recent peak − 30 dB, −60 dBFS)` for onsets, looser while speech
+//!   lasts (hysteresis). The noise floor is the minimum
 //!   100 ms block energy of the last 8 s, the peak a slowly decaying maximum: the causal version
 //!   of the rule the corpus truth uses (`max(p99 − 30 dB, p10 + 10 dB)`).
 //! - [`WebrtcVad`]: libfvad (the WebRTC GMM detector) through `webrtc-vad`, aggressive mode.

@@ -1,0 +1,318 @@
+//! Every Prometheus metric Hearken exports, defined in one place (docs/metrics.md lists them).
+//!
+//! Conventions: `hearken_` prefix, base units (seconds, ratios), counters end in `_total` (the
+//! OpenMetrics encoder appends it), labels only from bounded sets: agent id, queue, leg/party,
+//! reason, kind. Never a call id, number or URI.
+//!
+//! Relay and SIP counters live as atomics on the packet path and are read at scrape time by a
+//! collector; listening figures are recorded by the analysis thread when events happen and when
+//! a call ends.
+//!
+//! Not here: HTTP serving (io::http), deciding what an event is (analysis, coach).
+
+use crate::analysis::asr::AsrStats;
+use crate::analysis::live::LiveSummary;
+use crate::analysis::turns::{Party, TurnEvent};
+use crate::io::media::RelayStats;
+use crate::media::ports::PortPool;
+use crate::media::session::DropReason;
+use crate::sip::proxy::SipStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    pub agent: String,
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentPartyLabels {
+    pub agent: String,
+    pub queue: String,
+    /// customer or agent.
+    pub party: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentKindLabels {
+    pub agent: String,
+    pub queue: String,
+    pub kind: String,
+    pub party: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NudgeLabels {
+    pub agent: String,
+    pub queue: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LegLabels {
+    pub leg: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+const RATIO_BUCKETS: &[f64] = &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0];
+const LATENCY_BUCKETS: &[f64] = &[0.0, 0.2, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0];
+const JITTER_BUCKETS: &[f64] = &[0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2];
+const LOSS_BUCKETS: &[f64] = &[0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
+const MOS_BUCKETS: &[f64] = &[1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.2, 4.4];
+const PACE_BUCKETS: &[f64] = &[60.0, 90.0, 120.0, 150.0, 180.0, 210.0, 240.0];
+
+type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn ratio_hist() -> Histogram {
+    Histogram::new(RATIO_BUCKETS.iter().copied())
+}
+fn latency_hist() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+fn jitter_hist() -> Histogram {
+    Histogram::new(JITTER_BUCKETS.iter().copied())
+}
+fn loss_hist() -> Histogram {
+    Histogram::new(LOSS_BUCKETS.iter().copied())
+}
+fn mos_hist() -> Histogram {
+    Histogram::new(MOS_BUCKETS.iter().copied())
+}
+fn pace_hist() -> Histogram {
+    Histogram::new(PACE_BUCKETS.iter().copied())
+}
+
+/// The listening, quality and nudge metrics recorded by the analysis side.
+#[derive(Clone)]
+pub struct Metrics {
+    pub calls_analysed: Family<AgentLabels, Counter>,
+    pub talk_ratio_agent: HistFamily<AgentLabels>,
+    pub interruptions: Family<AgentPartyLabels, Counter>,
+    pub backchannels: Family<AgentPartyLabels, Counter>,
+    pub dead_air_events: Family<AgentLabels, Counter>,
+    pub dead_air_seconds: Family<AgentLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub response_latency: HistFamily<AgentPartyLabels>,
+    pub monologues_over_threshold: Family<AgentPartyLabels, Counter>,
+    pub phrase_hits: Family<AgentKindLabels, Counter>,
+    pub pace: HistFamily<AgentPartyLabels>,
+    pub rtp_loss: HistFamily<LegLabels>,
+    pub rtp_jitter: HistFamily<LegLabels>,
+    pub rtp_mos: HistFamily<LegLabels>,
+    pub nudges: Family<NudgeLabels, Counter>,
+    pub calls_ended: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            calls_analysed: Family::default(),
+            talk_ratio_agent: Family::new_with_constructor(ratio_hist),
+            interruptions: Family::default(),
+            backchannels: Family::default(),
+            dead_air_events: Family::default(),
+            dead_air_seconds: Family::default(),
+            response_latency: Family::new_with_constructor(latency_hist),
+            monologues_over_threshold: Family::default(),
+            phrase_hits: Family::default(),
+            pace: Family::new_with_constructor(pace_hist),
+            rtp_loss: Family::new_with_constructor(loss_hist),
+            rtp_jitter: Family::new_with_constructor(jitter_hist),
+            rtp_mos: Family::new_with_constructor(mos_hist),
+            nudges: Family::default(),
+            calls_ended: Family::default(),
+        }
+    }
+}
+
+fn al(agent: &str, queue: &str) -> AgentLabels {
+    AgentLabels { agent: agent.into(), queue: queue.into() }
+}
+fn apl(agent: &str, queue: &str, party: Party) -> AgentPartyLabels {
+    AgentPartyLabels { agent: agent.into(), queue: queue.into(), party: party.name().into() }
+}
+
+impl Metrics {
+    /// A live listening event of a call (counted as it happens, so wallboards move during calls).
+    pub fn record_event(&self, agent: &str, queue: &str, e: &TurnEvent) {
+        match e {
+            TurnEvent::Interruption { by, .. } => {
+                self.interruptions.get_or_create(&apl(agent, queue, *by)).inc();
+            }
+            TurnEvent::Backchannel { by, .. } => {
+                self.backchannels.get_or_create(&apl(agent, queue, *by)).inc();
+            }
+            TurnEvent::DeadAirStarted { .. } => {
+                self.dead_air_events.get_or_create(&al(agent, queue)).inc();
+            }
+            TurnEvent::DeadAirEnded { duration_s, .. } => {
+                self.dead_air_seconds.get_or_create(&al(agent, queue)).inc_by(*duration_s);
+            }
+            TurnEvent::Response { to, latency_s, .. } => {
+                self.response_latency.get_or_create(&apl(agent, queue, *to)).observe(latency_s.max(0.0));
+            }
+            TurnEvent::MonologueOverThreshold { party, .. } => {
+                self.monologues_over_threshold.get_or_create(&apl(agent, queue, *party)).inc();
+            }
+        }
+    }
+
+    /// A phrase hit (kind label from the phrase module).
+    pub fn record_phrase(&self, agent: &str, queue: &str, kind: &str, party: Party) {
+        self.phrase_hits
+            .get_or_create(&AgentKindLabels { agent: agent.into(), queue: queue.into(), kind: kind.into(), party: party.name().into() })
+            .inc();
+    }
+
+    pub fn record_nudge(&self, agent: &str, queue: &str, kind: &str) {
+        self.nudges.get_or_create(&NudgeLabels { agent: agent.into(), queue: queue.into(), kind: kind.into() }).inc();
+    }
+
+    /// End of a call: per-call figures.
+    pub fn record_call(&self, agent: &str, queue: &str, reason: &str, s: &LiveSummary, pace_wpm: [Option<f64>; 2]) {
+        self.calls_ended.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+        self.calls_analysed.get_or_create(&al(agent, queue)).inc();
+        if let Some(r) = s.turns.talk_ratio_agent {
+            self.talk_ratio_agent.get_or_create(&al(agent, queue)).observe(r);
+        }
+        for (p, wpm) in [(Party::Customer, pace_wpm[0]), (Party::Agent, pace_wpm[1])] {
+            if let Some(w) = wpm {
+                self.pace.get_or_create(&apl(agent, queue, p)).observe(w);
+            }
+        }
+        for (leg, q) in [("customer", &s.quality.customer), ("agent", &s.quality.agent)] {
+            if let Some(q) = q {
+                let l = LegLabels { leg: leg.into() };
+                self.rtp_loss.get_or_create(&l).observe(q.loss_fraction);
+                self.rtp_jitter.get_or_create(&l).observe(q.jitter_ms / 1000.0);
+                self.rtp_mos.get_or_create(&l).observe(q.mos);
+            }
+        }
+    }
+
+    pub fn register(&self, r: &mut Registry) {
+        r.register("calls_analysed", "Calls analysed, by agent and queue", self.calls_analysed.clone());
+        r.register("calls_ended", "Calls ended, by reason (bye, cancelled, rejected, sip_timeout, rtp_timeout)", self.calls_ended.clone());
+        r.register("talk_ratio_agent", "Agent share of talk time per call (agent / (agent + customer))", self.talk_ratio_agent.clone());
+        r.register("interruptions", "Interruptions, by who interrupted (party)", self.interruptions.clone());
+        r.register("backchannels", "Back-channels (mm-hm, yeah) while the other party talks, by party", self.backchannels.clone());
+        r.register("dead_air_events", "Silences longer than the dead-air threshold, not on hold", self.dead_air_events.clone());
+        r.register("dead_air_seconds", "Seconds of dead air (from the threshold-crossing gaps)", self.dead_air_seconds.clone());
+        r.register(
+            "response_latency_seconds",
+            "Time from the end of one party's turn to the other's reply, by responder",
+            self.response_latency.clone(),
+        );
+        r.register(
+            "monologues_over_threshold",
+            "Runs of one party's speech longer than the monologue threshold",
+            self.monologues_over_threshold.clone(),
+        );
+        r.register("phrase_hits", "Active-listening phrases recognised (ASR), by kind and party", self.phrase_hits.clone());
+        r.register("pace_words_per_minute", "Recognised words per minute of own speech, per call", self.pace.clone());
+        r.register("rtp_loss_ratio", "RTP packet loss fraction per call leg", self.rtp_loss.clone());
+        r.register("rtp_jitter_seconds", "RFC 3550 interarrival jitter per call leg", self.rtp_jitter.clone());
+        r.register("rtp_mos", "E-model (G.107) MOS estimate per call leg", self.rtp_mos.clone());
+        r.register("nudges", "Nudges sent to agents, by kind", self.nudges.clone());
+    }
+}
+
+/// Relay, SIP and ASR counters read from their atomics at scrape time.
+#[derive(Debug)]
+pub struct LiveCounters {
+    pub relay: Arc<RelayStats>,
+    pub sip: Arc<SipStats>,
+    pub pool: Arc<Mutex<PortPool>>,
+    pub asr: Option<Arc<AsrStats>>,
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for LiveCounters {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let r = &self.relay;
+        let s = &self.sip;
+        gauge(&mut enc, "calls_active", "Calls with media anchored now", r.active_calls.load(Relaxed) as f64)?;
+        counter(&mut enc, "relay_packets_forwarded", "RTP/RTCP packets forwarded", r.forwarded_packets.load(Relaxed))?;
+        counter(&mut enc, "relay_bytes_forwarded", "RTP/RTCP bytes forwarded", r.forwarded_bytes.load(Relaxed))?;
+        {
+            let c = ConstCounter::new(0u64);
+            let mut m = enc.encode_descriptor("relay_packets_dropped", "Packets dropped, by reason", None, c.metric_type())?;
+            for d in DropReason::ALL {
+                let labels = ReasonLabels { reason: d.label().into() };
+                ConstCounter::new(r.dropped(d)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        counter(&mut enc, "relay_send_errors", "Forwarding sends that failed", r.send_errors.load(Relaxed))?;
+        counter(&mut enc, "tap_frames", "RTP packets handed to analysis", r.tap_frames.load(Relaxed))?;
+        counter(&mut enc, "tap_dropped", "RTP packets not analysed because the analysis queue was full", r.tap_dropped.load(Relaxed))?;
+        counter(&mut enc, "rtp_timeouts", "Media sessions ended because a leg went silent", r.rtp_timeouts.load(Relaxed))?;
+        let (used, cap) = {
+            let p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            (p.in_use(), p.capacity())
+        };
+        gauge(&mut enc, "relay_port_pairs_in_use", "Relay port pairs in use", used as f64)?;
+        gauge(&mut enc, "relay_port_pairs", "Relay port pairs configured", cap as f64)?;
+        counter(&mut enc, "sip_requests", "SIP requests received", s.requests.load(Relaxed))?;
+        counter(&mut enc, "sip_responses", "SIP responses received", s.responses.load(Relaxed))?;
+        counter(&mut enc, "sip_malformed", "SIP messages that did not parse (answered 400 when possible)", s.malformed.load(Relaxed))?;
+        counter(&mut enc, "sip_retransmissions", "SIP requests absorbed as retransmissions", s.retransmissions.load(Relaxed))?;
+        counter(
+            &mut enc,
+            "sip_ports_exhausted",
+            "INVITEs answered 503 because the relay port range was full",
+            s.ports_exhausted.load(Relaxed),
+        )?;
+        counter(&mut enc, "calls_started", "Calls (initial INVITEs) seen", s.calls_started.load(Relaxed))?;
+        if let Some(a) = &self.asr {
+            counter(&mut enc, "asr_utterances", "Utterances recognised", a.utterances.load(Relaxed))?;
+            counter(
+                &mut enc,
+                "asr_skipped_utterances",
+                "Utterances not recognised because ASR was behind",
+                a.skipped_utterances.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "asr_truncated_utterances",
+                "Utterances cut short because ASR fell behind",
+                a.truncated_utterances.load(Relaxed),
+            )?;
+            gauge(&mut enc, "asr_real_time_factor", "ASR CPU time per second of recognised audio", a.real_time_factor())?;
+        }
+        Ok(())
+    }
+}
+
+/// The registry with everything: `hearken_` prefix.
+pub fn registry(metrics: &Metrics, live: LiveCounters) -> Registry {
+    let mut r = Registry::with_prefix("hearken");
+    metrics.register(&mut r);
+    r.register_collector(Box::new(live));
+    r
+}
+
+pub fn encode(r: &Registry) -> String {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, r);
+    out
+}

@@ -1,0 +1,2 @@
+//! Publishing: Prometheus metrics ([`metrics`]).
+pub mod metrics;
