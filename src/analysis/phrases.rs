@@ -350,9 +350,15 @@ fn tokens(seg: &TranscriptSegment) -> Tokens {
 // Phrase sets
 
 /// Phrases indexed by first word, longest first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct PhraseSet<T> {
     by_first: HashMap<String, Vec<(Vec<String>, T)>>,
+}
+
+impl<T> Default for PhraseSet<T> {
+    fn default() -> Self {
+        PhraseSet { by_first: HashMap::new() }
+    }
 }
 
 impl<T: Clone + PartialEq> PhraseSet<T> {
@@ -589,8 +595,7 @@ impl PhrasePack {
     }
 
     pub fn load(path: &Path) -> Result<PhrasePack, PhraseError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PhraseError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PhraseError::Read { path: path.display().to_string(), source })?;
         Self::from_toml(&text)
     }
 
@@ -1015,9 +1020,9 @@ impl PhraseDetector {
     /// stopwords ("will", "may") are skipped, since they would match ordinary speech.
     pub fn set_customer_name(&mut self, name: Option<String>) {
         self.name = name.and_then(|n| {
-            normalise_text(&n.replace([',', '.', '"'], " ")).into_iter().find(|w| {
-                !self.pack.name_titles.contains(w) && !w.chars().any(|c| c.is_numeric()) && w.chars().count() >= 2
-            })
+            normalise_text(&n.replace([',', '.', '"'], " "))
+                .into_iter()
+                .find(|w| !self.pack.name_titles.contains(w) && !w.chars().any(|c| c.is_numeric()) && w.chars().count() >= 2)
         });
         if self.name.as_ref().is_some_and(|w| self.pack.name_ignore.contains(w) || self.pack.stopwords.contains(w)) {
             self.name = None;
@@ -1251,7 +1256,8 @@ impl PhraseDetector {
     fn summary(&self, call_end: f64, talk: [f64; 2]) -> PhraseSummary {
         let mut events = self.log.clone();
         events.sort_by(|a, b| a.at.total_cmp(&b.at));
-        let mut counts: BTreeMap<String, PerParty<usize>> = PhraseKind::ALL.iter().map(|k| (k.label().to_string(), PerParty::default())).collect();
+        let mut counts: BTreeMap<String, PerParty<usize>> =
+            PhraseKind::ALL.iter().map(|k| (k.label().to_string(), PerParty::default())).collect();
         for e in &events {
             if let Some(c) = counts.get_mut(e.kind.label()) {
                 match e.party {
@@ -1260,7 +1266,9 @@ impl PhraseDetector {
                 }
             }
         }
-        let times = |kind: PhraseKind, party: Party| -> Vec<f64> { events.iter().filter(|e| e.kind == kind && e.party == party).map(|e| e.at).collect() };
+        let times = |kind: PhraseKind, party: Party| -> Vec<f64> {
+            events.iter().filter(|e| e.kind == kind && e.party == party).map(|e| e.at).collect()
+        };
         let total = |kind: PhraseKind| events.iter().filter(|e| e.kind == kind).count();
 
         let window_start = (call_end - self.p.closing_window_s).max(0.0);
@@ -1325,5 +1333,164 @@ impl PhraseDetector {
             prev_start = c.start;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(s: &str) -> Vec<String> {
+        normalise_text(s)
+    }
+
+    fn spelled(pack: &PhrasePack, s: &str) -> Vec<String> {
+        let words = w(s);
+        let times: Vec<(f64, f64)> = (0..words.len()).map(|i| (i as f64, i as f64 + 0.5)).collect();
+        pack.spell_runs(&words, &times).into_iter().map(|p| p.run.text()).collect()
+    }
+
+    #[test]
+    fn builtin_packs_compile() {
+        assert_eq!(PhrasePack::builtin_en().language(), "en");
+        assert_eq!(PhrasePack::builtin_ko().language(), "ko");
+    }
+
+    #[test]
+    fn normalisation() {
+        assert_eq!(w("Mm-hm, I’m SURE!"), ["mm", "hm", "i'm", "sure"]);
+        assert_eq!(w("[unk] okay <unk> 'quoted'"), ["okay", "quoted"]);
+        assert_eq!(w("x-ray"), ["x", "ray"]);
+        assert!(w("?! -- ...").is_empty());
+    }
+
+    #[test]
+    fn spelled_runs() {
+        let en = PhrasePack::builtin_en();
+        assert_eq!(spelled(&en, "it's b as in bravo seven seven four double two nine"), ["b774229"]);
+        assert_eq!(spelled(&en, "my code is alpha x-ray five oh"), ["ax5o"]);
+        assert_eq!(spelled(&en, "alpha x-ray five oh five"), ["ax505"]);
+        assert_eq!(spelled(&en, "j o n e s"), ["jones"]);
+        assert_eq!(spelled(&en, "five oh two one dash one two"), ["502112"]);
+        assert_eq!(spelled(&en, "four five um six then seven"), ["456", "7"]);
+        assert_eq!(spelled(&en, "double u double u"), ["ww"]);
+        assert!(spelled(&en, "i need it for tomorrow").iter().all(|r| r.len() == 1));
+        let ko = PhrasePack::builtin_ko();
+        assert_eq!(spelled(&ko, "공일공 일이삼사 오육칠팔"), ["01012345678"]);
+        assert_eq!(spelled(&ko, "공일공에 일 이 삼 사"), ["0101234"]);
+    }
+
+    #[test]
+    fn lcs_treats_oh_as_zero_or_o() {
+        let en = PhrasePack::builtin_en();
+        let run = |s: &str| {
+            let words = w(s);
+            let times = vec![(0.0, 0.1); words.len()];
+            en.spell_runs(&words, &times).remove(0).run.syms
+        };
+        assert_eq!(lcs(&run("five oh two one"), &run("five zero two one")), 4);
+        assert_eq!(lcs(&run("j o h n"), &run("j oh h n")), 4);
+        assert_eq!(lcs(&run("one two three four"), &run("one three four five")), 3);
+    }
+
+    #[test]
+    fn questions() {
+        let en = PhrasePack::builtin_en();
+        let q = |s: &str| en.question(&w(s)).map(|(k, _)| k);
+        use PhraseKind::{ClosedQuestion as C, OpenQuestion as O};
+        assert_eq!(q("what happened when you called"), Some(O));
+        assert_eq!(q("okay so how can i help you today"), Some(O));
+        assert_eq!(q("could you describe the noise"), Some(O));
+        assert_eq!(q("walk me through what you did"), Some(O));
+        assert_eq!(q("did you receive the email"), Some(C));
+        assert_eq!(q("um is it the card ending in four two"), Some(C));
+        assert_eq!(q("and the delivery was on the third right"), Some(C));
+        assert_eq!(q("the address is correct"), None);
+        assert_eq!(q("yes that's right"), None);
+        assert_eq!(q("have a great day"), None);
+        assert_eq!(q("can't believe this happened again"), None);
+        assert_eq!(q("what i'll do is send you a label"), None);
+        assert_eq!(q("what"), None);
+        let ko = PhrasePack::builtin_ko();
+        let kq = |s: &str| ko.question(&w(s)).map(|(k, _)| k);
+        assert_eq!(kq("네 어떻게 도와드릴까요"), Some(O));
+        assert_eq!(kq("혹시 주문번호 있으세요"), Some(C));
+        assert_eq!(kq("배송지 변경 가능한가요"), Some(C));
+        assert_eq!(kq("주문 취소하고 싶어요"), None);
+    }
+
+    #[test]
+    fn backchannels() {
+        let en = PhrasePack::builtin_en();
+        for s in ["mm-hm", "Yeah.", "uh huh", "okay", "oh okay yeah", "um right", "I see"] {
+            assert!(is_backchannel_word(&en, s), "{s}");
+        }
+        for s in ["", "um", "yeah i think so", "okay so the order", "no"] {
+            assert!(!is_backchannel_word(&en, s), "{s}");
+        }
+    }
+
+    #[test]
+    fn content_words_and_stems() {
+        let en = PhrasePack::builtin_en();
+        assert_eq!(en.content_words(&w("i was charged twice for the charges")), ["charg", "twic"]);
+        let ko = PhrasePack::builtin_ko();
+        assert_eq!(ko.content_words(&w("주문이 주문을 배송지에서")), ["주문", "배송지"]);
+    }
+
+    #[test]
+    fn pack_errors_name_the_key() {
+        let en = include_str!("../../config/phrases/en.toml");
+        let key = |text: &str| match PhrasePack::from_toml(text) {
+            Err(PhraseError::Key { key, .. }) => key,
+            other => panic!("expected a key error, got {other:?}"),
+        };
+        assert_eq!(key(&en.replace("language = \"en\"", "language = \"en\"\nlanguag = \"x\"")), "languag");
+        assert_eq!(key(&en.replace("empathy = [", "empathy_ = [")), "empathy_");
+        assert_eq!(key(&en.replace("thanks = [", "thanks = 3\nthanks_old = [")), "thanks");
+        assert_eq!(key(&en.replace("[questions]\n", "[questions]\nopne = []\n")), "questions.opne");
+        assert_eq!(key(&en.replace("alpha = \"a\"", "alpha = \"ab\"")), "spelling.words.alpha");
+        assert_eq!(key(&en.replace("double = 2", "double = 1")), "spelling.repeat.double");
+        assert_eq!(key(&en.replace("fillers = [\"um\"", "fillers = [\"um hm\"")), "fillers[0]");
+        assert_eq!(key(&en.replace("\"thank you\", \"thanks\",", "\"!!\", \"thanks\",")), "thanks[0]");
+        assert!(matches!(PhrasePack::from_toml("language = "), Err(PhraseError::Syntax(_))));
+        let no_questions = en.split("[questions]").next().unwrap_or_default().to_string();
+        assert_eq!(key(&no_questions), "questions");
+    }
+
+    #[test]
+    fn params_validate_and_parse() {
+        assert!(PhraseParams::default().validate().is_ok());
+        let p: PhraseParams = toml::from_str("readback_window_s = 45.0").unwrap();
+        assert_eq!((p.readback_window_s, p.closing_window_s), (45.0, 60.0));
+        assert!(toml::from_str::<PhraseParams>("readback_window = 45.0").is_err());
+        let bad = PhraseParams { paraphrase_overlap: 1.5, ..Default::default() };
+        assert!(matches!(bad.validate(), Err(PhraseError::Key { key, .. }) if key == "paraphrase_overlap"));
+    }
+
+    #[test]
+    fn text_without_words_is_spread_over_the_segment() {
+        let seg = TranscriptSegment { party: Party::Agent, start: 10.0, end: 12.0, text: "thank you [unk] sarah".into(), words: vec![] };
+        let t = tokens(&seg);
+        assert_eq!(t.words, ["thank", "you", "sarah"]);
+        assert_eq!(t.asr_words, 3);
+        assert!((t.times[2].0 - (10.0 + 4.0 / 3.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nonsense_input_does_not_panic() {
+        let mut d = PhraseDetector::new(PhrasePack::builtin_en(), PhraseParams::default());
+        d.set_customer_name(Some("+15551234567".into()));
+        for (s, e, text) in
+            [(f64::NAN, f64::NAN, "one two three four five"), (5.0, 1.0, "double"), (1.0, 2.0, "double double"), (0.0, 0.0, "---")]
+        {
+            for party in Party::ALL {
+                d.handle_segment(&TranscriptSegment { party, start: s, end: e, text: text.into(), words: vec![] });
+            }
+        }
+        d.handle_time(f64::NAN);
+        d.handle_time(1e9);
+        let s = d.finish(f64::NAN, [f64::NAN, -1.0]);
+        assert_eq!(s.pace_wpm, PerParty { customer: None, agent: None });
     }
 }

@@ -111,12 +111,37 @@ impl Utterance {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TurnEvent {
-    Interruption { by: Party, at: f64, overlap_s: f64 },
-    Backchannel { by: Party, at: f64, duration_s: f64 },
-    Response { from: Party, to: Party, at: f64, latency_s: f64 },
-    DeadAirStarted { at: f64 },
-    DeadAirEnded { at: f64, duration_s: f64 },
-    MonologueOverThreshold { party: Party, at: f64, length_s: f64 },
+    Interruption {
+        by: Party,
+        at: f64,
+        overlap_s: f64,
+    },
+    Backchannel {
+        by: Party,
+        at: f64,
+        duration_s: f64,
+    },
+    /// `to` answered `from`; `prev_run_s` is how long `from` had been talking (its run of
+    /// utterances with gaps up to the monologue gap) before the reply.
+    Response {
+        from: Party,
+        to: Party,
+        at: f64,
+        latency_s: f64,
+        prev_run_s: f64,
+    },
+    DeadAirStarted {
+        at: f64,
+    },
+    DeadAirEnded {
+        at: f64,
+        duration_s: f64,
+    },
+    MonologueOverThreshold {
+        party: Party,
+        at: f64,
+        length_s: f64,
+    },
 }
 
 impl TurnEvent {
@@ -141,8 +166,8 @@ struct PartyState {
     segments: Vec<(f64, f64)>,
     /// Open utterance built from accepted segments.
     utt: Option<(f64, f64)>,
-    /// The open utterance was already reported as an interruption.
-    utt_reported: bool,
+    /// Start of the utterance already reported (live) as an interruption.
+    reported_start: Option<f64>,
     /// Current monologue run start and whether it was reported.
     run: Option<(f64, f64)>,
     run_reported: bool,
@@ -300,7 +325,7 @@ impl TurnTaking {
         let Some((start, end)) = self.parties[party.idx()].utt.take() else {
             return;
         };
-        let reported = std::mem::take(&mut self.parties[party.idx()].utt_reported);
+        let reported = self.parties[party.idx()].reported_start.is_some_and(|r| (r - start).abs() < 1e-9);
         let u = Utterance { party, start, end, backchannel: self.is_backchannel(party, start, end) };
         self.utterances.push(u);
         if u.backchannel {
@@ -315,7 +340,14 @@ impl TurnTaking {
         }
         if !interrupting {
             if let Some((from, latency)) = response_to(&self.utterances, &u) {
-                self.events.push_back(TurnEvent::Response { from, to: party, at: round(start), latency_s: round(latency) });
+                let prev_run_s = self.parties[from.idx()].run.map_or(0.0, |(rs, re)| re - rs);
+                self.events.push_back(TurnEvent::Response {
+                    from,
+                    to: party,
+                    at: round(start),
+                    latency_s: round(latency),
+                    prev_run_s: round(prev_run_s),
+                });
             }
         }
         // Monologue runs: broken by the other party's non-back-channel utterance or a long gap.
@@ -344,12 +376,15 @@ impl TurnTaking {
     fn check_live_interruptions(&mut self) {
         for party in Party::ALL {
             let st = &self.parties[party.idx()];
-            if st.utt_reported {
+            // The utterance in progress: the open one, or the open segment that will start one.
+            let (us, se) = match (st.utt, st.seg) {
+                (Some((us, _)), Some((_, se))) => (us, se),
+                (None, Some((ss, se))) => (ss, se),
+                _ => continue,
+            };
+            if st.reported_start.is_some_and(|r| (r - us).abs() < 1e-9) {
                 continue;
             }
-            let (Some((us, _)), Some((_, se))) = (st.utt, st.seg) else {
-                continue;
-            };
             if se - us <= self.p.backchannel_max_s {
                 continue;
             }
@@ -364,7 +399,7 @@ impl TurnTaking {
                 others.push(Utterance { party: party.other(), start: os, end: oe, backchannel: oe - os <= self.p.backchannel_max_s });
             }
             if let Some((_, ov)) = interrupted(&others, &cur, self.p.interruption_min_overlap_s) {
-                self.parties[party.idx()].utt_reported = true;
+                self.parties[party.idx()].reported_start = Some(us);
                 self.events.push_back(TurnEvent::Interruption { by: party, at: round(us), overlap_s: round(ov) });
             }
         }
