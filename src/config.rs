@@ -64,6 +64,8 @@ pub struct AgentsConfig {
     pub route: Option<String>,
     /// Header carrying the agent id (e.g. `X-Agent-Id`); default is the agent-side user part.
     pub agent_id_header: Option<String>,
+    /// Header carrying the queue (e.g. `X-Queue`); default queue is `default`.
+    pub queue_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -69,6 +69,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             pbx_route: Target::parse(&cfg.pbx.route).context("pbx.route")?,
             agents_route: cfg.agents.route.as_deref().and_then(Target::parse),
             agent_id_header: cfg.agents.agent_id_header.clone(),
+            queue_header: cfg.agents.queue_header.clone(),
             linger: Duration::from_secs(cfg.sip.transaction_linger_s),
         },
         sip_stats.clone(),

@@ -348,7 +348,7 @@ struct FakeMedia {
 }
 
 impl MediaControl for FakeMedia {
-    fn open(&mut self, call: u64, _agent_id: &str, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+    fn open(&mut self, call: u64, _meta: &crate::sip::proxy::CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
         assert!(!self.closed.contains(&call), "open after close of call {call}");
         if self.exhausted {
             return Err(PortsExhausted);
@@ -455,6 +455,7 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
         pbx_route: Target::parse(PBX_ADDR).expect("constant"),
         agents_route: Target::parse(&format!("sip:{AGENT_ADDR};transport=tcp")),
         agent_id_header: Some("X-Agent-Id".into()),
+        queue_header: Some("X-Queue".into()),
         linger: Duration::from_secs(32),
     };
     let stats = Arc::new(SipStats::default());

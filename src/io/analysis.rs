@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 /// Call lifecycle messages from the media manager.
 #[derive(Debug)]
 pub enum Control {
-    Start { call: u64, agent_id: String },
+    Start { call: u64, meta: crate::sip::proxy::CallMeta },
     Sdp { call: u64, session: sdp::Session, on_hold: bool },
     End { call: u64, reason: &'static str },
 }
@@ -209,7 +209,8 @@ fn handle_control(
     now: u64,
 ) {
     match msg {
-        Control::Start { call, agent_id } => {
+        Control::Start { call, meta } => {
+            let agent_id = meta.agent_id.clone();
             calls.entry(call).or_insert_with(|| {
                 let mut live = LiveCall::new(cfg, now);
                 if let Some(a) = asr {

@@ -9,7 +9,7 @@ use crate::media::ports::PortPool;
 use crate::media::session::{DropReason, MediaEvent, MediaSession, Port, Verdict};
 use crate::rtp::RtpHeader;
 use crate::sdp::{self, RelayPorts};
-use crate::sip::proxy::{EndReason, MediaControl, PortsExhausted, Side, StreamPorts};
+use crate::sip::proxy::{CallMeta, EndReason, MediaControl, PortsExhausted, Side, StreamPorts};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -193,7 +193,8 @@ impl MediaManager {
 }
 
 impl MediaControl for MediaManager {
-    fn open(&mut self, call: u64, agent_id: &str, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+    fn open(&mut self, call: u64, meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+        let agent_id = meta.agent_id.as_str();
         let have = self.calls.get(&call).map_or(0, |c| c.ports.len());
         let mut new = Vec::new();
         for _ in have..streams {
@@ -227,7 +228,7 @@ impl MediaControl for MediaManager {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(call, CallSnapshot { id: call, agent_id: agent_id.to_string(), ..Default::default() });
             self.stats.active_calls.fetch_add(1, Relaxed);
-            let _ = self.analysis.send(crate::io::analysis::Control::Start { call, agent_id: agent_id.to_string() });
+            let _ = self.analysis.send(crate::io::analysis::Control::Start { call, meta: meta.clone() });
             let span = tracing::info_span!("call", id = call, agent = %agent_id);
             tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
             self.calls.insert(call, CallHandle { tx, ports: Vec::new() });

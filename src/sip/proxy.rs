@@ -167,11 +167,23 @@ pub struct PortsExhausted;
 /// What the proxy needs from the media layer (implemented by the driver; a fake in tests).
 pub trait MediaControl {
     /// Make sure `call` has relay ports for `streams` m-lines; returns all of them.
-    fn open(&mut self, call: u64, agent_id: &str, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted>;
+    fn open(&mut self, call: u64, meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted>;
     /// `side` announced this media (its own receive addresses, direction).
     fn remote(&mut self, call: u64, side: Side, session: &sdp::Session);
     /// The call is over: stop relaying and free its ports.
     fn close(&mut self, call: u64, reason: EndReason);
+}
+
+/// What is known about a call from its initial INVITE.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallMeta {
+    /// Agent id: the configured header, else the agent side's user part (sanitised; a label).
+    pub agent_id: String,
+    /// Queue: the configured header, else `default` (sanitised; a label).
+    pub queue: String,
+    /// The customer's display name from the PBX side's From header, for "use the customer's
+    /// name". Personal data: kept in memory for the call only, never logged.
+    pub customer_name: Option<String>,
 }
 
 /// Counters the driver exports.
@@ -200,6 +212,7 @@ pub struct ProxyConfig {
     pub pbx_route: Target,
     pub agents_route: Option<Target>,
     pub agent_id_header: Option<String>,
+    pub queue_header: Option<String>,
     pub linger: Duration,
 }
 
@@ -222,6 +235,7 @@ struct Txn {
 pub struct CallInfo {
     pub id: u64,
     pub agent_id: String,
+    pub meta: CallMeta,
     /// Side that sent the initial INVITE.
     pub caller: Side,
     pub answered: bool,
@@ -394,7 +408,17 @@ impl Proxy {
             let id = self.next_call;
             self.next_call += 1;
             let agent_id = self.agent_id(&msg, side);
-            self.calls.insert(call_id.clone(), CallInfo { id, agent_id, caller: side, answered: false, streams: 0 });
+            let queue = self
+                .cfg
+                .queue_header
+                .as_deref()
+                .and_then(|h| msg.header(&h.to_ascii_lowercase()))
+                .map(sanitize_id)
+                .unwrap_or_else(|| "default".into());
+            let from = if side == Side::Pbx { msg.header("from") } else { msg.header("to") };
+            let customer_name = from.and_then(display_name);
+            let meta = CallMeta { agent_id: agent_id.clone(), queue, customer_name };
+            self.calls.insert(call_id.clone(), CallInfo { id, agent_id, meta, caller: side, answered: false, streams: 0 });
             self.by_id.insert(id, call_id.clone());
             self.stats.calls_started.fetch_add(1, Relaxed);
         }
@@ -612,7 +636,7 @@ impl Proxy {
             }
         };
         let call = self.calls.get_mut(call_id).ok_or(488u16)?;
-        let ports = match media.open(call.id, &call.agent_id, session.media.len()) {
+        let ports = match media.open(call.id, &call.meta, session.media.len()) {
             Ok(p) => p,
             Err(PortsExhausted) => {
                 self.stats.ports_exhausted.fetch_add(1, Relaxed);
@@ -670,6 +694,13 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The display name of a name-addr (`"Jane Doe" <sip:...>` or `Jane <sip:...>`), if any.
+fn display_name(v: &str) -> Option<String> {
+    let lt = v.find('<')?;
+    let name = v[..lt].trim().trim_matches('"').trim();
+    (!name.is_empty()).then(|| name.chars().take(64).collect())
 }
 
 /// Agent ids become metric labels: keep them short and plain.
@@ -733,7 +764,8 @@ mod tests {
         exhausted: bool,
     }
     impl MediaControl for FakeMedia {
-        fn open(&mut self, call: u64, agent: &str, n: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+        fn open(&mut self, call: u64, meta: &CallMeta, n: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+            let agent = &meta.agent_id;
             if self.exhausted {
                 return Err(PortsExhausted);
             }
@@ -766,6 +798,7 @@ mod tests {
                 pbx_route: Target::parse("10.0.0.1:5060").unwrap(),
                 agents_route: Target::parse("10.0.0.2:5060"),
                 agent_id_header: None,
+                queue_header: None,
                 linger: Duration::from_secs(32),
             },
             Arc::new(SipStats::default()),
