@@ -32,6 +32,7 @@ pub struct Config {
     pub log: LogConfig,
     pub analysis: crate::analysis::pipeline::AnalysisConfig,
     pub asr: crate::analysis::asr::AsrConfig,
+    pub whisper: crate::publish::whisper::WhisperConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,6 +247,14 @@ impl Config {
         }
         if a.max_utterance_s == 0 || a.tail_ms == 0 {
             return Err(key_err("asr.max_utterance_s", "and asr.tail_ms must be positive"));
+        }
+        for (agent, token) in &self.whisper.agents {
+            if token.len() < 8 {
+                return Err(key_err(&format!("whisper.agents.{agent}"), "token must be at least 8 characters"));
+            }
+        }
+        if self.whisper.supervisors.iter().any(|t| t.len() < 8) {
+            return Err(key_err("whisper.supervisors", "tokens must be at least 8 characters"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(key_err("log.level", "is not a tracing filter"));

@@ -46,7 +46,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None
     };
     let asr_stats = asr.as_ref().map(|a| a.pool.stats.clone());
-    crate::io::analysis::spawn(cfg.analysis.clone(), asr, tap_rx, ctl_rx, records.clone());
+    let publisher = crate::io::analysis::Publisher { metrics: Default::default(), whisper: Default::default() };
+    crate::io::analysis::spawn(cfg.analysis.clone(), asr, publisher.clone(), tap_rx, ctl_rx, records.clone());
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
         MediaSettings {
@@ -78,6 +79,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
             .await
             .with_context(|| format!("http.listen: cannot bind {}", cfg.http.listen))?;
+        let registry = crate::publish::metrics::registry(
+            &publisher.metrics,
+            crate::publish::metrics::LiveCounters {
+                relay: relay_stats.clone(),
+                sip: sip_stats.clone(),
+                pool: pool.clone(),
+                asr: asr_stats.clone(),
+            },
+        );
+        let whisper =
+            crate::publish::whisper::WhisperState { hub: publisher.whisper.clone(), config: std::sync::Arc::new(cfg.whisper.clone()) };
         let app = router(HttpState {
             relay: relay_stats,
             sip: sip_stats,
@@ -85,6 +97,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             registry: media.registry.clone(),
             records,
             asr: asr_stats,
+            metrics: std::sync::Arc::new(registry),
+            whisper,
         });
         tracing::info!(addr = %cfg.http.listen, "status endpoint listening");
         tokio::spawn(async move {

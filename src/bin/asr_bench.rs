@@ -296,9 +296,10 @@ fn child(args: &Args, mode: Mode) -> Result<Value> {
     let leg_audio_s = (run.legs * run.samples()) as f64 / RATE as f64;
     let cpu = out["cpu_s"].as_f64().unwrap_or(f64::NAN);
     let asr_audio_s = out["asr_audio_s"].as_f64().unwrap_or(f64::NAN);
-    let m = &out["mem"];
-    let after_load = m["after_load_rss_mib"].as_f64().unwrap_or(f64::NAN);
-    let per_call = |k: &str| round((m[k].as_f64().unwrap_or(f64::NAN) - after_load) / run.calls() as f64, 1);
+    let m = |k: &str| out["mem"][k].as_f64().unwrap_or(f64::NAN);
+    let after_load = m("after_load_rss_mib");
+    let peak_per_call = round((m("run_hwm_mib") - after_load) / run.calls() as f64, 1);
+    let after_run_per_call = round((m("after_run_rss_mib") - after_load) / run.calls() as f64, 1);
     let o = out.as_object_mut().context("child output")?;
     o.insert("mode".into(), json!(mode.name()));
     o.insert("legs".into(), json!(run.legs));
@@ -308,8 +309,8 @@ fn child(args: &Args, mode: Mode) -> Result<Value> {
     o.insert("asr_audio_per_cpu_s".into(), json!(round(asr_audio_s / cpu, 2)));
     o.insert("legs_per_core_rt".into(), json!(round(leg_audio_s / cpu, 2)));
     o.insert("rss_before_model_mib".into(), json!(round(rss_start, 1)));
-    o.insert("peak_per_call_mib".into(), json!(per_call("run_hwm_mib")));
-    o.insert("after_run_per_call_mib".into(), json!(per_call("after_run_rss_mib")));
+    o.insert("peak_per_call_mib".into(), json!(peak_per_call));
+    o.insert("after_run_per_call_mib".into(), json!(after_run_per_call));
     Ok(out)
 }
 
@@ -341,6 +342,11 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     // Skip budget out of reach: the feed itself holds the queue at `asr.queue_s` (see below).
     let pool = AsrPool::start(engine.clone(), asr.workers, 1e6, asr.pooled, RATE, tx);
     let worker = "hearken-asr-0";
+    // The worker names itself once running: wait for it, so its CPU time can be read.
+    let named = Instant::now();
+    while thread_cpu_s(worker).is_nan() && named.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 
     struct Call {
         analysis: CallAnalysis,
@@ -557,7 +563,7 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
         "recognizers_created": run.legs,
         "endpoints": endpoints,
         "partials": partials,
-        "partial_cpu_s": round(partial_cpu, 2),
+        "partial_cpu_s": round(partial_cpu, 3),
         "words": words,
         "mem": {
             "after_load_rss_mib": round(after_load, 1),

@@ -110,6 +110,30 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(ut + st)
 }
 
+/// utime + stime of the threads of `pid` whose name starts with `prefix` (Hearken names its
+/// analysis thread `hearken-analysis` and its ASR workers `hearken-asr-N`).
+fn thread_ticks(pid: u32, prefix: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut sum = 0;
+    for e in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(a), Some(b)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[a + 1..b].starts_with(prefix) {
+            continue;
+        }
+        let f: Vec<&str> = stat[b + 2..].split_whitespace().collect();
+        let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        sum += at(11) + at(12);
+    }
+    sum
+}
+
 /// Busy clock ticks of the whole machine (all cores) from /proc/stat: user, nice, system, irq,
 /// softirq, steal.
 fn machine_busy_ticks() -> Result<u64> {
@@ -586,6 +610,8 @@ struct PhaseResult {
     lat_max_us: u32,
     lat_mean_us: f64,
     relay_cpu_s: f64,
+    /// Part of `relay_cpu_s` spent in Hearken's analysis/ASR threads (0 for rtpengine).
+    analysis_cpu_s: f64,
     bench_cpu_s: f64,
     /// All cores, every process, over the traffic window.
     machine_busy_s: f64,
@@ -608,6 +634,15 @@ impl PhaseResult {
     fn pps_per_cpu_s(&self) -> f64 {
         if self.relay_cpu_s > 0.0 {
             self.delivered as f64 / self.relay_cpu_s
+        } else {
+            f64::INFINITY
+        }
+    }
+    /// Packets per CPU-second of the relay without its analysis threads (SIP + RTP forwarding).
+    fn pps_per_relay_only_cpu_s(&self) -> f64 {
+        let cpu = self.relay_cpu_s - self.analysis_cpu_s;
+        if cpu > 0.0 {
+            self.delivered as f64 / cpu
         } else {
             f64::INFINITY
         }
@@ -636,6 +671,8 @@ impl PhaseResult {
                 "mean": round(self.lat_mean_us, 1),
             },
             "relay_cpu_s": round(self.relay_cpu_s, 3),
+            "analysis_cpu_s": round(self.analysis_cpu_s, 3),
+            "pkts_per_cpu_s_without_analysis": round(self.pps_per_relay_only_cpu_s(), 0),
             "relay_cpu_pct_of_one_core": round(self.cpu_pct(), 2),
             "window_s": round(self.window_s, 3),
             "pkts_per_cpu_s": round(self.pps_per_cpu_s(), 0),
@@ -672,7 +709,8 @@ async fn traffic(relay: &'static str, pid: u32, calls: Vec<CallMedia>, secs: u64
     let calls = Arc::new(calls);
     let send = tokio::spawn(sender(calls.clone(), secs, t0));
     sleep_until(t0).await;
-    let (cpu0, self0, m0, w0) = (cpu_ticks(pid)?, cpu_ticks(std::process::id())?, machine_busy_ticks()?, Instant::now());
+    let (cpu0, an0, self0, m0, w0) =
+        (cpu_ticks(pid)?, thread_ticks(pid, "hearken-a"), cpu_ticks(std::process::id())?, machine_busy_ticks()?, Instant::now());
     let sst = send.await?;
     let mut all = RecvStats::default();
     for r in receivers {
@@ -682,7 +720,8 @@ async fn traffic(relay: &'static str, pid: u32, calls: Vec<CallMedia>, secs: u64
         all.foreign += r.foreign;
         all.lat_us.extend(r.lat_us);
     }
-    let (cpu1, self1, m1, window) = (cpu_ticks(pid)?, cpu_ticks(std::process::id())?, machine_busy_ticks()?, w0.elapsed());
+    let (cpu1, an1, self1, m1, window) =
+        (cpu_ticks(pid)?, thread_ticks(pid, "hearken-a"), cpu_ticks(std::process::id())?, machine_busy_ticks()?, w0.elapsed());
     all.lat_us.sort_unstable();
     let mut lag = sst.lag_us;
     lag.sort_unstable();
@@ -700,6 +739,7 @@ async fn traffic(relay: &'static str, pid: u32, calls: Vec<CallMedia>, secs: u64
         lat_max_us: all.lat_us.last().copied().unwrap_or(0),
         lat_mean_us: mean,
         relay_cpu_s: (cpu1 - cpu0) as f64 / tck as f64,
+        analysis_cpu_s: an1.saturating_sub(an0) as f64 / tck as f64,
         bench_cpu_s: (self1 - self0) as f64 / tck as f64,
         machine_busy_s: (m1 - m0) as f64 / tck as f64,
         window_s: window.as_secs_f64(),
@@ -1065,6 +1105,8 @@ fn report(args: &Args, tck: (u64, bool), phases: &[PhaseResult]) {
         ("relay CPU (s)", |p| p.relay_cpu_s, 2),
         ("relay CPU (% of a core)", |p| p.cpu_pct(), 1),
         ("packets per relay CPU-s", |p| p.pps_per_cpu_s(), 0),
+        ("  of which analysis threads (s)", |p| p.analysis_cpu_s, 2),
+        ("packets per CPU-s w/o analysis", |p| p.pps_per_relay_only_cpu_s(), 0),
         ("relay CPU idle (% of a core)", |p| p.idle_cpu_pct, 1),
         ("bench CPU (s)", |p| p.bench_cpu_s, 2),
         ("other processes CPU (s)", |p| p.other_cpu_s(), 2),
@@ -1119,6 +1161,7 @@ fn report(args: &Args, tck: (u64, bool), phases: &[PhaseResult]) {
         j["ratio_hearken_over_rtpengine"] = serde_json::json!({
             "relay_cpu_s": ratio(h.relay_cpu_s, r.relay_cpu_s).map(|x| round(x, 3)),
             "pkts_per_cpu_s": ratio(h.pps_per_cpu_s(), r.pps_per_cpu_s()).map(|x| round(x, 3)),
+            "pkts_per_cpu_s_without_analysis": ratio(h.pps_per_relay_only_cpu_s(), r.pps_per_relay_only_cpu_s()).map(|x| round(x, 3)),
             "latency_p50": ratio(h.lat_p50_us as f64, r.lat_p50_us as f64).map(|x| round(x, 3)),
             "latency_p99": ratio(h.lat_p99_us as f64, r.lat_p99_us as f64).map(|x| round(x, 3)),
         });

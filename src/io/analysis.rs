@@ -68,8 +68,21 @@ impl Records {
     }
 }
 
+/// Where analysis results go: Prometheus and the whisper channel.
+#[derive(Clone)]
+pub struct Publisher {
+    pub metrics: crate::publish::metrics::Metrics,
+    pub whisper: crate::publish::whisper::WhisperHub,
+}
+
+fn unix_s() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 struct Active {
     agent_id: String,
+    queue: String,
+    last_snapshot: Instant,
     live: LiveCall,
     events: Vec<TurnEvent>,
     streams: CallStreams,
@@ -94,6 +107,7 @@ pub struct LiveAsr {
 pub fn spawn(
     cfg: AnalysisConfig,
     asr: Option<LiveAsr>,
+    publisher: Publisher,
     mut tap: mpsc::Receiver<TapFrame>,
     control: std_mpsc::Receiver<Control>,
     records: Records,
@@ -113,7 +127,7 @@ pub fn spawn(
                     match control.try_recv() {
                         Ok(msg) => {
                             busy = true;
-                            handle_control(&cfg, asr.as_ref(), &mut calls, &mut finishing, &records, msg, ms(Instant::now()));
+                            handle_control(&cfg, asr.as_ref(), &publisher, &mut calls, &mut finishing, &records, msg, ms(Instant::now()));
                         }
                         Err(std_mpsc::TryRecvError::Empty) => break,
                         Err(std_mpsc::TryRecvError::Disconnected) => {
@@ -152,7 +166,24 @@ pub fn spawn(
                         a.live.handle_tick(now);
                         while let Some(e) = a.live.poll_event() {
                             tracing::debug!(call = id, agent = %a.agent_id, event = ?e, "listening event");
+                            publisher.metrics.record_event(&a.agent_id, &a.queue, &e);
+                            publisher.whisper.send(
+                                &a.agent_id,
+                                &serde_json::json!({"type": "event", "call": id, "agent": a.agent_id, "event": e, "time": unix_s()}),
+                            );
                             a.events.push(e);
+                        }
+                        if a.last_snapshot.elapsed() >= Duration::from_secs(1) {
+                            a.last_snapshot = last_tick;
+                            let (c, g) = (a.live.talk_time(Party::Customer), a.live.talk_time(Party::Agent));
+                            let snap = serde_json::json!({
+                                "type": "snapshot", "call": id, "agent": a.agent_id, "queue": a.queue,
+                                "position_s": (a.live.position_s() * 10.0).round() / 10.0,
+                                "talk_time_s": {"customer": (c * 10.0).round() / 10.0, "agent": (g * 10.0).round() / 10.0},
+                                "talk_ratio_agent": if c + g > 0.0 { Some(((g / (c + g)) * 1000.0).round() / 1000.0) } else { None },
+                                "time": unix_s(),
+                            });
+                            publisher.whisper.send(&a.agent_id, &snap);
                         }
                         if let Some(asr) = asr.as_ref() {
                             while let Some((p, c)) = a.live.poll_asr() {
@@ -199,9 +230,11 @@ fn file(records: &Records, mut r: CallRecord) {
     records.push(r);
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle_control(
     cfg: &AnalysisConfig,
     asr: Option<&LiveAsr>,
+    publisher: &Publisher,
     calls: &mut HashMap<u64, Active>,
     finishing: &mut HashMap<u64, Finishing>,
     records: &Records,
@@ -211,12 +244,24 @@ fn handle_control(
     match msg {
         Control::Start { call, meta } => {
             let agent_id = meta.agent_id.clone();
+            publisher.whisper.send(
+                &agent_id,
+                &serde_json::json!({"type": "call_start", "call": call, "agent": agent_id, "queue": meta.queue, "time": unix_s()}),
+            );
             calls.entry(call).or_insert_with(|| {
                 let mut live = LiveCall::new(cfg, now);
                 if let Some(a) = asr {
                     live.enable_asr(&a.config);
                 }
-                Active { agent_id, live, events: Vec::new(), streams: CallStreams::default(), transcript: Vec::new() }
+                Active {
+                    agent_id,
+                    queue: meta.queue.clone(),
+                    last_snapshot: Instant::now(),
+                    live,
+                    events: Vec::new(),
+                    streams: CallStreams::default(),
+                    transcript: Vec::new(),
+                }
             });
         }
         Control::Sdp { call, session, on_hold } => {
@@ -245,6 +290,22 @@ fn handle_control(
                     interruptions_by_agent = t.interruptions.by_agent,
                     dead_air_gt_5s = t.dead_air.get("gt_5s").map_or(0, |d| d.count),
                     "call analysed"
+                );
+                publisher.metrics.record_call(&a.agent_id, &a.queue, reason, &summary, [None, None]);
+                publisher.whisper.send(
+                    &a.agent_id,
+                    &serde_json::json!({
+                        "type": "call_end", "call": call, "agent": a.agent_id, "reason": reason, "time": unix_s(),
+                        "summary": {
+                            "call_duration_s": t.call_duration_s,
+                            "talk_ratio_agent": t.talk_ratio_agent,
+                            "interruptions": {"by_agent": t.interruptions.by_agent, "by_customer": t.interruptions.by_customer},
+                            "backchannels": t.backchannels.count,
+                            "dead_air": t.dead_air,
+                            "agent_response_latency": t.agent_response_latency,
+                            "longest_monologue": t.longest_monologue,
+                        },
+                    }),
                 );
                 let ended = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 let record = CallRecord {

@@ -26,16 +26,26 @@ pub struct HttpState {
     pub records: crate::io::analysis::Records,
     /// Speech recognition counters; None when ASR is off.
     pub asr: Option<Arc<crate::analysis::asr::AsrStats>>,
+    /// Everything for /metrics.
+    pub metrics: Arc<prometheus_client::registry::Registry>,
+    pub whisper: crate::publish::whisper::WhisperState,
 }
 
 pub fn router(state: HttpState) -> Router {
+    let whisper = Router::new().route("/whisper", get(crate::publish::whisper::handler)).with_state(state.whisper.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/calls", get(calls))
         .route("/records", get(records))
         .route("/records/:id", get(record))
         .with_state(state)
+        .merge(whisper)
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl axum::response::IntoResponse {
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], crate::publish::metrics::encode(&s.metrics))
 }
 
 async fn status(State(s): State<HttpState>) -> Json<Value> {

@@ -1,2 +1,3 @@
-//! Publishing: Prometheus metrics ([`metrics`]).
+//! Publishing: Prometheus metrics ([`metrics`]) and the agents' whisper channel ([`whisper`]).
 pub mod metrics;
+pub mod whisper;

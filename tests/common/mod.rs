@@ -323,3 +323,84 @@ pub fn pcap_udp_payloads(path: &Path) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Read a mono WAV leg.
+pub fn read_leg(p: &Path) -> Vec<i16> {
+    hearken::analysis::wav::read(p).unwrap().samples.remove(0)
+}
+
+/// Set up a call with sipp through Hearken, replay both legs as PCMU RTP at 4x, hang up, and
+/// return Hearken with the call's record.
+pub fn call_with_audio(cust: &[i16], agent_pcm: &[i16], extra_cfg: &str) -> (Hearken, serde_json::Value) {
+    let (pbx, agent) = (free_port(), free_port());
+    let h = Hearken::start(pbx, agent, extra_cfg);
+    let rec = call_with_audio_on(&h, pbx, agent, cust, agent_pcm).1;
+    (h, rec)
+}
+
+/// The same on an already running Hearken (whose PBX and agent ports are `pbx`, `agent`).
+pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent_pcm: &[i16]) -> ((), serde_json::Value) {
+    let records = |h: &Hearken| -> usize {
+        let v: serde_json::Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
+        v["records"].as_array().map_or(0, |a| a.len())
+    };
+    let before = records(h);
+    let dir = tempfile::tempdir().unwrap();
+    let pbx_media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let agent_media = UdpSocket::bind((AGENT_IP, 0)).unwrap();
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", agent_media.local_addr().unwrap().port().to_string())]);
+    let call_s = cust.len() as f64 / 8000.0;
+    let hold_ms = (call_s / 4.0 * 1000.0) as u64 + 4000;
+    let uac = scenario(
+        dir.path(),
+        "uac_call.xml",
+        &[
+            ("AGENT", "agent1".into()),
+            ("PLAY", String::new()),
+            ("HOLD_MS", hold_ms.to_string()),
+            ("PBX_MEDIA_PORT", pbx_media.local_addr().unwrap().port().to_string()),
+        ],
+    );
+    let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
+    let remote = format!("127.0.0.1:{}", h.sip_port);
+    let d = dir.path().to_path_buf();
+    let uac = std::thread::spawn(move || sipp_run(&d, &uac, pbx, &remote, &["-m", "1"], Duration::from_secs(120)));
+    // Wait for the answer: both legs announced, relay ports known.
+    let mut ports = (0u16, 0u16);
+    wait_for(Duration::from_secs(10), "call up", || {
+        let calls = h.calls();
+        if let Some(c) = calls.first() {
+            let s = &c["streams"][0];
+            ports = (s["customer_port"].as_u64().unwrap_or(0) as u16, s["agent_port"].as_u64().unwrap_or(0) as u16);
+        }
+        ports.0 != 0 && h.log().contains("call answered")
+    });
+    // Replay both legs at 4x: one 20 ms packet per leg every 5 ms.
+    let start = Instant::now();
+    let n = cust.len().max(agent_pcm.len()) / 160;
+    for k in 0..n {
+        for (pcm, sock, port, ssrc) in [(cust, &pbx_media, ports.0, 0x1111), (agent_pcm, &agent_media, ports.1, 0x2222)] {
+            let frame: Vec<u8> =
+                pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| hearken::codec::g711::encode_ulaw(s)).collect();
+            let pkt = hearken::rtp::build(0, k as u16, (k * 160) as u32, ssrc, &frame);
+            sock.send_to(&pkt, ("127.0.0.1", port)).unwrap();
+        }
+        let due = start + Duration::from_micros(5000 * (k as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    uac.join().unwrap().unwrap_or_else(|e| panic!("{e}\n{}", h.log()));
+    uas.wait(Duration::from_secs(10)).unwrap();
+    let mut rec = serde_json::Value::Null;
+    wait_for(Duration::from_secs(10), "call record", || match h.get("/records/1") {
+        Some(b) => {
+            rec = serde_json::from_str(&b).unwrap();
+            true
+        }
+        None => false,
+    });
+    let s = h.status();
+    assert_eq!(s["relay"]["tap_dropped"], 0, "{s}");
+    ((), rec)
+}
