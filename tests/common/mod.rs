@@ -393,12 +393,16 @@ pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent
     uac.join().unwrap().unwrap_or_else(|e| panic!("{e}\n{}", h.log()));
     uas.wait(Duration::from_secs(10)).unwrap();
     let mut rec = serde_json::Value::Null;
-    wait_for(Duration::from_secs(10), "call record", || match h.get("/records/1") {
-        Some(b) => {
-            rec = serde_json::from_str(&b).unwrap();
-            true
+    wait_for(Duration::from_secs(30), "call record", || {
+        let list: serde_json::Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
+        let Some(id) = list["records"].as_array().and_then(|a| a.get(before)).and_then(|r| r["id"].as_u64()) else { return false };
+        match h.get(&format!("/records/{id}")) {
+            Some(b) => {
+                rec = serde_json::from_str(&b).unwrap();
+                true
+            }
+            None => false,
         }
-        None => false,
     });
     let s = h.status();
     assert_eq!(s["relay"]["tap_dropped"], 0, "{s}");
