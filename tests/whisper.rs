@@ -1,0 +1,87 @@
+//! The whisper channel as agents and supervisors use it: a WebSocket per agent, authenticated by
+//! token. During a real call (sipp + corpus audio replayed as RTP), the call's agent receives its
+//! call start, live snapshots, listening events (the interruptions) and nudges; another agent's
+//! token receives nothing of it; a supervisor sees everything; a bad token is refused.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tungstenite::{stream::MaybeTlsStream, WebSocket};
+
+fn connect(port: u16, token: &str) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, tungstenite::Error> {
+    let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/whisper?token={token}"))?;
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    }
+    Ok(ws)
+}
+
+/// Collect every JSON message a subscriber gets until `stop` says so.
+fn collect(mut ws: WebSocket<MaybeTlsStream<TcpStream>>, stop: mpsc::Receiver<()>) -> std::thread::JoinHandle<Vec<Value>> {
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        loop {
+            if stop.try_recv().is_ok() {
+                return got;
+            }
+            match ws.read() {
+                Ok(tungstenite::Message::Text(t)) => got.push(serde_json::from_str(&t).unwrap()),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return got,
+            }
+        }
+    })
+}
+
+#[test]
+fn agents_get_only_their_own_calls_and_bad_tokens_are_refused() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev/d02_agent_interrupts");
+    let (cust, agent) = (read_leg(&scenario.join("customer.wav")), read_leg(&scenario.join("agent.wav")));
+    let (pbx, agent_port) = (free_port(), free_port());
+    let cfg = "[whisper]\nsupervisors = [\"sup-token-123\"]\n[whisper.agents]\nagent1 = \"agent1-token\"\nagent2 = \"agent2-token\"\n";
+    let h = Hearken::start(pbx, agent_port, cfg);
+
+    // A bad or missing token is refused before the upgrade.
+    for bad in ["nope-nope-nope", ""] {
+        match connect(h.http_port, bad) {
+            Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+            other => panic!("token {bad:?} not refused: {:?}", other.map(|_| ())),
+        }
+    }
+    let subs: Vec<(mpsc::Sender<()>, std::thread::JoinHandle<Vec<Value>>)> = ["agent1-token", "agent2-token", "sup-token-123"]
+        .iter()
+        .map(|t| {
+            let (tx, rx) = mpsc::channel();
+            (tx, collect(connect(h.http_port, t).unwrap(), rx))
+        })
+        .collect();
+    let t0 = Instant::now();
+    let (_, rec) = call_with_audio_on(&h, pbx, agent_port, &cust, &agent);
+    std::thread::sleep(Duration::from_millis(500));
+    let got: Vec<Vec<Value>> = subs
+        .into_iter()
+        .map(|(tx, j)| {
+            let _ = tx.send(());
+            j.join().unwrap()
+        })
+        .collect();
+    let (a1, a2, sup) = (&got[0], &got[1], &got[2]);
+    let types = |v: &Vec<Value>, t: &str| v.iter().filter(|m| m["type"] == t).count();
+    assert_eq!(a1[0]["type"], "hello");
+    assert_eq!(a1[0]["agent"], "agent1");
+    assert_eq!(types(a1, "call_start"), 1, "{a1:?}");
+    assert_eq!(types(a1, "call_end"), 1);
+    assert!(types(a1, "snapshot") >= 3, "live snapshots about every second ({:?} of call)", t0.elapsed());
+    let interruptions = a1.iter().filter(|m| m["type"] == "event" && m["event"]["kind"] == "interruption").count();
+    assert_eq!(interruptions as u64, rec["summary"]["interruptions"]["count"].as_u64().unwrap(), "{a1:?}");
+    // Agent 2 had no call: it hears nothing but its hello.
+    assert_eq!(a2.len(), 1, "agent2 received someone else's messages: {a2:?}");
+    // The supervisor sees agent1's call too.
+    assert_eq!(types(sup, "call_start"), 1);
+    assert!(sup.iter().all(|m| m["type"] == "hello" || m["agent"] == "agent1"));
+}
