@@ -40,6 +40,8 @@ pub enum AnalyzeError {
     Asr(#[from] crate::analysis::asr::AsrError),
     #[error("speech recognition did not finish ({0} utterance(s) outstanding)")]
     AsrTimeout(usize),
+    #[error("asr.phrases {0}: {1}")]
+    Phrases(String, String),
 }
 
 /// Speech recognition for one offline analysis: a pool, the call's streams, the results.
@@ -93,9 +95,23 @@ pub struct AnalyzeOutput {
     /// With ASR on: both legs' recognised speech, with word times on the call's timeline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transcript: Option<Vec<TranscriptSegment>>,
+    /// With ASR on: active-listening phrase signals found in the transcript.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phrases: Option<crate::analysis::phrases::PhraseSummary>,
     /// RTP receive quality per leg (pcap input only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<crate::analysis::live::LegQuality>,
+}
+
+fn phrases_for(
+    asr_cfg: &AsrConfig,
+    transcript: Option<&[TranscriptSegment]>,
+    s: &CallSummary,
+) -> Result<Option<crate::analysis::phrases::PhraseSummary>, AnalyzeError> {
+    let Some(t) = transcript else { return Ok(None) };
+    let pack = asr_cfg.phrase_pack().map_err(|e| AnalyzeError::Phrases(asr_cfg.phrases.clone(), e.to_string()))?;
+    let talk = [s.talk_time_s.customer, s.talk_time_s.agent];
+    Ok(Some(crate::analysis::asr::detect_phrases(pack, asr_cfg.phrase_params.clone(), t, None, s.call_duration_s, talk)))
 }
 
 fn vad_name(cfg: &AnalysisConfig) -> &'static str {
@@ -174,7 +190,8 @@ fn run_pcap(
         }
     }
     let transcript = asr.map(OfflineAsr::collect).transpose()?;
-    Ok(AnalyzeOutput { summary: done.turns, events, vad: vad_name(cfg), transcript, quality: Some(done.quality) })
+    let phrases = phrases_for(asr_cfg, transcript.as_deref(), &done.turns)?;
+    Ok(AnalyzeOutput { summary: done.turns, events, vad: vad_name(cfg), transcript, phrases, quality: Some(done.quality) })
 }
 
 pub fn run(input: &Input, cfg: &AnalysisConfig, asr_cfg: &AsrConfig, frame_ms: u32) -> Result<AnalyzeOutput, AnalyzeError> {
@@ -210,7 +227,8 @@ pub fn run(input: &Input, cfg: &AnalysisConfig, asr_cfg: &AsrConfig, frame_ms: u
         None => analyze_pcm(&c, &a, cfg, frame, None),
     };
     let transcript = asr.map(OfflineAsr::collect).transpose()?;
-    Ok(AnalyzeOutput { summary, events, vad: vad_name(cfg), transcript, quality: None })
+    let phrases = phrases_for(asr_cfg, transcript.as_deref(), &summary)?;
+    Ok(AnalyzeOutput { summary, events, vad: vad_name(cfg), transcript, phrases, quality: None })
 }
 
 fn opt(x: Option<f64>) -> String {

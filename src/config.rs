@@ -235,9 +235,12 @@ impl Config {
             if !m.join("am").is_dir() && !m.join("conf").is_dir() {
                 return Err(key_err("asr.model", format!("`{}` is not a Vosk model folder (no am/ or conf/ inside)", a.model)));
             }
-            if !std::path::Path::new(&a.phrases).is_file() {
-                return Err(key_err("asr.phrases", format!("`{}` does not exist", a.phrases)));
+            if let Err(e) = a.phrase_pack() {
+                return Err(key_err("asr.phrases", e.to_string()));
             }
+        }
+        if let Err(e) = a.phrase_params.validate() {
+            return Err(key_err("asr.phrase_params", e.to_string()));
         }
         if a.workers == 0 || a.workers > 64 {
             return Err(key_err("asr.workers", "must be between 1 and 64"));

@@ -40,7 +40,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             tx,
         );
         tracing::info!(workers = cfg.asr.workers, load_ms = t0.elapsed().as_millis() as u64, "speech recognition on");
-        Some(crate::io::analysis::LiveAsr { pool, results: rx, config: cfg.asr.clone() })
+        let pack = cfg.asr.phrase_pack().with_context(|| format!("asr.phrases: {}", cfg.asr.phrases))?;
+        Some(crate::io::analysis::LiveAsr { pool, results: rx, config: cfg.asr.clone(), pack })
     } else {
         tracing::info!("speech recognition off (no asr.model configured); timing analysis runs");
         None

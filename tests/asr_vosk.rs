@@ -109,6 +109,9 @@ fn analyze_with_model_gives_a_two_party_transcript_on_the_call_timeline() {
             }
         }
     }
+    // Phrase signals over the transcript (default English pack here: counts exist, pace is set).
+    assert!(o["phrases"]["counts"].is_object(), "{}", o["phrases"]);
+    assert!(o["phrases"]["pace_wpm"]["customer"].as_f64().unwrap() > 0.0);
     // Timing metrics are unchanged by ASR.
     let plain = Command::new(env!("CARGO_BIN_EXE_hearken"))
         .args(["analyze", "--json", "--customer"])

@@ -106,6 +106,10 @@ fn live_call_with_asr_records_a_two_party_transcript() {
     // Agent words come after the customer's (timeline order survives the live path).
     let first = |p: &str| t.iter().find(|s| s["party"] == p).unwrap()["start"].as_f64().unwrap();
     assert!(first("agent") > first("customer") + 5.0, "{t:?}");
+    // The phrase layer ran on it with the Korean pack: pace from recognised words.
+    assert_eq!(rec["phrases"]["language"], "ko", "{}", rec["phrases"]);
+    assert!(rec["phrases"]["pace_wpm"]["agent"].as_f64().unwrap() > 0.0);
+    assert!(rec["phrases"]["counts"].is_object());
     let s = h.status();
     assert_eq!(s["asr"]["enabled"], true);
     assert!(s["asr"]["utterances"].as_u64().unwrap() >= 2, "{s}");

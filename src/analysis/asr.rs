@@ -16,22 +16,7 @@
 //!
 //! Not here: deciding what is speech (the pipeline's VAD), phrase logic (`phrases`).
 
-// TEMPORARY until analysis::phrases lands: the same shapes it defines.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Word {
-    pub word: String,
-    pub start: f64,
-    pub end: f64,
-    pub conf: f32,
-}
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TranscriptSegment {
-    pub party: Party,
-    pub start: f64,
-    pub end: f64,
-    pub text: String,
-    pub words: Vec<Word>,
-}
+pub use super::phrases::{TranscriptSegment, Word};
 use super::turns::Party;
 use std::collections::HashMap;
 use std::path::Path;
@@ -58,6 +43,8 @@ pub struct AsrConfig {
     pub tail_ms: u32,
     /// Longer utterances are cut into pieces (bounds recognizer memory).
     pub max_utterance_s: u32,
+    /// Phrase-signal thresholds (read-back window, closing window, ...).
+    pub phrase_params: super::phrases::PhraseParams,
 }
 
 impl Default for AsrConfig {
@@ -71,6 +58,7 @@ impl Default for AsrConfig {
             preroll_ms: 300,
             tail_ms: 400,
             max_utterance_s: 30,
+            phrase_params: Default::default(),
         }
     }
 }
@@ -79,6 +67,35 @@ impl AsrConfig {
     pub fn enabled(&self) -> bool {
         !self.model.trim().is_empty()
     }
+
+    /// The phrase pack named by `asr.phrases`. The default path falls back to the built-in
+    /// English pack when run from outside the source tree.
+    pub fn phrase_pack(&self) -> Result<super::phrases::PhrasePack, super::phrases::PhraseError> {
+        let p = Path::new(&self.phrases);
+        if !p.exists() && self.phrases == AsrConfig::default().phrases {
+            return Ok(super::phrases::PhrasePack::builtin_en());
+        }
+        super::phrases::PhrasePack::load(p)
+    }
+}
+
+/// Run phrase detection over a finished transcript (time order), as the live path does segment
+/// by segment.
+pub fn detect_phrases(
+    pack: super::phrases::PhrasePack,
+    params: super::phrases::PhraseParams,
+    transcript: &[TranscriptSegment],
+    customer_name: Option<String>,
+    call_end: f64,
+    talk_time_s: [f64; 2],
+) -> super::phrases::PhraseSummary {
+    let mut d = super::phrases::PhraseDetector::new(pack, params);
+    d.set_customer_name(customer_name);
+    for seg in transcript {
+        d.handle_time(seg.end);
+        d.handle_segment(seg);
+    }
+    d.finish(call_end, talk_time_s)
 }
 
 /// Recognised text of one utterance; times relative to the start of its audio.

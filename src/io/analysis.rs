@@ -44,6 +44,8 @@ pub struct CallRecord {
     pub events: Vec<TurnEvent>,
     /// Recognised speech of both legs (empty when ASR is off).
     pub transcript: Vec<TranscriptSegment>,
+    /// Phrase signals found in the transcript (None when ASR is off).
+    pub phrases: Option<crate::analysis::phrases::PhraseSummary>,
 }
 
 #[derive(Clone, Default)]
@@ -87,12 +89,15 @@ struct Active {
     events: Vec<TurnEvent>,
     streams: CallStreams,
     transcript: Vec<TranscriptSegment>,
+    phrases: Option<crate::analysis::phrases::PhraseDetector>,
 }
 
 /// A call that has ended but still has utterances in recognition.
 struct Finishing {
     record: CallRecord,
+    queue: String,
     streams: CallStreams,
+    phrases: Option<crate::analysis::phrases::PhraseDetector>,
     deadline: Instant,
 }
 
@@ -101,6 +106,7 @@ pub struct LiveAsr {
     pub pool: AsrPool,
     pub results: std_mpsc::Receiver<AsrOutput>,
     pub config: crate::analysis::asr::AsrConfig,
+    pub pack: crate::analysis::phrases::PhrasePack,
 }
 
 /// Spawn the analysis thread. It ends when both senders are gone.
@@ -155,7 +161,7 @@ pub fn spawn(
                     while let Ok(out) = asr.results.try_recv() {
                         busy = true;
                         if let AsrOutput::Final { call, segment } = out {
-                            deliver(&mut calls, &mut finishing, call, segment);
+                            deliver(&publisher, &mut calls, &mut finishing, call, segment);
                         }
                     }
                 }
@@ -196,7 +202,7 @@ pub fn spawn(
                         finishing.iter().filter(|(_, f)| f.streams.outstanding == 0 || f.deadline <= last_tick).map(|(k, _)| *k).collect();
                     for id in done {
                         if let Some(f) = finishing.remove(&id) {
-                            file(&records, f.record);
+                            finish_record(&publisher, &records, f);
                         }
                     }
                 }
@@ -208,26 +214,80 @@ pub fn spawn(
         .expect("spawn analysis thread")
 }
 
-/// A recognised utterance: into its call's transcript (live or finishing).
-fn deliver(calls: &mut HashMap<u64, Active>, finishing: &mut HashMap<u64, Finishing>, call: u64, segment: TranscriptSegment) {
+/// Phrase events of a call: counted and whispered (kind and time only; the matched words stay in
+/// the record).
+fn publish_phrases(publisher: &Publisher, call: u64, agent: &str, queue: &str, d: &mut crate::analysis::phrases::PhraseDetector) {
+    while let Some(e) = d.poll_event() {
+        publisher.metrics.record_phrase(agent, queue, e.kind.label(), e.party);
+        publisher.whisper.send(
+            agent,
+            &serde_json::json!({"type": "phrase", "call": call, "agent": agent, "kind": e.kind.label(), "party": e.party, "at": e.at, "time": unix_s()}),
+        );
+    }
+}
+
+/// A recognised utterance: into its call's transcript and phrase detector (live or finishing).
+fn deliver(
+    publisher: &Publisher,
+    calls: &mut HashMap<u64, Active>,
+    finishing: &mut HashMap<u64, Finishing>,
+    call: u64,
+    segment: TranscriptSegment,
+) {
     let keep = !segment.text.trim().is_empty();
     if let Some(a) = calls.get_mut(&call) {
         a.streams.outstanding = a.streams.outstanding.saturating_sub(1);
         if keep {
             tracing::trace!(call, party = segment.party.name(), text = %segment.text, "transcript");
+            if let Some(d) = a.phrases.as_mut() {
+                d.handle_time(segment.end);
+                d.handle_segment(&segment);
+                publish_phrases(publisher, call, &a.agent_id, &a.queue, d);
+            }
             a.transcript.push(segment);
         }
     } else if let Some(f) = finishing.get_mut(&call) {
         f.streams.outstanding = f.streams.outstanding.saturating_sub(1);
         if keep {
+            if let Some(d) = f.phrases.as_mut() {
+                d.handle_time(segment.end);
+                d.handle_segment(&segment);
+                publish_phrases(publisher, call, &f.record.agent_id, &f.queue, d);
+            }
             f.record.transcript.push(segment);
         }
     }
 }
 
-fn file(records: &Records, mut r: CallRecord) {
+/// File a finished call: phrase summary, per-call metrics, whisper call_end, the record.
+fn finish_record(publisher: &Publisher, records: &Records, mut f: Finishing) {
+    let r = &mut f.record;
     r.transcript.sort_by(|a, b| a.start.total_cmp(&b.start));
-    records.push(r);
+    let t = &r.summary.turns;
+    if let Some(mut d) = f.phrases.take() {
+        let p = d.finish(t.call_duration_s, [t.talk_time_s.customer, t.talk_time_s.agent]);
+        publish_phrases(publisher, r.id, &r.agent_id, &f.queue, &mut d);
+        r.phrases = Some(p);
+    }
+    let pace = r.phrases.as_ref().map_or([None, None], |p| [p.pace_wpm.customer, p.pace_wpm.agent]);
+    publisher.metrics.record_call(&r.agent_id, &f.queue, r.reason, &r.summary, pace);
+    publisher.whisper.send(
+        &r.agent_id,
+        &serde_json::json!({
+            "type": "call_end", "call": r.id, "agent": r.agent_id, "reason": r.reason, "time": unix_s(),
+            "summary": {
+                "call_duration_s": t.call_duration_s,
+                "talk_ratio_agent": t.talk_ratio_agent,
+                "interruptions": {"by_agent": t.interruptions.by_agent, "by_customer": t.interruptions.by_customer},
+                "backchannels": t.backchannels.count,
+                "dead_air": t.dead_air,
+                "agent_response_latency": t.agent_response_latency,
+                "longest_monologue": t.longest_monologue,
+                "phrases": r.phrases.as_ref().map(|p| serde_json::json!({"counts": p.counts, "closing": p.closing, "read_back": p.read_back, "not_read_back": p.not_read_back})),
+            },
+        }),
+    );
+    records.push(f.record);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -253,6 +313,11 @@ fn handle_control(
                 if let Some(a) = asr {
                     live.enable_asr(&a.config);
                 }
+                let phrases = asr.map(|a| {
+                    let mut d = crate::analysis::phrases::PhraseDetector::new(a.pack.clone(), a.config.phrase_params.clone());
+                    d.set_customer_name(meta.customer_name.clone());
+                    d
+                });
                 Active {
                     agent_id,
                     queue: meta.queue.clone(),
@@ -261,6 +326,7 @@ fn handle_control(
                     events: Vec::new(),
                     streams: CallStreams::default(),
                     transcript: Vec::new(),
+                    phrases,
                 }
             });
         }
@@ -291,22 +357,6 @@ fn handle_control(
                     dead_air_gt_5s = t.dead_air.get("gt_5s").map_or(0, |d| d.count),
                     "call analysed"
                 );
-                publisher.metrics.record_call(&a.agent_id, &a.queue, reason, &summary, [None, None]);
-                publisher.whisper.send(
-                    &a.agent_id,
-                    &serde_json::json!({
-                        "type": "call_end", "call": call, "agent": a.agent_id, "reason": reason, "time": unix_s(),
-                        "summary": {
-                            "call_duration_s": t.call_duration_s,
-                            "talk_ratio_agent": t.talk_ratio_agent,
-                            "interruptions": {"by_agent": t.interruptions.by_agent, "by_customer": t.interruptions.by_customer},
-                            "backchannels": t.backchannels.count,
-                            "dead_air": t.dead_air,
-                            "agent_response_latency": t.agent_response_latency,
-                            "longest_monologue": t.longest_monologue,
-                        },
-                    }),
-                );
                 let ended = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 let record = CallRecord {
                     id: call,
@@ -316,12 +366,20 @@ fn handle_control(
                     summary,
                     events: a.events,
                     transcript: a.transcript,
+                    phrases: None,
                 };
-                if a.streams.outstanding == 0 {
-                    file(records, record);
+                // Wait (bounded) for the last utterances to come out of recognition.
+                let f = Finishing {
+                    record,
+                    queue: a.queue,
+                    streams: a.streams,
+                    phrases: a.phrases,
+                    deadline: Instant::now() + Duration::from_secs(15),
+                };
+                if f.streams.outstanding == 0 {
+                    finish_record(publisher, records, f);
                 } else {
-                    // Wait (bounded) for the last utterances to come out of recognition.
-                    finishing.insert(call, Finishing { record, streams: a.streams, deadline: Instant::now() + Duration::from_secs(15) });
+                    finishing.insert(call, f);
                 }
             }
         }
