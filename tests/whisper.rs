@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tungstenite::{stream::MaybeTlsStream, WebSocket};
 
+#[allow(clippy::result_large_err)]
 fn connect(port: u16, token: &str) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, tungstenite::Error> {
     let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/whisper?token={token}"))?;
     if let MaybeTlsStream::Plain(s) = ws.get_ref() {
