@@ -11,8 +11,7 @@ build: setup
 	@cargo build --quiet --release --bins
 
 run: build
-	@echo "hearken: starting on $(CONFIG) (status: http://127.0.0.1:9090/status, Ctrl-C to stop)"
-	@target/release/hearken run --config $(CONFIG)
+	@CONFIG=$(CONFIG) scripts/run.sh
 
 test: setup
 	@cargo build --quiet --bins

@@ -6,6 +6,7 @@ pub mod analyze;
 pub mod codec;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod fuzzing;
 pub mod io;
 pub mod media;

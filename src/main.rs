@@ -62,6 +62,13 @@ enum Cmd {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..=20))]
         frame_ms: u32,
     },
+    /// Drive one demo call through a running Hearken (as `make run` does): a PBX and an agent
+    /// phone on loopback play a two-party conversation through the relay while the agent's
+    /// whisper channel is printed; then the call record and Prometheus figures are shown.
+    DemoCall {
+        #[arg(short, long, env = "HEARKEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Load and validate a config, print the effective settings, and exit (0 = valid).
     CheckConfig {
         #[arg(short, long, env = "HEARKEN_CONFIG")]
@@ -170,6 +177,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::DemoCall { config } => match hearken::demo::run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hearken demo-call: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::CheckConfig { config } => match Config::load(config.as_deref()) {
             Ok(c) => {
                 println!("config ok: {c:#?}");
