@@ -33,7 +33,11 @@ fn conversation(workdir: &Path) -> Result<(Vec<i16>, Vec<i16>, String)> {
         if !ok.map(|s| s.success()).unwrap_or(false) {
             bail!("espeak-ng is needed for the demo audio (run `make run`, which installs it)");
         }
-        let ok = std::process::Command::new("sox").arg(&raw).args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"]).arg(&out).status();
+        let ok = std::process::Command::new("sox")
+            .arg(&raw)
+            .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
+            .arg(&out)
+            .status();
         if !ok.map(|s| s.success()).unwrap_or(false) {
             bail!("sox is needed for the demo audio (run `make run`, which installs it)");
         }
@@ -41,7 +45,11 @@ fn conversation(workdir: &Path) -> Result<(Vec<i16>, Vec<i16>, String)> {
     };
     let lines: [(&str, f64, &str); 5] = [
         ("agent", 0.5, "Thank you for calling, this is Sam. How can I help you today?"),
-        ("customer", 4.5, "Hi. My internet has been dropping every evening for a week, and I have already restarted the router twice, and it still"),
+        (
+            "customer",
+            4.5,
+            "Hi. My internet has been dropping every evening for a week, and I have already restarted the router twice, and it still",
+        ),
         ("agent", 8.0, "Okay, okay, I can see your account here, let me just run a line test for you."),
         ("customer", 15.0, "Right. It usually happens around eight o'clock."),
         ("agent", 31.0, "Thanks for waiting. The line test shows errors, so I will book an engineer for tomorrow morning."),
@@ -134,8 +142,10 @@ pub fn run(config: Option<PathBuf>) -> Result<()> {
         .first()
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| anyhow!("the demo plays the PBX: pbx.addresses[0] must be ip:port (it is in config/hearken.toml)"))?;
-    let agent_route = cfg.agents.route.as_deref().and_then(crate::sip::proxy::Target::parse).ok_or_else(|| anyhow!("the demo needs agents.route"))?;
-    let agent_addr: SocketAddr = format!("{}:{}", agent_route.host, agent_route.port).parse().context("agents.route must be ip:port for the demo")?;
+    let agent_route =
+        cfg.agents.route.as_deref().and_then(crate::sip::proxy::Target::parse).ok_or_else(|| anyhow!("the demo needs agents.route"))?;
+    let agent_addr: SocketAddr =
+        format!("{}:{}", agent_route.host, agent_route.port).parse().context("agents.route must be ip:port for the demo")?;
     let http = cfg.http.listen.clone();
     let token = cfg.whisper.agents.get("agent7").cloned();
 
@@ -178,7 +188,11 @@ pub fn run(config: Option<PathBuf>) -> Result<()> {
     let to_pbx_side = relay_port(&answer)?;
     let routes: Vec<String> = answer.values("record-route").into_iter().rev().collect();
     let to_tag = answer.header("to").and_then(|t| crate::sip::message::param(t, "tag")).unwrap_or_default();
-    let contact = answer.header("contact").and_then(SipUri::parse).map(|u| format!("sip:agent7@{}:{}", u.host, u.port.unwrap_or(5060))).unwrap_or(format!("sip:agent7@{agent_addr}"));
+    let contact = answer
+        .header("contact")
+        .and_then(SipUri::parse)
+        .map(|u| format!("sip:agent7@{}:{}", u.host, u.port.unwrap_or(5060)))
+        .unwrap_or(format!("sip:agent7@{agent_addr}"));
     let in_dialog = |method: &str, cseq: u32, branch: &str| {
         let route: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
         format!(
@@ -193,7 +207,8 @@ pub fn run(config: Option<PathBuf>) -> Result<()> {
     let n = cust.len().max(agent.len()) / 160;
     for k in 0..n {
         for (pcm, sock, to, ssrc) in [(&cust, &pbx_media, to_pbx_side, 0x0c0f_fee0u32), (&agent, &phone_media, to_agent, 0x0a9e_0700)] {
-            let payload: Vec<u8> = pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| crate::codec::g711::encode_ulaw(s)).collect();
+            let payload: Vec<u8> =
+                pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| crate::codec::g711::encode_ulaw(s)).collect();
             sock.send_to(&crate::rtp::build(0, k as u16, (k * 160) as u32, ssrc, &payload), to)?;
         }
         let due = start + Duration::from_millis(20 * (k as u64 + 1));

@@ -181,18 +181,20 @@ pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[RelayPorts]) -> Result<Vec<u8
                 idx = Some(i);
                 let m = &parsed.media[i];
                 let p = ports.get(i).ok_or(SdpError::BadLine(n + 1))?;
-                let mut parts = v.splitn(3, ' ');
-                let kind = parts.next().unwrap_or("");
-                let port = parts.next().unwrap_or("");
-                let rest = parts.next().unwrap_or("");
                 if m.port == 0 {
                     out.push_str(line);
                 } else {
+                    // Split as parse() does (any whitespace) and print with single spaces.
+                    let mut parts = v.split_whitespace();
+                    let kind = parts.next().unwrap_or("");
+                    let port = parts.next().unwrap_or("");
+                    let rest: Vec<&str> = parts.collect();
                     let suffix = port.split_once('/').map(|(_, c)| format!("/{c}")).unwrap_or_default();
-                    out.push_str(&format!("m={kind} {}{suffix} {rest}", p.rtp));
+                    out.push_str(&format!("m={kind} {}{suffix} {}", p.rtp, rest.join(" ")));
                 }
             }
-            "a" if v.starts_with("rtcp:") && idx.is_some() => {
+            // A disabled stream (port 0) keeps its attributes as they are.
+            "a" if v.starts_with("rtcp:") && idx.is_some_and(|i| parsed.media[i].port != 0) => {
                 let m = &parsed.media[idx.unwrap_or(0)];
                 let p = ports[idx.unwrap_or(0)];
                 let port = if m.rtcp_port == Some(m.port) { p.rtp } else { p.rtcp };

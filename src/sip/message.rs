@@ -94,11 +94,12 @@ pub fn canonical(name: &str) -> String {
 
 /// Where the header part ends: index just past the blank line, or None if not yet seen.
 pub fn header_end(buf: &[u8]) -> Option<usize> {
-    if let Some(p) = find(buf, b"\r\n\r\n") {
-        return Some(p + 4);
-    }
-    // Tolerate bare-LF messages (RFC 3261 §7 allows receivers to accept them).
-    find(buf, b"\n\n").map(|p| p + 2)
+    // The first blank line wins, CRLF or bare LF (RFC 3261 §7 lets receivers accept bare LF):
+    // a later CRLFCRLF may belong to the next message on a stream.
+    let crlf = find(buf, b"\r\n\r\n").map(|p| p + 4);
+    let lf = find(buf, b"\n\n").map(|p| p + 2);
+    let mixed = find(buf, b"\n\r\n").map(|p| p + 3);
+    [crlf, lf, mixed].into_iter().flatten().min()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -110,6 +111,10 @@ pub fn content_length(head: &[u8]) -> Result<usize, ParseError> {
     let text = std::str::from_utf8(head).map_err(|_| ParseError::NotText)?;
     for line in text.split('\n').skip(1) {
         let line = line.trim_end_matches('\r');
+        // A folded continuation belongs to the header before it (RFC 3261 §7.3.1).
+        if line.starts_with(' ') || line.starts_with('\t') {
+            continue;
+        }
         if let Some((n, v)) = line.split_once(':') {
             if canonical(n.trim()) == "content-length" {
                 return v.trim().parse().map_err(|_| ParseError::BadContentLength);
