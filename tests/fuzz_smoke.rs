@@ -458,11 +458,11 @@ fn proxy_seeds_and_mutants() {
     check_mix("proxy", ok, cases);
 }
 
-// Known issues found by these targets, not fixed in this change: each test states the correct
+// Bugs these targets found (fixed): each test states the correct
 // behaviour (regression tests for bugs the fuzzer found).
 
 #[test]
-fn known_issue_bare_lf_stream_framing_depends_on_chunking() {
+fn regression_bare_lf_stream_framing_depends_on_chunking() {
     // A bare-LF message with a body, then a CRLF message on the same TCP connection.
     let a = b"OPTIONS sip:a SIP/2.0\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\nl: 3\n\nabc";
     let b = b"BYE sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n";
@@ -475,7 +475,7 @@ fn known_issue_bare_lf_stream_framing_depends_on_chunking() {
 }
 
 #[test]
-fn known_issue_sdp_rewrite_of_m_line_with_tabs_or_double_spaces() {
+fn regression_sdp_rewrite_of_m_line_with_tabs_or_double_spaces() {
     for m in ["m=audio\t4000\tRTP/AVP\t0", "m=audio  4000 RTP/AVP 0"] {
         let text = format!("v=0\r\nc=IN IP4 10.0.0.1\r\n{m}\r\n");
         let before = sdp::parse(text.as_bytes()).unwrap();
@@ -493,7 +493,7 @@ fn known_issue_sdp_rewrite_of_m_line_with_tabs_or_double_spaces() {
 }
 
 #[test]
-fn known_issue_folded_line_taken_for_content_length_on_tcp() {
+fn regression_folded_line_taken_for_content_length_on_tcp() {
     let a = b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nX-Note: a\r\n l: 5\r\n\
 From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
     let m = Message::parse(a).unwrap();
