@@ -33,6 +33,7 @@ pub struct Config {
     pub analysis: crate::analysis::pipeline::AnalysisConfig,
     pub asr: crate::analysis::asr::AsrConfig,
     pub whisper: crate::publish::whisper::WhisperConfig,
+    pub cue: crate::media::cue::CueConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +259,21 @@ impl Config {
         }
         if self.whisper.supervisors.iter().any(|t| t.len() < 8) {
             return Err(key_err("whisper.supervisors", "tokens must be at least 8 characters"));
+        }
+        let c = &self.cue;
+        if !(c.tone_hz > 20.0 && c.tone_hz < 3900.0) {
+            return Err(key_err("cue.tone_hz", "must be between 20 and 3900 Hz (narrowband)"));
+        }
+        if c.duration_ms == 0 || c.duration_ms > 2000 {
+            return Err(key_err("cue.duration_ms", "must be 1..=2000"));
+        }
+        if !(c.level_dbfs <= 0.0 && c.level_dbfs >= -60.0) {
+            return Err(key_err("cue.level_dbfs", "must be between -60 and 0"));
+        }
+        if c.enabled {
+            if let Err(e) = c.samples() {
+                return Err(key_err("cue.file", e));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(key_err("log.level", "is not a tracing filter"));

@@ -47,7 +47,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None
     };
     let asr_stats = asr.as_ref().map(|a| a.pool.stats.clone());
-    let publisher = crate::io::analysis::Publisher { metrics: Default::default(), whisper: Default::default() };
+    let cues = crate::io::media::CueBus::default();
+    let cue = if cfg.cue.enabled {
+        let samples = cfg.cue.samples().map_err(|e| anyhow::anyhow!("cue.file: {e}"))?;
+        Some((cues.clone(), samples))
+    } else {
+        None
+    };
+    let publisher = crate::io::analysis::Publisher { metrics: Default::default(), whisper: Default::default(), cue };
     crate::io::analysis::spawn(cfg.analysis.clone(), asr, publisher.clone(), tap_rx, ctl_rx, records.clone());
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
@@ -61,6 +68,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         relay_stats.clone(),
         ended_tx,
         ctl_tx,
+        cues,
     );
     let proxy = Proxy::new(
         ProxyConfig {

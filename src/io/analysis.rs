@@ -75,6 +75,8 @@ impl Records {
 pub struct Publisher {
     pub metrics: crate::publish::metrics::Metrics,
     pub whisper: crate::publish::whisper::WhisperHub,
+    /// Audio cue into the agent's ear on a nudge, when enabled.
+    pub cue: Option<(crate::io::media::CueBus, Arc<[i16]>)>,
 }
 
 fn unix_s() -> f64 {

@@ -94,6 +94,25 @@ enum CallCmd {
     Remote(Side, sdp::Session),
     AddStream(Box<StreamSockets>),
     Close(EndReason),
+    Cue(Arc<[i16]>),
+}
+
+/// Lets the analysis side play an audio cue into a call's agent-bound media.
+#[derive(Clone, Default)]
+pub struct CueBus(Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<CallCmd>>>>);
+
+impl CueBus {
+    /// Start `cue` on `call`'s agent leg; false if the call has no media (any more).
+    pub fn play(&self, call: u64, cue: Arc<[i16]>) -> bool {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&call).is_some_and(|tx| tx.send(CallCmd::Cue(cue)).is_ok())
+    }
+    fn add(&self, call: u64, tx: mpsc::UnboundedSender<CallCmd>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(call, tx);
+    }
+    fn remove(&self, call: u64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&call);
+    }
 }
 
 /// The four sockets of one m-line: [PBX-facing RTP, PBX-facing RTCP, agent-facing RTP, agent-facing RTCP].
@@ -128,6 +147,7 @@ pub struct MediaManager {
     ended: mpsc::UnboundedSender<u64>,
     pub registry: Registry,
     analysis: std::sync::mpsc::Sender<crate::io::analysis::Control>,
+    pub cues: CueBus,
 }
 
 impl MediaManager {
@@ -138,8 +158,9 @@ impl MediaManager {
         stats: Arc<RelayStats>,
         ended: mpsc::UnboundedSender<u64>,
         analysis: std::sync::mpsc::Sender<crate::io::analysis::Control>,
+        cues: CueBus,
     ) -> Self {
-        MediaManager { settings, pool, calls: HashMap::new(), tap, stats, ended, registry: Default::default(), analysis }
+        MediaManager { settings, pool, calls: HashMap::new(), tap, stats, ended, registry: Default::default(), analysis, cues }
     }
 
     /// Bind one port pair: RTP on `p`, RTCP on `p + 1`.
@@ -213,9 +234,12 @@ impl MediaControl for MediaManager {
         }
         if !self.calls.contains_key(&call) {
             let (tx, rx) = mpsc::unbounded_channel();
+            self.cues.add(call, tx.clone());
             let task = CallTask {
                 id: call,
                 streams: Vec::new(),
+                payloads: Default::default(),
+                cue: None,
                 session: MediaSession::new(self.settings.rtp_timeout, self.settings.hold_timeout),
                 tap: self.tap.clone(),
                 stats: self.stats.clone(),
@@ -251,6 +275,7 @@ impl MediaControl for MediaManager {
 
     fn close(&mut self, call: u64, reason: EndReason) {
         if let Some(h) = self.calls.remove(&call) {
+            self.cues.remove(call);
             let _ = h.tx.send(CallCmd::Close(reason));
             let _ = self.analysis.send(crate::io::analysis::Control::End { call, reason: reason.label() });
         }
@@ -261,6 +286,7 @@ impl MediaManager {
     /// The call task ended by itself (RTP timeout): forget its handle.
     pub fn forget(&mut self, call: u64) {
         if self.calls.remove(&call).is_some() {
+            self.cues.remove(call);
             let _ = self.analysis.send(crate::io::analysis::Control::End { call, reason: EndReason::RtpTimeout.label() });
         }
     }
@@ -269,6 +295,9 @@ impl MediaManager {
 struct CallTask {
     id: u64,
     streams: Vec<StreamSockets>,
+    /// Payload types of the call (for the cue, which must know the codec it mixes into).
+    payloads: crate::codec::PayloadMap,
+    cue: Option<crate::media::cue::CueMixer>,
     session: MediaSession,
     tap: mpsc::Sender<TapFrame>,
     stats: Arc<RelayStats>,
@@ -287,7 +316,17 @@ impl CallTask {
             let deadline = self.session.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(CallCmd::Remote(side, s)) => self.session.handle_remote(side, &s, Instant::now()),
+                    Some(CallCmd::Remote(side, s)) => {
+                        for m in s.media.iter().filter(|m| m.kind == "audio") {
+                            for (pt, enc) in &m.rtpmap {
+                                if let Some(f) = crate::codec::PayloadMap::from_rtpmap(&[(*pt, enc.clone())]).format(*pt) {
+                                    self.payloads.insert(*pt, f);
+                                }
+                            }
+                        }
+                        self.session.handle_remote(side, &s, Instant::now())
+                    }
+                    Some(CallCmd::Cue(c)) => self.cue = Some(crate::media::cue::CueMixer::new(c)),
                     Some(CallCmd::AddStream(s)) => self.streams.push(*s),
                     Some(CallCmd::Close(r)) => { reason = r.label(); break }
                     None => break,
@@ -328,10 +367,28 @@ impl CallTask {
         match self.session.handle_packet(stream, side, port, src, data, now) {
             Verdict::Forward { stream, out_side, out_port, to, tap } => {
                 let out = &self.streams[stream].socks[sock_index(out_side, out_port)];
-                match out.try_send_to(data, to) {
+                // The cue goes into agent-bound RTP only; everything else is sent as received.
+                let mixed = match (&mut self.cue, out_side, tap) {
+                    (Some(mixer), Side::Agent, Some(h)) => {
+                        let payload = &data[h.payload_offset..h.payload_offset + h.payload_len];
+                        let new = mixer.mix(self.payloads.codec(h.payload_type), payload).map(|p| {
+                            let mut pkt = data[..h.payload_offset].to_vec();
+                            pkt[0] &= !0x20; // the new payload carries no padding
+                            pkt.extend_from_slice(&p);
+                            pkt
+                        });
+                        if mixer.done() {
+                            self.cue = None;
+                        }
+                        new
+                    }
+                    _ => None,
+                };
+                let data_out: &[u8] = mixed.as_deref().unwrap_or(data);
+                match out.try_send_to(data_out, to) {
                     Ok(_) => {
                         self.stats.forwarded_packets.fetch_add(1, Relaxed);
-                        self.stats.forwarded_bytes.fetch_add(data.len() as u64, Relaxed);
+                        self.stats.forwarded_bytes.fetch_add(data_out.len() as u64, Relaxed);
                     }
                     Err(_) => {
                         self.stats.send_errors.fetch_add(1, Relaxed);

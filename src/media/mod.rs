@@ -1,3 +1,4 @@
 //! Media: the per-call session core ([`session`]) and the relay port pool ([`ports`]).
+pub mod cue;
 pub mod ports;
 pub mod session;
