@@ -26,16 +26,30 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A free even-aligned block of `pairs` port pairs for media (probed, best effort: the relay skips
-/// pairs it cannot bind anyway).
+/// A block of `pairs` port pairs for media that is free right now (every port probed), below
+/// the kernel's ephemeral range. Blocks handed out in this test binary never overlap; other
+/// processes' ports are skipped by probing (the relay also skips pairs it cannot bind).
 pub fn media_range(pairs: u16) -> (u16, u16) {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let slot = NEXT.fetch_add(1, Ordering::SeqCst);
-    // Different test binaries run one after another; within one binary slots never overlap.
-    let base = 20000 + ((std::process::id() as u16 % 8) * 1000 + slot * (pairs * 2 + 2)) % 20000;
-    let base = base & !1;
-    (base, base + pairs * 2 + 1)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let width = pairs as u32 * 2 + 2;
+    // Start somewhere different per test binary so consecutive binaries do not reuse ports
+    // that may still be in TIME_WAIT-like states in peers.
+    let seed = (std::process::id() % 16) * 600;
+    for _ in 0..200 {
+        let slot = NEXT.fetch_add(width, Ordering::SeqCst);
+        let base = 20000 + (seed + slot) % 12000;
+        let base = (base & !1) as u16;
+        let end = base + width as u16 - 1;
+        if end >= 32000 {
+            continue;
+        }
+        let free = (base..=end).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return (base, end);
+        }
+    }
+    panic!("no free block of {pairs} RTP port pairs below 32000 on 127.0.0.1");
 }
 
 pub fn require(tool: &str) {
