@@ -34,6 +34,7 @@ pub struct Config {
     pub asr: crate::analysis::asr::AsrConfig,
     pub whisper: crate::publish::whisper::WhisperConfig,
     pub cue: crate::media::cue::CueConfig,
+    pub coach: crate::coach::CoachConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +260,9 @@ impl Config {
         }
         if self.whisper.supervisors.iter().any(|t| t.len() < 8) {
             return Err(key_err("whisper.supervisors", "tokens must be at least 8 characters"));
+        }
+        if let Err(e) = self.coach.validate() {
+            return Err(key_err("coach", e.to_string()));
         }
         let c = &self.cue;
         if !(c.tone_hz > 20.0 && c.tone_hz < 3900.0) {

@@ -54,7 +54,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let publisher = crate::io::analysis::Publisher { metrics: Default::default(), whisper: Default::default(), cue };
+    let publisher = crate::io::analysis::Publisher {
+        metrics: Default::default(),
+        whisper: Default::default(),
+        cue,
+        coach: std::sync::Arc::new(cfg.coach.clone()),
+    };
     crate::io::analysis::spawn(cfg.analysis.clone(), asr, publisher.clone(), tap_rx, ctl_rx, records.clone());
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(

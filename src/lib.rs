@@ -3,6 +3,7 @@
 //! Cores are sans-IO (`sip::proxy`, `media::session`, `sdp`, `rtp`); `io` holds the drivers.
 pub mod analysis;
 pub mod analyze;
+pub mod coach;
 pub mod codec;
 pub mod config;
 pub mod daemon;

@@ -80,9 +80,39 @@ fn agents_get_only_their_own_calls_and_bad_tokens_are_refused() {
     assert!(types(a1, "snapshot") >= 3, "live snapshots about every second ({:?} of call)", t0.elapsed());
     let interruptions = a1.iter().filter(|m| m["type"] == "event" && m["event"]["kind"] == "interruption").count();
     assert_eq!(interruptions as u64, rec["summary"]["interruptions"]["count"].as_u64().unwrap(), "{a1:?}");
+    // The nudge for the interruption reaches agent1 (once: the cooldown holds the second).
+    let nudges: Vec<&Value> = a1.iter().filter(|m| m["type"] == "nudge").collect();
+    assert!(nudges.iter().any(|n| n["kind"] == "interruption" && n["call"] == rec["id"]), "{a1:?}");
+    assert!(nudges.iter().all(|n| n["text"].as_str().is_some_and(|t| !t.is_empty())));
     // Agent 2 had no call: it hears nothing but its hello.
     assert_eq!(a2.len(), 1, "agent2 received someone else's messages: {a2:?}");
     // The supervisor sees agent1's call too.
     assert_eq!(types(sup, "call_start"), 1);
     assert!(sup.iter().all(|m| m["type"] == "hello" || m["agent"] == "agent1"));
+}
+
+/// With the audio cue on, the nudge plays a tone into the agent-bound media only: the agent leg
+/// receives packets that differ from what the PBX sent (the cue), everything else is identical,
+/// and the customer leg is byte-identical to what the agent side sent.
+#[test]
+fn audio_cue_reaches_the_agent_leg_only() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev/d02_agent_interrupts");
+    let (cust, agent) = (read_leg(&scenario.join("customer.wav")), read_leg(&scenario.join("agent.wav")));
+    let (pbx, agent_port) = (free_port(), free_port());
+    let h = Hearken::start(pbx, agent_port, "[cue]\nenabled = true\nduration_ms = 200\n");
+    let (cap, rec) = call_with_audio_on(&h, pbx, agent_port, &cust, &agent);
+    assert!(rec["notes"].is_array());
+    // Customer leg: every packet the agent side sent arrives unchanged, in order.
+    assert_eq!(cap.received_by_pbx, cap.sent_by_agent, "the customer must never hear the cue");
+    // Agent leg: same count; the packets that differ are one contiguous cue of ~200 ms.
+    assert_eq!(cap.received_by_agent.len(), cap.sent_by_pbx.len());
+    let differ: Vec<usize> =
+        cap.received_by_agent.iter().zip(&cap.sent_by_pbx).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
+    assert!(!differ.is_empty(), "no cue on the agent leg");
+    assert!((9..=12).contains(&differ.len()), "a 200 ms cue spans about 10 packets: {differ:?}");
+    assert!(differ.windows(2).all(|w| w[1] == w[0] + 1), "one contiguous cue: {differ:?}");
+    // Headers are untouched: only payload bytes change.
+    for &i in &differ {
+        assert_eq!(cap.received_by_agent[i][..12], cap.sent_by_pbx[i][..12]);
+    }
 }

@@ -269,6 +269,10 @@ impl LiveCall {
         self.analysis.position_s()
     }
 
+    pub fn on_hold(&self) -> bool {
+        self.analysis.turns().on_hold()
+    }
+
     pub fn talk_time(&self, party: Party) -> f64 {
         self.analysis.turns().talk_time(party)
     }

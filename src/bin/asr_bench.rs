@@ -78,6 +78,9 @@ struct Args {
     /// Seconds of audio per leg.
     #[arg(long, default_value_t = 120.0)]
     seconds: f64,
+    /// Repetitions of every (legs, mode) run, interleaved; the summary gives medians.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Internal: run one measurement in this process and print its JSON.
     #[arg(long, hide = true)]
     child: Option<Mode>,
@@ -108,15 +111,34 @@ extern "C" {
 const RUSAGE_SELF: c_int = 0;
 const RUSAGE_THREAD: c_int = 1;
 
-/// User + system CPU time from getrusage, seconds: the whole process or the calling thread.
-fn cpu_s(who: c_int) -> f64 {
+/// getrusage of the whole process or the calling thread: user s, system s, minor page faults,
+/// involuntary context switches.
+fn usage(who: c_int) -> [f64; 4] {
     let mut r = Rusage { ru_utime: Timeval { tv_sec: 0, tv_usec: 0 }, ru_stime: Timeval { tv_sec: 0, tv_usec: 0 }, _rest: [0; 14] };
     // SAFETY: `r` is a properly sized and aligned `struct rusage` that getrusage fills in.
     if unsafe { getrusage(who, &mut r) } != 0 {
-        return f64::NAN;
+        return [f64::NAN; 4];
     }
     let tv = |t: &Timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(&r.ru_utime) + tv(&r.ru_stime)
+    // After the timevals: maxrss, ixrss, idrss, isrss, minflt, ..., nvcsw, nivcsw.
+    [tv(&r.ru_utime), tv(&r.ru_stime), r._rest[4] as f64, r._rest[13] as f64]
+}
+
+/// User + system CPU time from getrusage, seconds: the whole process or the calling thread.
+fn cpu_s(who: c_int) -> f64 {
+    let u = usage(who);
+    u[0] + u[1]
+}
+
+/// Process usage since `u0`, as JSON.
+fn usage_since(u0: [f64; 4]) -> Value {
+    let u = usage(RUSAGE_SELF);
+    json!({
+        "user_s": round(u[0] - u0[0], 2),
+        "sys_s": round(u[1] - u0[1], 2),
+        "minor_faults": u[2] - u0[2],
+        "involuntary_switches": u[3] - u0[3],
+    })
 }
 
 /// utime + stime from a /proc `stat` file, seconds (USER_HZ = 100).
@@ -408,6 +430,7 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     };
 
     let busy0 = machine_busy_s();
+    let u0 = usage(RUSAGE_SELF);
     let (w0, c0, f0, k0) = (Instant::now(), cpu_s(RUSAGE_SELF), cpu_s(RUSAGE_THREAD), thread_cpu_s(worker));
     let budget_ms = (asr.queue_s * 1000.0) as u64;
     let mut buf = [0i16; PACKET];
@@ -449,6 +472,7 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
         drain(&mut t, o);
     }
     let (wall, cpu, worker_cpu) = (w0.elapsed().as_secs_f64(), cpu_s(RUSAGE_SELF) - c0, thread_cpu_s(worker) - k0);
+    let usage = usage_since(u0);
     let others = machine_busy_s() - busy0 - cpu;
     let (after_run, run_hwm) = rss_mib();
 
@@ -477,6 +501,7 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     Ok(json!({
         "load": load,
         "cpu_s": round(cpu, 2),
+        "usage": usage,
         "feed_thread_cpu_s": round(feed_cpu, 3),
         "worker_thread_cpu_s": round(worker_cpu, 2),
         "wall_s": round(wall, 1),
@@ -512,6 +537,7 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     let tape_len = corpus.tape[0].len();
 
     let busy0 = machine_busy_s();
+    let u0 = usage(RUSAGE_SELF);
     let (w0, c0) = (Instant::now(), cpu_s(RUSAGE_SELF));
     let mut recs = Vec::new();
     for _ in 0..run.legs {
@@ -543,6 +569,7 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
         words += rec.final_result().single().map_or(0, |r| r.result.len());
     }
     let (wall, cpu) = (w0.elapsed().as_secs_f64(), cpu_s(RUSAGE_SELF) - c0);
+    let usage = usage_since(u0);
     let others = machine_busy_s() - busy0 - cpu;
     let (after_run, run_hwm) = rss_mib();
     drop(recs);
@@ -556,6 +583,7 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     Ok(json!({
         "load": load,
         "cpu_s": round(cpu, 2),
+        "usage": usage,
         "wall_s": round(wall, 1),
         "others_busy_cores": round(others / wall, 2),
         "asr_audio_s": round(leg_s, 1),
@@ -577,6 +605,72 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
 
 // ---------------------------------------------------------------------------------------------
 // Parent: one child per (N, mode), then the report
+
+/// Median and range of `key` over runs.
+fn stats(rs: &[&Value], key: impl Fn(&Value) -> f64) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = rs.iter().map(|r| key(r)).filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    (mid, v[0], v[v.len() - 1])
+}
+
+/// Medians per (legs, mode), printed and returned as JSON.
+fn summarize(args: &Args, runs: &[Value]) -> Value {
+    let f = |k: &'static str| move |v: &Value| v[k].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!("medians over {} run(s) [min–max]:", args.runs.max(1));
+    println!(
+        "{:<10} {:>4} {:>14} {:>18} {:>18} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "mode", "legs", "CPU s", "ASR s / CPU s", "legs per core RT", "recogs", "peak/call", "run/call", "dropped", "trimmed"
+    );
+    let mut out = Vec::new();
+    for &legs in &args.legs {
+        let mut cpu_by_mode = Vec::new();
+        for mode in [Mode::Gated, Mode::AlwaysOn] {
+            let rs: Vec<&Value> = runs.iter().filter(|r| r["legs"] == json!(legs) && r["mode"] == json!(mode.name())).collect();
+            let cpu = stats(&rs, f("cpu_s"));
+            let rate = stats(&rs, f("asr_audio_per_cpu_s"));
+            let rt = stats(&rs, f("legs_per_core_rt"));
+            let recogs = stats(&rs, f("recognizers_created"));
+            let peak = stats(&rs, f("peak_per_call_mib"));
+            let after = stats(&rs, f("after_run_per_call_mib"));
+            let dropped = stats(&rs, |v| v["mem"]["after_drop_rss_mib"].as_f64().unwrap_or(f64::NAN));
+            let trimmed = stats(&rs, |v| v["mem"]["after_trim_rss_mib"].as_f64().unwrap_or(f64::NAN));
+            println!(
+                "{:<10} {:>4} {:>14} {:>18} {:>18} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                mode.name(),
+                legs,
+                format!("{:.1} [{:.1}–{:.1}]", cpu.0, cpu.1, cpu.2),
+                format!("{:.2} [{:.2}–{:.2}]", rate.0, rate.1, rate.2),
+                format!("{:.2} [{:.2}–{:.2}]", rt.0, rt.1, rt.2),
+                recogs.0,
+                peak.0,
+                after.0,
+                dropped.0,
+                trimmed.0,
+            );
+            cpu_by_mode.push(cpu.0);
+            out.push(json!({
+                "mode": mode.name(),
+                "legs": legs,
+                "runs": rs.len(),
+                "cpu_s": [round(cpu.0, 2), round(cpu.1, 2), round(cpu.2, 2)],
+                "asr_audio_per_cpu_s": [rate.0, rate.1, rate.2],
+                "legs_per_core_rt": [rt.0, rt.1, rt.2],
+                "recognizers_created": recogs.0,
+                "peak_per_call_mib": peak.0,
+                "after_run_per_call_mib": after.0,
+                "after_drop_rss_mib": dropped.0,
+                "after_trim_rss_mib": trimmed.0,
+            }));
+        }
+        println!("  {legs} legs: gated costs {:.0} % of always-on CPU", 100.0 * cpu_by_mode[0] / cpu_by_mode[1]);
+    }
+    json!(out)
+}
 
 fn spawn_child(args: &Args, mode: Mode, legs: usize) -> Result<Value> {
     let exe = std::env::current_exe().context("own executable")?;
@@ -641,47 +735,54 @@ fn main() -> Result<()> {
         speech["gated_share"].as_f64().unwrap_or(f64::NAN) * 100.0
     );
     let mut runs = Vec::new();
-    for &legs in &args.legs {
-        for mode in [Mode::Gated, Mode::AlwaysOn] {
-            eprintln!("asr-bench: {} with {legs} legs ...", mode.name());
-            runs.push(spawn_child(&args, mode, legs)?);
+    for rep in 1..=args.runs.max(1) {
+        for &legs in &args.legs {
+            for mode in [Mode::Gated, Mode::AlwaysOn] {
+                eprintln!("asr-bench: run {rep}: {} with {legs} legs ...", mode.name());
+                let mut r = spawn_child(&args, mode, legs)?;
+                r["run"] = json!(rep);
+                runs.push(r);
+            }
         }
     }
 
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let m = |v: &Value, k: &str| v["mem"][k].as_f64().unwrap_or(f64::NAN);
+    let u = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
     println!();
     println!(
-        "{:<10} {:>4} {:>5} {:>8} {:>8} {:>7} {:>7} {:>11} {:>9} {:>6} {:>6} {:>6}",
-        "mode", "legs", "calls", "leg-s", "ASR s", "share", "CPU s", "ASR s/CPU s", "legs/core", "recogs", "words", "others"
+        "{:>3} {:<10} {:>4} {:>5} {:>8} {:>8} {:>7} {:>7} {:>11} {:>9} {:>6} {:>6} {:>6}",
+        "run", "mode", "legs", "calls", "leg-s", "ASR s", "share", "CPU s", "ASR s/CPU s", "legs/core", "recogs", "words", "others"
     );
     for r in &runs {
         println!(
-            "{:<10} {:>4} {:>5} {:>8.1} {:>8.1} {:>6.1}% {:>7.1} {:>11.2} {:>9.2} {:>6} {:>6} {:>6.2}",
+            "{:>3} {:<10} {:>4} {:>5} {:>8.1} {:>8.1} {:>6.1}% {:>7.1} {:>11.2} {:>9.2} {:>6} {:>6} {:>6.2}",
+            u(r, "run"),
             r["mode"].as_str().unwrap_or("?"),
-            r["legs"],
-            r["calls"],
+            u(r, "legs"),
+            u(r, "calls"),
             f(r, "leg_audio_s"),
             f(r, "asr_audio_s"),
             f(r, "asr_share") * 100.0,
             f(r, "cpu_s"),
             f(r, "asr_audio_per_cpu_s"),
             f(r, "legs_per_core_rt"),
-            r["recognizers_created"],
-            r["words"],
+            u(r, "recognizers_created"),
+            u(r, "words"),
             f(r, "others_busy_cores"),
         );
     }
     println!();
     println!(
-        "{:<10} {:>4} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "mode", "legs", "load s", "load MiB", "RSS load", "peak", "peak/call", "after run", "run/call", "dropped", "trimmed"
+        "{:>3} {:<10} {:>4} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "run", "mode", "legs", "load s", "load MiB", "RSS load", "peak", "peak/call", "after run", "run/call", "dropped", "trimmed"
     );
     for r in &runs {
         println!(
-            "{:<10} {:>4} {:>7.2} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "{:>3} {:<10} {:>4} {:>7.2} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            u(r, "run"),
             r["mode"].as_str().unwrap_or("?"),
-            r["legs"],
+            u(r, "legs"),
             r["load"]["wall_s"].as_f64().unwrap_or(f64::NAN),
             r["load"]["rss_mib"].as_f64().unwrap_or(f64::NAN),
             m(r, "after_load_rss_mib"),
@@ -693,10 +794,12 @@ fn main() -> Result<()> {
             m(r, "after_trim_rss_mib"),
         );
     }
+    let summary = summarize(&args, &runs);
     println!();
     println!(
         "{}",
         json!({
+            "summary": summary,
             "bench": "asr",
             "nproc": nproc,
             "cpu": cpu_model(),

@@ -57,6 +57,9 @@ struct Args {
     /// Measure Hearken only.
     #[arg(long)]
     skip_rtpengine: bool,
+    /// Run the rtpengine phase before the Hearken phase (to check for order effects).
+    #[arg(long)]
+    rtpengine_first: bool,
     /// Keep the temporary directory (configs and relay logs) after the run.
     #[arg(long)]
     keep_workdir: bool,
@@ -1153,6 +1156,7 @@ fn report(args: &Args, tck: (u64, bool), phases: &[PhaseResult]) {
         "cpu_model": cpu_model(),
         "clk_tck": tck.0,
         "clk_tck_assumed": tck.1,
+        "order": if args.rtpengine_first && !args.skip_rtpengine { "rtpengine-first" } else { "hearken-first" },
     });
     for p in phases {
         j[p.relay] = p.json();
@@ -1197,11 +1201,19 @@ async fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let _cleanup = WorkDir { path: dir.clone(), keep: args.keep_workdir };
     let mut phases = Vec::new();
-    phases.push(hearken_phase(&args, &dir, &bin, tck.0).await.context("hearken phase")?);
+    let mut order = vec!["hearken"];
     if !args.skip_rtpengine {
-        // Let the kernel settle after the first relay is gone.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        phases.push(rtpengine_phase(&args, &dir, tck.0).await.context("rtpengine phase")?);
+        order.insert(usize::from(!args.rtpengine_first), "rtpengine");
+    }
+    for (k, relay) in order.into_iter().enumerate() {
+        if k > 0 {
+            // Let the kernel settle after the first relay is gone.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        phases.push(match relay {
+            "hearken" => hearken_phase(&args, &dir, &bin, tck.0).await.context("hearken phase")?,
+            _ => rtpengine_phase(&args, &dir, tck.0).await.context("rtpengine phase")?,
+        });
     }
     report(&args, tck, &phases);
     Ok(())

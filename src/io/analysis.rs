@@ -46,6 +46,8 @@ pub struct CallRecord {
     pub transcript: Vec<TranscriptSegment>,
     /// Phrase signals found in the transcript (None when ASR is off).
     pub phrases: Option<crate::analysis::phrases::PhraseSummary>,
+    /// Post-call coaching notes.
+    pub notes: Vec<crate::coach::Nudge>,
 }
 
 #[derive(Clone, Default)]
@@ -77,6 +79,23 @@ pub struct Publisher {
     pub whisper: crate::publish::whisper::WhisperHub,
     /// Audio cue into the agent's ear on a nudge, when enabled.
     pub cue: Option<(crate::io::media::CueBus, Arc<[i16]>)>,
+    /// Nudge policy settings.
+    pub coach: Arc<crate::coach::CoachConfig>,
+}
+
+/// A nudge for the agent: counted, whispered, and (if enabled) a cue in the agent's ear.
+fn send_nudge(publisher: &Publisher, call: u64, agent: &str, queue: &str, n: &crate::coach::Nudge) {
+    publisher.metrics.record_nudge(agent, queue, n.kind.label());
+    tracing::debug!(call, agent, kind = n.kind.label(), "nudge");
+    publisher.whisper.send(
+        agent,
+        &serde_json::json!({"type": "nudge", "call": call, "agent": agent, "kind": n.kind.label(), "text": n.text, "at": n.at, "post_call": n.post_call, "time": unix_s()}),
+    );
+    if !n.post_call {
+        if let Some((bus, samples)) = &publisher.cue {
+            bus.play(call, samples.clone());
+        }
+    }
 }
 
 fn unix_s() -> f64 {
@@ -92,6 +111,15 @@ struct Active {
     streams: CallStreams,
     transcript: Vec<TranscriptSegment>,
     phrases: Option<crate::analysis::phrases::PhraseDetector>,
+    coach: crate::coach::NudgePolicy,
+}
+
+impl Active {
+    fn drain_nudges(&mut self, publisher: &Publisher, call: u64) {
+        while let Some(n) = self.coach.poll_nudge() {
+            send_nudge(publisher, call, &self.agent_id, &self.queue, &n);
+        }
+    }
 }
 
 /// A call that has ended but still has utterances in recognition.
@@ -100,6 +128,7 @@ struct Finishing {
     queue: String,
     streams: CallStreams,
     phrases: Option<crate::analysis::phrases::PhraseDetector>,
+    coach: crate::coach::NudgePolicy,
     deadline: Instant,
 }
 
@@ -179,8 +208,12 @@ pub fn spawn(
                                 &a.agent_id,
                                 &serde_json::json!({"type": "event", "call": id, "agent": a.agent_id, "event": e, "time": unix_s()}),
                             );
+                            a.coach.handle_turn_event(&e);
                             a.events.push(e);
                         }
+                        let talk = [a.live.talk_time(Party::Customer), a.live.talk_time(Party::Agent)];
+                        a.coach.handle_tick(a.live.position_s(), talk, a.live.on_hold());
+                        a.drain_nudges(&publisher, *id);
                         if a.last_snapshot.elapsed() >= Duration::from_secs(1) {
                             a.last_snapshot = last_tick;
                             let (c, g) = (a.live.talk_time(Party::Customer), a.live.talk_time(Party::Agent));
@@ -218,13 +251,21 @@ pub fn spawn(
 
 /// Phrase events of a call: counted and whispered (kind and time only; the matched words stay in
 /// the record).
-fn publish_phrases(publisher: &Publisher, call: u64, agent: &str, queue: &str, d: &mut crate::analysis::phrases::PhraseDetector) {
+fn publish_phrases(
+    publisher: &Publisher,
+    call: u64,
+    agent: &str,
+    queue: &str,
+    d: &mut crate::analysis::phrases::PhraseDetector,
+    coach: &mut crate::coach::NudgePolicy,
+) {
     while let Some(e) = d.poll_event() {
         publisher.metrics.record_phrase(agent, queue, e.kind.label(), e.party);
         publisher.whisper.send(
             agent,
             &serde_json::json!({"type": "phrase", "call": call, "agent": agent, "kind": e.kind.label(), "party": e.party, "at": e.at, "time": unix_s()}),
         );
+        coach.handle_phrase_event(&e);
     }
 }
 
@@ -244,9 +285,10 @@ fn deliver(
             if let Some(d) = a.phrases.as_mut() {
                 d.handle_time(segment.end);
                 d.handle_segment(&segment);
-                publish_phrases(publisher, call, &a.agent_id, &a.queue, d);
+                publish_phrases(publisher, call, &a.agent_id, &a.queue, d, &mut a.coach);
             }
             a.transcript.push(segment);
+            a.drain_nudges(publisher, call);
         }
     } else if let Some(f) = finishing.get_mut(&call) {
         f.streams.outstanding = f.streams.outstanding.saturating_sub(1);
@@ -254,7 +296,7 @@ fn deliver(
             if let Some(d) = f.phrases.as_mut() {
                 d.handle_time(segment.end);
                 d.handle_segment(&segment);
-                publish_phrases(publisher, call, &f.record.agent_id, &f.queue, d);
+                publish_phrases(publisher, call, &f.record.agent_id, &f.queue, d, &mut f.coach);
             }
             f.record.transcript.push(segment);
         }
@@ -268,9 +310,19 @@ fn finish_record(publisher: &Publisher, records: &Records, mut f: Finishing) {
     let t = &r.summary.turns;
     if let Some(mut d) = f.phrases.take() {
         let p = d.finish(t.call_duration_s, [t.talk_time_s.customer, t.talk_time_s.agent]);
-        publish_phrases(publisher, r.id, &r.agent_id, &f.queue, &mut d);
+        publish_phrases(publisher, r.id, &r.agent_id, &f.queue, &mut d, &mut f.coach);
         r.phrases = Some(p);
     }
+    // Post-call notes (closing without thanks / next steps, ...), after any last live nudges.
+    let mut notes = Vec::new();
+    while let Some(n) = f.coach.poll_nudge() {
+        send_nudge(publisher, r.id, &r.agent_id, &f.queue, &n);
+    }
+    for n in f.coach.finish(&r.summary.turns, r.phrases.as_ref()) {
+        send_nudge(publisher, r.id, &r.agent_id, &f.queue, &n);
+        notes.push(n);
+    }
+    let t = &r.summary.turns;
     let pace = r.phrases.as_ref().map_or([None, None], |p| [p.pace_wpm.customer, p.pace_wpm.agent]);
     publisher.metrics.record_call(&r.agent_id, &f.queue, r.reason, &r.summary, pace);
     publisher.whisper.send(
@@ -287,8 +339,10 @@ fn finish_record(publisher: &Publisher, records: &Records, mut f: Finishing) {
                 "longest_monologue": t.longest_monologue,
                 "phrases": r.phrases.as_ref().map(|p| serde_json::json!({"counts": p.counts, "closing": p.closing, "read_back": p.read_back, "not_read_back": p.not_read_back})),
             },
+            "notes": notes,
         }),
     );
+    r.notes = notes;
     records.push(f.record);
 }
 
@@ -329,6 +383,7 @@ fn handle_control(
                     streams: CallStreams::default(),
                     transcript: Vec::new(),
                     phrases,
+                    coach: crate::coach::NudgePolicy::new(&publisher.coach, &meta.queue, asr.is_some()),
                 }
             });
         }
@@ -341,6 +396,8 @@ fn handle_control(
             if let Some(mut a) = calls.remove(&call) {
                 a.live.handle_tick(now);
                 while let Some(e) = a.live.poll_event() {
+                    publisher.metrics.record_event(&a.agent_id, &a.queue, &e);
+                    a.coach.handle_turn_event(&e);
                     a.events.push(e);
                 }
                 let (summary, cmds) = a.live.finish_with_asr(now);
@@ -369,6 +426,7 @@ fn handle_control(
                     events: a.events,
                     transcript: a.transcript,
                     phrases: None,
+                    notes: Vec::new(),
                 };
                 // Wait (bounded) for the last utterances to come out of recognition.
                 let f = Finishing {
@@ -376,6 +434,7 @@ fn handle_control(
                     queue: a.queue,
                     streams: a.streams,
                     phrases: a.phrases,
+                    coach: a.coach,
                     deadline: Instant::now() + Duration::from_secs(15),
                 };
                 if f.streams.outstanding == 0 {

@@ -352,8 +352,31 @@ pub fn call_with_audio(cust: &[i16], agent_pcm: &[i16], extra_cfg: &str) -> (Hea
     (h, rec)
 }
 
+/// RTP of a replayed call: what each side sent, and what each side received from the relay.
+#[derive(Default)]
+pub struct Capture {
+    pub sent_by_pbx: Vec<Vec<u8>>,
+    pub sent_by_agent: Vec<Vec<u8>>,
+    pub received_by_pbx: Vec<Vec<u8>>,
+    pub received_by_agent: Vec<Vec<u8>>,
+}
+
+fn receive_all(sock: UdpSocket, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+        }
+        got
+    })
+}
+
 /// The same on an already running Hearken (whose PBX and agent ports are `pbx`, `agent`).
-pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent_pcm: &[i16]) -> ((), serde_json::Value) {
+pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent_pcm: &[i16]) -> (Capture, serde_json::Value) {
     let records = |h: &Hearken| -> usize {
         let v: serde_json::Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
         v["records"].as_array().map_or(0, |a| a.len())
@@ -392,18 +415,33 @@ pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent
     // Replay both legs at 4x: one 20 ms packet per leg every 5 ms.
     let start = Instant::now();
     let n = cust.len().max(agent_pcm.len()) / 160;
+    let mut cap = Capture::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rx_pbx = receive_all(pbx_media.try_clone().unwrap(), stop.clone());
+    let rx_agent = receive_all(agent_media.try_clone().unwrap(), stop.clone());
     for k in 0..n {
-        for (pcm, sock, port, ssrc) in [(cust, &pbx_media, ports.0, 0x1111), (agent_pcm, &agent_media, ports.1, 0x2222)] {
+        for (i, (pcm, sock, port, ssrc)) in
+            [(cust, &pbx_media, ports.0, 0x1111), (agent_pcm, &agent_media, ports.1, 0x2222)].into_iter().enumerate()
+        {
             let frame: Vec<u8> =
                 pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| hearken::codec::g711::encode_ulaw(s)).collect();
             let pkt = hearken::rtp::build(0, k as u16, (k * 160) as u32, ssrc, &frame);
             sock.send_to(&pkt, ("127.0.0.1", port)).unwrap();
+            if i == 0 {
+                cap.sent_by_pbx.push(pkt);
+            } else {
+                cap.sent_by_agent.push(pkt);
+            }
         }
         let due = start + Duration::from_micros(5000 * (k as u64 + 1));
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
     }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    cap.received_by_pbx = rx_pbx.join().unwrap();
+    cap.received_by_agent = rx_agent.join().unwrap();
     uac.join().unwrap().unwrap_or_else(|e| panic!("{e}\n{}", h.log()));
     uas.wait(Duration::from_secs(10)).unwrap();
     let mut rec = serde_json::Value::Null;
@@ -420,5 +458,5 @@ pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent
     });
     let s = h.status();
     assert_eq!(s["relay"]["tap_dropped"], 0, "{s}");
-    ((), rec)
+    (cap, rec)
 }
