@@ -154,10 +154,6 @@ pub fn run(config: Option<PathBuf>) -> Result<()> {
     let (cust, agent, source) = conversation(&work)?;
     println!("Hearken demo: one call through {hearken}, audio: {source} ({:.0} s)", cust.len() as f64 / 8000.0);
 
-    let pbx = UdpSocket::bind(pbx_addr).with_context(|| format!("bind the demo PBX at {pbx_addr}"))?;
-    let phone = UdpSocket::bind(agent_addr).with_context(|| format!("bind the demo agent phone at {agent_addr}"))?;
-    let pbx_media = UdpSocket::bind("127.0.0.1:0")?;
-    let phone_media = UdpSocket::bind("127.0.0.1:0")?;
     let printer = match &token {
         Some(t) => whisper_printer(&http, t),
         None => None,
@@ -165,61 +161,9 @@ pub fn run(config: Option<PathBuf>) -> Result<()> {
     if printer.is_some() {
         println!("Listening on the whisper channel as agent7 (ws://{http}/whisper?token=...)");
     }
-
-    // INVITE from the PBX to agent7 via Hearken.
-    let call_id = format!("demo-{}@127.0.0.1", std::process::id());
-    let body = sdp(pbx_media.local_addr()?.port());
-    let invite = format!(
-        "INVITE sip:agent7@{hearken} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx_addr};branch=z9hG4bKdemo1\r\nMax-Forwards: 70\r\nFrom: \"Demo Customer\" <sip:customer@{pbx_addr}>;tag=pbx1\r\nTo: <sip:agent7@{hearken}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@{pbx_addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    pbx.send_to(invite.as_bytes(), hearken)?;
-    let (inv, from) = recv_sip(&phone, |m| m.method() == Some("INVITE"), "INVITE at the agent phone")?;
-    let to_agent = relay_port(&inv)?;
-    let mut ok = inv.response(200, "OK", Some("phone1"));
-    for rr in inv.values("record-route") {
-        ok.push_back("Record-Route", rr);
-    }
-    ok.push_back("Contact", format!("<sip:agent7@{agent_addr}>"));
-    ok.set("content-type", "Content-Type", "application/sdp");
-    ok.body = sdp(phone_media.local_addr()?.port()).into_bytes();
-    phone.send_to(&ok.to_bytes(), from)?;
-    let (answer, _) = recv_sip(&pbx, |m| m.status() == Some(200), "200 OK at the PBX")?;
-    let to_pbx_side = relay_port(&answer)?;
-    let routes: Vec<String> = answer.values("record-route").into_iter().rev().collect();
-    let to_tag = answer.header("to").and_then(|t| crate::sip::message::param(t, "tag")).unwrap_or_default();
-    let contact = answer
-        .header("contact")
-        .and_then(SipUri::parse)
-        .map(|u| format!("sip:agent7@{}:{}", u.host, u.port.unwrap_or(5060)))
-        .unwrap_or(format!("sip:agent7@{agent_addr}"));
-    let in_dialog = |method: &str, cseq: u32, branch: &str| {
-        let route: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
-        format!(
-            "{method} {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx_addr};branch={branch}\r\nMax-Forwards: 70\r\n{route}From: \"Demo Customer\" <sip:customer@{pbx_addr}>;tag=pbx1\r\nTo: <sip:agent7@{hearken}>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
-    pbx.send_to(in_dialog("ACK", 1, "z9hG4bKdemo2").as_bytes(), hearken)?;
-    println!("Call up. Playing both legs in real time; the agent interrupts the customer early on...");
-
-    // Both legs, 20 ms PCMU packets, real time.
-    let start = Instant::now();
-    let n = cust.len().max(agent.len()) / 160;
-    for k in 0..n {
-        for (pcm, sock, to, ssrc) in [(&cust, &pbx_media, to_pbx_side, 0x0c0f_fee0u32), (&agent, &phone_media, to_agent, 0x0a9e_0700)] {
-            let payload: Vec<u8> =
-                pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| crate::codec::g711::encode_ulaw(s)).collect();
-            sock.send_to(&crate::rtp::build(0, k as u16, (k * 160) as u32, ssrc, &payload), to)?;
-        }
-        let due = start + Duration::from_millis(20 * (k as u64 + 1));
-        if let Some(w) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(w);
-        }
-    }
-    pbx.send_to(in_dialog("BYE", 2, "z9hG4bKdemo3").as_bytes(), hearken)?;
-    let (bye, bye_from) = recv_sip(&phone, |m| m.method() == Some("BYE"), "BYE at the agent phone")?;
-    phone.send_to(&bye.response(200, "OK", None).to_bytes(), bye_from)?;
-    let _ = recv_sip(&pbx, |m| m.status() == Some(200), "200 OK to BYE")?;
+    play_call(hearken, pbx_addr, agent_addr, "agent7", &cust, &agent, |_| {
+        println!("Call up. Playing both legs in real time; the agent interrupts the customer early on...");
+    })?;
     println!("Call ended.");
     std::thread::sleep(Duration::from_millis(1500));
     if let Some(list) = http_get(&http, "/records") {
@@ -243,4 +187,87 @@ pub fn run(config: Option<PathBuf>) -> Result<()> {
     drop(printer);
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// Play one call through Hearken: a PBX at `pbx_addr` calls `agent_id` (routed by Hearken to
+/// the phone at `agent_addr`), both legs stream their audio as PCMU in real time, the PBX hangs
+/// up. `on_answer` runs once the call is up; returns when the media started (wall clock), so a
+/// caller can relate audio positions to arrival times.
+pub fn play_call(
+    hearken: SocketAddr,
+    pbx_addr: SocketAddr,
+    agent_addr: SocketAddr,
+    agent_id: &str,
+    cust: &[i16],
+    agent: &[i16],
+    on_answer: impl FnOnce(Instant),
+) -> Result<Instant> {
+    let pbx = UdpSocket::bind(pbx_addr).with_context(|| format!("bind the demo PBX at {pbx_addr}"))?;
+    let phone = UdpSocket::bind(agent_addr).with_context(|| format!("bind the demo agent phone at {agent_addr}"))?;
+    let pbx_media = UdpSocket::bind("127.0.0.1:0")?;
+    let phone_media = UdpSocket::bind("127.0.0.1:0")?;
+
+    // INVITE from the PBX to agent7 via Hearken.
+    // Unique per call (a process may play several): Call-ID, tags and branches.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let uniq = format!(
+        "{}x{n}x{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+    );
+    let call_id = format!("demo-{uniq}@127.0.0.1");
+    let body = sdp(pbx_media.local_addr()?.port());
+    let invite = format!(
+        "INVITE sip:{agent_id}@{hearken} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx_addr};branch=z9hG4bKdemo1{uniq}\r\nMax-Forwards: 70\r\nFrom: \"Demo Customer\" <sip:customer@{pbx_addr}>;tag=pbx{uniq}\r\nTo: <sip:{agent_id}@{hearken}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@{pbx_addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    pbx.send_to(invite.as_bytes(), hearken)?;
+    let (inv, from) = recv_sip(&phone, |m| m.method() == Some("INVITE"), "INVITE at the agent phone")?;
+    let to_agent = relay_port(&inv)?;
+    let mut ok = inv.response(200, "OK", Some("phone1"));
+    for rr in inv.values("record-route") {
+        ok.push_back("Record-Route", rr);
+    }
+    ok.push_back("Contact", format!("<sip:{agent_id}@{agent_addr}>"));
+    ok.set("content-type", "Content-Type", "application/sdp");
+    ok.body = sdp(phone_media.local_addr()?.port()).into_bytes();
+    phone.send_to(&ok.to_bytes(), from)?;
+    let (answer, _) = recv_sip(&pbx, |m| m.status() == Some(200), "200 OK at the PBX")?;
+    let to_pbx_side = relay_port(&answer)?;
+    let routes: Vec<String> = answer.values("record-route").into_iter().rev().collect();
+    let to_tag = answer.header("to").and_then(|t| crate::sip::message::param(t, "tag")).unwrap_or_default();
+    let contact = answer
+        .header("contact")
+        .and_then(SipUri::parse)
+        .map(|u| format!("sip:{agent_id}@{}:{}", u.host, u.port.unwrap_or(5060)))
+        .unwrap_or(format!("sip:{agent_id}@{agent_addr}"));
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        let route: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        format!(
+            "{method} {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx_addr};branch={branch}\r\nMax-Forwards: 70\r\n{route}From: \"Demo Customer\" <sip:customer@{pbx_addr}>;tag=pbx{uniq}\r\nTo: <sip:{agent_id}@{hearken}>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    pbx.send_to(in_dialog("ACK", 1, &format!("z9hG4bKdemo2{uniq}")).as_bytes(), hearken)?;
+    let start = Instant::now();
+    on_answer(start);
+
+    // Both legs, 20 ms PCMU packets, real time.
+    let n = cust.len().max(agent.len()) / 160;
+    for k in 0..n {
+        for (pcm, sock, to, ssrc) in [(cust, &pbx_media, to_pbx_side, 0x0c0f_fee0u32), (agent, &phone_media, to_agent, 0x0a9e_0700)] {
+            let payload: Vec<u8> =
+                pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| crate::codec::g711::encode_ulaw(s)).collect();
+            sock.send_to(&crate::rtp::build(0, k as u16, (k * 160) as u32, ssrc, &payload), to)?;
+        }
+        let due = start + Duration::from_millis(20 * (k as u64 + 1));
+        if let Some(w) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+    }
+    pbx.send_to(in_dialog("BYE", 2, &format!("z9hG4bKdemo3{uniq}")).as_bytes(), hearken)?;
+    let (bye, bye_from) = recv_sip(&phone, |m| m.method() == Some("BYE"), "BYE at the agent phone")?;
+    phone.send_to(&bye.response(200, "OK", None).to_bytes(), bye_from)?;
+    let _ = recv_sip(&pbx, |m| m.status() == Some(200), "200 OK to BYE")?;
+    Ok(start)
 }
