@@ -261,8 +261,8 @@ impl Config {
         if self.whisper.supervisors.iter().any(|t| t.len() < 8) {
             return Err(key_err("whisper.supervisors", "tokens must be at least 8 characters"));
         }
-        if let Err(e) = self.coach.validate() {
-            return Err(key_err("coach", e.to_string()));
+        if let Err(crate::coach::CoachError::Key { key, msg }) = self.coach.validate() {
+            return Err(key_err(&key, msg));
         }
         let c = &self.cue;
         if !(c.tone_hz > 20.0 && c.tone_hz < 3900.0) {
@@ -338,6 +338,13 @@ mod tests {
         assert!(e.contains("pbx.addresses"), "{e}");
         let e = load("[sip]\nlisten = \"0.0.0.0:5060\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("sip.advertise"), "{e}");
+        let e = load("[coach]\ntalk_share_max = 2.0\n", &[]).unwrap_err().to_string();
+        assert_eq!(e.matches("config key").count(), 1, "{e}");
+        assert!(e.contains("`coach.talk_share_max`"), "{e}");
+        let e = load("[coach.queues.billing]\ndead_air_s = -1\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("coach.queues.billing.dead_air_s"), "{e}");
+        let e = load("[coach]\nenabled = [\"shouting\"]\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("coach") && e.contains("shouting"), "{e}");
     }
 
     #[test]
