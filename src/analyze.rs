@@ -110,8 +110,7 @@ fn phrases_for(
 ) -> Result<Option<crate::analysis::phrases::PhraseSummary>, AnalyzeError> {
     let Some(t) = transcript else { return Ok(None) };
     let pack = asr_cfg.phrase_pack().map_err(|e| AnalyzeError::Phrases(asr_cfg.phrases.clone(), e.to_string()))?;
-    let talk = [s.talk_time_s.customer, s.talk_time_s.agent];
-    Ok(Some(crate::analysis::asr::detect_phrases(pack, asr_cfg.phrase_params.clone(), t, None, s.call_duration_s, talk)))
+    Ok(Some(crate::analysis::asr::detect_phrases(pack, asr_cfg.phrase_params.clone(), t, None, s)))
 }
 
 fn vad_name(cfg: &AnalysisConfig) -> &'static str {
@@ -262,7 +261,13 @@ pub fn report(o: &AnalyzeOutput) -> String {
         s.backchannels.count, s.backchannels.by_agent, s.backchannels.by_customer
     );
     let _ = write!(r, "Dead air     ");
-    for (k, v) in &s.dead_air {
+    // By threshold, not by key text ("gt_10s" sorts before "gt_3s").
+    let mut dead: Vec<_> = s.dead_air.iter().collect();
+    dead.sort_by(|a, b| {
+        let t = |k: &str| k.trim_start_matches("gt_").trim_end_matches('s').parse::<f64>().unwrap_or(f64::MAX);
+        t(a.0).total_cmp(&t(b.0))
+    });
+    for (k, v) in dead {
         let _ = write!(r, " {k}: {} ({:.1} s)", v.count, v.total_s);
     }
     let _ = writeln!(r);
@@ -299,6 +304,49 @@ pub fn report(o: &AnalyzeOutput) -> String {
                 g.duration_s,
                 if g.on_hold_s > 0.0 { format!(", {:.1} s on hold", g.on_hold_s) } else { String::new() }
             );
+        }
+    }
+    if let Some(p) = &o.phrases {
+        let c = |kind: crate::analysis::phrases::PhraseKind| {
+            let v = p.counts.get(kind.label()).cloned().unwrap_or_default();
+            format!("{}/{}", v.agent, v.customer)
+        };
+        use crate::analysis::phrases::PhraseKind as K;
+        let _ = writeln!(r, "Phrases ({}), agent/customer:", p.language);
+        let _ = writeln!(
+            r,
+            "  acknowledgement {}   back-channel words {}   empathy {}   paraphrase {}   open questions {}   closed questions {}",
+            c(K::Acknowledgement),
+            c(K::Backchannel),
+            c(K::Empathy),
+            c(K::Paraphrase),
+            c(K::OpenQuestion),
+            c(K::ClosedQuestion)
+        );
+        let _ = writeln!(
+            r,
+            "  spelled {} (read back {}, not read back {})   customer's name used {}   closing: thanks {}, next steps {}",
+            p.spelled,
+            p.read_back,
+            p.not_read_back,
+            p.customer_name_uses,
+            if p.closing.thanks { "yes" } else { "no" },
+            if p.closing.next_steps { "yes" } else { "no" }
+        );
+        let _ = writeln!(
+            r,
+            "  pace (words/min of own talk) customer {} agent {}   back-channels by their words: confirmed {}, content {}, unheard {}",
+            p.pace_wpm.customer.map_or("-".into(), |x| format!("{x:.0}")),
+            p.pace_wpm.agent.map_or("-".into(), |x| format!("{x:.0}")),
+            p.backchannel_check.confirmed,
+            p.backchannel_check.content,
+            p.backchannel_check.unheard
+        );
+    }
+    if let Some(t) = &o.transcript {
+        let _ = writeln!(r, "Transcript ({} segments):", t.len());
+        for seg in t.iter().filter(|s| !s.text.is_empty()) {
+            let _ = writeln!(r, "  {:>7.2} s  {:8} {}", seg.start, seg.party.name(), seg.text);
         }
     }
     r

@@ -124,3 +124,38 @@ fn analyze_with_model_gives_a_two_party_transcript_on_the_call_timeline() {
     assert_eq!(p["talk_time_s"], o["talk_time_s"]);
     assert!(p["transcript"].is_null(), "no model, no transcript");
 }
+
+/// A short "네" from the agent while the customer talks: the timing calls it a back-channel, and
+/// with the Korean phrase pack the words heard in it are checked (`phrases.backchannel_check`).
+#[test]
+fn backchannels_found_by_timing_are_checked_with_the_real_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = speak("주문한 물건이 아직 도착하지 않았는데 배송 조회에는 이미 배달 완료라고 나와 있어서 확인 부탁드립니다.", dir.path(), "c");
+    let ne = speak("네", dir.path(), "ne");
+    let len = 4.0 + c.len() as f64 / 8000.0;
+    let (cw, aw) = (dir.path().join("customer.wav"), dir.path().join("agent.wav"));
+    hearken::analysis::wav::write(&cw, 8000, &[&place(&c, 1.0, len)]).unwrap();
+    hearken::analysis::wav::write(&aw, 8000, &[&place(&ne, 3.0, len)]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearken"))
+        .env("HEARKEN_ASR__PHRASES", Path::new(env!("CARGO_MANIFEST_DIR")).join("config/phrases/ko.toml"))
+        .args(["analyze", "--json", "--model"])
+        .arg(model())
+        .arg("--customer")
+        .arg(&cw)
+        .arg("--agent")
+        .arg(&aw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(o["phrases"]["language"], "ko");
+    assert_eq!(o["backchannels"]["by_agent"], 1, "{}", o["backchannels"]);
+    assert_eq!(o["interruptions"]["count"], 0);
+    let check = &o["phrases"]["backchannel_check"];
+    let events = check["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{check}");
+    assert_eq!(events[0]["by"], "agent");
+    assert_eq!(events[0]["at"], o["backchannels"]["events"][0]["at"]);
+    eprintln!("back-channel check: {check}");
+    assert_eq!(events[0]["verdict"], "confirmed", "the agent's 네 is heard as a back-channel word: {check}");
+}

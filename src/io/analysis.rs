@@ -309,7 +309,8 @@ fn finish_record(publisher: &Publisher, records: &Records, mut f: Finishing) {
     r.transcript.sort_by(|a, b| a.start.total_cmp(&b.start));
     let t = &r.summary.turns;
     if let Some(mut d) = f.phrases.take() {
-        let p = d.finish(t.call_duration_s, [t.talk_time_s.customer, t.talk_time_s.agent]);
+        let mut p = d.finish(t.call_duration_s, [t.talk_time_s.customer, t.talk_time_s.agent]);
+        p.backchannel_check = d.check_backchannels(&t.backchannels.events, &r.transcript);
         publish_phrases(publisher, r.id, &r.agent_id, &f.queue, &mut d, &mut f.coach);
         r.phrases = Some(p);
     }
