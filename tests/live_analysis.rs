@@ -82,6 +82,47 @@ fn replayed_dead_air_call_matches_offline_analysis() {
     replay("d04_dead_air");
 }
 
+/// The same corpus calls with both legs in Opus (dynamic payload type 111, 48 kHz RTP clock,
+/// negotiated in the SDP of both sides): the relay learns the mapping from the SDP, decodes with
+/// libopus, and the listening metrics meet the corpus accuracy tolerances against `truth.json`
+/// (lossy coding changes the audio, so this is checked against the truth, not against `analyze`
+/// on the WAVs; the G.711 tests above do that).
+#[test]
+fn replayed_opus_calls_meet_the_corpus_tolerances() {
+    let _one_at_a_time = serial();
+    let (pbx, agent) = (free_port(), free_port());
+    let h = Hearken::start(pbx, agent, "");
+    for name in ["d02_agent_interrupts", "d04_dead_air"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(name);
+        let truth: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
+        let t = &truth["metrics"];
+        let (cust, agent_pcm) = (read_leg(&dir.join("customer.wav")), read_leg(&dir.join("agent.wav")));
+        let (cap, rec) = call_with_codec_on(&h, pbx, agent, &cust, &agent_pcm, TestCodec::Opus);
+        let s = &rec["summary"];
+        // Opus on the wire, forwarded unchanged, decoded without errors.
+        assert_eq!(cap.sent_by_pbx[0][1] & 0x7f, 111);
+        assert_eq!(cap.received_by_agent.len(), cap.sent_by_pbx.len(), "{name}: every Opus packet forwarded");
+        for leg in ["customer_stats", "agent_stats"] {
+            assert_eq!(s["quality"][leg]["decode_errors"], 0, "{name} {leg}: {}", s["quality"]);
+            assert_eq!(s["quality"][leg]["unknown_payload"], 0, "{name} {leg}: {}", s["quality"]);
+        }
+        let ratio = s["talk_ratio_agent"].as_f64().unwrap();
+        let want = t["talk_ratio_agent"].as_f64().unwrap();
+        assert!((ratio - want).abs() <= 0.03, "{name}: agent talk ratio {ratio} vs truth {want}");
+        for k in ["by_agent", "by_customer"] {
+            assert_eq!(s["interruptions"][k], t["interruptions"][k], "{name} interruptions {k}");
+        }
+        for k in ["gt_3s", "gt_5s", "gt_6s", "gt_10s"] {
+            assert_eq!(s["dead_air"][k]["count"], t["dead_air"][k]["count"], "{name} dead air {k}");
+        }
+        for p in ["customer", "agent"] {
+            let (got, want) =
+                (s["longest_monologue"][p]["longest_s"].as_f64().unwrap(), t["longest_monologue"][p]["longest_s"].as_f64().unwrap());
+            assert!((got - want).abs() <= 1.0, "{name} monologue {p}: {got} vs truth {want}");
+        }
+    }
+}
+
 /// Korean speech (espeak-ng) on both legs of a live call with the real Vosk model: the call
 /// record carries a transcript of both parties on the call's timeline.
 #[test]

@@ -289,6 +289,8 @@ pub fn scenario(dir: &Path, template: &str, subs: &[(&str, String)]) -> String {
     }
     // Defaults for optional template keys.
     t = t.replace("{{PBX_MEDIA_PORT}}", "[auto_media_port]");
+    t = t.replace("{{FORMATS}}", TestCodec::Pcmu.formats());
+    t = t.replace("{{RTPMAPS}}", TestCodec::Pcmu.rtpmaps());
     let path = dir.join(template);
     std::fs::write(&path, t).unwrap();
     path.to_string_lossy().to_string()
@@ -375,8 +377,67 @@ fn receive_all(sock: UdpSocket, stop: std::sync::Arc<std::sync::atomic::AtomicBo
     })
 }
 
+/// How a replayed call's audio goes on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestCodec {
+    /// PCMU, payload type 0 (the SDP offers PCMA, PCMU and telephone-event).
+    Pcmu,
+    /// Opus, dynamic payload type 111 (`opus/48000/2`, 48 kHz RTP clock), encoded from the
+    /// 8 kHz leg by libopus.
+    Opus,
+}
+
+impl TestCodec {
+    pub fn formats(self) -> &'static str {
+        match self {
+            TestCodec::Pcmu => "8 0 101",
+            TestCodec::Opus => "111 101",
+        }
+    }
+
+    pub fn rtpmaps(self) -> &'static str {
+        match self {
+            TestCodec::Pcmu => "a=rtpmap:8 PCMA/8000\n      a=rtpmap:0 PCMU/8000\n      a=rtpmap:101 telephone-event/8000",
+            TestCodec::Opus => "a=rtpmap:111 opus/48000/2\n      a=fmtp:111 useinbandfec=1\n      a=rtpmap:101 telephone-event/8000",
+        }
+    }
+}
+
+/// Per leg: 20 ms of PCM in, one RTP payload out, with the payload type and timestamp step.
+struct LegEncoder {
+    codec: TestCodec,
+    opus: Option<opus::Encoder>,
+}
+
+impl LegEncoder {
+    fn new(codec: TestCodec) -> Self {
+        let opus = (codec == TestCodec::Opus).then(|| opus::Encoder::new(8000, opus::Channels::Mono, opus::Application::Voip).unwrap());
+        LegEncoder { codec, opus }
+    }
+
+    /// (payload type, timestamp units per 20 ms, payload)
+    fn encode(&mut self, pcm: &[i16]) -> (u8, u32, Vec<u8>) {
+        match self.codec {
+            TestCodec::Pcmu => (0, 160, pcm.iter().map(|&s| hearken::codec::g711::encode_ulaw(s)).collect()),
+            TestCodec::Opus => (111, 960, self.opus.as_mut().unwrap().encode_vec(pcm, 1500).unwrap()),
+        }
+    }
+}
+
 /// The same on an already running Hearken (whose PBX and agent ports are `pbx`, `agent`).
 pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent_pcm: &[i16]) -> (Capture, serde_json::Value) {
+    call_with_codec_on(h, pbx, agent, cust, agent_pcm, TestCodec::Pcmu)
+}
+
+/// The same with the legs' audio sent in `codec` (negotiated in the SDP of both sides).
+pub fn call_with_codec_on(
+    h: &Hearken,
+    pbx: u16,
+    agent: u16,
+    cust: &[i16],
+    agent_pcm: &[i16],
+    codec: TestCodec,
+) -> (Capture, serde_json::Value) {
     let records = |h: &Hearken| -> usize {
         let v: serde_json::Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
         v["records"].as_array().map_or(0, |a| a.len())
@@ -385,7 +446,12 @@ pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent
     let dir = tempfile::tempdir().unwrap();
     let pbx_media = UdpSocket::bind("127.0.0.1:0").unwrap();
     let agent_media = UdpSocket::bind((AGENT_IP, 0)).unwrap();
-    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", agent_media.local_addr().unwrap().port().to_string())]);
+    let sdp_codec = [("FORMATS", codec.formats().to_string()), ("RTPMAPS", codec.rtpmaps().to_string())];
+    let uas = scenario(
+        dir.path(),
+        "uas_call.xml",
+        &[("MEDIA_PORT", agent_media.local_addr().unwrap().port().to_string()), sdp_codec[0].clone(), sdp_codec[1].clone()],
+    );
     let call_s = cust.len() as f64 / 8000.0;
     let hold_ms = (call_s / 4.0 * 1000.0) as u64 + 4000;
     let uac = scenario(
@@ -396,6 +462,8 @@ pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent
             ("PLAY", String::new()),
             ("HOLD_MS", hold_ms.to_string()),
             ("PBX_MEDIA_PORT", pbx_media.local_addr().unwrap().port().to_string()),
+            sdp_codec[0].clone(),
+            sdp_codec[1].clone(),
         ],
     );
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
@@ -419,13 +487,17 @@ pub fn call_with_audio_on(h: &Hearken, pbx: u16, agent: u16, cust: &[i16], agent
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rx_pbx = receive_all(pbx_media.try_clone().unwrap(), stop.clone());
     let rx_agent = receive_all(agent_media.try_clone().unwrap(), stop.clone());
+    let mut encoders = [LegEncoder::new(codec), LegEncoder::new(codec)];
     for k in 0..n {
         for (i, (pcm, sock, port, ssrc)) in
             [(cust, &pbx_media, ports.0, 0x1111), (agent_pcm, &agent_media, ports.1, 0x2222)].into_iter().enumerate()
         {
-            let frame: Vec<u8> =
-                pcm.get(k * 160..k * 160 + 160).unwrap_or(&[0; 160]).iter().map(|&s| hearken::codec::g711::encode_ulaw(s)).collect();
-            let pkt = hearken::rtp::build(0, k as u16, (k * 160) as u32, ssrc, &frame);
+            let mut frame = [0i16; 160];
+            if let Some(src) = pcm.get(k * 160..(k * 160 + 160).min(pcm.len())) {
+                frame[..src.len()].copy_from_slice(src);
+            }
+            let (pt, step, payload) = encoders[i].encode(&frame);
+            let pkt = hearken::rtp::build(pt, k as u16, k as u32 * step, ssrc, &payload);
             sock.send_to(&pkt, ("127.0.0.1", port)).unwrap();
             if i == 0 {
                 cap.sent_by_pbx.push(pkt);
