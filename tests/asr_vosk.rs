@@ -64,6 +64,30 @@ fn vosk_recognises_korean_speech_with_word_times() {
     assert_eq!(pool.stats.recognizers_created.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
+/// customer.wav and agent.wav in `dir`: each leg's speech placed at its time on `len_s` of silence.
+fn two_legs(dir: &Path, customer: (&[i16], f64), agent: (&[i16], f64), len_s: f64) -> (PathBuf, PathBuf) {
+    let (cw, aw) = (dir.join("customer.wav"), dir.join("agent.wav"));
+    hearken::analysis::wav::write(&cw, 8000, &[&place(customer.0, customer.1, len_s)]).unwrap();
+    hearken::analysis::wav::write(&aw, 8000, &[&place(agent.0, agent.1, len_s)]).unwrap();
+    (cw, aw)
+}
+
+/// `hearken analyze --json --model <test model>` on two legs, with extra environment.
+fn analyze_with_model(cw: &Path, aw: &Path, env: &[(&str, &std::ffi::OsStr)]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearken"))
+        .envs(env.iter().copied())
+        .args(["analyze", "--json", "--model"])
+        .arg(model())
+        .arg("--customer")
+        .arg(cw)
+        .arg("--agent")
+        .arg(aw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Place `pcm` at `at_s` on a silent timeline of `len_s`.
 fn place(pcm: &[i16], at_s: f64, len_s: f64) -> Vec<i16> {
     let mut out = vec![0i16; (len_s * 8000.0) as usize];
@@ -82,20 +106,8 @@ fn analyze_with_model_gives_a_two_party_transcript_on_the_call_timeline() {
     let c = speak("안녕하세요. 주문 번호는 일 이 삼 사 오 입니다.", dir.path(), "c");
     let a = speak("네, 감사합니다. 확인해 드리겠습니다.", dir.path(), "a");
     let len = 14.0;
-    let (cw, aw) = (dir.path().join("customer.wav"), dir.path().join("agent.wav"));
-    hearken::analysis::wav::write(&cw, 8000, &[&place(&c, 1.0, len)]).unwrap();
-    hearken::analysis::wav::write(&aw, 8000, &[&place(&a, 8.0, len)]).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hearken"))
-        .args(["analyze", "--json", "--model"])
-        .arg(model())
-        .arg("--customer")
-        .arg(&cw)
-        .arg("--agent")
-        .arg(&aw)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (cw, aw) = two_legs(dir.path(), (&c, 1.0), (&a, 8.0), len);
+    let o = analyze_with_model(&cw, &aw, &[]);
     let t = o["transcript"].as_array().expect("transcript with --model");
     for (party, from, to) in [("customer", 1.0, 1.0 + c.len() as f64 / 8000.0), ("agent", 8.0, 8.0 + a.len() as f64 / 8000.0)] {
         let segs: Vec<&serde_json::Value> = t.iter().filter(|s| s["party"] == party).collect();
@@ -133,21 +145,9 @@ fn backchannels_found_by_timing_are_checked_with_the_real_engine() {
     let c = speak("주문한 물건이 아직 도착하지 않았는데 배송 조회에는 이미 배달 완료라고 나와 있어서 확인 부탁드립니다.", dir.path(), "c");
     let ne = speak("네", dir.path(), "ne");
     let len = 4.0 + c.len() as f64 / 8000.0;
-    let (cw, aw) = (dir.path().join("customer.wav"), dir.path().join("agent.wav"));
-    hearken::analysis::wav::write(&cw, 8000, &[&place(&c, 1.0, len)]).unwrap();
-    hearken::analysis::wav::write(&aw, 8000, &[&place(&ne, 3.0, len)]).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hearken"))
-        .env("HEARKEN_ASR__PHRASES", Path::new(env!("CARGO_MANIFEST_DIR")).join("config/phrases/ko.toml"))
-        .args(["analyze", "--json", "--model"])
-        .arg(model())
-        .arg("--customer")
-        .arg(&cw)
-        .arg("--agent")
-        .arg(&aw)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (cw, aw) = two_legs(dir.path(), (&c, 1.0), (&ne, 3.0), len);
+    let ko = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/phrases/ko.toml");
+    let o = analyze_with_model(&cw, &aw, &[("HEARKEN_ASR__PHRASES", ko.as_os_str())]);
     assert_eq!(o["phrases"]["language"], "ko");
     assert_eq!(o["backchannels"]["by_agent"], 1, "{}", o["backchannels"]);
     assert_eq!(o["interruptions"]["count"], 0);
