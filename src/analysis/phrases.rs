@@ -24,12 +24,12 @@
 //! ("twenty five") are out of reach of word lists; see docs/analysis.md, "Phrase signals".
 
 use super::turns::{BackchannelEvent, Party, PerParty};
-
-/// How far outside a back-channel's timing its words may lie (ASR word times vs VAD edges).
-pub const BACKCHANNEL_SLACK_S: f64 = 0.3;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
+
+/// How far outside a back-channel's timing its words may lie (ASR word times vs VAD edges).
+pub const BACKCHANNEL_SLACK_S: f64 = 0.3;
 
 /// Longest spelled sequence kept (symbols beyond it are dropped): bounds the read-back comparison.
 const MAX_SPELLED: usize = 64;
