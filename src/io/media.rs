@@ -312,8 +312,22 @@ impl CallTask {
         let mut snapshot = tokio::time::interval(Duration::from_millis(500));
         let mut reason = "closed";
         let mut start = 0usize;
+        // The RTP-timeout timer is armed lazily: the deadline moves with every packet, but the
+        // timer is only re-armed when it fires (then the session decides whether it really
+        // expired) or when the deadline moves earlier — not once per packet.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
-            let deadline = self.session.poll_timeout().map(tokio::time::Instant::from_std);
+            let deadline = self.session.poll_timeout();
+            if let Some(d) = deadline {
+                if armed.is_none_or(|a| d < a) {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
+                    armed = Some(d);
+                }
+            } else {
+                armed = None;
+            }
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(CallCmd::Remote(side, s)) => {
@@ -334,7 +348,8 @@ impl CallTask {
                 (i, n, src) = recv_any(&self.streams, &mut buf, &mut start) => {
                     self.handle_datagram(i, &buf[..n], src);
                 }
-                _ = sleep_until(deadline) => {
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
                     if let Some(MediaEvent::RtpTimeout(side)) = self.session.handle_timeout(Instant::now()) {
                         tracing::info!(leg = side.leg_name(), "rtp timeout, media session ended");
                         self.stats.rtp_timeouts.fetch_add(1, Relaxed);
@@ -445,13 +460,6 @@ impl CallTask {
                 }
             })
             .collect();
-    }
-}
-
-async fn sleep_until(t: Option<tokio::time::Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 
