@@ -58,6 +58,10 @@ enum Cmd {
         /// A Vosk model folder: recognise speech too (overrides asr.model).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// The phrase pack of the model's language, e.g. config/phrases/ko.toml (overrides
+        /// asr.phrases; default English).
+        #[arg(long, requires = "model")]
+        phrases: Option<PathBuf>,
         /// Analysis frame in ms (10 or 20).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(10..=20))]
         frame_ms: u32,
@@ -117,7 +121,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Analyze { customer, agent, stereo, pcap, swap_legs, rtpmap, model, json, config, vad, frame_ms } => {
+        Cmd::Analyze { customer, agent, stereo, pcap, swap_legs, rtpmap, model, phrases, json, config, vad, frame_ms } => {
             let mut cfg = match Config::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -161,6 +165,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
                 cfg.asr.model = m.display().to_string();
+            }
+            if let Some(p) = phrases {
+                if let Err(e) = hearken::analysis::phrases::PhrasePack::load(&p) {
+                    eprintln!("hearken: --phrases {}: {e}", p.display());
+                    return ExitCode::from(2);
+                }
+                cfg.asr.phrases = p.display().to_string();
             }
             match hearken::analyze::run(&input, &cfg.analysis, &cfg.asr, frame_ms) {
                 Ok(out) => {

@@ -72,12 +72,12 @@ fn two_legs(dir: &Path, customer: (&[i16], f64), agent: (&[i16], f64), len_s: f6
     (cw, aw)
 }
 
-/// `hearken analyze --json --model <test model>` on two legs, with extra environment.
-fn analyze_with_model(cw: &Path, aw: &Path, env: &[(&str, &std::ffi::OsStr)]) -> serde_json::Value {
+/// `hearken analyze --json --model <test model>` on two legs, with extra arguments.
+fn analyze_with_model(cw: &Path, aw: &Path, extra: &[&std::ffi::OsStr]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_hearken"))
-        .envs(env.iter().copied())
         .args(["analyze", "--json", "--model"])
         .arg(model())
+        .args(extra)
         .arg("--customer")
         .arg(cw)
         .arg("--agent")
@@ -147,7 +147,7 @@ fn backchannels_found_by_timing_are_checked_with_the_real_engine() {
     let len = 4.0 + c.len() as f64 / 8000.0;
     let (cw, aw) = two_legs(dir.path(), (&c, 1.0), (&ne, 3.0), len);
     let ko = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/phrases/ko.toml");
-    let o = analyze_with_model(&cw, &aw, &[("HEARKEN_ASR__PHRASES", ko.as_os_str())]);
+    let o = analyze_with_model(&cw, &aw, &["--phrases".as_ref(), ko.as_os_str()]);
     assert_eq!(o["phrases"]["language"], "ko");
     assert_eq!(o["backchannels"]["by_agent"], 1, "{}", o["backchannels"]);
     assert_eq!(o["interruptions"]["count"], 0);
