@@ -97,8 +97,11 @@ fn rtp_from_pcap_arrives_byte_identical_and_strangers_are_dropped() {
             }
             std::thread::sleep(Duration::from_millis(100));
             // ...then strangers inject into the agent-facing port and the customer-facing port.
-            let calls = h.calls();
-            let customer_port = calls[0]["streams"][0]["customer_port"].as_u64().unwrap() as u16;
+            let mut customer_port = 0u16;
+            wait_for(Duration::from_secs(5), "the call's relay ports on /calls", || {
+                customer_port = h.calls().first().and_then(|c| c["streams"][0]["customer_port"].as_u64()).unwrap_or(0) as u16;
+                customer_port != 0
+            });
             for i in 0..20u16 {
                 let bleed = hearken::rtp::build(8, 1000 + i, 0, 0xbad, b"STRANGER-STRANGER");
                 stranger.send_to(&bleed, src).unwrap();

@@ -329,22 +329,26 @@ impl CallTask {
                 armed = None;
             }
             tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(CallCmd::Remote(side, s)) => {
-                        for m in s.media.iter().filter(|m| m.kind == "audio") {
-                            for (pt, enc) in &m.rtpmap {
-                                if let Some(f) = crate::codec::PayloadMap::from_rtpmap(&[(*pt, enc.clone())]).format(*pt) {
-                                    self.payloads.insert(*pt, f);
+                cmd = rx.recv() => {
+                    match cmd {
+                        Some(CallCmd::Remote(side, s)) => {
+                            for m in s.media.iter().filter(|m| m.kind == "audio") {
+                                for (pt, enc) in &m.rtpmap {
+                                    if let Some(f) = crate::codec::PayloadMap::from_rtpmap(&[(*pt, enc.clone())]).format(*pt) {
+                                        self.payloads.insert(*pt, f);
+                                    }
                                 }
                             }
+                            self.session.handle_remote(side, &s, Instant::now())
                         }
-                        self.session.handle_remote(side, &s, Instant::now())
+                        Some(CallCmd::Cue(c)) => self.cue = Some(crate::media::cue::CueMixer::new(c)),
+                        Some(CallCmd::AddStream(s)) => self.streams.push(*s),
+                        Some(CallCmd::Close(r)) => { reason = r.label(); break }
+                        None => break,
                     }
-                    Some(CallCmd::Cue(c)) => self.cue = Some(crate::media::cue::CueMixer::new(c)),
-                    Some(CallCmd::AddStream(s)) => self.streams.push(*s),
-                    Some(CallCmd::Close(r)) => { reason = r.label(); break }
-                    None => break,
-                },
+                    // /calls shows a new stream or SDP at once, not at the next periodic snapshot.
+                    self.publish();
+                }
                 (i, n, src) = recv_any(&self.streams, &mut buf, &mut start) => {
                     self.handle_datagram(i, &buf[..n], src);
                 }
