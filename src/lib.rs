@@ -15,3 +15,4 @@ pub mod publish;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;
+pub mod sys;

@@ -443,7 +443,7 @@ fn worker(
                         // A burst needed more recognizers than the pool keeps: this one goes,
                         // and its tens of MiB go back to the system rather than stay in the heap.
                         drop(s.rec);
-                        release_heap();
+                        crate::sys::release_heap();
                     }
                     // Always reported, empty or not, so a consumer can count its streams home.
                     let words: Vec<Word> =
@@ -456,22 +456,6 @@ fn worker(
             }
         }
         stats.busy_us.fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
-    }
-}
-
-/// Hand freed heap memory back to the system. glibc keeps what a dropped Vosk recognizer
-/// freed (measured: RSS stays ~500 MiB above the model after 8 recognizers are dropped, and
-/// falls back to the model's size after `malloc_trim`; docs/benchmarks.md).
-fn release_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
-        }
-        // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps and arenas.
-        unsafe {
-            malloc_trim(0);
-        }
     }
 }
 

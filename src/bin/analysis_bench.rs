@@ -30,7 +30,6 @@ use hearken::analysis::wav;
 use hearken::codec::{g711, Codec, Decoder};
 use serde_json::json;
 use std::hint::black_box;
-use std::os::raw::{c_int, c_long};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -54,36 +53,9 @@ struct Args {
 // ---------------------------------------------------------------------------------------------
 // CPU time
 
-#[repr(C)]
-struct Timeval {
-    tv_sec: c_long,
-    tv_usec: c_long,
-}
-
-/// `struct rusage` (Linux): two timevals, then 14 longs we do not read.
-#[repr(C)]
-struct Rusage {
-    ru_utime: Timeval,
-    ru_stime: Timeval,
-    _rest: [c_long; 14],
-}
-
-extern "C" {
-    fn getrusage(who: c_int, usage: *mut Rusage) -> c_int;
-}
-
-const RUSAGE_SELF: c_int = 0;
-
 /// User + system CPU time of this process from getrusage, seconds.
 fn rusage_cpu_s() -> f64 {
-    let mut r = Rusage { ru_utime: Timeval { tv_sec: 0, tv_usec: 0 }, ru_stime: Timeval { tv_sec: 0, tv_usec: 0 }, _rest: [0; 14] };
-    // SAFETY: `r` is a properly sized and aligned `struct rusage` that getrusage fills in.
-    let rc = unsafe { getrusage(RUSAGE_SELF, &mut r) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    let tv = |t: &Timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(&r.ru_utime) + tv(&r.ru_stime)
+    hearken::sys::cpu_s(hearken::sys::Who::Process)
 }
 
 /// utime + stime of this process from /proc/self/stat, seconds (assumes USER_HZ = 100, the value

@@ -34,8 +34,8 @@ use hearken::analysis::pipeline::{analyze_pcm, AnalysisConfig, CallAnalysis};
 use hearken::analysis::turns::Party;
 use hearken::analysis::vad::{FRAME, RATE};
 use hearken::analysis::wav;
+use hearken::sys::{cpu_s, usage, Usage, Who};
 use serde_json::{json, Value};
-use std::os::raw::{c_int, c_long};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
@@ -89,55 +89,14 @@ struct Args {
 // ---------------------------------------------------------------------------------------------
 // CPU time and memory
 
-#[repr(C)]
-struct Timeval {
-    tv_sec: c_long,
-    tv_usec: c_long,
-}
-
-/// `struct rusage` (Linux): two timevals, then 14 longs we do not read.
-#[repr(C)]
-struct Rusage {
-    ru_utime: Timeval,
-    ru_stime: Timeval,
-    _rest: [c_long; 14],
-}
-
-extern "C" {
-    fn getrusage(who: c_int, usage: *mut Rusage) -> c_int;
-    fn malloc_trim(pad: usize) -> c_int;
-}
-
-const RUSAGE_SELF: c_int = 0;
-const RUSAGE_THREAD: c_int = 1;
-
-/// getrusage of the whole process or the calling thread: user s, system s, minor page faults,
-/// involuntary context switches.
-fn usage(who: c_int) -> [f64; 4] {
-    let mut r = Rusage { ru_utime: Timeval { tv_sec: 0, tv_usec: 0 }, ru_stime: Timeval { tv_sec: 0, tv_usec: 0 }, _rest: [0; 14] };
-    // SAFETY: `r` is a properly sized and aligned `struct rusage` that getrusage fills in.
-    if unsafe { getrusage(who, &mut r) } != 0 {
-        return [f64::NAN; 4];
-    }
-    let tv = |t: &Timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    // After the timevals: maxrss, ixrss, idrss, isrss, minflt, ..., nvcsw, nivcsw.
-    [tv(&r.ru_utime), tv(&r.ru_stime), r._rest[4] as f64, r._rest[13] as f64]
-}
-
-/// User + system CPU time from getrusage, seconds: the whole process or the calling thread.
-fn cpu_s(who: c_int) -> f64 {
-    let u = usage(who);
-    u[0] + u[1]
-}
-
 /// Process usage since `u0`, as JSON.
-fn usage_since(u0: [f64; 4]) -> Value {
-    let u = usage(RUSAGE_SELF);
+fn usage_since(u0: Usage) -> Value {
+    let u = usage(Who::Process);
     json!({
-        "user_s": round(u[0] - u0[0], 2),
-        "sys_s": round(u[1] - u0[1], 2),
-        "minor_faults": u[2] - u0[2],
-        "involuntary_switches": u[3] - u0[3],
+        "user_s": round(u.user_s - u0.user_s, 2),
+        "sys_s": round(u.sys_s - u0.sys_s, 2),
+        "minor_faults": u.minor_faults - u0.minor_faults,
+        "involuntary_switches": u.involuntary_switches - u0.involuntary_switches,
     })
 }
 
@@ -339,9 +298,9 @@ fn child(args: &Args, mode: Mode) -> Result<Value> {
 /// Loads the model, returns (wall s, CPU s, RSS before, RSS after, HWM after) and resets HWM.
 fn timed_load<T>(load: impl FnOnce() -> Result<T>) -> Result<(T, Value)> {
     let (rss0, _) = rss_mib();
-    let (w0, c0) = (Instant::now(), cpu_s(RUSAGE_SELF));
+    let (w0, c0) = (Instant::now(), cpu_s(Who::Process));
     let t = load()?;
-    let (wall, cpu) = (w0.elapsed().as_secs_f64(), cpu_s(RUSAGE_SELF) - c0);
+    let (wall, cpu) = (w0.elapsed().as_secs_f64(), cpu_s(Who::Process) - c0);
     let (rss1, hwm1) = rss_mib();
     let reset = reset_hwm();
     let v = json!({
@@ -430,8 +389,8 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     };
 
     let busy0 = machine_busy_s();
-    let u0 = usage(RUSAGE_SELF);
-    let (w0, c0, f0, k0) = (Instant::now(), cpu_s(RUSAGE_SELF), cpu_s(RUSAGE_THREAD), thread_cpu_s(worker));
+    let u0 = usage(Who::Process);
+    let (w0, c0, f0, k0) = (Instant::now(), cpu_s(Who::Process), cpu_s(Who::Thread), thread_cpu_s(worker));
     let budget_ms = (asr.queue_s * 1000.0) as u64;
     let mut buf = [0i16; PACKET];
     let mut talk_s = 0.0;
@@ -465,13 +424,13 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
             dispatch(&mut t, c, k, party, cmd);
         }
     }
-    let feed_cpu = cpu_s(RUSAGE_THREAD) - f0;
+    let feed_cpu = cpu_s(Who::Thread) - f0;
     let opened: usize = calls.iter().map(|c| c.streams.outstanding).sum();
     while t.finals < opened {
         let o = rx.recv_timeout(Duration::from_secs(600)).context("ASR pool stopped answering")?;
         drain(&mut t, o);
     }
-    let (wall, cpu, worker_cpu) = (w0.elapsed().as_secs_f64(), cpu_s(RUSAGE_SELF) - c0, thread_cpu_s(worker) - k0);
+    let (wall, cpu, worker_cpu) = (w0.elapsed().as_secs_f64(), cpu_s(Who::Process) - c0, thread_cpu_s(worker) - k0);
     let usage = usage_since(u0);
     let others = machine_busy_s() - busy0 - cpu;
     let (after_run, run_hwm) = rss_mib();
@@ -493,8 +452,7 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     drop(calls);
     while rx.recv().is_ok() {}
     let (after_drop, _) = rss_mib();
-    // SAFETY: glibc's malloc_trim only releases free heap memory.
-    unsafe { malloc_trim(0) };
+    hearken::sys::release_heap();
     let (after_trim, _) = rss_mib();
     drop(engine);
 
@@ -537,8 +495,8 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     let tape_len = corpus.tape[0].len();
 
     let busy0 = machine_busy_s();
-    let u0 = usage(RUSAGE_SELF);
-    let (w0, c0) = (Instant::now(), cpu_s(RUSAGE_SELF));
+    let u0 = usage(Who::Process);
+    let (w0, c0) = (Instant::now(), cpu_s(Who::Process));
     let mut recs = Vec::new();
     for _ in 0..run.legs {
         let mut r = vosk::Recognizer::new(&model, RATE as f32).context("Vosk could not create a recognizer")?;
@@ -557,25 +515,24 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
                 words += rec.result().single().map_or(0, |r| r.result.len());
             } else if last_partial[l].elapsed() >= PARTIAL_EVERY {
                 last_partial[l] = Instant::now();
-                let c = cpu_s(RUSAGE_THREAD);
+                let c = cpu_s(Who::Thread);
                 if !rec.partial_result().partial.is_empty() {
                     partials += 1;
                 }
-                partial_cpu += cpu_s(RUSAGE_THREAD) - c;
+                partial_cpu += cpu_s(Who::Thread) - c;
             }
         }
     }
     for rec in recs.iter_mut() {
         words += rec.final_result().single().map_or(0, |r| r.result.len());
     }
-    let (wall, cpu) = (w0.elapsed().as_secs_f64(), cpu_s(RUSAGE_SELF) - c0);
+    let (wall, cpu) = (w0.elapsed().as_secs_f64(), cpu_s(Who::Process) - c0);
     let usage = usage_since(u0);
     let others = machine_busy_s() - busy0 - cpu;
     let (after_run, run_hwm) = rss_mib();
     drop(recs);
     let (after_drop, _) = rss_mib();
-    // SAFETY: glibc's malloc_trim only releases free heap memory.
-    unsafe { malloc_trim(0) };
+    hearken::sys::release_heap();
     let (after_trim, _) = rss_mib();
     drop(model);
     let leg_s = (run.legs * n) as f64 / RATE as f64;

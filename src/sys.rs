@@ -1,0 +1,101 @@
+//! Small Linux process facts for the daemon and the bench binaries: CPU time and page faults
+//! from `getrusage`, and handing freed heap memory back to the system.
+
+use std::os::raw::{c_int, c_long};
+
+#[repr(C)]
+struct Timeval {
+    tv_sec: c_long,
+    tv_usec: c_long,
+}
+
+/// `struct rusage` (Linux): two timevals, then 14 longs (maxrss, ixrss, idrss, isrss, minflt,
+/// majflt, nswap, inblock, oublock, msgsnd, msgrcv, nsignals, nvcsw, nivcsw).
+#[repr(C)]
+struct Rusage {
+    ru_utime: Timeval,
+    ru_stime: Timeval,
+    rest: [c_long; 14],
+}
+
+extern "C" {
+    fn getrusage(who: c_int, usage: *mut Rusage) -> c_int;
+}
+
+/// Whose usage: the whole process (all threads) or the calling thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Process,
+    Thread,
+}
+
+/// Resource usage so far; NaN everywhere if `getrusage` failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub user_s: f64,
+    pub sys_s: f64,
+    pub minor_faults: f64,
+    pub involuntary_switches: f64,
+}
+
+impl Usage {
+    /// User + system CPU seconds.
+    pub fn cpu_s(&self) -> f64 {
+        self.user_s + self.sys_s
+    }
+}
+
+pub fn usage(who: Who) -> Usage {
+    let mut r = Rusage { ru_utime: Timeval { tv_sec: 0, tv_usec: 0 }, ru_stime: Timeval { tv_sec: 0, tv_usec: 0 }, rest: [0; 14] };
+    let who = match who {
+        Who::Process => 0, // RUSAGE_SELF
+        Who::Thread => 1,  // RUSAGE_THREAD
+    };
+    // SAFETY: `r` is a properly sized and aligned `struct rusage` that getrusage fills in.
+    if unsafe { getrusage(who, &mut r) } != 0 {
+        return Usage { user_s: f64::NAN, sys_s: f64::NAN, minor_faults: f64::NAN, involuntary_switches: f64::NAN };
+    }
+    let tv = |t: &Timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    Usage { user_s: tv(&r.ru_utime), sys_s: tv(&r.ru_stime), minor_faults: r.rest[4] as f64, involuntary_switches: r.rest[13] as f64 }
+}
+
+/// User + system CPU seconds of the process or the calling thread.
+pub fn cpu_s(who: Who) -> f64 {
+    usage(who).cpu_s()
+}
+
+/// Hand freed heap memory back to the system (glibc keeps it otherwise: after dropping Vosk
+/// recognizers RSS stays hundreds of MiB high until `malloc_trim`; docs/benchmarks.md).
+pub fn release_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> c_int;
+        }
+        // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps and arenas.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let before = usage(Who::Process);
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed().as_millis() < 50 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = usage(Who::Process);
+        assert!(after.cpu_s() > before.cpu_s(), "{before:?} -> {after:?}");
+        assert!(cpu_s(Who::Thread) > 0.0);
+        assert!(after.minor_faults >= before.minor_faults);
+        release_heap();
+    }
+}
