@@ -64,6 +64,21 @@ pub fn cpu_s(who: Who) -> f64 {
     usage(who).cpu_s()
 }
 
+/// Busy seconds of the whole machine (all cores) from /proc/stat: user, nice, system, irq,
+/// softirq, steal (USER_HZ = 100). Minus a process's own CPU time, it shows what others ran
+/// meanwhile — benchmarks use it to say when their numbers are disturbed.
+pub fn machine_busy_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return f64::NAN;
+    };
+    let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) as f64 / 100.0
+}
+
 /// Hand freed heap memory back to the system (glibc keeps it otherwise: after dropping Vosk
 /// recognizers RSS stays hundreds of MiB high until `malloc_trim`; docs/benchmarks.md).
 pub fn release_heap() {
@@ -96,6 +111,7 @@ mod tests {
         assert!(after.cpu_s() > before.cpu_s(), "{before:?} -> {after:?}");
         assert!(cpu_s(Who::Thread) > 0.0);
         assert!(after.minor_faults >= before.minor_faults);
+        assert!(machine_busy_s() > 0.0);
         release_heap();
     }
 }

@@ -31,6 +31,38 @@ pub struct Wav {
     pub samples: Vec<Vec<i16>>,
 }
 
+/// A two-leg call: its name and the [customer, agent] samples.
+pub type Call = (String, [Vec<i16>; 2]);
+
+/// Two-leg calls in the corpus layout: every sub-folder of `dir` holding `customer.wav` and
+/// `agent.wav` (mono), in name order, as (folder name, [customer, agent] samples).
+pub fn read_calls(dir: &Path) -> Result<Vec<Call>, WavError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| WavError::Io { path: dir.display().to_string(), source: e })?;
+    let mut dirs: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("customer.wav").is_file() && p.join("agent.wav").is_file())
+        .collect();
+    dirs.sort();
+    let mut out = Vec::new();
+    for d in dirs {
+        let mut legs: [Vec<i16>; 2] = Default::default();
+        for (leg, f) in legs.iter_mut().zip(["customer.wav", "agent.wav"]) {
+            let path = d.join(f);
+            let w = read(&path)?;
+            if w.channels != 1 {
+                return Err(WavError::Unsupported {
+                    path: path.display().to_string(),
+                    what: "channels",
+                    detail: format!("{} (a leg is mono)", w.channels),
+                });
+            }
+            *leg = w.samples.into_iter().next().unwrap_or_default();
+        }
+        out.push((d.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), legs));
+    }
+    Ok(out)
+}
+
 pub fn read(path: &Path) -> Result<Wav, WavError> {
     let p = path.display().to_string();
     let b = std::fs::read(path).map_err(|e| WavError::Io { path: p.clone(), source: e })?;

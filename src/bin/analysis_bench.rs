@@ -21,7 +21,7 @@
 //!
 //! Output: a table, then one JSON line (starts with `{"bench":"analysis"`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use hearken::analysis::pipeline::{analyze_pcm, AnalysisConfig, CallAnalysis};
 use hearken::analysis::turns::{Party, TurnParams, TurnTaking};
@@ -77,20 +77,6 @@ fn proc_stat_cpu_s() -> f64 {
     }
 }
 
-/// Busy clock ticks of the whole machine (all cores) from /proc/stat: user, nice, system, irq,
-/// softirq, steal. Minus this process's own CPU time, it shows what others ran meanwhile.
-fn machine_busy_s() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return f64::NAN;
-    };
-    let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
-        return f64::NAN;
-    };
-    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    let at = |i: usize| f.get(i).copied().unwrap_or(0);
-    (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) as f64 / 100.0
-}
-
 // ---------------------------------------------------------------------------------------------
 // Corpus
 
@@ -109,25 +95,12 @@ struct Scenario {
 }
 
 fn load_corpus(dir: &Path) -> Result<Vec<Scenario>> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("corpus {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("customer.wav").is_file() && p.join("agent.wav").is_file())
-        .collect();
-    dirs.sort();
-    if dirs.is_empty() {
+    let calls = wav::read_calls(dir)?;
+    if calls.is_empty() {
         bail!("no scenarios (customer.wav + agent.wav) under {}", dir.display());
     }
     let mut out = Vec::new();
-    for d in dirs {
-        let mut legs: [Vec<i16>; 2] = Default::default();
-        for (i, f) in ["customer.wav", "agent.wav"].iter().enumerate() {
-            let w = wav::read(&d.join(f))?;
-            if w.channels != 1 || w.rate != RATE {
-                bail!("{}: need 8 kHz mono, got {} Hz x{}", d.join(f).display(), w.rate, w.channels);
-            }
-            legs[i] = w.samples.into_iter().next().unwrap_or_default();
-        }
+    for (name, legs) in calls {
         let mut payloads: [Vec<Vec<u8>>; 2] = Default::default();
         let mut pcm: [Vec<i16>; 2] = Default::default();
         for i in 0..2 {
@@ -143,14 +116,7 @@ fn load_corpus(dir: &Path) -> Result<Vec<Scenario>> {
         }
         let n = legs[0].len().max(legs[1].len());
         let changed = (0..2).map(|i| pcm[i].iter().zip(&legs[i]).filter(|(a, b)| a != b).count()).sum();
-        out.push(Scenario {
-            name: d.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-            wav: legs,
-            pcm,
-            changed,
-            payloads,
-            duration_s: n as f64 / RATE as f64,
-        });
+        out.push(Scenario { name, wav: legs, pcm, changed, payloads, duration_s: n as f64 / RATE as f64 });
     }
     Ok(out)
 }
@@ -329,14 +295,14 @@ fn round3(x: f64) -> f64 {
 /// One untimed warm-up pass, then passes until `min` has elapsed.
 fn measure(stage: &str, vad: Option<&'static str>, call_s_per_pass: f64, min: Duration, mut pass: impl FnMut() -> u64) -> Measurement {
     black_box(pass());
-    let (c0, s0, m0, t0) = (rusage_cpu_s(), proc_stat_cpu_s(), machine_busy_s(), Instant::now());
+    let (c0, s0, m0, t0) = (rusage_cpu_s(), proc_stat_cpu_s(), hearken::sys::machine_busy_s(), Instant::now());
     let mut passes = 0u64;
     while t0.elapsed() < min || passes == 0 {
         black_box(pass());
         passes += 1;
     }
     let wall_s = t0.elapsed().as_secs_f64();
-    let (c1, s1, m1) = (rusage_cpu_s(), proc_stat_cpu_s(), machine_busy_s());
+    let (c1, s1, m1) = (rusage_cpu_s(), proc_stat_cpu_s(), hearken::sys::machine_busy_s());
     Measurement {
         stage: stage.to_string(),
         vad,

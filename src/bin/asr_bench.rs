@@ -130,20 +130,6 @@ fn thread_cpu_s(name: &str) -> f64 {
     f64::NAN
 }
 
-/// Busy seconds of the whole machine (all cores) from /proc/stat: user, nice, system, irq,
-/// softirq, steal. Minus our own CPU time, it shows what others ran meanwhile.
-fn machine_busy_s() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return f64::NAN;
-    };
-    let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
-        return f64::NAN;
-    };
-    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    let at = |i: usize| f.get(i).copied().unwrap_or(0);
-    (at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) as f64 / 100.0
-}
-
 /// (VmRSS, VmHWM) of this process, MiB.
 fn rss_mib() -> (f64, f64) {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -178,32 +164,19 @@ struct Corpus {
 }
 
 fn load_corpus(dir: &Path) -> Result<Corpus> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("corpus {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("customer.wav").is_file() && p.join("agent.wav").is_file())
-        .collect();
-    dirs.sort();
-    if dirs.is_empty() {
+    let calls = wav::read_calls(dir)?;
+    if calls.is_empty() {
         bail!("no scenarios (customer.wav + agent.wav) under {}", dir.display());
     }
     let mut scenarios = Vec::new();
     let mut tape: [Vec<i16>; 2] = Default::default();
-    for d in dirs {
-        let mut legs: [Vec<i16>; 2] = Default::default();
-        for (i, f) in ["customer.wav", "agent.wav"].iter().enumerate() {
-            let w = wav::read(&d.join(f))?;
-            if w.channels != 1 || w.rate != RATE {
-                bail!("{}: need 8 kHz mono, got {} Hz x{}", d.join(f).display(), w.rate, w.channels);
-            }
-            legs[i] = w.samples.into_iter().next().unwrap_or_default();
-        }
+    for (name, legs) in calls {
         let n = legs[0].len().max(legs[1].len());
         for i in 0..2 {
             tape[i].extend_from_slice(&legs[i]);
             tape[i].resize(tape[i].len() + n - legs[i].len(), 0);
         }
-        scenarios.push((d.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), legs));
+        scenarios.push((name, legs));
     }
     Ok(Corpus { scenarios, tape })
 }
@@ -388,7 +361,7 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
         c.streams.handle(&pool, k as u64, party, cmd);
     };
 
-    let busy0 = machine_busy_s();
+    let busy0 = hearken::sys::machine_busy_s();
     let u0 = usage(Who::Process);
     let (w0, c0, f0, k0) = (Instant::now(), cpu_s(Who::Process), cpu_s(Who::Thread), thread_cpu_s(worker));
     let budget_ms = (asr.queue_s * 1000.0) as u64;
@@ -432,7 +405,7 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     }
     let (wall, cpu, worker_cpu) = (w0.elapsed().as_secs_f64(), cpu_s(Who::Process) - c0, thread_cpu_s(worker) - k0);
     let usage = usage_since(u0);
-    let others = machine_busy_s() - busy0 - cpu;
+    let others = hearken::sys::machine_busy_s() - busy0 - cpu;
     let (after_run, run_hwm) = rss_mib();
 
     let s = &pool.stats;
@@ -494,7 +467,7 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     let (after_load, _) = rss_mib();
     let tape_len = corpus.tape[0].len();
 
-    let busy0 = machine_busy_s();
+    let busy0 = hearken::sys::machine_busy_s();
     let u0 = usage(Who::Process);
     let (w0, c0) = (Instant::now(), cpu_s(Who::Process));
     let mut recs = Vec::new();
@@ -528,7 +501,7 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     }
     let (wall, cpu) = (w0.elapsed().as_secs_f64(), cpu_s(Who::Process) - c0);
     let usage = usage_since(u0);
-    let others = machine_busy_s() - busy0 - cpu;
+    let others = hearken::sys::machine_busy_s() - busy0 - cpu;
     let (after_run, run_hwm) = rss_mib();
     drop(recs);
     let (after_drop, _) = rss_mib();
