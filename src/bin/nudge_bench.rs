@@ -126,7 +126,7 @@ fn main() -> Result<()> {
     );
     println!(
         "{}",
-        serde_json::json!({"samples": latencies.len(), "min_ms": latencies[0], "p50_ms": p(0.5), "max_ms": latencies[latencies.len() - 1]})
+        serde_json::json!({"bench": "nudge", "interruptions": calls * triggers.len(), "samples": latencies.len(), "min_ms": latencies[0], "p50_ms": p(0.5), "max_ms": latencies[latencies.len() - 1]})
     );
     Ok(())
 }
