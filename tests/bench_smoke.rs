@@ -4,8 +4,13 @@
 use serde_json::Value;
 use std::process::Command;
 
+/// One bench at a time: each picks its ports by probing, and another bench opening sockets
+/// meanwhile could take one between the probe and the bind.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Run a bench binary and return its last stdout line that is a JSON object.
 fn run(bin: &str, args: &[&str]) -> Value {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(bin).args(args).env("RUST_BACKTRACE", "0").output().unwrap_or_else(|e| panic!("{bin}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{bin} {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));

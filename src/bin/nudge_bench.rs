@@ -16,8 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A port free for UDP and TCP, from a block below the ephemeral range (32768–60999), so no
+/// socket opened meanwhile by another process can take it between this probe and its use.
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).unwrap_or(0)
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(27000);
+    loop {
+        let p = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(p < 28000, "no free port in 27000-27999");
+        if UdpSocket::bind(("127.0.0.1", p)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -42,7 +51,7 @@ fn main() -> Result<()> {
     let (sip, http, pbx, phone) = (free_port(), free_port(), free_port(), free_port());
     let cfg = format!(
         "[sip]\nlisten = \"127.0.0.1:{sip}\"\n[pbx]\naddresses = [\"127.0.0.1:{pbx}\"]\nroute = \"127.0.0.1:{pbx}\"\n[agents]\nroute = \"127.0.0.1:{phone}\"\n\
-         [media]\nport_min = 36000\nport_max = 36999\n[http]\nlisten = \"127.0.0.1:{http}\"\n[log]\nlevel = \"warn\"\n\
+         [media]\nport_min = 26000\nport_max = 26999\n[http]\nlisten = \"127.0.0.1:{http}\"\n[log]\nlevel = \"warn\"\n\
          [whisper.agents]\nagent7 = \"bench-agent7-token\"\n[coach]\ncooldown_s = 0.001\nmin_gap_s = 0.001\n"
     );
     std::fs::write(dir.join("hearken.toml"), cfg)?;
