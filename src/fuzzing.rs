@@ -357,7 +357,8 @@ fn split_records(data: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+/// `hay` with every occurrence of `needle` replaced by `with` (left to right, non-overlapping).
+pub fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
     let mut i = 0;
     while i < hay.len() {

@@ -145,7 +145,7 @@ fn mutate(rng: &mut Rng, data: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> {
                 }
             }
             8 => {
-                d = if rng.below(2) == 0 { replace(&d, b"\r\n", b"\n") } else { replace(&d, b"\n", b"\r\n") };
+                d = if rng.below(2) == 0 { fuzzing::replace_all(&d, b"\r\n", b"\n") } else { fuzzing::replace_all(&d, b"\n", b"\r\n") };
             }
             9 => {
                 for _ in 0..1 + rng.below(8) {
@@ -177,21 +177,6 @@ fn mutate(rng: &mut Rng, data: &[u8], others: &[(String, Vec<u8>)]) -> Vec<u8> {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hay.len() + 16);
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(needle) {
-            out.extend_from_slice(with);
-            i += needle.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 /// Runs `body` over the seeds and `cases` mutations of them; returns how many mutants `ok`

@@ -17,11 +17,14 @@ impl Drop for Prometheus {
     }
 }
 
-fn query(port: u16, q: &str) -> Option<f64> {
+/// The response of Prometheus' instant-query API for `q` (Null if there was none).
+fn api_query(port: u16, q: &str) -> Value {
     let enc: String = q.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-    let body = http_get(port, &format!("/api/v1/query?query={enc}"))?;
-    let v: Value = serde_json::from_str(&body).ok()?;
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    http_get(port, &format!("/api/v1/query?query={enc}")).and_then(|body| serde_json::from_str(&body).ok()).unwrap_or_default()
+}
+
+fn query(port: u16, q: &str) -> Option<f64> {
+    api_query(port, q)["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
 #[test]
@@ -83,11 +86,8 @@ fn prometheus_scrape_shows_the_agents_interruptions() {
     let exposition = h.get("/metrics").unwrap();
     for e in &exprs {
         let q = e.replace("$__rate_interval", "1m").replace("$__range", "5m").replace("$agent", ".*").replace("$queue", ".*");
-        let enc: String =
-            q.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-        let body = http_get(prom_port, &format!("/api/v1/query?query={enc}")).unwrap_or_default();
-        let v: Value = serde_json::from_str(&body).unwrap_or_default();
-        assert_eq!(v["status"], "success", "dashboard query {e:?}: {body}");
+        let v = api_query(prom_port, &q);
+        assert_eq!(v["status"], "success", "dashboard query {e:?}: {v}");
         // ASR figures exist only with a model configured (docs/metrics.md); this Hearken has none.
         for name in metric_names(e).into_iter().filter(|n| !n.starts_with("hearken_asr_")) {
             let base = ["_total", "_bucket", "_sum", "_count"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));

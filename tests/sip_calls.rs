@@ -55,7 +55,9 @@ fn call_over_tcp_completes_and_frees_ports() {
 fn rtp_from_pcap_arrives_byte_identical_and_strangers_are_dropped() {
     const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
     assert!(std::path::Path::new(PCAP).exists(), "{PCAP} missing: install sip-tester (make test does)");
-    let expected = pcap_udp_payloads(std::path::Path::new(PCAP));
+    let streams = hearken::analysis::pcap::read_streams(&std::fs::read(PCAP).unwrap(), PCAP).unwrap();
+    assert_eq!(streams.len(), 1, "one RTP stream in {PCAP}");
+    let expected: Vec<Vec<u8>> = streams.into_iter().next().unwrap().packets.into_iter().map(|p| p.data).collect();
     assert_eq!(expected.len(), 236);
 
     let (pbx, agent) = (free_port(), free_port());

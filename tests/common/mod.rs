@@ -296,50 +296,6 @@ pub fn scenario(dir: &Path, template: &str, subs: &[(&str, String)]) -> String {
     path.to_string_lossy().to_string()
 }
 
-/// UDP payloads of every IPv4/UDP packet in a pcap file (Ethernet, Linux SLL or null link).
-pub fn pcap_udp_payloads(path: &Path) -> Vec<Vec<u8>> {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(b.len() >= 24, "pcap too short");
-    let le = match &b[..4] {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        _ => panic!("not a pcap file"),
-    };
-    let u32_at = |o: usize| {
-        let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    let link = u32_at(20);
-    let l2 = match link {
-        1 => 14,
-        113 => 16,
-        0 => 4,
-        l => panic!("unsupported pcap link type {l}"),
-    };
-    let mut out = Vec::new();
-    let mut off = 24;
-    while off + 16 <= b.len() {
-        let incl = u32_at(off + 8) as usize;
-        let pkt = &b[off + 16..(off + 16 + incl).min(b.len())];
-        off += 16 + incl;
-        if pkt.len() < l2 + 28 {
-            continue;
-        }
-        let ip = &pkt[l2..];
-        if ip[0] >> 4 != 4 || ip[9] != 17 {
-            continue;
-        }
-        let ihl = (ip[0] & 0x0f) as usize * 4;
-        let udp_len = u16::from_be_bytes([ip[ihl + 4], ip[ihl + 5]]) as usize;
-        out.push(ip[ihl + 8..ihl + udp_len.min(ip.len() - ihl)].to_vec());
-    }
-    out
-}
-
 /// Read a mono WAV leg.
 pub fn read_leg(p: &Path) -> Vec<i16> {
     hearken::analysis::wav::read(p).unwrap().samples.remove(0)
