@@ -28,6 +28,7 @@ use hearken::analysis::turns::{Party, TurnParams, TurnTaking};
 use hearken::analysis::vad::{self, EnergyParams, VadKind, FRAME, RATE};
 use hearken::analysis::wav;
 use hearken::codec::{g711, Codec, Decoder};
+use hearken::sys::{cpu_s, machine_busy_s, Who};
 use serde_json::json;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -52,11 +53,6 @@ struct Args {
 
 // ---------------------------------------------------------------------------------------------
 // CPU time
-
-/// User + system CPU time of this process from getrusage, seconds.
-fn rusage_cpu_s() -> f64 {
-    hearken::sys::cpu_s(hearken::sys::Who::Process)
-}
 
 /// utime + stime of this process from /proc/self/stat, seconds (assumes USER_HZ = 100, the value
 /// on every mainstream Linux build).
@@ -295,14 +291,14 @@ fn round3(x: f64) -> f64 {
 /// One untimed warm-up pass, then passes until `min` has elapsed.
 fn measure(stage: &str, vad: Option<&'static str>, call_s_per_pass: f64, min: Duration, mut pass: impl FnMut() -> u64) -> Measurement {
     black_box(pass());
-    let (c0, s0, m0, t0) = (rusage_cpu_s(), proc_stat_cpu_s(), hearken::sys::machine_busy_s(), Instant::now());
+    let (c0, s0, m0, t0) = (cpu_s(Who::Process), proc_stat_cpu_s(), machine_busy_s(), Instant::now());
     let mut passes = 0u64;
     while t0.elapsed() < min || passes == 0 {
         black_box(pass());
         passes += 1;
     }
     let wall_s = t0.elapsed().as_secs_f64();
-    let (c1, s1, m1) = (rusage_cpu_s(), proc_stat_cpu_s(), hearken::sys::machine_busy_s());
+    let (c1, s1, m1) = (cpu_s(Who::Process), proc_stat_cpu_s(), machine_busy_s());
     Measurement {
         stage: stage.to_string(),
         vad,

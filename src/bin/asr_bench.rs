@@ -421,12 +421,11 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     let leg_s = (run.legs * n) as f64 / RATE as f64;
 
     // Drop the pool: the worker ends, dropping its idle recognizers (the model stays loaded).
-    drop(pool);
-    drop(calls);
-    while rx.recv().is_ok() {}
-    let (after_drop, _) = rss_mib();
-    hearken::sys::release_heap();
-    let (after_trim, _) = rss_mib();
+    let mem = memory_after_run(after_load, after_run, run_hwm, move || {
+        drop(pool);
+        drop(calls);
+        while rx.recv().is_ok() {}
+    });
     drop(engine);
 
     Ok(json!({
@@ -447,14 +446,24 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
         "words": t.words,
         "feed_waits": t.waits,
         "pool": stats,
-        "mem": {
-            "after_load_rss_mib": round(after_load, 1),
-            "run_hwm_mib": round(run_hwm, 1),
-            "after_run_rss_mib": round(after_run, 1),
-            "after_drop_rss_mib": round(after_drop, 1),
-            "after_trim_rss_mib": round(after_trim, 1),
-        },
+        "mem": mem,
     }))
+}
+
+/// Memory at the end of a run: RSS after the model load, the run's peak and its end, then after
+/// `release` drops the recognizers, then after the heap is trimmed.
+fn memory_after_run(after_load: f64, after_run: f64, run_hwm: f64, release: impl FnOnce()) -> Value {
+    release();
+    let (after_drop, _) = rss_mib();
+    hearken::sys::release_heap();
+    let (after_trim, _) = rss_mib();
+    json!({
+        "after_load_rss_mib": round(after_load, 1),
+        "run_hwm_mib": round(run_hwm, 1),
+        "after_run_rss_mib": round(after_run, 1),
+        "after_drop_rss_mib": round(after_drop, 1),
+        "after_trim_rss_mib": round(after_trim, 1),
+    })
 }
 
 fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
@@ -503,10 +512,7 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
     let usage = usage_since(u0);
     let others = hearken::sys::machine_busy_s() - busy0 - cpu;
     let (after_run, run_hwm) = rss_mib();
-    drop(recs);
-    let (after_drop, _) = rss_mib();
-    hearken::sys::release_heap();
-    let (after_trim, _) = rss_mib();
+    let mem = memory_after_run(after_load, after_run, run_hwm, move || drop(recs));
     drop(model);
     let leg_s = (run.legs * n) as f64 / RATE as f64;
 
@@ -523,13 +529,7 @@ fn child_always_on(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
         "partials": partials,
         "partial_cpu_s": round(partial_cpu, 3),
         "words": words,
-        "mem": {
-            "after_load_rss_mib": round(after_load, 1),
-            "run_hwm_mib": round(run_hwm, 1),
-            "after_run_rss_mib": round(after_run, 1),
-            "after_drop_rss_mib": round(after_drop, 1),
-            "after_trim_rss_mib": round(after_trim, 1),
-        },
+        "mem": mem,
     }))
 }
 
