@@ -8,7 +8,7 @@ use crate::analysis::pipeline::{analyze_pcm, AnalysisConfig};
 use crate::analysis::turns::{CallSummary, Party, TurnEvent};
 use crate::analysis::vad::FRAME;
 use crate::analysis::wav;
-use serde::Serialize;
+use crate::record::CallRecord;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -63,7 +63,7 @@ impl OfflineAsr {
         Ok(Some(OfflineAsr { pool, streams: CallStreams::default(), rx }))
     }
     fn handle(&mut self, party: Party, cmd: GateCmd) {
-        self.streams.handle(&self.pool, 0, party, cmd);
+        self.streams.handle(&self.pool, crate::call::CallId(0), party, cmd);
     }
     /// Wait for every utterance to come back; the transcript in time order.
     fn collect(self) -> Result<Vec<TranscriptSegment>, AnalyzeError> {
@@ -86,21 +86,32 @@ impl OfflineAsr {
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct AnalyzeOutput {
-    #[serde(flatten)]
-    pub summary: CallSummary,
-    pub events: Vec<TurnEvent>,
-    pub vad: &'static str,
-    /// With ASR on: both legs' recognised speech, with word times on the call's timeline.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transcript: Option<Vec<TranscriptSegment>>,
-    /// With ASR on: active-listening phrase signals found in the transcript.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phrases: Option<crate::analysis::phrases::PhraseSummary>,
-    /// RTP receive quality per leg (pcap input only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quality: Option<crate::analysis::live::LegQuality>,
+/// What `hearken analyze` produces: the same call record a live call files.
+pub type AnalyzeOutput = CallRecord;
+
+/// A recording's record: no call id, agent or queue; ended when the analysis finished.
+fn file_record(
+    turns: CallSummary,
+    quality: Option<crate::analysis::live::LegQuality>,
+    events: Vec<TurnEvent>,
+    cfg: &AnalysisConfig,
+    transcript: Option<Vec<TranscriptSegment>>,
+    phrases: Option<crate::analysis::phrases::PhraseSummary>,
+) -> CallRecord {
+    CallRecord {
+        id: crate::call::CallId(0),
+        agent_id: String::new(),
+        queue: String::new(),
+        input: crate::call::Input::File,
+        ended_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        reason: crate::call::EndReason::EndOfInput,
+        vad: cfg.vad.name().to_string(),
+        summary: crate::analysis::live::LiveSummary { turns, quality },
+        events,
+        transcript: transcript.unwrap_or_default(),
+        phrases,
+        notes: Vec::new(),
+    }
 }
 
 fn phrases_for(
@@ -111,13 +122,6 @@ fn phrases_for(
     let Some(t) = transcript else { return Ok(None) };
     let pack = asr_cfg.phrase_pack().map_err(|e| AnalyzeError::Phrases(asr_cfg.phrases.clone(), e.to_string()))?;
     Ok(Some(crate::analysis::asr::detect_phrases(pack, asr_cfg.phrase_params.clone(), t, None, s)))
-}
-
-fn vad_name(cfg: &AnalysisConfig) -> &'static str {
-    match cfg.vad {
-        crate::analysis::vad::VadKind::Energy => "energy",
-        crate::analysis::vad::VadKind::Webrtc => "webrtc",
-    }
 }
 
 /// A capture through the live pipeline: jitter stage, decoder, RTP-timestamp placement.
@@ -166,7 +170,7 @@ fn run_pcap(
             next_tick += 20;
         }
         if let Ok(h) = crate::rtp::parse_rtp(data) {
-            live.handle_packet(*party, &h, &data[h.payload_offset..h.payload_offset + h.payload_len], *at);
+            live.handle_packet(*party, 0, &h, &data[h.payload_offset..h.payload_offset + h.payload_len], *at);
         }
         while let Some(e) = live.poll_event() {
             events.push(e);
@@ -190,7 +194,7 @@ fn run_pcap(
     }
     let transcript = asr.map(OfflineAsr::collect).transpose()?;
     let phrases = phrases_for(asr_cfg, transcript.as_deref(), &done.turns)?;
-    Ok(AnalyzeOutput { summary: done.turns, events, vad: vad_name(cfg), transcript, phrases, quality: Some(done.quality) })
+    Ok(file_record(done.turns, done.quality, events, cfg, transcript, phrases))
 }
 
 pub fn run(input: &Input, cfg: &AnalysisConfig, asr_cfg: &AsrConfig, frame_ms: u32) -> Result<AnalyzeOutput, AnalyzeError> {
@@ -227,7 +231,7 @@ pub fn run(input: &Input, cfg: &AnalysisConfig, asr_cfg: &AsrConfig, frame_ms: u
     };
     let transcript = asr.map(OfflineAsr::collect).transpose()?;
     let phrases = phrases_for(asr_cfg, transcript.as_deref(), &summary)?;
-    Ok(AnalyzeOutput { summary, events, vad: vad_name(cfg), transcript, phrases, quality: None })
+    Ok(file_record(summary, None, events, cfg, transcript, phrases))
 }
 
 fn opt(x: Option<f64>) -> String {
@@ -236,7 +240,7 @@ fn opt(x: Option<f64>) -> String {
 
 /// The readable report.
 pub fn report(o: &AnalyzeOutput) -> String {
-    let s = &o.summary;
+    let s = &o.summary.turns;
     let mut r = String::new();
     let _ = writeln!(r, "Call: {:.1} s   (VAD: {})", s.call_duration_s, o.vad);
     let _ = writeln!(
@@ -343,7 +347,8 @@ pub fn report(o: &AnalyzeOutput) -> String {
             p.backchannel_check.unheard
         );
     }
-    if let Some(t) = &o.transcript {
+    if o.phrases.is_some() {
+        let t = &o.transcript;
         let _ = writeln!(r, "Transcript ({} segments):", t.len());
         for seg in t.iter().filter(|s| !s.text.is_empty()) {
             let _ = writeln!(r, "  {:>7.2} s  {:8} {}", seg.start, seg.party.name(), seg.text);

@@ -128,18 +128,7 @@ impl Default for LogConfig {
     }
 }
 
-/// A PBX source pattern: an IP, optionally with a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourcePattern {
-    pub ip: IpAddr,
-    pub port: Option<u16>,
-}
-
-impl SourcePattern {
-    pub fn matches(&self, a: SocketAddr) -> bool {
-        self.ip == a.ip() && self.port.is_none_or(|p| p == a.port())
-    }
-}
+pub use crate::net::SourcePattern;
 
 impl Config {
     /// Load from a file (if given) and the process environment, then validate.

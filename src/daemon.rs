@@ -3,10 +3,10 @@
 //!
 //! Not here: CLI parsing and logging setup (main.rs).
 
+use crate::call::MediaFrame;
 use crate::config::Config;
-use crate::io::analysis::Records;
 use crate::io::http::{router, HttpState};
-use crate::io::media::{MediaManager, MediaSettings, RelayStats, TapFrame};
+use crate::io::media::{MediaManager, MediaSettings, RelayStats};
 use crate::io::sip::SipDriver;
 use crate::media::ports::PortPool;
 use crate::sip::proxy::{Proxy, ProxyConfig, SipStats, Target};
@@ -24,9 +24,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let pool = Arc::new(Mutex::new(PortPool::new(cfg.media.port_min, cfg.media.port_max)));
     let relay_stats = Arc::new(RelayStats::default());
     let sip_stats = Arc::new(SipStats::default());
-    let (tap_tx, tap_rx) = mpsc::channel::<TapFrame>(cfg.media.tap_queue);
+    let (tap_tx, tap_rx) = mpsc::channel::<MediaFrame>(cfg.media.tap_queue);
     let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
-    let records = Records::default();
+    let records: crate::record::Records = Arc::new(crate::record::MemoryStore::default());
     let asr = if cfg.asr.enabled() {
         let t0 = std::time::Instant::now();
         let engine = crate::analysis::asr::VoskEngine::load(std::path::Path::new(cfg.asr.model.trim()), crate::analysis::vad::RATE)?;
@@ -41,7 +41,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
         tracing::info!(workers = cfg.asr.workers, load_ms = t0.elapsed().as_millis() as u64, "speech recognition on");
         let pack = cfg.asr.phrase_pack().with_context(|| format!("asr.phrases: {}", cfg.asr.phrases))?;
-        Some(crate::io::analysis::LiveAsr { pool, results: rx, config: cfg.asr.clone(), pack })
+        Some(crate::io::analysis::LiveAsr {
+            pool,
+            results: rx,
+            settings: crate::analysis::call::AsrSettings { config: cfg.asr.clone(), pack },
+        })
     } else {
         tracing::info!("speech recognition off (no asr.model configured); timing analysis runs");
         None
@@ -59,8 +63,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         whisper: Default::default(),
         cue,
         coach: std::sync::Arc::new(cfg.coach.clone()),
+        records: records.clone(),
     };
-    crate::io::analysis::spawn(cfg.analysis.clone(), asr, publisher.clone(), tap_rx, ctl_rx, records.clone());
+    crate::io::analysis::spawn(cfg.analysis.clone(), asr, publisher.clone(), tap_rx, ctl_rx);
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
         MediaSettings {

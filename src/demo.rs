@@ -111,23 +111,28 @@ fn whisper_printer(http: &str, token: &str) -> Option<std::thread::JoinHandle<()
     Some(std::thread::spawn(move || {
         while let Ok(m) = ws.read() {
             let tungstenite::Message::Text(t) = m else { continue };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) else { continue };
-            match v["type"].as_str().unwrap_or("") {
-                "nudge" => println!("  >> NUDGE to {}: {}", v["agent"].as_str().unwrap_or("?"), v["text"].as_str().unwrap_or("")),
-                "event" => {
-                    let e = &v["event"];
-                    println!("  .. event {} at {:.1} s", e["kind"].as_str().unwrap_or("?"), e["at"].as_f64().unwrap_or(0.0));
+            use crate::publish::whisper::WhisperMessage as W;
+            let Ok(m) = serde_json::from_str::<W>(&t) else {
+                println!("  .. (message not understood)");
+                continue;
+            };
+            match m {
+                W::Nudge { agent, text, .. } => println!("  >> NUDGE to {agent}: {text}"),
+                W::Event { event, .. } => {
+                    let v = serde_json::to_value(&event).unwrap_or_default();
+                    println!("  .. event {} at {:.1} s", v["kind"].as_str().unwrap_or("?"), v["at"].as_f64().unwrap_or(0.0));
                 }
-                "snapshot" => {}
-                "call_end" => {
-                    let s = &v["summary"];
+                W::Snapshot { .. } => {}
+                W::CallEnd { record, .. } => {
+                    let t = &record.summary.turns;
+                    let notes: Vec<&str> = record.notes.iter().map(|n| n.text.as_str()).collect();
                     println!(
-                        "  .. call summary: agent talk share {}, interruptions by agent {}, post-call notes: {}",
-                        s["talk_ratio_agent"], s["interruptions"]["by_agent"], v["notes"]
+                        "  .. call summary: agent talk share {:?}, interruptions by agent {}, post-call notes: {notes:?}",
+                        t.talk_ratio_agent, t.interruptions.by_agent
                     );
                     return;
                 }
-                other => println!("  .. {other}"),
+                other => println!("  .. {}", serde_json::to_value(&other).map(|v| v["type"].to_string()).unwrap_or_default()),
             }
         }
     }))

@@ -6,14 +6,13 @@
 //!
 //! Not here: seeds and mutations (the smoke test and `fuzz/seeds/`).
 
-use crate::config::SourcePattern;
+use crate::call::{CallId, CallMeta, EndReason, MediaControl, Party, PortsExhausted, StreamPorts};
 use crate::io::sip::StreamFramer;
+use crate::net::SourcePattern;
 use crate::rtp::{self, Packet};
 use crate::sdp::{self, RelayPorts};
 use crate::sip::message::{content_length, header_end, param, split_values, Header, Message, SipUri, Via, MAX_MESSAGE};
-use crate::sip::proxy::{
-    Action, Dest, EndReason, MediaControl, Peer, PortsExhausted, Proxy, ProxyConfig, SipStats, StreamPorts, Target, Transport,
-};
+use crate::sip::proxy::{Action, Dest, Peer, Proxy, ProxyConfig, SipStats, Target, Transport};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
@@ -302,15 +301,15 @@ pub fn rtp(data: &[u8]) {
 /// A `MediaControl` that hands out ports from a counter and checks how the proxy uses it.
 #[derive(Default)]
 struct FakeMedia {
-    ports: HashMap<u64, Vec<StreamPorts>>,
-    closed: HashSet<u64>,
-    closes: Vec<(u64, EndReason)>,
+    ports: HashMap<CallId, Vec<StreamPorts>>,
+    closed: HashSet<CallId>,
+    closes: Vec<(CallId, EndReason)>,
     next_port: u16,
     exhausted: bool,
 }
 
 impl MediaControl for FakeMedia {
-    fn open(&mut self, call: u64, _meta: &crate::sip::proxy::CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+    fn open(&mut self, call: CallId, _meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
         assert!(!self.closed.contains(&call), "open after close of call {call}");
         if self.exhausted {
             return Err(PortsExhausted);
@@ -319,16 +318,19 @@ impl MediaControl for FakeMedia {
         while have.len() < streams {
             let base = 20000 + self.next_port.wrapping_mul(4) % 40000;
             self.next_port = self.next_port.wrapping_add(1);
-            have.push(StreamPorts { pbx: RelayPorts { rtp: base, rtcp: base + 1 }, agent: RelayPorts { rtp: base + 2, rtcp: base + 3 } });
+            have.push(StreamPorts {
+                customer: RelayPorts { rtp: base, rtcp: base + 1 },
+                agent: RelayPorts { rtp: base + 2, rtcp: base + 3 },
+            });
         }
         Ok(have.clone())
     }
-    fn remote(&mut self, call: u64, _side: crate::sip::proxy::Side, session: &sdp::Session) {
+    fn remote(&mut self, call: CallId, _side: Party, session: &sdp::Session) {
         assert!(!self.closed.contains(&call), "remote after close of call {call}");
         let opened = self.ports.get(&call).map_or(0, Vec::len);
         assert!(opened >= session.media.len(), "remote without ports");
     }
-    fn close(&mut self, call: u64, reason: EndReason) {
+    fn close(&mut self, call: CallId, reason: EndReason) {
         assert!(self.closed.insert(call), "call {call} closed twice");
         self.closes.push((call, reason));
     }
@@ -378,7 +380,7 @@ pub fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 pub struct ProxyRun {
     pub sent: Vec<Action>,
     /// `MediaControl::close` calls, in order.
-    pub closed: Vec<(u64, EndReason)>,
+    pub closed: Vec<(CallId, EndReason)>,
     pub calls_started: u64,
     pub calls_ended: u64,
     /// Calls still up after every transaction expired.

@@ -3,6 +3,7 @@
 //! Cores are sans-IO (`sip::proxy`, `media::session`, `sdp`, `rtp`); `io` holds the drivers.
 pub mod analysis;
 pub mod analyze;
+pub mod call;
 pub mod coach;
 pub mod codec;
 pub mod config;
@@ -11,8 +12,12 @@ pub mod demo;
 pub mod fuzzing;
 pub mod io;
 pub mod media;
+pub mod net;
 pub mod publish;
+pub mod record;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;
 pub mod sys;
+#[cfg(test)]
+mod testing;

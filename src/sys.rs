@@ -115,3 +115,37 @@ mod tests {
         release_heap();
     }
 }
+
+/// The processor's model name from /proc/cpuinfo ("unknown" elsewhere), for benchmark reports.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The command name and utime + stime (clock ticks) from the text of a /proc `stat` file.
+/// The name (field 2) may contain spaces and parentheses; the fields after its closing
+/// parenthesis start at field 3 (state), so utime (14) and stime (15) are the 12th and 13th.
+pub fn stat_ticks(text: &str) -> Option<(&str, u64)> {
+    let (a, b) = (text.find('(')?, text.rfind(')')?);
+    let f: Vec<&str> = text.get(b + 1..)?.split_whitespace().collect();
+    let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some((text.get(a + 1..b)?, at(11)? + at(12)?))
+}
+
+/// utime + stime of a /proc `stat` file in seconds (USER_HZ = 100, the value on every
+/// mainstream Linux build); NaN when it cannot be read.
+pub fn stat_cpu_s(path: &std::path::Path) -> f64 {
+    std::fs::read_to_string(path).ok().and_then(|s| stat_ticks(&s).map(|(_, t)| t as f64 / 100.0)).unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod stat_tests {
+    #[test]
+    fn stat_ticks_reads_odd_command_names() {
+        let s = "4242 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 120 30 0 0";
+        assert_eq!(super::stat_ticks(s), Some(("a (b) c", 150)));
+        assert_eq!(super::stat_ticks("garbage"), None);
+    }
+}

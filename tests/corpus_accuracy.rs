@@ -50,23 +50,23 @@ fn check(name: &str) -> Vec<String> {
     let annotated = truth["truth_quality"].as_str().unwrap_or("").starts_with("annotated");
     let mut errs = Vec::new();
 
-    let ratio = (o["talk_ratio_agent"].as_f64().unwrap() - t["talk_ratio_agent"].as_f64().unwrap()).abs();
+    let ratio = (o["summary"]["talk_ratio_agent"].as_f64().unwrap() - t["talk_ratio_agent"].as_f64().unwrap()).abs();
     if ratio > 0.03 {
         errs.push(format!("talk ratio off by {ratio:.3}"));
     }
     for k in ["gt_3s", "gt_5s", "gt_6s", "gt_10s"] {
-        if o["dead_air"][k]["count"] != t["dead_air"][k]["count"] {
-            errs.push(format!("dead air {k}: {} vs {}", o["dead_air"][k]["count"], t["dead_air"][k]["count"]));
+        if o["summary"]["dead_air"][k]["count"] != t["dead_air"][k]["count"] {
+            errs.push(format!("dead air {k}: {} vs {}", o["summary"]["dead_air"][k]["count"], t["dead_air"][k]["count"]));
         }
     }
-    let ours = o["interruptions"]["events"].as_array().unwrap();
+    let ours = o["summary"]["interruptions"]["events"].as_array().unwrap();
     for bc in t["backchannels_in_overlap"]["events"].as_array().unwrap() {
         let at = bc["at"].as_f64().unwrap();
         if ours.iter().any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3) {
             errs.push(format!("back-channel at {at} counted as an interruption"));
         }
         // ...and it is found as a back-channel.
-        let found = o["backchannels"]["events"].as_array().unwrap().iter().any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3);
+        let found = o["summary"]["backchannels"]["events"].as_array().unwrap().iter().any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3);
         if !found && !annotated {
             errs.push(format!("back-channel at {at} not detected"));
         }
@@ -75,7 +75,7 @@ fn check(name: &str) -> Vec<String> {
         let bcs = t["backchannels_in_overlap"]["count"].as_u64().unwrap();
         let found = t["backchannels_in_overlap"]["events"].as_array().unwrap().iter().filter(|b| {
             let at = b["at"].as_f64().unwrap();
-            o["backchannels"]["events"].as_array().unwrap().iter().any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3)
+            o["summary"]["backchannels"]["events"].as_array().unwrap().iter().any(|e| (e["at"].as_f64().unwrap() - at).abs() < 0.3)
         });
         let n = found.count() as u64;
         if n + 1 < bcs {
@@ -84,11 +84,11 @@ fn check(name: &str) -> Vec<String> {
         return errs;
     }
     for k in ["by_agent", "by_customer"] {
-        if o["interruptions"][k] != t["interruptions"][k] {
-            errs.push(format!("interruptions {k}: {} vs {}", o["interruptions"][k], t["interruptions"][k]));
+        if o["summary"]["interruptions"][k] != t["interruptions"][k] {
+            errs.push(format!("interruptions {k}: {} vs {}", o["summary"]["interruptions"][k], t["interruptions"][k]));
         }
     }
-    let (tr, or) = (t["responses"].as_array().unwrap(), o["responses"].as_array().unwrap());
+    let (tr, or) = (t["responses"].as_array().unwrap(), o["summary"]["responses"].as_array().unwrap());
     if tr.len() != or.len() || tr.iter().zip(or).any(|(a, b)| a["to"] != b["to"]) {
         errs.push(format!("responses differ: ours {or:?}"));
     } else {
@@ -101,7 +101,9 @@ fn check(name: &str) -> Vec<String> {
         }
     }
     for p in ["customer", "agent"] {
-        let d = (o["longest_monologue"][p]["longest_s"].as_f64().unwrap() - t["longest_monologue"][p]["longest_s"].as_f64().unwrap()).abs();
+        let d = (o["summary"]["longest_monologue"][p]["longest_s"].as_f64().unwrap()
+            - t["longest_monologue"][p]["longest_s"].as_f64().unwrap())
+        .abs();
         if d > 1.0 {
             errs.push(format!("{p} longest monologue off by {d:.2}"));
         }

@@ -2,12 +2,13 @@
 //! corpus in `fuzz/seeds/<target>/` and over deterministic mutations of it (xorshift PRNG with a
 //! fixed seed), and the seeds themselves are checked to parse the way a real peer's traffic must.
 
+use hearken::call::EndReason;
 use hearken::fuzzing::{self, RECORD_SEPARATOR, RELAY, RELAY_PORTS};
 use hearken::io::sip::StreamFramer;
 use hearken::rtp::{self, Packet};
 use hearken::sdp::{self, Direction};
 use hearken::sip::message::{Message, ParseError};
-use hearken::sip::proxy::{Action, Dest, EndReason};
+use hearken::sip::proxy::{Action, Dest};
 use std::path::Path;
 
 /// xorshift64*: small, deterministic, good enough to pick mutations.
@@ -412,17 +413,17 @@ fn proxy_seeds_and_mutants() {
     assert_eq!(media[0].addr, RELAY);
 
     let (run, sent) = proxy_seed(&corpus, "inbound_call_cancelled.scn");
-    assert_eq!(run.closed, vec![(1, EndReason::Cancelled)], "{sent:#?}");
+    assert_eq!(run.closed, vec![(hearken::call::CallId(1), EndReason::Cancelled)], "{sent:#?}");
     assert!(sent.iter().any(|s| s.ends_with("SIP/2.0 200 OK")));
     assert!(sent.iter().any(|s| s.contains(" CANCEL sip:agent7@10.0.0.10")));
     assert!(sent.iter().any(|s| s.ends_with("SIP/2.0 487 Fuzz")));
 
     let (run, sent) = proxy_seed(&corpus, "outbound_call_rejected_tcp.scn");
-    assert_eq!(run.closed, vec![(1, EndReason::Rejected(486))], "{sent:#?}");
+    assert_eq!(run.closed, vec![(hearken::call::CallId(1), EndReason::Rejected(486))], "{sent:#?}");
 
     let (run, sent) = proxy_seed(&corpus, "outbound_call_ports_exhausted.scn");
     assert!(sent.contains(&"10.0.1.7:5062 SIP/2.0 503 Relay Ports Exhausted".to_string()));
-    assert_eq!(run.closed, vec![(1, EndReason::Rejected(503))], "{sent:#?}");
+    assert_eq!(run.closed, vec![(hearken::call::CallId(1), EndReason::Rejected(503))], "{sent:#?}");
     assert_eq!((run.calls_started, run.active_calls), (2, 1));
 
     let (_, sent) = proxy_seed(&corpus, "register_options_garbage.scn");
@@ -433,7 +434,7 @@ fn proxy_seeds_and_mutants() {
     assert!(Message::parse(data).unwrap().header("path").is_some());
 
     let (run, sent) = proxy_seed(&corpus, "timer_c_expiry.scn");
-    assert_eq!(run.closed, vec![(1, EndReason::Timeout)], "{sent:#?}");
+    assert_eq!(run.closed, vec![(hearken::call::CallId(1), EndReason::SipTimeout)], "{sent:#?}");
 
     let (run, _) = proxy_seed(&corpus, "notify_and_stray_responses.scn");
     assert_eq!(run.calls_started, 0);

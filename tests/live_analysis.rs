@@ -33,7 +33,7 @@ fn replay(scenario_name: &str) {
     )
     .unwrap();
     // The live timeline starts when the call was set up, before the first packet: shift.
-    let shift = live["segments"]["customer"][0][0].as_f64().unwrap() - off["segments"]["customer"][0][0].as_f64().unwrap();
+    let shift = live["segments"]["customer"][0][0].as_f64().unwrap() - off["summary"]["segments"]["customer"][0][0].as_f64().unwrap();
     let close = |a: &Value, b: &Value, what: &str| {
         let (x, y) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
         assert!(
@@ -43,25 +43,25 @@ fn replay(scenario_name: &str) {
         );
     };
     for p in ["customer", "agent"] {
-        close(&live["talk_time_s"][p], &off["talk_time_s"][p], &format!("talk time {p}"));
-        close(&live["longest_monologue"][p]["longest_s"], &off["longest_monologue"][p]["longest_s"], &format!("monologue {p}"));
-        let (ls, os) = (live["segments"][p].as_array().unwrap(), off["segments"][p].as_array().unwrap());
+        close(&live["talk_time_s"][p], &off["summary"]["talk_time_s"][p], &format!("talk time {p}"));
+        close(&live["longest_monologue"][p]["longest_s"], &off["summary"]["longest_monologue"][p]["longest_s"], &format!("monologue {p}"));
+        let (ls, os) = (live["segments"][p].as_array().unwrap(), off["summary"]["segments"][p].as_array().unwrap());
         assert_eq!(ls.len(), os.len(), "{scenario_name} {p} segments: {ls:?} vs {os:?}");
         for (a, b) in ls.iter().zip(os) {
             assert!((a[0].as_f64().unwrap() - shift - b[0].as_f64().unwrap()).abs() <= 0.1, "{p} segment {a:?} vs {b:?}");
             assert!((a[1].as_f64().unwrap() - shift - b[1].as_f64().unwrap()).abs() <= 0.1, "{p} segment {a:?} vs {b:?}");
         }
     }
-    close(&live["overlap_s"], &off["overlap_s"], "overlap");
-    assert!((live["talk_ratio_agent"].as_f64().unwrap() - off["talk_ratio_agent"].as_f64().unwrap()).abs() <= 0.01);
+    close(&live["overlap_s"], &off["summary"]["overlap_s"], "overlap");
+    assert!((live["talk_ratio_agent"].as_f64().unwrap() - off["summary"]["talk_ratio_agent"].as_f64().unwrap()).abs() <= 0.01);
     for k in ["by_agent", "by_customer"] {
-        assert_eq!(live["interruptions"][k], off["interruptions"][k], "{scenario_name} interruptions {k}");
+        assert_eq!(live["interruptions"][k], off["summary"]["interruptions"][k], "{scenario_name} interruptions {k}");
     }
-    assert_eq!(live["backchannels"]["count"], off["backchannels"]["count"], "{scenario_name} back-channels");
+    assert_eq!(live["backchannels"]["count"], off["summary"]["backchannels"]["count"], "{scenario_name} back-channels");
     for k in ["gt_3s", "gt_5s", "gt_6s", "gt_10s"] {
-        assert_eq!(live["dead_air"][k]["count"], off["dead_air"][k]["count"], "{scenario_name} dead air {k}");
+        assert_eq!(live["dead_air"][k]["count"], off["summary"]["dead_air"][k]["count"], "{scenario_name} dead air {k}");
     }
-    let (lr, or) = (live["responses"].as_array().unwrap(), off["responses"].as_array().unwrap());
+    let (lr, or) = (live["responses"].as_array().unwrap(), off["summary"]["responses"].as_array().unwrap());
     assert_eq!(lr.len(), or.len(), "{scenario_name} responses");
     for (a, b) in lr.iter().zip(or) {
         close(&a["latency_s"], &b["latency_s"], "response latency");

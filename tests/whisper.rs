@@ -86,6 +86,24 @@ fn agents_get_only_their_own_calls_and_bad_tokens_are_refused() {
     assert!(nudges.iter().all(|n| n["text"].as_str().is_some_and(|t| !t.is_empty())));
     // Agent 2 had no call: it hears nothing but its hello.
     assert_eq!(a2.len(), 1, "agent2 received someone else's messages: {a2:?}");
+    // Every message is one of the typed messages, and each field it carries is documented.
+    let doc = whisper_doc();
+    for m in a1.iter().chain(sup) {
+        let typed: hearken::publish::whisper::WhisperMessage =
+            serde_json::from_value(m.clone()).unwrap_or_else(|e| panic!("not a WhisperMessage ({e}): {m}"));
+        assert_eq!(&serde_json::to_value(&typed).unwrap(), m, "typed round trip changes the message");
+        let row = doc_row(&doc, m["type"].as_str().unwrap());
+        for k in m.as_object().unwrap().keys().filter(|k| *k != "type") {
+            assert!(
+                row.contains(&format!("`{k}`")) || row.contains(&format!("`{k} ")),
+                "field {k} of {} not in docs/whisper.md: {row}",
+                m["type"]
+            );
+        }
+    }
+    // The call_end message carries the very record /records/:id serves.
+    let end = a1.iter().find(|m| m["type"] == "call_end").unwrap();
+    assert_eq!(end["record"], rec, "call_end record differs from /records/:id");
     // The supervisor sees agent1's call too.
     assert_eq!(types(sup, "call_start"), 1);
     assert!(sup.iter().all(|m| m["type"] == "hello" || m["agent"] == "agent1"));
@@ -115,4 +133,39 @@ fn audio_cue_reaches_the_agent_leg_only() {
     for &i in &differ {
         assert_eq!(cap.received_by_agent[i][..12], cap.sent_by_pbx[i][..12]);
     }
+}
+
+fn whisper_doc() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/whisper.md")).unwrap()
+}
+
+/// The table row of docs/whisper.md that documents message type `t`.
+fn doc_row(doc: &str, t: &str) -> String {
+    doc.lines().find(|l| l.starts_with(&format!("| `{t}` |"))).unwrap_or_else(|| panic!("type {t} not in docs/whisper.md")).to_string()
+}
+
+/// docs/whisper.md stays true: its examples parse as the typed messages, and its table lists
+/// exactly the message types Hearken sends.
+#[test]
+fn whisper_doc_matches_the_message_types() {
+    let doc = whisper_doc();
+    let example = doc.split("## Example").nth(1).expect("an Example section");
+    let lines: Vec<&str> = example.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(lines.len() >= 5, "examples: {lines:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for l in lines {
+        let m: hearken::publish::whisper::WhisperMessage =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("example does not parse ({e}): {l}"));
+        let v = serde_json::to_value(&m).unwrap();
+        seen.insert(v["type"].as_str().unwrap().to_string());
+    }
+    let documented: std::collections::BTreeSet<String> =
+        doc.lines().filter_map(|l| l.strip_prefix("| `").and_then(|r| r.split('`').next()).map(str::to_string)).collect();
+    let all: std::collections::BTreeSet<String> =
+        ["hello", "call_start", "snapshot", "event", "phrase", "nudge", "call_end"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(documented, all, "the table documents exactly the message types");
+    assert!(seen.is_subset(&all));
+    // A message that is not one of them is refused, not silently accepted.
+    assert!(serde_json::from_str::<hearken::publish::whisper::WhisperMessage>(r#"{"type":"nudge","call":1}"#).is_err());
+    assert!(serde_json::from_str::<hearken::publish::whisper::WhisperMessage>(r#"{"type":"gossip"}"#).is_err());
 }

@@ -18,6 +18,7 @@
 
 pub use super::phrases::{TranscriptSegment, Word};
 use super::turns::Party;
+use crate::call::CallId;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -212,7 +213,7 @@ pub struct CallStreams {
 }
 
 impl CallStreams {
-    pub fn handle(&mut self, pool: &AsrPool, call: u64, party: Party, cmd: GateCmd) {
+    pub fn handle(&mut self, pool: &dyn crate::analysis::call::AsrSink, call: CallId, party: Party, cmd: GateCmd) {
         let i = party.idx();
         match cmd {
             GateCmd::Open { start_s, pcm } => {
@@ -239,8 +240,8 @@ impl CallStreams {
 /// What the pool reports back.
 #[derive(Debug, Clone)]
 pub enum AsrOutput {
-    Partial { call: u64, party: Party, text: String },
-    Final { call: u64, segment: TranscriptSegment },
+    Partial { call: CallId, party: Party, text: String },
+    Final { call: CallId, segment: TranscriptSegment },
 }
 
 #[derive(Debug, Default)]
@@ -268,13 +269,13 @@ impl AsrStats {
 }
 
 enum Job {
-    Open { id: u64, call: u64, party: Party, start_s: f64, pcm: Vec<i16> },
+    Open { id: u64, call: CallId, party: Party, start_s: f64, pcm: Vec<i16> },
     Audio { id: u64, pcm: Vec<i16> },
     Close { id: u64 },
 }
 
 struct Stream {
-    call: u64,
+    call: CallId,
     party: Party,
     start_s: f64,
     samples: u64,
@@ -340,7 +341,7 @@ impl AsrPool {
 
     /// Start an utterance (VAD onset). Returns its stream id, or None when the pool is behind
     /// (the utterance is skipped and counted).
-    pub fn open(&self, call: u64, party: Party, start_s: f64, preroll: Vec<i16>) -> Option<u64> {
+    pub fn open(&self, call: CallId, party: Party, start_s: f64, preroll: Vec<i16>) -> Option<u64> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let n = preroll.len();
         if self.send_audio(id, Job::Open { id, call, party, start_s, pcm: preroll }, n) {
@@ -538,6 +539,18 @@ impl AsrGate {
     }
 }
 
+impl crate::analysis::call::AsrSink for AsrPool {
+    fn open(&self, call: CallId, party: Party, start_s: f64, pcm: Vec<i16>) -> Option<u64> {
+        AsrPool::open(self, call, party, start_s, pcm)
+    }
+    fn audio(&self, stream: u64, pcm: Vec<i16>) -> bool {
+        AsrPool::audio(self, stream, pcm)
+    }
+    fn close(&self, stream: u64) {
+        AsrPool::close(self, stream)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,7 +609,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let pool = AsrPool::start(Arc::new(FakeEngine), 1, 5.0, 2, 8000, tx);
         for k in 0..5 {
-            let id = pool.open(7, Party::Agent, 10.0 * k as f64, vec![0; 800]).unwrap();
+            let id = pool.open(CallId(7), Party::Agent, 10.0 * k as f64, vec![0; 800]).unwrap();
             assert!(pool.audio(id, vec![0; 800]));
             pool.close(id);
         }

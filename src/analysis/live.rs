@@ -15,10 +15,10 @@ use super::pipeline::{AnalysisConfig, CallAnalysis};
 use super::quality::{QualityStats, QualitySummary};
 use super::turns::{CallSummary, Party, TurnEvent};
 use super::vad::{FRAME, RATE};
+use crate::call::MediaPlan;
 use crate::codec::{Codec, Decoder, PayloadMap};
 use crate::rtp::RtpHeader;
-use crate::sdp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Jitter stage depth.
 const DEPTH_MS: u32 = 60;
@@ -27,13 +27,16 @@ const LAG_MS: u64 = 400;
 /// A timestamp jump larger than this re-anchors the leg on arrival time.
 const MAX_TS_JUMP_S: i64 = 10;
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LegStats {
     pub packets: u64,
     pub decode_errors: u64,
     pub non_speech_packets: u64,
     pub unknown_payload: u64,
     pub late_audio_dropped: u64,
+    /// Packets of an m-line other than the analysed one (a second audio stream, video).
+    #[serde(default)]
+    pub other_stream_packets: u64,
 }
 
 struct Leg {
@@ -65,14 +68,16 @@ impl Leg {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Every figure of a call: the turn-taking summary and, for RTP input, receive quality per leg.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LiveSummary {
     #[serde(flatten)]
     pub turns: CallSummary,
-    pub quality: LegQuality,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<LegQuality>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LegQuality {
     pub customer: Option<QualitySummary>,
     pub agent: Option<QualitySummary>,
@@ -84,6 +89,9 @@ pub struct LiveCall {
     analysis: CallAnalysis,
     legs: [Leg; 2],
     payloads: PayloadMap,
+    /// The m-line analysed (the first audio one of the negotiated plan); None without a plan
+    /// (a capture): every stream is taken.
+    stream: Option<usize>,
     start_ms: u64,
 }
 
@@ -94,6 +102,7 @@ impl LiveCall {
             analysis: CallAnalysis::new(cfg, FRAME),
             legs: [Leg::new(), Leg::new()],
             payloads: PayloadMap::default(),
+            stream: None,
             start_ms: now_ms,
         }
     }
@@ -107,20 +116,24 @@ impl LiveCall {
         }
     }
 
-    /// An SDP from either side: learn its payload types (both directions use the negotiated
-    /// numbers) and the hold state.
-    pub fn handle_sdp(&mut self, session: &sdp::Session, on_hold: bool) {
-        if let Some(m) = session.media.iter().find(|m| m.kind == "audio") {
-            for (pt, enc) in &m.rtpmap {
-                let map = PayloadMap::from_rtpmap(&[(*pt, enc.clone())]);
-                if let Some(f) = map.format(*pt) {
-                    self.payloads.insert(*pt, f);
-                }
-            }
+    /// The media plan after an offer or answer: the analysed stream and its payload map
+    /// (decided here, once per negotiation), and the hold state.
+    pub fn handle_plan(&mut self, plan: &MediaPlan) {
+        if let Some(p) = plan.primary_audio() {
+            self.stream = Some(p.index);
+            self.payloads = p.payloads.clone();
         }
-        if on_hold != self.analysis.turns().on_hold() {
-            self.analysis.handle_hold(on_hold);
+        if plan.on_hold != self.analysis.turns().on_hold() {
+            self.analysis.handle_hold(plan.on_hold);
         }
+    }
+
+    /// Decoded 8 kHz PCM of `party`, its first sample at `at_ms` on the driver's clock.
+    pub fn handle_pcm(&mut self, party: Party, at_ms: u64, pcm: &[i16]) {
+        let pos = at_ms.saturating_sub(self.start_ms) * (RATE as u64 / 1000);
+        let leg = &mut self.legs[party.idx()];
+        leg.stats.packets += 1;
+        self.analysis.push(party, pos, pcm);
     }
 
     fn handle_rtp(&mut self, party: Party, header: &RtpHeader, payload: &[u8], arrival_ms: u64) {
@@ -228,8 +241,12 @@ impl LiveCall {
         }
     }
 
-    /// A tapped RTP packet (arrival time in ms on the driver's clock).
-    pub fn handle_packet(&mut self, party: Party, header: &RtpHeader, payload: &[u8], arrival_ms: u64) {
+    /// A tapped RTP packet of m-line `stream` (arrival time in ms on the driver's clock).
+    pub fn handle_packet(&mut self, party: Party, stream: usize, header: &RtpHeader, payload: &[u8], arrival_ms: u64) {
+        if self.stream.is_some_and(|s| s != stream) {
+            self.legs[party.idx()].stats.other_stream_packets += 1;
+            return;
+        }
         let codec = self.payloads.codec(header.payload_type);
         if codec.is_speech() {
             self.ensure_decoder(party, header.payload_type);
@@ -298,12 +315,12 @@ impl LiveCall {
         let q = |l: &Leg| l.quality.as_ref().map(|q| q.summary(l.last_codec));
         let summary = LiveSummary {
             turns,
-            quality: LegQuality {
+            quality: Some(LegQuality {
                 customer: q(&self.legs[0]),
                 agent: q(&self.legs[1]),
                 customer_stats: self.legs[0].stats.clone(),
                 agent_stats: self.legs[1].stats.clone(),
-            },
+            }),
         };
         (summary, cmds)
     }
@@ -332,7 +349,7 @@ mod tests {
         for pair in pkts.chunks(2).rev().collect::<Vec<_>>().into_iter().rev() {
             for (k, p) in pair.iter().rev() {
                 let h = crate::rtp::parse_rtp(p).unwrap();
-                call.handle_packet(Party::Customer, &h, &p[h.payload_offset..], 1_000 + *k as u64 * 20);
+                call.handle_packet(Party::Customer, 0, &h, &p[h.payload_offset..], 1_000 + *k as u64 * 20);
             }
             call.handle_tick(1_000 + pair[1].0 as u64 * 20);
         }
@@ -344,7 +361,7 @@ mod tests {
         assert_eq!(seg.len(), 1, "{seg:?}");
         assert!((seg[0][0] - 0.56).abs() < 0.03 && (seg[0][1] - 2.41).abs() < 0.03, "{seg:?}");
         assert_eq!(s.turns.talk_time_s.agent, 0.0);
-        let q = s.quality.customer.unwrap();
+        let q = s.quality.unwrap().customer.unwrap();
         assert_eq!(q.lost, 0);
         assert!(q.mos > 4.0);
     }

@@ -228,7 +228,7 @@ pub struct PhraseEvent {
     pub evidence: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Closing {
     /// Start of the closing window (call end minus `closing_window_s`, not below 0).
     pub window_start: f64,
@@ -236,7 +236,7 @@ pub struct Closing {
     pub next_steps: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmpathyAfterDistress {
     pub distress_cues: usize,
     /// Distress cues followed by agent empathy within `empathy_window_s`.
@@ -245,7 +245,7 @@ pub struct EmpathyAfterDistress {
     pub empathy_phrases: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LongStories {
     /// Customer turns of at least `long_story_s`.
     pub count: usize,
@@ -253,7 +253,7 @@ pub struct LongStories {
     pub paraphrased: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhraseSummary {
     pub language: String,
     /// Events per kind label and party; every kind is present.
@@ -277,7 +277,7 @@ pub struct PhraseSummary {
 
 /// What the transcript says about a back-channel found by timing (a short run of speech,
 /// ≤ `backchannel_max_s`). The timing decides the count; this tells whether the words agree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackchannelVerdict {
     /// Back-channel or acknowledgement words ("mm-hmm", "right", "okay").
@@ -288,7 +288,7 @@ pub enum BackchannelVerdict {
     Unheard,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckedBackchannel {
     pub by: Party,
     pub at: f64,
@@ -297,7 +297,7 @@ pub struct CheckedBackchannel {
     pub words: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct BackchannelCheck {
     pub confirmed: usize,
     pub content: usize,

@@ -35,7 +35,7 @@ impl Default for DelayAssumptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QualitySummary {
     pub packets_received: u64,
     pub packets_expected: u64,

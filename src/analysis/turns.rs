@@ -20,31 +20,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Party {
-    Customer,
-    Agent,
-}
-
-impl Party {
-    pub const ALL: [Party; 2] = [Party::Customer, Party::Agent];
-    pub fn idx(self) -> usize {
-        self as usize
-    }
-    pub fn other(self) -> Party {
-        match self {
-            Party::Customer => Party::Agent,
-            Party::Agent => Party::Customer,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Party::Customer => "customer",
-            Party::Agent => "agent",
-        }
-    }
-}
+pub use crate::call::Party;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -91,7 +67,7 @@ impl Default for TurnParams {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Utterance {
     pub party: Party,
     pub start: f64,
@@ -108,7 +84,7 @@ impl Utterance {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TurnEvent {
     Interruption {
@@ -457,7 +433,7 @@ fn response_to(all: &[Utterance], q: &Utterance) -> Option<(Party, f64)> {
 // ---------------------------------------------------------------------------------------------
 // Summary
 
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct PerParty<T> {
     pub customer: T,
     pub agent: T,
@@ -472,7 +448,7 @@ impl<T> PerParty<T> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct InterruptionEvent {
     pub by: Party,
     pub of: Party,
@@ -480,7 +456,7 @@ pub struct InterruptionEvent {
     pub overlap_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Interruptions {
     pub count: usize,
     pub by_agent: usize,
@@ -488,7 +464,7 @@ pub struct Interruptions {
     pub events: Vec<InterruptionEvent>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackchannelEvent {
     pub by: Party,
     pub at: f64,
@@ -497,7 +473,7 @@ pub struct BackchannelEvent {
     pub in_overlap: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Backchannels {
     pub count: usize,
     pub by_agent: usize,
@@ -505,13 +481,13 @@ pub struct Backchannels {
     pub events: Vec<BackchannelEvent>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
 pub struct CountTotal {
     pub count: usize,
     pub total_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Gap {
     pub start: f64,
     pub end: f64,
@@ -520,7 +496,7 @@ pub struct Gap {
     pub on_hold_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Response {
     pub from: Party,
     pub to: Party,
@@ -528,7 +504,7 @@ pub struct Response {
     pub latency_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Latency {
     pub count: usize,
     pub mean_s: Option<f64>,
@@ -538,14 +514,14 @@ pub struct Latency {
     pub too_fast: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Monologue {
     pub longest_s: f64,
     pub start: Option<f64>,
     pub end: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CallSummary {
     pub call_duration_s: f64,
     pub talk_time_s: PerParty<f64>,

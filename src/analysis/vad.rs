@@ -42,6 +42,15 @@ pub enum VadKind {
     Webrtc,
 }
 
+impl VadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            VadKind::Energy => "energy",
+            VadKind::Webrtc => "webrtc",
+        }
+    }
+}
+
 /// Thresholds of the energy detector (config `[analysis.energy]`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]

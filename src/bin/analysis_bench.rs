@@ -54,25 +54,6 @@ struct Args {
 // ---------------------------------------------------------------------------------------------
 // CPU time
 
-/// utime + stime of this process from /proc/self/stat, seconds (assumes USER_HZ = 100, the value
-/// on every mainstream Linux build).
-fn proc_stat_cpu_s() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // The command name (field 2) may contain spaces; fields after the closing parenthesis start
-    // at field 3 (state), so utime (14) and stime (15) are the 12th and 13th after it.
-    let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Corpus
 
@@ -291,14 +272,15 @@ fn round3(x: f64) -> f64 {
 /// One untimed warm-up pass, then passes until `min` has elapsed.
 fn measure(stage: &str, vad: Option<&'static str>, call_s_per_pass: f64, min: Duration, mut pass: impl FnMut() -> u64) -> Measurement {
     black_box(pass());
-    let (c0, s0, m0, t0) = (cpu_s(Who::Process), proc_stat_cpu_s(), machine_busy_s(), Instant::now());
+    let (c0, s0, m0, t0) =
+        (cpu_s(Who::Process), hearken::sys::stat_cpu_s(std::path::Path::new("/proc/self/stat")), machine_busy_s(), Instant::now());
     let mut passes = 0u64;
     while t0.elapsed() < min || passes == 0 {
         black_box(pass());
         passes += 1;
     }
     let wall_s = t0.elapsed().as_secs_f64();
-    let (c1, s1, m1) = (cpu_s(Who::Process), proc_stat_cpu_s(), machine_busy_s());
+    let (c1, s1, m1) = (cpu_s(Who::Process), hearken::sys::stat_cpu_s(std::path::Path::new("/proc/self/stat")), machine_busy_s());
     Measurement {
         stage: stage.to_string(),
         vad,
@@ -311,13 +293,6 @@ fn measure(stage: &str, vad: Option<&'static str>, call_s_per_pass: f64, min: Du
     }
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
@@ -327,7 +302,7 @@ fn main() -> Result<()> {
     let corpus = load_corpus(&args.corpus)?;
     let call_s: f64 = corpus.iter().map(|s| s.duration_s).sum();
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = cpu_model();
+    let cpu = hearken::sys::cpu_model();
     println!(
         "analysis-bench: {} scenarios, {:.1} s of call audio per pass ({:.1} leg-seconds), \
          ≥ {:.1} s per stage, 1 thread; nproc {nproc}, CPU {cpu}",

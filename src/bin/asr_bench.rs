@@ -100,23 +100,6 @@ fn usage_since(u0: Usage) -> Value {
     })
 }
 
-/// utime + stime from a /proc `stat` file, seconds (USER_HZ = 100).
-fn stat_cpu_s(path: &Path) -> f64 {
-    let Ok(s) = std::fs::read_to_string(path) else {
-        return f64::NAN;
-    };
-    // Fields after the command name's closing parenthesis start at field 3; utime and stime
-    // (fields 14, 15) are the 12th and 13th after it.
-    let Some((_, rest)) = s.rsplit_once(')') else {
-        return f64::NAN;
-    };
-    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(f64::NAN)).collect();
-    match (f.get(11), f.get(12)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    }
-}
-
 /// CPU time of this process's thread named `name`, from /proc/self/task/*/stat.
 fn thread_cpu_s(name: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
@@ -124,7 +107,7 @@ fn thread_cpu_s(name: &str) -> f64 {
     };
     for t in dir.flatten() {
         if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name) {
-            return stat_cpu_s(&t.path().join("stat"));
+            return hearken::sys::stat_cpu_s(&t.path().join("stat"));
         }
     }
     f64::NAN
@@ -358,7 +341,7 @@ fn child_gated(corpus: &Corpus, run: &Run, model: &Path) -> Result<Value> {
                 }
             }
         }
-        c.streams.handle(&pool, k as u64, party, cmd);
+        c.streams.handle(&pool, hearken::call::CallId(k as u64), party, cmd);
     };
 
     let busy0 = hearken::sys::machine_busy_s();
@@ -626,13 +609,6 @@ fn spawn_child(args: &Args, mode: Mode, legs: usize) -> Result<Value> {
     Ok(serde_json::from_str(line)?)
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
-        .unwrap_or_default()
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.legs.iter().any(|&n| n == 0 || n % 2 != 0) {
@@ -656,7 +632,7 @@ fn main() -> Result<()> {
         args.seconds,
         args.model.display()
     );
-    println!("machine: {nproc} CPUs, {}", cpu_model());
+    println!("machine: {nproc} CPUs, {}", hearken::sys::cpu_model());
     println!(
         "corpus speech: VAD talk time {:.1} % of leg time; sent to ASR by the gate (pre-roll {} ms, tail {} ms) {:.1} %",
         speech["talk_share"].as_f64().unwrap_or(f64::NAN) * 100.0,
@@ -732,7 +708,7 @@ fn main() -> Result<()> {
             "summary": summary,
             "bench": "asr",
             "nproc": nproc,
-            "cpu": cpu_model(),
+            "cpu": hearken::sys::cpu_model(),
             "seconds_per_leg": args.seconds,
             "corpus_speech": speech,
             "runs": runs,

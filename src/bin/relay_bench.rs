@@ -105,12 +105,7 @@ fn clk_tck() -> (u64, bool) {
 /// utime + stime of a process (all its threads), in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after "(comm)": state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow!("odd /proc stat"))? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(ut + st)
+    hearken::sys::stat_ticks(&stat).map(|(_, t)| t).ok_or_else(|| anyhow!("odd /proc/{pid}/stat"))
 }
 
 /// utime + stime of the threads of `pid` whose name starts with `prefix` (Hearken names its
@@ -124,15 +119,10 @@ fn thread_ticks(pid: u32, prefix: &str) -> u64 {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
         };
-        let (Some(a), Some(b)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if !stat[a + 1..b].starts_with(prefix) {
-            continue;
+        match hearken::sys::stat_ticks(&stat) {
+            Some((name, ticks)) if name.starts_with(prefix) => sum += ticks,
+            _ => {}
         }
-        let f: Vec<&str> = stat[b + 2..].split_whitespace().collect();
-        let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        sum += at(11) + at(12);
     }
     sum
 }
@@ -1066,13 +1056,6 @@ async fn rtpengine_phase(args: &Args, dir: &Path, tck: u64) -> Result<PhaseResul
 // ---------------------------------------------------------------------------------------------
 // Report
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn ratio(a: f64, b: f64) -> Option<f64> {
     (b != 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
 }
@@ -1090,7 +1073,7 @@ fn report(args: &Args, tck: (u64, bool), phases: &[PhaseResult]) {
         PACKETS_PER_S,
         args.calls as u64 * 2 * PACKETS_PER_S,
         cores,
-        cpu_model(),
+        hearken::sys::cpu_model(),
         tck.0,
         if tck.1 { " (assumed)" } else { "" }
     );
@@ -1153,7 +1136,7 @@ fn report(args: &Args, tck: (u64, bool), phases: &[PhaseResult]) {
         "pps_in": args.calls as u64 * 2 * PACKETS_PER_S,
         "payload_bytes": PAYLOAD_LEN,
         "cores": cores,
-        "cpu_model": cpu_model(),
+        "cpu_model": hearken::sys::cpu_model(),
         "clk_tck": tck.0,
         "clk_tck_assumed": tck.1,
         "order": if args.rtpengine_first && !args.skip_rtpengine { "rtpengine-first" } else { "hearken-first" },

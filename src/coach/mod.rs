@@ -117,7 +117,7 @@ impl NudgeKind {
 }
 
 /// One nudge for the agent (live) or one post-call note.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Nudge {
     pub kind: NudgeKind,
     pub text: String,
@@ -207,7 +207,7 @@ pub struct QueueCoachConfig {
 }
 
 /// The settings in effect for one queue (global values with the queue's overrides applied).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoachSettings {
     pub talk_share_window_s: f64,
     pub talk_share_max: f64,

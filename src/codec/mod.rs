@@ -26,7 +26,7 @@ pub const MAX_CONCEAL_SAMPLES: usize = 10 * OUTPUT_RATE as usize;
 /// Assumed frame length before the first packet is decoded (20 ms, RFC 3551 §4.2 default ptime).
 const DEFAULT_FRAME_SAMPLES: usize = (OUTPUT_RATE as usize) / 50;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Codec {
     Pcmu,
     Pcma,

@@ -23,7 +23,7 @@ pub struct HttpState {
     pub sip: Arc<SipStats>,
     pub pool: Arc<Mutex<PortPool>>,
     pub registry: Registry,
-    pub records: crate::io::analysis::Records,
+    pub records: crate::record::Records,
     /// Speech recognition counters; None when ASR is off.
     pub asr: Option<Arc<crate::analysis::asr::AsrStats>>,
     /// Everything for /metrics.
@@ -127,6 +127,6 @@ async fn records(State(s): State<HttpState>) -> Json<Value> {
 /// One finished call: the full summary (same fields as `hearken analyze --json`), quality and
 /// the live events.
 async fn record(State(s): State<HttpState>, Path(id): Path<u64>) -> Result<Json<Value>, StatusCode> {
-    let r = s.records.get(id).ok_or(StatusCode::NOT_FOUND)?;
+    let r = s.records.get(crate::call::CallId(id)).ok_or(StatusCode::NOT_FOUND)?;
     serde_json::to_value(&*r).map(Json).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }

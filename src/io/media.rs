@@ -5,15 +5,15 @@
 //!
 //! Not here: what the verdicts are (session core), SIP (the SIP driver calls [`MediaManager`]).
 
+use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, MediaControl, MediaFrame, MediaPlan, Party, PortsExhausted, StreamPorts};
 use crate::media::ports::PortPool;
 use crate::media::session::{DropReason, MediaEvent, MediaSession, Port, Verdict};
-use crate::rtp::RtpHeader;
+pub use crate::media::stats::RelayStats;
 use crate::sdp::{self, RelayPorts};
-use crate::sip::proxy::{CallMeta, EndReason, MediaControl, PortsExhausted, Side, StreamPorts};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -21,47 +21,10 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-/// One RTP packet handed to analysis: which call and leg, when it arrived, its header, and the
-/// whole packet (payload at `header.payload_offset`).
-#[derive(Debug, Clone)]
-pub struct TapFrame {
-    pub call: u64,
-    pub leg: Side,
-    pub stream: usize,
-    pub arrival: Instant,
-    pub header: RtpHeader,
-    pub packet: Vec<u8>,
-}
-
-impl TapFrame {
-    pub fn payload(&self) -> &[u8] {
-        &self.packet[self.header.payload_offset..self.header.payload_offset + self.header.payload_len]
-    }
-}
-
-/// Relay-wide counters (exported on /status, later /metrics).
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    pub forwarded_packets: AtomicU64,
-    pub forwarded_bytes: AtomicU64,
-    pub dropped: [AtomicU64; 3],
-    pub send_errors: AtomicU64,
-    pub tap_frames: AtomicU64,
-    pub tap_dropped: AtomicU64,
-    pub active_calls: AtomicU64,
-    pub rtp_timeouts: AtomicU64,
-}
-
-impl RelayStats {
-    pub fn dropped(&self, r: DropReason) -> u64 {
-        self.dropped[r as usize].load(Relaxed)
-    }
-}
-
 /// A call as shown on /calls: no numbers, URIs or Call-IDs, only the internal id.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct CallSnapshot {
-    pub id: u64,
+    pub id: CallId,
     pub agent_id: String,
     pub streams: Vec<StreamSnapshot>,
     pub on_hold: bool,
@@ -88,10 +51,10 @@ pub struct LegSnapshot {
     pub dropped_no_destination: u64,
 }
 
-pub type Registry = Arc<Mutex<HashMap<u64, CallSnapshot>>>;
+pub type Registry = Arc<Mutex<HashMap<CallId, CallSnapshot>>>;
 
 enum CallCmd {
-    Remote(Side, sdp::Session),
+    Remote(Party, Box<sdp::Session>),
     AddStream(Box<StreamSockets>),
     Close(EndReason),
     Cue(Arc<[i16]>),
@@ -99,18 +62,18 @@ enum CallCmd {
 
 /// Lets the analysis side play an audio cue into a call's agent-bound media.
 #[derive(Clone, Default)]
-pub struct CueBus(Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<CallCmd>>>>);
+pub struct CueBus(Arc<Mutex<HashMap<CallId, mpsc::UnboundedSender<CallCmd>>>>);
 
 impl CueBus {
     /// Start `cue` on `call`'s agent leg; false if the call has no media (any more).
-    pub fn play(&self, call: u64, cue: Arc<[i16]>) -> bool {
+    pub fn play(&self, call: CallId, cue: Arc<[i16]>) -> bool {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         m.get(&call).is_some_and(|tx| tx.send(CallCmd::Cue(cue)).is_ok())
     }
-    fn add(&self, call: u64, tx: mpsc::UnboundedSender<CallCmd>) {
+    fn add(&self, call: CallId, tx: mpsc::UnboundedSender<CallCmd>) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(call, tx);
     }
-    fn remove(&self, call: u64) {
+    fn remove(&self, call: CallId) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&call);
     }
 }
@@ -121,13 +84,15 @@ pub struct StreamSockets {
     ports: StreamPorts,
 }
 
-fn sock_index(side: Side, port: Port) -> usize {
-    side.index() * 2 + if port == Port::Rtp { 0 } else { 1 }
+fn sock_index(side: Party, port: Port) -> usize {
+    side.idx() * 2 + if port == Port::Rtp { 0 } else { 1 }
 }
 
 struct CallHandle {
     tx: mpsc::UnboundedSender<CallCmd>,
     ports: Vec<StreamPorts>,
+    /// What analysis is told after each offer/answer.
+    plan: MediaPlan,
 }
 
 #[derive(Clone)]
@@ -141,12 +106,12 @@ pub struct MediaSettings {
 pub struct MediaManager {
     settings: MediaSettings,
     pool: Arc<Mutex<PortPool>>,
-    calls: HashMap<u64, CallHandle>,
-    tap: mpsc::Sender<TapFrame>,
+    calls: HashMap<CallId, CallHandle>,
+    tap: mpsc::Sender<MediaFrame>,
     stats: Arc<RelayStats>,
-    ended: mpsc::UnboundedSender<u64>,
+    ended: mpsc::UnboundedSender<CallId>,
     pub registry: Registry,
-    analysis: std::sync::mpsc::Sender<crate::io::analysis::Control>,
+    analysis: std::sync::mpsc::Sender<AnalysisCmd>,
     pub cues: CueBus,
 }
 
@@ -154,10 +119,10 @@ impl MediaManager {
     pub fn new(
         settings: MediaSettings,
         pool: Arc<Mutex<PortPool>>,
-        tap: mpsc::Sender<TapFrame>,
+        tap: mpsc::Sender<MediaFrame>,
         stats: Arc<RelayStats>,
-        ended: mpsc::UnboundedSender<u64>,
-        analysis: std::sync::mpsc::Sender<crate::io::analysis::Control>,
+        ended: mpsc::UnboundedSender<CallId>,
+        analysis: std::sync::mpsc::Sender<AnalysisCmd>,
         cues: CueBus,
     ) -> Self {
         MediaManager { settings, pool, calls: HashMap::new(), tap, stats, ended, registry: Default::default(), analysis, cues }
@@ -196,7 +161,7 @@ impl MediaManager {
         match (pbx, agent) {
             (Some((pp, pr, pc)), Some((ap, ar, ac))) => Ok(StreamSockets {
                 socks: [pr, pc, ar, ac],
-                ports: StreamPorts { pbx: RelayPorts { rtp: pp, rtcp: pp + 1 }, agent: RelayPorts { rtp: ap, rtcp: ap + 1 } },
+                ports: StreamPorts { customer: RelayPorts { rtp: pp, rtcp: pp + 1 }, agent: RelayPorts { rtp: ap, rtcp: ap + 1 } },
             }),
             _ => {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -207,14 +172,10 @@ impl MediaManager {
             }
         }
     }
-
-    pub fn active(&self) -> usize {
-        self.calls.len()
-    }
 }
 
 impl MediaControl for MediaManager {
-    fn open(&mut self, call: u64, meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+    fn open(&mut self, call: CallId, meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
         let agent_id = meta.agent_id.as_str();
         let have = self.calls.get(&call).map_or(0, |c| c.ports.len());
         let mut new = Vec::new();
@@ -225,7 +186,7 @@ impl MediaControl for MediaManager {
                     // Give back what this round took; dropping the sockets closes them.
                     let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
                     for s in new {
-                        pool.release(s.ports.pbx.rtp);
+                        pool.release(s.ports.customer.rtp);
                         pool.release(s.ports.agent.rtp);
                     }
                     return Err(e);
@@ -238,7 +199,7 @@ impl MediaControl for MediaManager {
             let task = CallTask {
                 id: call,
                 streams: Vec::new(),
-                payloads: Default::default(),
+                plan: MediaPlan::default(),
                 cue: None,
                 session: MediaSession::new(self.settings.rtp_timeout, self.settings.hold_timeout),
                 tap: self.tap.clone(),
@@ -252,10 +213,10 @@ impl MediaControl for MediaManager {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(call, CallSnapshot { id: call, agent_id: agent_id.to_string(), ..Default::default() });
             self.stats.active_calls.fetch_add(1, Relaxed);
-            let _ = self.analysis.send(crate::io::analysis::Control::Start { call, meta: meta.clone() });
-            let span = tracing::info_span!("call", id = call, agent = %agent_id);
+            let _ = self.analysis.send(AnalysisCmd::Start { call, meta: meta.clone() });
+            let span = tracing::info_span!("call", id = %call, agent = %agent_id);
             tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
-            self.calls.insert(call, CallHandle { tx, ports: Vec::new() });
+            self.calls.insert(call, CallHandle { tx, ports: Vec::new(), plan: MediaPlan::default() });
         }
         let h = self.calls.get_mut(&call).expect("inserted above");
         for s in new {
@@ -265,52 +226,52 @@ impl MediaControl for MediaManager {
         Ok(h.ports.clone())
     }
 
-    fn remote(&mut self, call: u64, side: Side, session: &sdp::Session) {
-        if let Some(h) = self.calls.get(&call) {
-            let _ = h.tx.send(CallCmd::Remote(side, session.clone()));
-            let on_hold = session.media.iter().any(|m| m.kind == "audio" && m.on_hold());
-            let _ = self.analysis.send(crate::io::analysis::Control::Sdp { call, session: session.clone(), on_hold });
+    fn remote(&mut self, call: CallId, side: Party, session: &sdp::Session) {
+        if let Some(h) = self.calls.get_mut(&call) {
+            let _ = h.tx.send(CallCmd::Remote(side, Box::new(session.clone())));
+            h.plan.learn(side, session);
+            let _ = self.analysis.send(AnalysisCmd::Negotiated { call, plan: h.plan.clone() });
         }
     }
 
-    fn close(&mut self, call: u64, reason: EndReason) {
+    fn close(&mut self, call: CallId, reason: EndReason) {
         if let Some(h) = self.calls.remove(&call) {
             self.cues.remove(call);
             let _ = h.tx.send(CallCmd::Close(reason));
-            let _ = self.analysis.send(crate::io::analysis::Control::End { call, reason: reason.label() });
+            let _ = self.analysis.send(AnalysisCmd::End { call, reason });
         }
     }
 }
 
 impl MediaManager {
     /// The call task ended by itself (RTP timeout): forget its handle.
-    pub fn forget(&mut self, call: u64) {
+    pub fn forget(&mut self, call: CallId) {
         if self.calls.remove(&call).is_some() {
             self.cues.remove(call);
-            let _ = self.analysis.send(crate::io::analysis::Control::End { call, reason: EndReason::RtpTimeout.label() });
+            let _ = self.analysis.send(AnalysisCmd::End { call, reason: EndReason::RtpTimeout });
         }
     }
 }
 
 struct CallTask {
-    id: u64,
+    id: CallId,
     streams: Vec<StreamSockets>,
-    /// Payload types of the call (for the cue, which must know the codec it mixes into).
-    payloads: crate::codec::PayloadMap,
+    /// Payload types per stream (for the cue, which must know the codec it mixes into).
+    plan: MediaPlan,
     cue: Option<crate::media::cue::CueMixer>,
     session: MediaSession,
-    tap: mpsc::Sender<TapFrame>,
+    tap: mpsc::Sender<MediaFrame>,
     stats: Arc<RelayStats>,
     pool: Arc<Mutex<PortPool>>,
     registry: Registry,
-    ended: mpsc::UnboundedSender<u64>,
+    ended: mpsc::UnboundedSender<CallId>,
 }
 
 impl CallTask {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<CallCmd>) {
         let mut buf = vec![0u8; 2048];
         let mut snapshot = tokio::time::interval(Duration::from_millis(500));
-        let mut reason = "closed";
+        let mut reason = EndReason::Closed;
         let mut start = 0usize;
         // The RTP-timeout timer is armed lazily: the deadline moves with every packet, but the
         // timer is only re-armed when it fires (then the session decides whether it really
@@ -332,18 +293,12 @@ impl CallTask {
                 cmd = rx.recv() => {
                     match cmd {
                         Some(CallCmd::Remote(side, s)) => {
-                            for m in s.media.iter().filter(|m| m.kind == "audio") {
-                                for (pt, enc) in &m.rtpmap {
-                                    if let Some(f) = crate::codec::PayloadMap::from_rtpmap(&[(*pt, enc.clone())]).format(*pt) {
-                                        self.payloads.insert(*pt, f);
-                                    }
-                                }
-                            }
+                            self.plan.learn(side, &s);
                             self.session.handle_remote(side, &s, Instant::now())
                         }
                         Some(CallCmd::Cue(c)) => self.cue = Some(crate::media::cue::CueMixer::new(c)),
                         Some(CallCmd::AddStream(s)) => self.streams.push(*s),
-                        Some(CallCmd::Close(r)) => { reason = r.label(); break }
+                        Some(CallCmd::Close(r)) => { reason = r; break }
                         None => break,
                     }
                     // /calls shows a new stream or SDP at once, not at the next periodic snapshot.
@@ -355,24 +310,24 @@ impl CallTask {
                 _ = &mut timer, if armed.is_some() => {
                     armed = None;
                     if let Some(MediaEvent::RtpTimeout(side)) = self.session.handle_timeout(Instant::now()) {
-                        tracing::info!(leg = side.leg_name(), "rtp timeout, media session ended");
+                        tracing::info!(leg = side.name(), "rtp timeout, media session ended");
                         self.stats.rtp_timeouts.fetch_add(1, Relaxed);
                         let _ = self.ended.send(self.id);
-                        reason = "rtp_timeout";
+                        reason = EndReason::RtpTimeout;
                         break;
                     }
                 }
                 _ = snapshot.tick() => self.publish(),
             }
         }
-        tracing::debug!(reason, "media session closed");
+        tracing::debug!(reason = reason.label(), "media session closed");
         self.registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
         let ports: Vec<StreamPorts> = self.streams.iter().map(|s| s.ports).collect();
         // Close the sockets before the ports go back to the pool.
         self.streams.clear();
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         for p in ports {
-            pool.release(p.pbx.rtp);
+            pool.release(p.customer.rtp);
             pool.release(p.agent.rtp);
         }
         self.stats.active_calls.fetch_sub(1, Relaxed);
@@ -380,7 +335,7 @@ impl CallTask {
 
     fn handle_datagram(&mut self, i: usize, data: &[u8], src: SocketAddr) {
         let (stream, sock) = (i / 4, i % 4);
-        let side = if sock < 2 { Side::Pbx } else { Side::Agent };
+        let side = if sock < 2 { Party::Customer } else { Party::Agent };
         let port = if sock % 2 == 0 { Port::Rtp } else { Port::Rtcp };
         let now = Instant::now();
         match self.session.handle_packet(stream, side, port, src, data, now) {
@@ -388,9 +343,11 @@ impl CallTask {
                 let out = &self.streams[stream].socks[sock_index(out_side, out_port)];
                 // The cue goes into agent-bound RTP only; everything else is sent as received.
                 let mixed = match (&mut self.cue, out_side, tap) {
-                    (Some(mixer), Side::Agent, Some(h)) => {
+                    (Some(mixer), Party::Agent, Some(h)) => {
                         let payload = &data[h.payload_offset..h.payload_offset + h.payload_len];
-                        let new = mixer.mix(self.payloads.codec(h.payload_type), payload).map(|p| {
+                        let codec =
+                            self.plan.streams.get(stream).map_or(crate::codec::Codec::Unknown, |p| p.payloads.codec(h.payload_type));
+                        let new = mixer.mix(codec, payload).map(|p| {
                             let mut pkt = data[..h.payload_offset].to_vec();
                             pkt[0] &= !0x20; // the new payload carries no padding
                             pkt.extend_from_slice(&p);
@@ -417,7 +374,7 @@ impl CallTask {
                 if let Some(header) = tap {
                     match self.tap.try_reserve() {
                         Ok(permit) => {
-                            permit.send(TapFrame { call: self.id, leg: side, stream, arrival: now, header, packet: data.to_vec() });
+                            permit.send(MediaFrame { call: self.id, party: side, stream, arrival: now, header, packet: data.to_vec() });
                             self.stats.tap_frames.fetch_add(1, Relaxed);
                         }
                         Err(_) => {
@@ -457,10 +414,10 @@ impl CallTask {
                     }
                 };
                 StreamSnapshot {
-                    customer_port: s.ports.pbx.rtp,
+                    customer_port: s.ports.customer.rtp,
                     agent_port: s.ports.agent.rtp,
-                    customer: leg(Side::Pbx),
-                    agent: leg(Side::Agent),
+                    customer: leg(Party::Customer),
+                    agent: leg(Party::Agent),
                 }
             })
             .collect();

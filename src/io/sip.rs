@@ -27,7 +27,7 @@ pub struct SipDriver {
     pub media: MediaManager,
     pub udp: Arc<UdpSocket>,
     pub tcp: TcpListener,
-    pub media_ended: mpsc::UnboundedReceiver<u64>,
+    pub media_ended: mpsc::UnboundedReceiver<crate::call::CallId>,
 }
 
 struct State {
@@ -45,8 +45,14 @@ impl SipDriver {
         let mut st =
             State { tx: tx.clone(), conns: HashMap::new(), by_addr: HashMap::new(), next_conn: next_conn.clone(), udp: self.udp.clone() };
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // The proxy's next transaction deadline; a far-off sleep when it has none.
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
         loop {
+            let next = self.proxy.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            if timer.deadline() != tokio::time::Instant::from_std(next) {
+                timer.as_mut().reset(tokio::time::Instant::from_std(next));
+            }
             tokio::select! {
                 r = self.udp.recv_from(&mut buf) => {
                     let Ok((n, src)) = r else { continue };
@@ -75,7 +81,7 @@ impl SipDriver {
                     self.media.forget(id);
                     self.proxy.handle_media_ended(id);
                 }
-                _ = tick.tick() => self.proxy.handle_timeout(Instant::now(), &mut self.media),
+                _ = &mut timer => self.proxy.handle_timeout(Instant::now(), &mut self.media),
             }
         }
     }

@@ -10,9 +10,9 @@
 //!
 //! Not here: sockets and timers (the call task), decoding (analysis reads the tap).
 
+use crate::call::Party;
 use crate::rtp::{self, Packet, RtpHeader};
 use crate::sdp;
-use crate::sip::proxy::Side;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ pub enum Verdict {
     /// Send the packet unchanged from our socket (`stream`, facing `out_side`, `out_port`) to `to`.
     Forward {
         stream: usize,
-        out_side: Side,
+        out_side: Party,
         out_port: Port,
         to: SocketAddr,
         tap: Option<RtpHeader>,
@@ -85,7 +85,7 @@ struct Stream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaEvent {
     /// This leg sent nothing for the timeout: the session is over.
-    RtpTimeout(Side),
+    RtpTimeout(Party),
 }
 
 #[derive(Debug)]
@@ -103,17 +103,13 @@ impl MediaSession {
         MediaSession { streams: Vec::new(), rtp_timeout, hold_timeout, settled_at: None, ended: false }
     }
 
-    pub fn streams(&self) -> usize {
-        self.streams.len()
-    }
-
     /// `side` announced its media (SDP offer or answer it sent).
-    pub fn handle_remote(&mut self, side: Side, session: &sdp::Session, now: Instant) {
+    pub fn handle_remote(&mut self, side: Party, session: &sdp::Session, now: Instant) {
         if self.streams.len() < session.media.len() {
             self.streams.resize_with(session.media.len(), Stream::default);
         }
         for (i, m) in session.media.iter().enumerate() {
-            let leg = &mut self.streams[i].legs[side.index()];
+            let leg = &mut self.streams[i].legs[side.idx()];
             let rtp = (!m.addr.is_unspecified() && m.port != 0).then(|| SocketAddr::new(m.addr, m.port));
             let rtcp = rtp.map(|a| {
                 let p = if m.rtcp_mux { m.port } else { m.rtcp_port.unwrap_or(m.port.wrapping_add(1)) };
@@ -142,7 +138,7 @@ impl MediaSession {
     }
 
     /// A datagram arrived on our port facing `from_side` (so `from_side` sent it).
-    pub fn handle_packet(&mut self, stream: usize, from_side: Side, port: Port, src: SocketAddr, data: &[u8], now: Instant) -> Verdict {
+    pub fn handle_packet(&mut self, stream: usize, from_side: Party, port: Port, src: SocketAddr, data: &[u8], now: Instant) -> Verdict {
         let Some(s) = self.streams.get_mut(stream) else {
             return Verdict::Drop(DropReason::NoDestination);
         };
@@ -152,7 +148,7 @@ impl MediaSession {
         };
         let (leg, other) = {
             let [a, b] = &mut s.legs;
-            if from_side == Side::Pbx {
+            if from_side == Party::Customer {
                 (a, &*b)
             } else {
                 (b, &*a)
@@ -224,18 +220,18 @@ impl MediaSession {
             for (i, l) in s.legs.iter().enumerate() {
                 if l.announced_rtp.is_some() && l.last_rx.unwrap_or(settled).max(settled) + limit <= now {
                     self.ended = true;
-                    return Some(MediaEvent::RtpTimeout(if i == 0 { Side::Pbx } else { Side::Agent }));
+                    return Some(MediaEvent::RtpTimeout(if i == 0 { Party::Customer } else { Party::Agent }));
                 }
             }
         }
         None
     }
 
-    pub fn counters(&self, stream: usize, side: Side) -> Option<&LegCounters> {
-        self.streams.get(stream).map(|s| &s.legs[side.index()].counters)
+    pub fn counters(&self, stream: usize, side: Party) -> Option<&LegCounters> {
+        self.streams.get(stream).map(|s| &s.legs[side.idx()].counters)
     }
-    pub fn latched(&self, stream: usize, side: Side) -> Option<SocketAddr> {
-        self.streams.get(stream).and_then(|s| s.legs[side.index()].latched_rtp)
+    pub fn latched(&self, stream: usize, side: Party) -> Option<SocketAddr> {
+        self.streams.get(stream).and_then(|s| s.legs[side.idx()].latched_rtp)
     }
 }
 
@@ -260,51 +256,54 @@ mod tests {
     fn forwards_latches_and_blocks_bleed() {
         let t0 = Instant::now();
         let mut m = MediaSession::new(Duration::from_secs(30), Duration::from_secs(3600));
-        m.handle_remote(Side::Pbx, &sdp("10.0.0.1", 4000, ""), t0);
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
         let p = build(0, 1, 0, 1, &[0; 160]);
         // Agent side has not answered yet.
-        assert_eq!(m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &p, t0), Verdict::Drop(DropReason::NoDestination));
-        m.handle_remote(Side::Agent, &sdp("10.0.0.2", 5000, ""), t0);
-        match m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &p, t0) {
+        assert_eq!(m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t0), Verdict::Drop(DropReason::NoDestination));
+        m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, ""), t0);
+        match m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t0) {
             Verdict::Forward { to, out_side, tap, .. } => {
-                assert_eq!((to, out_side), (sa("10.0.0.2:5000"), Side::Agent));
+                assert_eq!((to, out_side), (sa("10.0.0.2:5000"), Party::Agent));
                 assert_eq!(tap.unwrap().payload_len, 160);
             }
             v => panic!("{v:?}"),
         }
         // Agent sends from behind NAT: latch to the real source, and send there.
-        m.handle_packet(0, Side::Agent, Port::Rtp, sa("192.0.2.9:7000"), &p, t0);
-        match m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &p, t0) {
+        m.handle_packet(0, Party::Agent, Port::Rtp, sa("192.0.2.9:7000"), &p, t0);
+        match m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t0) {
             Verdict::Forward { to, .. } => assert_eq!(to, sa("192.0.2.9:7000")),
             v => panic!("{v:?}"),
         }
         // A stranger is dropped.
-        assert_eq!(m.handle_packet(0, Side::Agent, Port::Rtp, sa("203.0.113.5:1"), &p, t0), Verdict::Drop(DropReason::SourceMismatch));
-        assert_eq!(m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &[1, 2, 3], t0), Verdict::Drop(DropReason::Malformed));
-        assert_eq!(m.counters(0, Side::Agent).unwrap().dropped[DropReason::SourceMismatch as usize], 1);
+        assert_eq!(m.handle_packet(0, Party::Agent, Port::Rtp, sa("203.0.113.5:1"), &p, t0), Verdict::Drop(DropReason::SourceMismatch));
+        assert_eq!(
+            m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &[1, 2, 3], t0),
+            Verdict::Drop(DropReason::Malformed)
+        );
+        assert_eq!(m.counters(0, Party::Agent).unwrap().dropped[DropReason::SourceMismatch as usize], 1);
         // A re-INVITE moving the agent re-opens latching.
-        m.handle_remote(Side::Agent, &sdp("10.0.0.3", 5002, ""), t0);
-        assert!(m.latched(0, Side::Agent).is_none());
+        m.handle_remote(Party::Agent, &sdp("10.0.0.3", 5002, ""), t0);
+        assert!(m.latched(0, Party::Agent).is_none());
     }
 
     #[test]
     fn rtcp_mux_and_timeout() {
         let t0 = Instant::now();
         let mut m = MediaSession::new(Duration::from_secs(30), Duration::from_secs(3600));
-        m.handle_remote(Side::Pbx, &sdp("10.0.0.1", 4000, "a=rtcp-mux\r\n"), t0);
-        m.handle_remote(Side::Agent, &sdp("10.0.0.2", 5000, ""), t0);
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, "a=rtcp-mux\r\n"), t0);
+        m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, ""), t0);
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
-        match m.handle_packet(0, Side::Agent, Port::Rtcp, sa("10.0.0.2:5001"), &rr, t0) {
+        match m.handle_packet(0, Party::Agent, Port::Rtcp, sa("10.0.0.2:5001"), &rr, t0) {
             Verdict::Forward { to, out_port, tap, .. } => {
                 assert_eq!((to, out_port, tap), (sa("10.0.0.1:4000"), Port::Rtp, None))
             }
             v => panic!("{v:?}"),
         }
         let p = build(0, 1, 0, 1, &[0; 160]);
-        m.handle_packet(0, Side::Pbx, Port::Rtp, sa("10.0.0.1:4000"), &p, t0 + Duration::from_secs(20));
+        m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t0 + Duration::from_secs(20));
         assert_eq!(m.handle_timeout(t0 + Duration::from_secs(29)), None);
         // The agent leg's RTCP does not keep its RTP alive... but RTCP counts as activity.
-        assert_eq!(m.handle_timeout(t0 + Duration::from_secs(31)), Some(MediaEvent::RtpTimeout(Side::Agent)));
+        assert_eq!(m.handle_timeout(t0 + Duration::from_secs(31)), Some(MediaEvent::RtpTimeout(Party::Agent)));
         assert_eq!(m.poll_timeout(), None);
     }
 
@@ -312,11 +311,11 @@ mod tests {
     fn hold_uses_hold_timeout() {
         let t0 = Instant::now();
         let mut m = MediaSession::new(Duration::from_secs(30), Duration::from_secs(3600));
-        m.handle_remote(Side::Pbx, &sdp("10.0.0.1", 4000, "a=sendonly\r\n"), t0);
-        m.handle_remote(Side::Agent, &sdp("10.0.0.2", 5000, "a=recvonly\r\n"), t0);
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, "a=sendonly\r\n"), t0);
+        m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, "a=recvonly\r\n"), t0);
         assert!(m.on_hold());
         assert_eq!(m.handle_timeout(t0 + Duration::from_secs(600)), None);
-        m.handle_remote(Side::Pbx, &sdp("10.0.0.1", 4000, ""), t0);
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
         assert!(!m.on_hold());
     }
 }

@@ -11,11 +11,11 @@
 //! Not here: HTTP serving (io::http), deciding what an event is (analysis, coach).
 
 use crate::analysis::asr::AsrStats;
-use crate::analysis::live::LiveSummary;
 use crate::analysis::turns::{Party, TurnEvent};
-use crate::io::media::RelayStats;
 use crate::media::ports::PortPool;
 use crate::media::session::DropReason;
+use crate::media::stats::RelayStats;
+use crate::record::CallRecord;
 use crate::sip::proxy::SipStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -180,8 +180,10 @@ impl Metrics {
     }
 
     /// End of a call: per-call figures.
-    pub fn record_call(&self, agent: &str, queue: &str, reason: &str, s: &LiveSummary, pace_wpm: [Option<f64>; 2]) {
-        self.calls_ended.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    pub fn record_call(&self, r: &CallRecord) {
+        let (agent, queue, s) = (r.agent_id.as_str(), r.queue.as_str(), &r.summary);
+        let pace_wpm = r.phrases.as_ref().map_or([None, None], |p| [p.pace_wpm.customer, p.pace_wpm.agent]);
+        self.calls_ended.get_or_create(&ReasonLabels { reason: r.reason.label().into() }).inc();
         self.calls_analysed.get_or_create(&al(agent, queue)).inc();
         if let Some(r) = s.turns.talk_ratio_agent {
             self.talk_ratio_agent.get_or_create(&al(agent, queue)).observe(r);
@@ -191,7 +193,9 @@ impl Metrics {
                 self.pace.get_or_create(&apl(agent, queue, p)).observe(w);
             }
         }
-        for (leg, q) in [("customer", &s.quality.customer), ("agent", &s.quality.agent)] {
+        let no_quality = crate::analysis::live::LegQuality::default();
+        let quality = s.quality.as_ref().unwrap_or(&no_quality);
+        for (leg, q) in [("customer", &quality.customer), ("agent", &quality.agent)] {
             if let Some(q) = q {
                 let l = LegLabels { leg: leg.into() };
                 self.rtp_loss.get_or_create(&l).observe(q.loss_fraction);
@@ -203,7 +207,11 @@ impl Metrics {
 
     pub fn register(&self, r: &mut Registry) {
         r.register("calls_analysed", "Calls analysed, by agent and queue", self.calls_analysed.clone());
-        r.register("calls_ended", "Calls ended, by reason (bye, cancelled, rejected, sip_timeout, rtp_timeout)", self.calls_ended.clone());
+        r.register(
+            "calls_ended",
+            "Calls ended, by reason (bye, cancelled, rejected, sip_timeout, rtp_timeout, closed)",
+            self.calls_ended.clone(),
+        );
         r.register("talk_ratio_agent", "Agent share of talk time per call (agent / (agent + customer))", self.talk_ratio_agent.clone());
         r.register("interruptions", "Interruptions, by who interrupted (party)", self.interruptions.clone());
         r.register("backchannels", "Back-channels (mm-hm, yeah) while the other party talks, by party", self.backchannels.clone());

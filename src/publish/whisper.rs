@@ -8,11 +8,16 @@
 //!
 //! Not here: what the messages say (the analysis thread builds them).
 
+use crate::analysis::phrases::PhraseKind;
+use crate::analysis::turns::{PerParty, TurnEvent};
+use crate::call::{CallId, EndReason, Party};
+use crate::coach::NudgeKind;
+use crate::record::CallRecord;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -25,6 +30,84 @@ pub struct WhisperConfig {
     pub agents: HashMap<String, String>,
     /// Tokens that see every agent (supervisors, wallboards).
     pub supervisors: Vec<String>,
+}
+
+/// Every message the whisper channel sends (server → client JSON text frames). docs/whisper.md
+/// documents each variant; `tests/whisper.rs` checks the document against this type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WhisperMessage {
+    /// On connect: whose calls this connection sees.
+    Hello {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        supervisor: Option<bool>,
+    },
+    CallStart {
+        call: CallId,
+        agent: String,
+        queue: String,
+        time: f64,
+    },
+    /// Live figures, about every second during the call.
+    Snapshot {
+        call: CallId,
+        agent: String,
+        queue: String,
+        position_s: f64,
+        talk_time_s: PerParty<f64>,
+        talk_ratio_agent: Option<f64>,
+        time: f64,
+    },
+    /// A listening event.
+    Event {
+        call: CallId,
+        agent: String,
+        event: TurnEvent,
+        time: f64,
+    },
+    /// A phrase signal (ASR on). The matched words stay in the record.
+    Phrase {
+        call: CallId,
+        agent: String,
+        kind: PhraseKind,
+        party: Party,
+        at: f64,
+        time: f64,
+    },
+    Nudge {
+        call: CallId,
+        agent: String,
+        kind: NudgeKind,
+        text: String,
+        at: f64,
+        post_call: bool,
+        time: f64,
+    },
+    /// After the call, once the last utterances are recognised: the call record.
+    CallEnd {
+        call: CallId,
+        agent: String,
+        reason: EndReason,
+        record: Box<CallRecord>,
+        time: f64,
+    },
+}
+
+impl WhisperMessage {
+    /// The agent whose subscribers get it (None: connection-local, e.g. `hello`).
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            WhisperMessage::Hello { .. } => None,
+            WhisperMessage::CallStart { agent, .. }
+            | WhisperMessage::Snapshot { agent, .. }
+            | WhisperMessage::Event { agent, .. }
+            | WhisperMessage::Phrase { agent, .. }
+            | WhisperMessage::Nudge { agent, .. }
+            | WhisperMessage::CallEnd { agent, .. } => Some(agent),
+        }
+    }
 }
 
 /// One message for one agent's subscribers (and supervisors).
@@ -49,9 +132,10 @@ impl Default for WhisperHub {
 }
 
 impl WhisperHub {
-    /// Publish to `agent`'s subscribers. Never blocks; nobody listening is fine.
-    pub fn send(&self, agent: &str, value: &serde_json::Value) {
-        let json = value.to_string();
+    /// Publish to the message's agent's subscribers. Never blocks; nobody listening is fine.
+    pub fn send(&self, msg: &WhisperMessage) {
+        let Some(agent) = msg.agent() else { return };
+        let Ok(json) = serde_json::to_string(msg) else { return };
         if self.tx.send(Arc::new(WhisperMsg { agent: agent.to_string(), json })).is_ok() {
             self.sent.fetch_add(1, Relaxed);
         }
@@ -106,10 +190,11 @@ pub async fn handler(ws: WebSocketUpgrade, State(s): State<WhisperState>, header
 
 async fn serve(mut socket: WebSocket, scope: Scope, mut rx: broadcast::Receiver<Arc<WhisperMsg>>, lagged: Arc<AtomicU64>) {
     let hello = match &scope {
-        Scope::Agent(a) => serde_json::json!({"type": "hello", "agent": a}),
-        Scope::All => serde_json::json!({"type": "hello", "supervisor": true}),
+        Scope::Agent(a) => WhisperMessage::Hello { agent: Some(a.clone()), supervisor: None },
+        Scope::All => WhisperMessage::Hello { agent: None, supervisor: Some(true) },
     };
-    if socket.send(Message::Text(hello.to_string())).await.is_err() {
+    let hello = serde_json::to_string(&hello).unwrap_or_default();
+    if socket.send(Message::Text(hello)).await.is_err() {
         return;
     }
     loop {

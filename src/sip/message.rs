@@ -288,10 +288,6 @@ impl Message {
             None => self.push_back(name, value),
         }
     }
-    pub fn remove_all(&mut self, key: &str) {
-        self.headers.retain(|h| h.key() != key);
-    }
-
     /// Remove the first value of a multi-valued header (e.g. the top Via), keeping the rest of
     /// that header line. Returns the removed value.
     pub fn pop_first_value(&mut self, key: &str) -> Option<String> {

@@ -8,11 +8,15 @@
 //! retransmissions are absorbed: a request seen again is answered with the last response, or
 //! re-forwarded while no response has come. CANCEL is answered here and sent on (§16.10).
 //!
-//! Not here: sockets, DNS, timers (the driver calls [`Proxy::handle_timeout`]), authentication,
+//! Timers are data: [`Proxy::poll_timeout`] gives the next transaction deadline, and the driver
+//! calls [`Proxy::handle_timeout`] when it comes.
+//!
+//! Not here: sockets, DNS, clocks, authentication,
 //! forking (one target per request).
 
 use super::message::{param, split_values, Message, SipUri, StartLine, Via};
-use crate::sdp;
+use crate::call::{sanitize_label, CallId, CallMeta, EndReason, Input, MediaControl, Party};
+use crate::media::anchor::{self, AnchorError};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -23,35 +27,6 @@ use std::time::{Duration, Instant};
 const BRANCH_PREFIX: &str = "z9hG4bKhk";
 /// Timer C (RFC 3261 §16.6 step 11): how long an INVITE may stay unanswered.
 const TIMER_C: Duration = Duration::from_secs(180);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// The PBX: this leg carries the customer.
-    Pbx,
-    /// The agent's phone.
-    Agent,
-}
-
-impl Side {
-    pub fn other(self) -> Side {
-        match self {
-            Side::Pbx => Side::Agent,
-            Side::Agent => Side::Pbx,
-        }
-    }
-    pub fn index(self) -> usize {
-        match self {
-            Side::Pbx => 0,
-            Side::Agent => 1,
-        }
-    }
-    pub fn leg_name(self) -> &'static str {
-        match self {
-            Side::Pbx => "customer",
-            Side::Agent => "agent",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -120,72 +95,6 @@ pub enum Action {
     Send { to: Dest, data: Vec<u8> },
 }
 
-/// Why a call's media ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    Bye,
-    Cancelled,
-    Rejected(u16),
-    Timeout,
-    RtpTimeout,
-}
-
-impl EndReason {
-    pub fn label(self) -> &'static str {
-        match self {
-            EndReason::Bye => "bye",
-            EndReason::Cancelled => "cancelled",
-            EndReason::Rejected(_) => "rejected",
-            EndReason::Timeout => "sip_timeout",
-            EndReason::RtpTimeout => "rtp_timeout",
-        }
-    }
-}
-
-/// Relay ports of one m-line: what each side is told to send to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamPorts {
-    /// Ports written into SDP sent to the PBX.
-    pub pbx: sdp::RelayPorts,
-    /// Ports written into SDP sent to the agent.
-    pub agent: sdp::RelayPorts,
-}
-
-impl StreamPorts {
-    pub fn facing(&self, side: Side) -> sdp::RelayPorts {
-        match side {
-            Side::Pbx => self.pbx,
-            Side::Agent => self.agent,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("relay port range exhausted")]
-pub struct PortsExhausted;
-
-/// What the proxy needs from the media layer (implemented by the driver; a fake in tests).
-pub trait MediaControl {
-    /// Make sure `call` has relay ports for `streams` m-lines; returns all of them.
-    fn open(&mut self, call: u64, meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted>;
-    /// `side` announced this media (its own receive addresses, direction).
-    fn remote(&mut self, call: u64, side: Side, session: &sdp::Session);
-    /// The call is over: stop relaying and free its ports.
-    fn close(&mut self, call: u64, reason: EndReason);
-}
-
-/// What is known about a call from its initial INVITE.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallMeta {
-    /// Agent id: the configured header, else the agent side's user part (sanitised; a label).
-    pub agent_id: String,
-    /// Queue: the configured header, else `default` (sanitised; a label).
-    pub queue: String,
-    /// The customer's display name from the PBX side's From header, for "use the customer's
-    /// name". Personal data: kept in memory for the call only, never logged.
-    pub customer_name: Option<String>,
-}
-
 /// Counters the driver exports.
 #[derive(Debug, Default)]
 pub struct SipStats {
@@ -208,7 +117,7 @@ pub struct ProxyConfig {
     pub port: u16,
     /// Address written into rewritten SDP.
     pub media_host: IpAddr,
-    pub pbx_sources: Vec<crate::config::SourcePattern>,
+    pub pbx_sources: Vec<crate::net::SourcePattern>,
     pub pbx_route: Target,
     pub agents_route: Option<Target>,
     pub agent_id_header: Option<String>,
@@ -219,8 +128,8 @@ pub struct ProxyConfig {
 #[derive(Debug)]
 struct Txn {
     upstream: Peer,
-    /// Side the request came from.
-    side: Side,
+    /// Party the request came from.
+    side: Party,
     call_id: String,
     forwarded: Option<(Dest, Vec<u8>)>,
     last_response: Option<Vec<u8>>,
@@ -233,11 +142,11 @@ struct Txn {
 
 #[derive(Debug)]
 pub struct CallInfo {
-    pub id: u64,
+    pub id: CallId,
     pub agent_id: String,
     pub meta: CallMeta,
-    /// Side that sent the initial INVITE.
-    pub caller: Side,
+    /// Party that sent the initial INVITE.
+    pub caller: Party,
     pub answered: bool,
     pub streams: usize,
 }
@@ -246,22 +155,33 @@ pub struct Proxy {
     cfg: ProxyConfig,
     hasher: std::collections::hash_map::RandomState,
     txns: HashMap<(String, String), Txn>,
+    /// Transaction deadlines, earliest first (timers as data: the driver asks [`Proxy::poll_timeout`]).
+    timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, (String, String))>>,
     calls: HashMap<String, CallInfo>,
-    by_id: HashMap<u64, String>,
+    by_id: HashMap<CallId, String>,
     next_call: u64,
     pub stats: Arc<SipStats>,
 }
 
 impl Proxy {
     pub fn new(cfg: ProxyConfig, stats: Arc<SipStats>) -> Proxy {
-        Proxy { cfg, hasher: Default::default(), txns: HashMap::new(), calls: HashMap::new(), by_id: HashMap::new(), next_call: 1, stats }
+        Proxy {
+            cfg,
+            hasher: Default::default(),
+            txns: HashMap::new(),
+            timers: Default::default(),
+            calls: HashMap::new(),
+            by_id: HashMap::new(),
+            next_call: 1,
+            stats,
+        }
     }
 
-    pub fn side_of(&self, addr: SocketAddr) -> Side {
+    pub fn side_of(&self, addr: SocketAddr) -> Party {
         if self.cfg.pbx_sources.iter().any(|p| p.matches(addr)) {
-            Side::Pbx
+            Party::Customer
         } else {
-            Side::Agent
+            Party::Agent
         }
     }
 
@@ -393,9 +313,9 @@ impl Proxy {
             let ruri_is_us = ruri.as_ref().is_none_or(|u| self.is_us(&u.host, u.port));
             match (side, in_dialog, ruri) {
                 (_, true, Some(u)) if !ruri_is_us => Some(Target::from_uri(&u)),
-                (Side::Agent, _, _) => Some(self.cfg.pbx_route.clone()),
-                (Side::Pbx, _, Some(u)) if !ruri_is_us => Some(Target::from_uri(&u)),
-                (Side::Pbx, _, _) => self.cfg.agents_route.clone(),
+                (Party::Agent, _, _) => Some(self.cfg.pbx_route.clone()),
+                (Party::Customer, _, Some(u)) if !ruri_is_us => Some(Target::from_uri(&u)),
+                (Party::Customer, _, _) => self.cfg.agents_route.clone(),
             }
         };
         let Some(target) = target else {
@@ -405,7 +325,7 @@ impl Proxy {
         let call_id = msg.call_id().to_string();
         let initial_invite = method == "INVITE" && !in_dialog && !self.calls.contains_key(&call_id);
         if initial_invite {
-            let id = self.next_call;
+            let id = CallId(self.next_call);
             self.next_call += 1;
             let agent_id = self.agent_id(&msg, side);
             let queue = self
@@ -413,24 +333,24 @@ impl Proxy {
                 .queue_header
                 .as_deref()
                 .and_then(|h| msg.header(&h.to_ascii_lowercase()))
-                .map(sanitize_id)
+                .map(sanitize_label)
                 .unwrap_or_else(|| "default".into());
-            let from = if side == Side::Pbx { msg.header("from") } else { msg.header("to") };
+            let from = if side == Party::Customer { msg.header("from") } else { msg.header("to") };
             let customer_name = from.and_then(display_name);
-            let meta = CallMeta { agent_id: agent_id.clone(), queue, customer_name };
+            let meta = CallMeta { agent_id: agent_id.clone(), queue, customer_name, input: Input::Relay };
             self.calls.insert(call_id.clone(), CallInfo { id, agent_id, meta, caller: side, answered: false, streams: 0 });
             self.by_id.insert(id, call_id.clone());
             self.stats.calls_started.fetch_add(1, Relaxed);
         }
         if msg.has_sdp() && self.calls.contains_key(&call_id) {
-            if let Err(code) = self.anchor(&mut msg, &call_id, side, media) {
+            if let Err(e) = self.anchor(&mut msg, &call_id, side, media) {
                 if initial_invite {
-                    self.end_call(&call_id, EndReason::Rejected(code), media);
+                    self.end_call(&call_id, EndReason::Rejected(e.sip_status()), media);
                 }
-                return match (method.as_str(), code) {
+                return match (method.as_str(), e) {
                     ("ACK", _) => Vec::new(),
-                    (_, 503) => vec![self.local(&msg, from, 503, "Relay Ports Exhausted")],
-                    _ => vec![self.local(&msg, from, 488, "Not Acceptable Here")],
+                    (_, AnchorError::PortsExhausted) => vec![self.local(&msg, from, 503, "Relay Ports Exhausted")],
+                    (_, AnchorError::BadSdp) => vec![self.local(&msg, from, 488, "Not Acceptable Here")],
                 };
             }
         }
@@ -464,13 +384,13 @@ impl Proxy {
             let t = if target.transport == Transport::Tcp || upstream_transport == Transport::Tcp { ";transport=tcp" } else { "" };
             msg.push_front("Record-Route", format!("<sip:{host}:{};lr{t}>", self.cfg.port));
         }
-        if method == "REGISTER" && side == Side::Agent && msg.values("supported").iter().any(|s| s.eq_ignore_ascii_case("path")) {
+        if method == "REGISTER" && side == Party::Agent && msg.values("supported").iter().any(|s| s.eq_ignore_ascii_case("path")) {
             // RFC 3327: the registrar sends requests for this contact back through us.
             msg.push_front("Path", format!("<sip:{host}:{};lr>", self.cfg.port));
         }
         if method == "BYE" {
             if let Some(c) = self.calls.get(&call_id) {
-                tracing::info!(call = c.id, agent = %c.agent_id, from = side.leg_name(), "call hangup");
+                tracing::info!(call = %c.id, agent = %c.agent_id, from = side.name(), "call hangup");
             }
         }
         let data = msg.to_bytes();
@@ -481,6 +401,7 @@ impl Proxy {
         out.push(Action::Send { to: Dest::Target(target.clone()), data: data.clone() });
         if method != "ACK" {
             let life = if method == "INVITE" { TIMER_C } else { self.cfg.linger };
+            self.arm((branch.clone(), method.clone()), now + life);
             self.txns.insert(
                 (branch, method),
                 Txn {
@@ -535,6 +456,7 @@ impl Proxy {
         out.push(Action::Send { to: dest.clone(), data: data.clone() });
         let call_id = t.call_id.clone();
         let side = t.side;
+        self.arm((branch.clone(), "CANCEL".into()), now + self.cfg.linger);
         self.txns.insert(
             (branch, "CANCEL".into()),
             Txn {
@@ -591,20 +513,22 @@ impl Proxy {
             return Vec::new();
         }
         // An answer that cannot be anchored is passed on unchanged so the call still works.
-        if msg.has_sdp()
-            && self.calls.contains_key(&call_id)
-            && code < 300
-            && self.anchor(&mut msg, &call_id, req_side.other(), media).is_err()
-        {
-            self.stats.bad_sdp.fetch_add(1, Relaxed);
+        if msg.has_sdp() && self.calls.contains_key(&call_id) && code < 300 {
+            // Counted in `anchor` (bad SDP or ports exhausted); the answer goes on as it is.
+            let _ = self.anchor(&mut msg, &call_id, req_side.other(), media);
         }
         let data = msg.to_bytes();
+        let mut rearm = None;
         if let Some(t) = self.txns.get_mut(&key) {
             t.last_response = Some(data.clone());
             if code >= 200 && !t.final_seen {
                 t.final_seen = true;
                 t.expires = now + self.cfg.linger;
+                rearm = Some(t.expires);
             }
+        }
+        if let Some(at) = rearm {
+            self.arm(key.clone(), at);
         }
         if method == "INVITE" && initial {
             if code >= 300 {
@@ -614,7 +538,7 @@ impl Proxy {
                 if let Some(c) = self.calls.get_mut(&call_id) {
                     if !c.answered {
                         c.answered = true;
-                        tracing::info!(call = c.id, agent = %c.agent_id, "call answered");
+                        tracing::info!(call = %c.id, agent = %c.agent_id, "call answered");
                     }
                 }
             }
@@ -625,71 +549,89 @@ impl Proxy {
         vec![Action::Send { to: Dest::Peer(upstream), data }]
     }
 
-    /// Rewrite the SDP of `msg` (sent by `sender`) to point at the relay. Err carries the SIP
-    /// status to answer with.
-    fn anchor(&mut self, msg: &mut Message, call_id: &str, sender: Side, media: &mut dyn MediaControl) -> Result<(), u16> {
-        let session = match sdp::parse(&msg.body) {
-            Ok(s) => s,
-            Err(_) => {
-                self.stats.bad_sdp.fetch_add(1, Relaxed);
-                return Err(488);
+    /// Rewrite the SDP of `msg` (sent by `sender`) to point at the relay.
+    fn anchor(&mut self, msg: &mut Message, call_id: &str, sender: Party, media: &mut dyn MediaControl) -> Result<(), AnchorError> {
+        let host = self.media_host();
+        let call = self.calls.get_mut(call_id).ok_or(AnchorError::BadSdp)?;
+        match anchor::anchor(&msg.body, call.id, &call.meta, sender, host, media) {
+            Ok(a) => {
+                call.streams = call.streams.max(a.session.media.len());
+                msg.body = a.body;
+                Ok(())
             }
-        };
-        let call = self.calls.get_mut(call_id).ok_or(488u16)?;
-        let ports = match media.open(call.id, &call.meta, session.media.len()) {
-            Ok(p) => p,
-            Err(PortsExhausted) => {
-                self.stats.ports_exhausted.fetch_add(1, Relaxed);
-                return Err(503);
+            Err(e) => {
+                match e {
+                    AnchorError::BadSdp => self.stats.bad_sdp.fetch_add(1, Relaxed),
+                    AnchorError::PortsExhausted => self.stats.ports_exhausted.fetch_add(1, Relaxed),
+                };
+                Err(e)
             }
-        };
-        call.streams = call.streams.max(session.media.len());
-        media.remote(call.id, sender, &session);
-        let facing: Vec<sdp::RelayPorts> = ports.iter().map(|p| p.facing(sender.other())).collect();
-        msg.body = sdp::rewrite(&msg.body, self.media_host(), &facing).map_err(|_| 488u16)?;
-        Ok(())
+        }
     }
 
     fn media_host(&self) -> IpAddr {
         self.cfg.media_host
     }
 
-    fn agent_id(&self, msg: &Message, sender: Side) -> String {
+    fn agent_id(&self, msg: &Message, sender: Party) -> String {
         let raw = if let Some(h) = self.cfg.agent_id_header.as_deref().and_then(|h| msg.header(&h.to_ascii_lowercase())) {
             Some(h.to_string())
-        } else if sender == Side::Pbx {
+        } else if sender == Party::Customer {
             msg.uri().and_then(SipUri::parse).and_then(|u| u.user).or_else(|| msg.header("to").and_then(SipUri::parse).and_then(|u| u.user))
         } else {
             msg.header("from").and_then(SipUri::parse).and_then(|u| u.user)
         };
-        sanitize_id(raw.as_deref().unwrap_or(""))
+        sanitize_label(raw.as_deref().unwrap_or(""))
     }
 
     fn end_call(&mut self, call_id: &str, reason: EndReason, media: &mut dyn MediaControl) {
         if let Some(c) = self.calls.remove(call_id) {
             self.by_id.remove(&c.id);
             self.stats.calls_ended.fetch_add(1, Relaxed);
-            tracing::info!(call = c.id, agent = %c.agent_id, reason = reason.label(), "call ended");
+            tracing::info!(call = %c.id, agent = %c.agent_id, reason = reason.label(), "call ended");
             media.close(c.id, reason);
         }
     }
 
     /// The media layer ended a call on its own (RTP timeout): forget it here too.
-    pub fn handle_media_ended(&mut self, call: u64) {
+    pub fn handle_media_ended(&mut self, call: CallId) {
         if let Some(cid) = self.by_id.remove(&call) {
             self.calls.remove(&cid);
             self.stats.calls_ended.fetch_add(1, Relaxed);
         }
     }
 
-    /// Expire transactions; an INVITE left unanswered past Timer C or a BYE that never got a
-    /// final response still ends its call.
+    /// Put a transaction's deadline in the timer table (an earlier entry for the same key goes
+    /// stale: it is skipped when it comes up).
+    fn arm(&mut self, key: (String, String), at: Instant) {
+        self.timers.push(std::cmp::Reverse((at, key)));
+    }
+
+    /// The earliest transaction deadline, for the driver to sleep until (None: no transactions).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(std::cmp::Reverse((at, key))) = self.timers.peek() {
+            if self.txns.get(key).is_some_and(|t| t.expires == *at) {
+                return Some(*at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Expire transactions due at `now`; an INVITE left unanswered past Timer C or a BYE that
+    /// never got a final response still ends its call.
     pub fn handle_timeout(&mut self, now: Instant, media: &mut dyn MediaControl) {
-        let expired: Vec<(String, String)> = self.txns.iter().filter(|(_, t)| t.expires <= now).map(|(k, _)| k.clone()).collect();
-        for key in expired {
+        while let Some(std::cmp::Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(std::cmp::Reverse((at, key))) = self.timers.pop() else { break };
+            if self.txns.get(&key).is_none_or(|t| t.expires != at) {
+                continue;
+            }
             if let Some(t) = self.txns.remove(&key) {
                 if (t.initial_invite || key.1 == "BYE") && !t.final_seen {
-                    self.end_call(&t.call_id, EndReason::Timeout, media);
+                    self.end_call(&t.call_id, EndReason::SipTimeout, media);
                 }
             }
         }
@@ -701,16 +643,6 @@ fn display_name(v: &str) -> Option<String> {
     let lt = v.find('<')?;
     let name = v[..lt].trim().trim_matches('"').trim();
     (!name.is_empty()).then(|| name.chars().take(64).collect())
-}
-
-/// Agent ids become metric labels: keep them short and plain.
-pub fn sanitize_id(s: &str) -> String {
-    let t: String = s.chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).take(64).collect();
-    if t.is_empty() {
-        "unknown".into()
-    } else {
-        t
-    }
 }
 
 /// Pull enough out of unparseable bytes to answer 400: a request line and the headers a
@@ -754,17 +686,19 @@ fn salvage_request(raw: &[u8]) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SourcePattern;
+    use crate::call::{PortsExhausted, StreamPorts};
+    use crate::net::SourcePattern;
+    use crate::sdp;
 
     #[derive(Default)]
     struct FakeMedia {
-        opened: Vec<(u64, String, usize)>,
-        remotes: Vec<(u64, Side)>,
-        closed: Vec<(u64, EndReason)>,
+        opened: Vec<(CallId, String, usize)>,
+        remotes: Vec<(CallId, Party)>,
+        closed: Vec<(CallId, EndReason)>,
         exhausted: bool,
     }
     impl MediaControl for FakeMedia {
-        fn open(&mut self, call: u64, meta: &CallMeta, n: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+        fn open(&mut self, call: CallId, meta: &CallMeta, n: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
             let agent = &meta.agent_id;
             if self.exhausted {
                 return Err(PortsExhausted);
@@ -772,15 +706,15 @@ mod tests {
             self.opened.push((call, agent.to_string(), n));
             Ok((0..n as u16)
                 .map(|i| StreamPorts {
-                    pbx: sdp::RelayPorts { rtp: 30000 + 4 * i, rtcp: 30001 + 4 * i },
+                    customer: sdp::RelayPorts { rtp: 30000 + 4 * i, rtcp: 30001 + 4 * i },
                     agent: sdp::RelayPorts { rtp: 30002 + 4 * i, rtcp: 30003 + 4 * i },
                 })
                 .collect())
         }
-        fn remote(&mut self, call: u64, side: Side, _s: &sdp::Session) {
+        fn remote(&mut self, call: CallId, side: Party, _s: &sdp::Session) {
             self.remotes.push((call, side));
         }
-        fn close(&mut self, call: u64, reason: EndReason) {
+        fn close(&mut self, call: CallId, reason: EndReason) {
             self.closed.push((call, reason));
         }
     }
@@ -835,8 +769,8 @@ mod tests {
         assert!(text.contains("c=IN IP4 10.0.0.9"));
         assert_eq!(fwd.values("via").len(), 2);
         assert_eq!(fwd.header("max-forwards"), Some("70"));
-        assert_eq!(m.opened, vec![(1, "agent42".to_string(), 1)]);
-        assert_eq!(m.remotes, vec![(1, Side::Pbx)]);
+        assert_eq!(m.opened, vec![(CallId(1), "agent42".to_string(), 1)]);
+        assert_eq!(m.remotes, vec![(CallId(1), Party::Customer)]);
     }
 
     #[test]
@@ -859,7 +793,7 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].1.status(), Some(200));
         assert_eq!(m.opened.len(), 2, "the answer reuses the call's ports (open called again, same call)");
-        assert!(m.opened.iter().all(|o| o.0 == 1));
+        assert!(m.opened.iter().all(|o| o.0 == CallId(1)));
     }
 
     #[test]
@@ -883,18 +817,20 @@ mod tests {
         let r487 = inv_fwd.response(487, "Request Terminated", Some("ag"));
         let back = sent(&p.handle_message(r487, peer(AGENT), t0, &mut m));
         assert_eq!(back[0].1.status(), Some(487));
-        assert_eq!(m.closed, vec![(1, EndReason::Cancelled)]);
+        assert_eq!(m.closed, vec![(CallId(1), EndReason::Cancelled)]);
     }
 
     #[test]
     fn unanswered_invite_times_out_after_timer_c() {
         let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
         p.handle_message(invite(), peer(PBX), t0, &mut m);
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(180)), "Timer C is the next deadline");
         p.handle_timeout(t0 + Duration::from_secs(179), &mut m);
         assert!(m.closed.is_empty());
         p.handle_timeout(t0 + Duration::from_secs(181), &mut m);
-        assert_eq!(m.closed, vec![(1, EndReason::Timeout)]);
+        assert_eq!(m.closed, vec![(CallId(1), EndReason::SipTimeout)]);
         assert_eq!(p.transaction_count(), 0);
+        assert_eq!(p.poll_timeout(), None);
     }
 
     #[test]

@@ -1,0 +1,25 @@
+//! Relay-wide counters, written by the call tasks and read by /status and Prometheus.
+//!
+//! Not here: per-call counters (the session core keeps those).
+
+use crate::media::session::DropReason;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Relay-wide counters (exported on /status, later /metrics).
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub forwarded_packets: AtomicU64,
+    pub forwarded_bytes: AtomicU64,
+    pub dropped: [AtomicU64; 3],
+    pub send_errors: AtomicU64,
+    pub tap_frames: AtomicU64,
+    pub tap_dropped: AtomicU64,
+    pub active_calls: AtomicU64,
+    pub rtp_timeouts: AtomicU64,
+}
+
+impl RelayStats {
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.dropped[r as usize].load(Relaxed)
+    }
+}

@@ -1,0 +1,486 @@
+//! A deterministic simulation of whole calls: a fake clock and an in-memory network around the
+//! real cores — the SIP proxy ([`Proxy`]), the media session ([`MediaSession`]) per call, and
+//! the per-call analysis ([`CallCore`]) with the nudge policy. A scripted PBX and agent exchange
+//! SIP through the proxy and RTP through the relay; minutes of call run in milliseconds.
+//!
+//! The loop follows quinn-proto's test `Pair` and str0m's `progress`: every step delivers what
+//! is in flight, then advances the clock to the next 20 ms and fires due timers (proxy
+//! transactions, RTP timeout, analysis ticks).
+//!
+//! Not here: sockets, threads, the tokio drivers (the integration tests cover those with real
+//! peers).
+
+use crate::analysis::call::{CallCore, Output};
+use crate::analysis::pipeline::AnalysisConfig;
+use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, MediaControl, MediaPlan, Party, PortsExhausted, StreamPorts};
+use crate::coach::CoachConfig;
+use crate::codec::g711;
+use crate::media::session::{MediaEvent, MediaSession, Port, Verdict};
+use crate::net::SourcePattern;
+use crate::record::CallRecord;
+use crate::sdp::{self, RelayPorts};
+use crate::sip::message::{Message, Via};
+use crate::sip::proxy::{Action, Dest, Peer, Proxy, ProxyConfig, SipStats, Target, Transport};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const PBX: &str = "10.0.0.1:5060";
+pub const AGENT: &str = "10.0.0.2:5060";
+pub const HEARKEN: &str = "10.0.0.9:5060";
+pub const PBX_RTP: &str = "10.0.0.1:4000";
+pub const AGENT_RTP: &str = "10.0.0.2:5000";
+const STEP: Duration = Duration::from_millis(20);
+
+/// The media plane in memory: real [`MediaSession`] cores, ports from a counter.
+struct SimMedia {
+    now: Instant,
+    calls: HashMap<CallId, (MediaSession, Vec<StreamPorts>, MediaPlan)>,
+    next_port: u16,
+    cmds: Vec<AnalysisCmd>,
+    rtp_timeout: Duration,
+}
+
+impl MediaControl for SimMedia {
+    fn open(&mut self, call: CallId, meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+        if !self.calls.contains_key(&call) {
+            let s = MediaSession::new(self.rtp_timeout, Duration::from_secs(3600));
+            self.calls.insert(call, (s, Vec::new(), MediaPlan::default()));
+            self.cmds.push(AnalysisCmd::Start { call, meta: meta.clone() });
+        }
+        let (_, ports, _) = self.calls.get_mut(&call).expect("inserted");
+        while ports.len() < streams {
+            let p = 30000 + self.next_port * 4;
+            self.next_port += 1;
+            ports.push(StreamPorts { customer: RelayPorts { rtp: p, rtcp: p + 1 }, agent: RelayPorts { rtp: p + 2, rtcp: p + 3 } });
+        }
+        Ok(ports.clone())
+    }
+    fn remote(&mut self, call: CallId, party: Party, session: &sdp::Session) {
+        if let Some((s, _, plan)) = self.calls.get_mut(&call) {
+            s.handle_remote(party, session, self.now);
+            plan.learn(party, session);
+            self.cmds.push(AnalysisCmd::Negotiated { call, plan: plan.clone() });
+        }
+    }
+    fn close(&mut self, call: CallId, reason: EndReason) {
+        if self.calls.remove(&call).is_some() {
+            self.cmds.push(AnalysisCmd::End { call, reason });
+        }
+    }
+}
+
+/// One simulated deployment: PBX, Hearken (proxy + relay + analysis), one agent phone.
+pub struct Sim {
+    pub t0: Instant,
+    pub now: Instant,
+    pub proxy: Proxy,
+    media: SimMedia,
+    pub analysis: HashMap<CallId, CallCore>,
+    /// Everything the analysis said, per call, in order.
+    pub outputs: Vec<(CallId, Output)>,
+    /// SIP messages delivered to the PBX and to the agent (oldest first).
+    pub pbx_inbox: Vec<Message>,
+    pub agent_inbox: Vec<Message>,
+    /// RTP packets the relay delivered to each party.
+    pub delivered: [usize; 2],
+    cfg: AnalysisConfig,
+    coach: CoachConfig,
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().expect("constant address")
+}
+
+impl Sim {
+    pub fn new() -> Sim {
+        let t0 = Instant::now();
+        let me = sa(HEARKEN);
+        let proxy = Proxy::new(
+            ProxyConfig {
+                host: me.ip(),
+                port: me.port(),
+                media_host: me.ip(),
+                pbx_sources: vec![SourcePattern { ip: sa(PBX).ip(), port: None }],
+                pbx_route: Target::parse(PBX).expect("constant"),
+                agents_route: Target::parse(AGENT),
+                agent_id_header: None,
+                queue_header: None,
+                linger: Duration::from_secs(32),
+            },
+            Arc::new(SipStats::default()),
+        );
+        Sim {
+            t0,
+            now: t0,
+            proxy,
+            media: SimMedia { now: t0, calls: HashMap::new(), next_port: 0, cmds: Vec::new(), rtp_timeout: Duration::from_secs(30) },
+            analysis: HashMap::new(),
+            outputs: Vec::new(),
+            pbx_inbox: Vec::new(),
+            agent_inbox: Vec::new(),
+            delivered: [0, 0],
+            cfg: AnalysisConfig::default(),
+            coach: CoachConfig::default(),
+        }
+    }
+
+    fn ms(&self) -> u64 {
+        self.now.duration_since(self.t0).as_millis() as u64
+    }
+
+    /// Send SIP text from the PBX (`Party::Customer`) or the agent phone.
+    pub fn sip(&mut self, from: Party, text: &str) {
+        let addr = sa(if from == Party::Customer { PBX } else { AGENT });
+        let msg = Message::parse(text.as_bytes()).expect("scripted SIP parses");
+        self.media.now = self.now;
+        let actions = self.proxy.handle_message(msg, Peer { addr, transport: Transport::Udp, conn: None }, self.now, &mut self.media);
+        self.route(actions);
+        self.run_analysis_cmds();
+    }
+
+    fn route(&mut self, actions: Vec<Action>) {
+        for Action::Send { to, data } in actions {
+            let ip = match &to {
+                Dest::Peer(p) => p.addr.ip().to_string(),
+                Dest::Target(t) => t.host.clone(),
+            };
+            let msg = Message::parse(&data).expect("the proxy sends SIP that parses");
+            if ip == sa(PBX).ip().to_string() {
+                self.pbx_inbox.push(msg);
+            } else {
+                self.agent_inbox.push(msg);
+            }
+        }
+    }
+
+    fn run_analysis_cmds(&mut self) {
+        let now = self.ms();
+        for cmd in std::mem::take(&mut self.media.cmds) {
+            match cmd {
+                AnalysisCmd::Start { call, meta } => {
+                    self.analysis.insert(call, CallCore::new(call, meta, &self.cfg, &self.coach, None, now));
+                }
+                AnalysisCmd::Negotiated { call, plan } => {
+                    if let Some(c) = self.analysis.get_mut(&call) {
+                        c.handle_negotiated(&plan);
+                    }
+                }
+                AnalysisCmd::End { call, reason } => {
+                    if let Some(c) = self.analysis.get_mut(&call) {
+                        c.handle_end(reason, now, 0, None);
+                    }
+                }
+            }
+        }
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        for (id, c) in self.analysis.iter_mut() {
+            while let Some(o) = c.poll_output() {
+                self.outputs.push((*id, o));
+            }
+        }
+    }
+
+    /// One RTP packet from `from`'s phone on the first m-line of `call`, through the relay.
+    pub fn rtp(&mut self, call: CallId, from: Party, packet: &[u8]) {
+        let src = sa(if from == Party::Customer { PBX_RTP } else { AGENT_RTP });
+        let Some((session, _, _)) = self.media.calls.get_mut(&call) else { return };
+        if let Verdict::Forward { out_side, tap, .. } = session.handle_packet(0, from, Port::Rtp, src, packet, self.now) {
+            self.delivered[out_side.idx()] += 1;
+            if let (Some(h), Some(core)) = (tap, self.analysis.get_mut(&call)) {
+                let ms = self.now.duration_since(self.t0).as_millis() as u64;
+                core.handle_rtp(from, 0, &h, &packet[h.payload_offset..h.payload_offset + h.payload_len], ms);
+            }
+        }
+    }
+
+    /// Advance the clock by `d` in 20 ms steps, firing due timers; `each` runs at every step
+    /// (to send media).
+    pub fn run_for(&mut self, d: Duration, mut each: impl FnMut(&mut Sim)) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += STEP;
+            self.media.now = self.now;
+            each(self);
+            if self.proxy.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.proxy.handle_timeout(self.now, &mut self.media);
+            }
+            let mut ended = Vec::new();
+            for (id, (s, _, _)) in self.media.calls.iter_mut() {
+                if let Some(MediaEvent::RtpTimeout(_)) = s.handle_timeout(self.now) {
+                    ended.push(*id);
+                }
+            }
+            for id in ended {
+                // The media plane ended the call by itself: tell the control plane and analysis.
+                self.media.calls.remove(&id);
+                self.proxy.handle_media_ended(id);
+                self.media.cmds.push(AnalysisCmd::End { call: id, reason: EndReason::RtpTimeout });
+            }
+            self.run_analysis_cmds();
+            let now = self.ms();
+            for c in self.analysis.values_mut() {
+                c.handle_tick(now, None);
+            }
+            self.collect();
+        }
+    }
+
+    pub fn records(&self) -> Vec<&CallRecord> {
+        self.outputs.iter().filter_map(|(_, o)| if let Output::Record(r) = o { Some(&**r) } else { None }).collect()
+    }
+
+    pub fn media_calls(&self) -> usize {
+        self.media.calls.len()
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Scripted endpoints.
+
+pub fn offer_sdp(ip: &str, port: u16, pt: u8, extra: &str) -> String {
+    let name = if pt == 8 { "PCMA" } else { "PCMU" };
+    format!("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {name}/8000\r\n{extra}")
+}
+
+/// A request from the PBX (customer side) to agent42, with an optional SDP body.
+pub fn pbx_request(method: &str, cseq: u32, branch: &str, to_tag: Option<&str>, sdp: Option<&str>) -> String {
+    let to = match to_tag {
+        Some(t) => format!("<sip:agent42@pbx>;tag={t}"),
+        None => "<sip:agent42@pbx>".into(),
+    };
+    let (ct, body) = match sdp {
+        Some(b) => ("Content-Type: application/sdp\r\n", b),
+        None => ("", ""),
+    };
+    format!(
+        "{method} sip:agent42@10.0.0.9 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch={branch}\r\nFrom: <sip:cust@pbx>;tag=c1\r\nTo: {to}\r\nCall-ID: sim-call-1\r\nCSeq: {cseq} {method}\r\nContact: <sip:pbx@10.0.0.1>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The agent's response to the last request it received.
+pub fn agent_response(sim: &Sim, code: u16, reason: &str, sdp: Option<&str>) -> String {
+    let req = sim.agent_inbox.iter().rev().find(|m| m.is_request() && m.method() != Some("ACK")).expect("a request at the agent");
+    let mut r = req.response(code, reason, Some("a1"));
+    if let Some(b) = sdp {
+        r.set("content-type", "Content-Type", "application/sdp");
+        r.body = b.as_bytes().to_vec();
+    }
+    String::from_utf8(r.to_bytes()).expect("utf-8")
+}
+
+/// 20 ms of audio: tone bursts (speech-like for the energy VAD) or silence, G.711-encoded.
+pub fn frame(pt: u8, seq: u16, speaking: bool) -> Vec<u8> {
+    let pcm: Vec<i16> = (0..160)
+        .map(|i| {
+            let t = seq as usize * 160 + i;
+            // 300 ms on, 200 ms off while speaking: the detector's noise floor needs pauses.
+            if speaking && t % 4000 < 2400 {
+                ((t as f64 * 0.35).sin() * 8000.0) as i16
+            } else {
+                0
+            }
+        })
+        .collect();
+    let payload: Vec<u8> = pcm.iter().map(|&s| if pt == 8 { g711::encode_alaw(s) } else { g711::encode_ulaw(s) }).collect();
+    crate::rtp::build(pt, seq, seq as u32 * 160, if pt == 8 { 0xa1 } else { 0x11 }, &payload)
+}
+
+/// Set up a call: INVITE from the PBX, 200 with SDP from the agent, ACK. Returns its id.
+pub fn answered_call(sim: &mut Sim, pt: u8) -> CallId {
+    sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKinv1", None, Some(&offer_sdp("10.0.0.1", 4000, pt, ""))));
+    let ok = agent_response(sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, pt, "")));
+    sim.sip(Party::Agent, &ok);
+    sim.sip(Party::Customer, &pbx_request("ACK", 1, "z9hG4bKack1", Some("a1"), None));
+    *sim.analysis.keys().next().expect("the call reached analysis")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coach::NudgeKind;
+
+    fn nudges(sim: &Sim) -> Vec<NudgeKind> {
+        sim.outputs.iter().filter_map(|(_, o)| if let Output::Nudge(n) = o { Some(n.kind) } else { None }).collect()
+    }
+
+    /// Both parties stop sending: after the RTP timeout the media ends by itself, the proxy
+    /// forgets the call, and the record says why.
+    #[test]
+    fn rtp_timeout_ends_the_call_with_a_record() {
+        let wall = std::time::Instant::now();
+        let mut sim = Sim::new();
+        let id = answered_call(&mut sim, 0);
+        let mut seq = 0u16;
+        sim.run_for(Duration::from_secs(5), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(0, seq, true));
+            s.rtp(id, Party::Agent, &frame(0, seq, false));
+        });
+        assert!(sim.delivered[0] > 200 && sim.delivered[1] > 200, "media flows both ways: {:?}", sim.delivered);
+        sim.run_for(Duration::from_secs(31), |_| {});
+        assert_eq!(sim.media_calls(), 0, "media ended");
+        assert_eq!(sim.proxy.active_calls().count(), 0, "the proxy forgot the call");
+        let r = sim.records();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].reason, EndReason::RtpTimeout);
+        assert!(r[0].summary.turns.talk_time_s.customer > 2.0, "{:?}", r[0].summary.turns.talk_time_s);
+        assert!(wall.elapsed() < Duration::from_secs(5), "36 s of call in {:?}", wall.elapsed());
+    }
+
+    /// The customer talks, then nobody says anything: the dead-air nudge fires once the silence
+    /// passes `coach.dead_air_s` (10 s), and the record counts the gap.
+    #[test]
+    fn dead_air_nudge_after_ten_seconds_of_silence() {
+        let mut sim = Sim::new();
+        let id = answered_call(&mut sim, 0);
+        let mut seq = 0u16;
+        sim.run_for(Duration::from_secs(4), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(0, seq, true));
+            s.rtp(id, Party::Agent, &frame(0, seq, false));
+        });
+        sim.run_for(Duration::from_secs(9), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(0, seq, false));
+            s.rtp(id, Party::Agent, &frame(0, seq, false));
+        });
+        assert!(!nudges(&sim).contains(&NudgeKind::DeadAir), "not yet at 9 s: {:?}", nudges(&sim));
+        sim.run_for(Duration::from_secs(3), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(0, seq, false));
+            s.rtp(id, Party::Agent, &frame(0, seq, false));
+        });
+        assert_eq!(nudges(&sim).iter().filter(|k| **k == NudgeKind::DeadAir).count(), 1, "{:?}", nudges(&sim));
+        // The agent answers, then hangs up.
+        sim.run_for(Duration::from_secs(2), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(0, seq, false));
+            s.rtp(id, Party::Agent, &frame(0, seq, true));
+        });
+        sim.sip(Party::Customer, &pbx_request("BYE", 2, "z9hG4bKbye1", Some("a1"), None));
+        let ok = agent_response(&sim, 200, "OK", None);
+        sim.sip(Party::Agent, &ok);
+        sim.run_for(Duration::from_millis(100), |_| {});
+        let r = sim.records();
+        assert_eq!(r[0].reason, EndReason::Bye);
+        assert!(r[0].summary.turns.dead_air["gt_10s"].count >= 1, "{:?}", r[0].summary.turns.dead_air);
+    }
+
+    /// The PBX puts the agent on hold (sendonly, answered recvonly) for 20 s: no dead-air nudge,
+    /// hold time in the record; after unhold the call goes on.
+    #[test]
+    fn hold_and_unhold_is_never_dead_air() {
+        let mut sim = Sim::new();
+        let id = answered_call(&mut sim, 0);
+        let mut seq = 0u16;
+        sim.run_for(Duration::from_secs(3), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(0, seq, true));
+            s.rtp(id, Party::Agent, &frame(0, seq, false));
+        });
+        sim.sip(
+            Party::Customer,
+            &pbx_request("INVITE", 2, "z9hG4bKhold", Some("a1"), Some(&offer_sdp("10.0.0.1", 4000, 0, "a=sendonly\r\n"))),
+        );
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "a=recvonly\r\n")));
+        sim.sip(Party::Agent, &ok);
+        sim.sip(Party::Customer, &pbx_request("ACK", 2, "z9hG4bKack2", Some("a1"), None));
+        sim.run_for(Duration::from_secs(20), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(0, seq, false));
+        });
+        assert!(!nudges(&sim).contains(&NudgeKind::DeadAir), "hold is not dead air: {:?}", nudges(&sim));
+        sim.sip(Party::Customer, &pbx_request("INVITE", 3, "z9hG4bKunhold", Some("a1"), Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "")));
+        sim.sip(Party::Agent, &ok);
+        sim.run_for(Duration::from_secs(3), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(0, seq, false));
+            s.rtp(id, Party::Agent, &frame(0, seq, true));
+        });
+        sim.sip(Party::Customer, &pbx_request("BYE", 4, "z9hG4bKbye2", Some("a1"), None));
+        let ok = agent_response(&sim, 200, "OK", None);
+        sim.sip(Party::Agent, &ok);
+        sim.run_for(Duration::from_millis(100), |_| {});
+        let t = &sim.records()[0].summary.turns;
+        assert!(t.hold_s > 15.0, "hold time {}", t.hold_s);
+        assert_eq!(t.dead_air["gt_10s"].count, 0, "{:?}", t.dead_air);
+        assert!(t.talk_time_s.agent > 1.0, "audio after unhold analysed: {:?}", t.talk_time_s);
+    }
+
+    /// A re-INVITE switches the call from PCMU to PCMA: the plan is decided again at
+    /// negotiation and both halves of the call are decoded.
+    #[test]
+    fn reinvite_codec_change_keeps_decoding() {
+        let mut sim = Sim::new();
+        let id = answered_call(&mut sim, 0);
+        let mut seq = 0u16;
+        sim.run_for(Duration::from_secs(3), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(0, seq, true));
+            s.rtp(id, Party::Agent, &frame(0, seq, false));
+        });
+        sim.sip(Party::Customer, &pbx_request("INVITE", 2, "z9hG4bKre", Some("a1"), Some(&offer_sdp("10.0.0.1", 4000, 8, ""))));
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 8, "")));
+        sim.sip(Party::Agent, &ok);
+        sim.run_for(Duration::from_secs(3), |s| {
+            seq += 1;
+            s.rtp(id, Party::Customer, &frame(8, seq, false));
+            s.rtp(id, Party::Agent, &frame(8, seq, true));
+        });
+        sim.sip(Party::Agent, "BYE sip:pbx@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKab\r\nFrom: <sip:agent42@pbx>;tag=a1\r\nTo: <sip:cust@pbx>;tag=c1\r\nCall-ID: sim-call-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n");
+        let bye = sim.pbx_inbox.last().expect("BYE reached the PBX").clone();
+        assert_eq!(bye.method(), Some("BYE"));
+        let ok = String::from_utf8(bye.response(200, "OK", None).to_bytes()).unwrap();
+        sim.sip(Party::Customer, &ok);
+        sim.run_for(Duration::from_millis(100), |_| {});
+        let r = sim.records()[0];
+        let q = r.summary.quality.as_ref().unwrap();
+        assert_eq!((q.customer_stats.decode_errors, q.agent_stats.decode_errors), (0, 0));
+        assert_eq!((q.customer_stats.unknown_payload, q.agent_stats.unknown_payload), (0, 0));
+        let t = &r.summary.turns;
+        assert!(t.talk_time_s.customer > 1.0 && t.talk_time_s.agent > 1.0, "both codecs decoded: {:?}", t.talk_time_s);
+    }
+
+    /// CANCEL before the answer: 200 to the CANCEL, CANCEL on to the agent, 487 back; media
+    /// freed and the record says cancelled.
+    #[test]
+    fn cancel_before_answer_frees_media() {
+        let mut sim = Sim::new();
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKinv9", None, Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        let ringing = agent_response(&sim, 180, "Ringing", None);
+        sim.sip(Party::Agent, &ringing);
+        sim.run_for(Duration::from_secs(2), |_| {});
+        sim.sip(Party::Customer, &pbx_request("CANCEL", 1, "z9hG4bKinv9", None, None));
+        assert!(sim.pbx_inbox.iter().any(|m| m.status() == Some(200) && m.cseq().is_some_and(|c| c.1 == "CANCEL")));
+        let cancel = sim.agent_inbox.last().unwrap();
+        assert_eq!(cancel.method(), Some("CANCEL"));
+        let inv_branch =
+            sim.agent_inbox.iter().find(|m| m.method() == Some("INVITE")).and_then(|m| Via::parse(&m.values("via")[0])).unwrap().branch;
+        assert_eq!(Via::parse(&cancel.values("via")[0]).unwrap().branch, inv_branch, "CANCEL on the INVITE's branch");
+        let invite = sim.agent_inbox.iter().find(|m| m.method() == Some("INVITE")).unwrap().clone();
+        let r487 = String::from_utf8(invite.response(487, "Request Terminated", Some("a1")).to_bytes()).unwrap();
+        sim.sip(Party::Agent, &r487);
+        sim.run_for(Duration::from_millis(100), |_| {});
+        assert_eq!(sim.media_calls(), 0);
+        assert!(sim.pbx_inbox.iter().any(|m| m.status() == Some(487)));
+        assert_eq!(sim.records()[0].reason, EndReason::Cancelled);
+    }
+
+    /// An INVITE nobody answers ends at Timer C, driven by the proxy's own deadline.
+    #[test]
+    fn unanswered_invite_ends_at_timer_c() {
+        let mut sim = Sim::new();
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKinv7", None, Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        assert_eq!(sim.proxy.poll_timeout(), Some(sim.t0 + Duration::from_secs(180)));
+        sim.run_for(Duration::from_secs(181), |_| {});
+        assert_eq!(sim.media_calls(), 0);
+        assert_eq!(sim.records()[0].reason, EndReason::SipTimeout);
+    }
+}
