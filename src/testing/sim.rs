@@ -85,6 +85,8 @@ pub struct Sim {
     pub agent_inbox: Vec<Message>,
     /// RTP packets the relay delivered to each party.
     pub delivered: [usize; 2],
+    /// RTP sequence number of the scripted phones' next packet.
+    seq: u16,
     cfg: AnalysisConfig,
     coach: CoachConfig,
 }
@@ -121,6 +123,7 @@ impl Sim {
             pbx_inbox: Vec::new(),
             agent_inbox: Vec::new(),
             delivered: [0, 0],
+            seq: 0,
             cfg: AnalysisConfig::default(),
             coach: CoachConfig::default(),
         }
@@ -230,6 +233,20 @@ impl Sim {
         }
     }
 
+    /// Both phones send 20 ms frames with payload type `pt` for `d`, speaking or silent (None:
+    /// that phone sends nothing, e.g. the held party).
+    pub fn talk(&mut self, call: CallId, d: Duration, pt: u8, customer: Option<bool>, agent: Option<bool>) {
+        self.run_for(d, |s| {
+            s.seq = s.seq.wrapping_add(1);
+            let seq = s.seq;
+            for (party, speaking) in [(Party::Customer, customer), (Party::Agent, agent)] {
+                if let Some(on) = speaking {
+                    s.rtp(call, party, &frame(pt, seq, on));
+                }
+            }
+        });
+    }
+
     pub fn records(&self) -> Vec<&CallRecord> {
         self.outputs.iter().filter_map(|(_, o)| if let Output::Record(r) = o { Some(&**r) } else { None }).collect()
     }
@@ -316,12 +333,7 @@ mod tests {
         let wall = std::time::Instant::now();
         let mut sim = Sim::new();
         let id = answered_call(&mut sim, 0);
-        let mut seq = 0u16;
-        sim.run_for(Duration::from_secs(5), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(0, seq, true));
-            s.rtp(id, Party::Agent, &frame(0, seq, false));
-        });
+        sim.talk(id, Duration::from_secs(5), 0, Some(true), Some(false));
         assert!(sim.delivered[0] > 200 && sim.delivered[1] > 200, "media flows both ways: {:?}", sim.delivered);
         sim.run_for(Duration::from_secs(31), |_| {});
         assert_eq!(sim.media_calls(), 0, "media ended");
@@ -339,30 +351,13 @@ mod tests {
     fn dead_air_nudge_after_ten_seconds_of_silence() {
         let mut sim = Sim::new();
         let id = answered_call(&mut sim, 0);
-        let mut seq = 0u16;
-        sim.run_for(Duration::from_secs(4), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(0, seq, true));
-            s.rtp(id, Party::Agent, &frame(0, seq, false));
-        });
-        sim.run_for(Duration::from_secs(9), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(0, seq, false));
-            s.rtp(id, Party::Agent, &frame(0, seq, false));
-        });
+        sim.talk(id, Duration::from_secs(4), 0, Some(true), Some(false));
+        sim.talk(id, Duration::from_secs(9), 0, Some(false), Some(false));
         assert!(!nudges(&sim).contains(&NudgeKind::DeadAir), "not yet at 9 s: {:?}", nudges(&sim));
-        sim.run_for(Duration::from_secs(3), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(0, seq, false));
-            s.rtp(id, Party::Agent, &frame(0, seq, false));
-        });
+        sim.talk(id, Duration::from_secs(3), 0, Some(false), Some(false));
         assert_eq!(nudges(&sim).iter().filter(|k| **k == NudgeKind::DeadAir).count(), 1, "{:?}", nudges(&sim));
         // The agent answers, then hangs up.
-        sim.run_for(Duration::from_secs(2), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(0, seq, false));
-            s.rtp(id, Party::Agent, &frame(0, seq, true));
-        });
+        sim.talk(id, Duration::from_secs(2), 0, Some(false), Some(true));
         sim.sip(Party::Customer, &pbx_request("BYE", 2, "z9hG4bKbye1", Some("a1"), None));
         let ok = agent_response(&sim, 200, "OK", None);
         sim.sip(Party::Agent, &ok);
@@ -378,12 +373,7 @@ mod tests {
     fn hold_and_unhold_is_never_dead_air() {
         let mut sim = Sim::new();
         let id = answered_call(&mut sim, 0);
-        let mut seq = 0u16;
-        sim.run_for(Duration::from_secs(3), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(0, seq, true));
-            s.rtp(id, Party::Agent, &frame(0, seq, false));
-        });
+        sim.talk(id, Duration::from_secs(3), 0, Some(true), Some(false));
         sim.sip(
             Party::Customer,
             &pbx_request("INVITE", 2, "z9hG4bKhold", Some("a1"), Some(&offer_sdp("10.0.0.1", 4000, 0, "a=sendonly\r\n"))),
@@ -391,19 +381,12 @@ mod tests {
         let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "a=recvonly\r\n")));
         sim.sip(Party::Agent, &ok);
         sim.sip(Party::Customer, &pbx_request("ACK", 2, "z9hG4bKack2", Some("a1"), None));
-        sim.run_for(Duration::from_secs(20), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(0, seq, false));
-        });
+        sim.talk(id, Duration::from_secs(20), 0, Some(false), None);
         assert!(!nudges(&sim).contains(&NudgeKind::DeadAir), "hold is not dead air: {:?}", nudges(&sim));
         sim.sip(Party::Customer, &pbx_request("INVITE", 3, "z9hG4bKunhold", Some("a1"), Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
         let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "")));
         sim.sip(Party::Agent, &ok);
-        sim.run_for(Duration::from_secs(3), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(0, seq, false));
-            s.rtp(id, Party::Agent, &frame(0, seq, true));
-        });
+        sim.talk(id, Duration::from_secs(3), 0, Some(false), Some(true));
         sim.sip(Party::Customer, &pbx_request("BYE", 4, "z9hG4bKbye2", Some("a1"), None));
         let ok = agent_response(&sim, 200, "OK", None);
         sim.sip(Party::Agent, &ok);
@@ -420,20 +403,11 @@ mod tests {
     fn reinvite_codec_change_keeps_decoding() {
         let mut sim = Sim::new();
         let id = answered_call(&mut sim, 0);
-        let mut seq = 0u16;
-        sim.run_for(Duration::from_secs(3), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(0, seq, true));
-            s.rtp(id, Party::Agent, &frame(0, seq, false));
-        });
+        sim.talk(id, Duration::from_secs(3), 0, Some(true), Some(false));
         sim.sip(Party::Customer, &pbx_request("INVITE", 2, "z9hG4bKre", Some("a1"), Some(&offer_sdp("10.0.0.1", 4000, 8, ""))));
         let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 8, "")));
         sim.sip(Party::Agent, &ok);
-        sim.run_for(Duration::from_secs(3), |s| {
-            seq += 1;
-            s.rtp(id, Party::Customer, &frame(8, seq, false));
-            s.rtp(id, Party::Agent, &frame(8, seq, true));
-        });
+        sim.talk(id, Duration::from_secs(3), 8, Some(false), Some(true));
         sim.sip(Party::Agent, "BYE sip:pbx@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKab\r\nFrom: <sip:agent42@pbx>;tag=a1\r\nTo: <sip:cust@pbx>;tag=c1\r\nCall-ID: sim-call-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n");
         let bye = sim.pbx_inbox.last().expect("BYE reached the PBX").clone();
         assert_eq!(bye.method(), Some("BYE"));
