@@ -14,12 +14,12 @@ run: build
 	@CONFIG=$(CONFIG) scripts/run.sh
 
 test: setup
-	@cargo build --quiet --bins
-	@cargo test --quiet --all-targets 2>&1 | grep -v '^$$' ; exit $${PIPESTATUS[0]}
+	@cargo build --quiet --bins --features testing
+	@cargo test --quiet --all-targets --features testing 2>&1 | grep -v '^$$' ; exit $${PIPESTATUS[0]}
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features testing -- -D warnings
 
 bench: setup
 	@scripts/bench-relay.sh

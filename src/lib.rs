@@ -9,6 +9,7 @@ pub mod codec;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+#[cfg(feature = "testing")]
 pub mod fuzzing;
 pub mod io;
 pub mod media;
