@@ -103,7 +103,7 @@ fn file_record(
         agent_id: String::new(),
         queue: String::new(),
         input: crate::call::Input::File,
-        ended_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        ended_unix_s: crate::sys::unix_now_s() as u64,
         reason: crate::call::EndReason::EndOfInput,
         vad: cfg.vad.name().to_string(),
         summary: crate::analysis::live::LiveSummary { turns, quality },

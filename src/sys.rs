@@ -116,6 +116,11 @@ mod tests {
     }
 }
 
+/// Wall-clock time as Unix seconds (0 before 1970): for records and messages, never for timers.
+pub fn unix_now_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// The processor's model name from /proc/cpuinfo ("unknown" elsewhere), for benchmark reports.
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")

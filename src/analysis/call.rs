@@ -17,7 +17,7 @@ use super::asr::{AsrConfig, CallStreams, GateCmd, TranscriptSegment};
 use super::live::LiveCall;
 use super::phrases::{PhraseDetector, PhraseEvent, PhrasePack};
 use super::pipeline::AnalysisConfig;
-use super::turns::{Party, PerParty, TurnEvent};
+use super::turns::{round_to as round, Party, PerParty, TurnEvent};
 use crate::call::{CallId, CallMeta, EndReason, MediaPlan};
 use crate::coach::{CoachConfig, Nudge, NudgePolicy};
 use crate::record::CallRecord;
@@ -87,11 +87,6 @@ pub struct CallCore {
     done: bool,
 }
 
-fn round(x: f64, scale: f64) -> f64 {
-    // `+ 0.0` turns -0.0 into 0.0.
-    (x * scale).round() / scale + 0.0
-}
-
 impl CallCore {
     /// A call starting at `now_ms` (audio position 0).
     pub fn new(id: CallId, meta: CallMeta, cfg: &AnalysisConfig, coach: &CoachConfig, asr: Option<&AsrSettings>, now_ms: u64) -> Self {
@@ -119,9 +114,6 @@ impl CallCore {
         }
     }
 
-    pub fn id(&self) -> CallId {
-        self.id
-    }
     pub fn meta(&self) -> &CallMeta {
         &self.meta
     }
@@ -231,10 +223,6 @@ impl CallCore {
     /// The record has been handed out; the driver can forget the call.
     pub fn is_done(&self) -> bool {
         self.done && self.out.is_empty()
-    }
-
-    pub fn is_ended(&self) -> bool {
-        self.live.is_none()
     }
 
     fn drain_live(&mut self, live: &mut LiveCall, asr: Option<&dyn AsrSink>) {

@@ -407,8 +407,13 @@ impl TurnTaking {
 }
 
 fn round(x: f64) -> f64 {
-    // `+ 0.0` turns -0.0 (e.g. an empty f64 sum) into 0.0, so reports never show "-0.0".
-    (x * 1000.0).round() / 1000.0 + 0.0
+    round_to(x, 1000.0)
+}
+
+/// `x` rounded to `1 / scale`. `+ 0.0` turns -0.0 (e.g. an empty f64 sum) into 0.0, so reports
+/// and live messages never show "-0.0".
+pub(crate) fn round_to(x: f64, scale: f64) -> f64 {
+    (x * scale).round() / scale + 0.0
 }
 
 /// If `x` interrupts a non-back-channel utterance of the other party: (that utterance's start,

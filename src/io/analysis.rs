@@ -14,7 +14,7 @@ use crate::publish::whisper::WhisperMessage;
 use crate::record::Records;
 use std::collections::HashMap;
 use std::sync::{mpsc as std_mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Where analysis results go: Prometheus, the whisper channel, the cue, the records.
@@ -29,15 +29,11 @@ pub struct Publisher {
     pub records: Records,
 }
 
-fn unix_s() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 impl Publisher {
     /// One output of a call's core, published where it belongs.
     pub fn publish(&self, call: CallId, meta: &CallMeta, out: Output) {
         let (agent, queue) = (meta.agent_id.as_str(), meta.queue.as_str());
-        let time = unix_s();
+        let time = crate::sys::unix_now_s();
         match out {
             Output::Event(e) => {
                 self.metrics.record_event(agent, queue, &e);
@@ -128,7 +124,7 @@ impl Driver {
                     call,
                     agent: meta.agent_id.clone(),
                     queue: meta.queue.clone(),
-                    time: unix_s(),
+                    time: crate::sys::unix_now_s(),
                 });
                 let settings = self.asr.as_ref().map(|a| &a.settings);
                 self.calls.entry(call).or_insert_with(|| CallCore::new(call, meta, &self.cfg, &self.publisher.coach, settings, now));
@@ -141,7 +137,7 @@ impl Driver {
                 call
             }
             AnalysisCmd::End { call, reason } => {
-                let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                let unix = crate::sys::unix_now_s() as u64;
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.handle_end(reason, now, unix, Self::sink(&self.asr));
                 }

@@ -54,7 +54,8 @@ pub struct LegSnapshot {
 pub type Registry = Arc<Mutex<HashMap<CallId, CallSnapshot>>>;
 
 enum CallCmd {
-    Remote(Party, Box<sdp::Session>),
+    /// `Party`'s SDP, with the call's media plan as the manager has learned it from both sides.
+    Remote(Party, Box<(sdp::Session, MediaPlan)>),
     AddStream(Box<StreamSockets>),
     Close(EndReason),
     Cue(Arc<[i16]>),
@@ -228,8 +229,8 @@ impl MediaControl for MediaManager {
 
     fn remote(&mut self, call: CallId, side: Party, session: &sdp::Session) {
         if let Some(h) = self.calls.get_mut(&call) {
-            let _ = h.tx.send(CallCmd::Remote(side, Box::new(session.clone())));
             h.plan.learn(side, session);
+            let _ = h.tx.send(CallCmd::Remote(side, Box::new((session.clone(), h.plan.clone()))));
             let _ = self.analysis.send(AnalysisCmd::Negotiated { call, plan: h.plan.clone() });
         }
     }
@@ -292,8 +293,9 @@ impl CallTask {
             tokio::select! {
                 cmd = rx.recv() => {
                     match cmd {
-                        Some(CallCmd::Remote(side, s)) => {
-                            self.plan.learn(side, &s);
+                        Some(CallCmd::Remote(side, r)) => {
+                            let (s, plan) = *r;
+                            self.plan = plan;
                             self.session.handle_remote(side, &s, Instant::now())
                         }
                         Some(CallCmd::Cue(c)) => self.cue = Some(crate::media::cue::CueMixer::new(c)),
