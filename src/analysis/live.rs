@@ -247,6 +247,14 @@ impl LiveCall {
             self.legs[party.idx()].stats.other_stream_packets += 1;
             return;
         }
+        if self.payloads.format(header.payload_type).is_none() {
+            // A payload type the negotiation never mentioned: counted as such, not as
+            // "non-speech" (telephone-event, comfort noise), and never decoded.
+            let leg = &mut self.legs[party.idx()];
+            leg.stats.packets += 1;
+            leg.stats.unknown_payload += 1;
+            return;
+        }
         let codec = self.payloads.codec(header.payload_type);
         if codec.is_speech() {
             self.ensure_decoder(party, header.payload_type);

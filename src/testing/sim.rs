@@ -191,6 +191,13 @@ impl Sim {
     /// One RTP packet from `from`'s phone on the first m-line of `call`, through the relay.
     pub fn rtp(&mut self, call: CallId, from: Party, packet: &[u8]) {
         let src = sa(if from == Party::Customer { PBX_RTP } else { AGENT_RTP });
+        self.rtp_from(call, from, src, packet);
+    }
+
+    /// One datagram from `src` arriving on the relay port that faces `to_port_of`'s side of
+    /// `call` (a stranger, a NAT rebinding, or the party's own phone).
+    pub fn rtp_from(&mut self, call: CallId, to_port_of: Party, src: SocketAddr, packet: &[u8]) {
+        let from = to_port_of;
         let Some((session, _, _)) = self.media.calls.get_mut(&call) else { return };
         if let Verdict::Forward { out_side, tap, .. } = session.handle_packet(0, from, Port::Rtp, src, packet, self.now) {
             self.delivered[out_side.idx()] += 1;
@@ -199,6 +206,13 @@ impl Sim {
                 core.handle_rtp(from, 0, &h, &packet[h.payload_offset..h.payload_offset + h.payload_len], ms);
             }
         }
+    }
+
+    /// Bytes that do not parse as SIP, from the PBX's address: the proxy answers 400 when it can.
+    pub fn junk(&mut self, bytes: &[u8]) {
+        let peer = Peer { addr: sa(PBX), transport: Transport::Udp, conn: None };
+        let actions = self.proxy.handle_malformed(bytes, peer, "unparseable");
+        self.route(actions);
     }
 
     /// Advance the clock by `d` in 20 ms steps, firing due timers; `each` runs at every step
@@ -291,6 +305,14 @@ pub fn agent_response(sim: &Sim, code: u16, reason: &str, sdp: Option<&str>) -> 
     String::from_utf8(r.to_bytes()).expect("utf-8")
 }
 
+/// The PBX sends BYE (CSeq `cseq`, branch `branch`), the agent answers 200, the call settles.
+pub fn pbx_hangs_up(sim: &mut Sim, cseq: u32, branch: &str) {
+    sim.sip(Party::Customer, &pbx_request("BYE", cseq, branch, Some("a1"), None));
+    let ok = agent_response(sim, 200, "OK", None);
+    sim.sip(Party::Agent, &ok);
+    sim.run_for(Duration::from_millis(100), |_| {});
+}
+
 /// 20 ms of audio: tone bursts (speech-like for the energy VAD) or silence, G.711-encoded.
 pub fn frame(pt: u8, seq: u16, speaking: bool) -> Vec<u8> {
     let pcm: Vec<i16> = (0..160)
@@ -358,10 +380,7 @@ mod tests {
         assert_eq!(nudges(&sim).iter().filter(|k| **k == NudgeKind::DeadAir).count(), 1, "{:?}", nudges(&sim));
         // The agent answers, then hangs up.
         sim.talk(id, Duration::from_secs(2), 0, Some(false), Some(true));
-        sim.sip(Party::Customer, &pbx_request("BYE", 2, "z9hG4bKbye1", Some("a1"), None));
-        let ok = agent_response(&sim, 200, "OK", None);
-        sim.sip(Party::Agent, &ok);
-        sim.run_for(Duration::from_millis(100), |_| {});
+        pbx_hangs_up(&mut sim, 2, "z9hG4bKbye1");
         let r = sim.records();
         assert_eq!(r[0].reason, EndReason::Bye);
         assert!(r[0].summary.turns.dead_air["gt_10s"].count >= 1, "{:?}", r[0].summary.turns.dead_air);
@@ -387,10 +406,7 @@ mod tests {
         let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "")));
         sim.sip(Party::Agent, &ok);
         sim.talk(id, Duration::from_secs(3), 0, Some(false), Some(true));
-        sim.sip(Party::Customer, &pbx_request("BYE", 4, "z9hG4bKbye2", Some("a1"), None));
-        let ok = agent_response(&sim, 200, "OK", None);
-        sim.sip(Party::Agent, &ok);
-        sim.run_for(Duration::from_millis(100), |_| {});
+        pbx_hangs_up(&mut sim, 4, "z9hG4bKbye2");
         let t = &sim.records()[0].summary.turns;
         assert!(t.hold_s > 15.0, "hold time {}", t.hold_s);
         assert_eq!(t.dead_air["gt_10s"].count, 0, "{:?}", t.dead_air);
@@ -445,6 +461,62 @@ mod tests {
         assert_eq!(sim.media_calls(), 0);
         assert!(sim.pbx_inbox.iter().any(|m| m.status() == Some(487)));
         assert_eq!(sim.records()[0].reason, EndReason::Cancelled);
+    }
+
+    /// A hostile network and a confused peer around one call: the PBX's INVITE retransmitted
+    /// (its 100 Trying was lost), junk datagrams at the SIP port, a stranger's RTP at the
+    /// customer-facing relay port once the PBX has latched, and the agent's phone sending a
+    /// payload type nobody negotiated. The call has one analysis, the stranger reaches no
+    /// party, and the figures are those of the real audio.
+    #[test]
+    fn hostile_network_and_confused_peer_do_not_disturb_the_call() {
+        let mut sim = Sim::new();
+        let invite = pbx_request("INVITE", 1, "z9hG4bKinv5", None, Some(&offer_sdp("10.0.0.1", 4000, 0, "")));
+        sim.sip(Party::Customer, &invite);
+        sim.sip(Party::Customer, &invite);
+        assert_eq!(sim.analysis.len(), 1, "a retransmitted INVITE is the same call");
+        let invites_at_agent = sim.agent_inbox.iter().filter(|m| m.method() == Some("INVITE")).count();
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "")));
+        sim.sip(Party::Agent, &ok);
+        // The 200 is lost on its way to the PBX: the PBX retransmits the INVITE, the proxy
+        // answers with the 200 itself and does not ring the agent again.
+        sim.sip(Party::Customer, &invite);
+        assert_eq!(sim.agent_inbox.iter().filter(|m| m.method() == Some("INVITE")).count(), invites_at_agent);
+        assert_eq!(sim.pbx_inbox.iter().filter(|m| m.status() == Some(200)).count(), 2);
+        sim.sip(Party::Customer, &pbx_request("ACK", 1, "z9hG4bKack5", Some("a1"), None));
+        let id = *sim.analysis.keys().next().unwrap();
+        let before = sim.pbx_inbox.len();
+        // Junk: binary noise gets nothing; a request that cannot be framed gets a 400.
+        sim.junk(&[0u8, 0xff, 0x13, 0x37]);
+        assert_eq!(sim.pbx_inbox.len(), before, "nothing to answer");
+        sim.junk(b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKj2\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: j2\r\nCSeq: 1 INVITE\r\nContent-Length: 99999999999\r\n\r\n");
+        assert!(
+            sim.pbx_inbox[before..].iter().all(|m| m.status() == Some(400)),
+            "junk gets 400 or nothing: {:?}",
+            &sim.pbx_inbox[before..]
+        );
+        sim.talk(id, Duration::from_secs(3), 0, Some(true), Some(false));
+        let delivered = sim.delivered;
+        let stranger: SocketAddr = "203.0.113.7:9999".parse().unwrap();
+        for k in 0..20u16 {
+            sim.rtp_from(id, Party::Customer, stranger, &frame(0, 5000 + k, true));
+        }
+        assert_eq!(sim.delivered, delivered, "a stranger's packets reach no party");
+        // The agent's phone sends payload type 99, never negotiated.
+        for k in 0..10u16 {
+            sim.rtp(id, Party::Agent, &crate::rtp::build(99, 9000 + k, 0, 0x99, &[0u8; 160]));
+        }
+        sim.talk(id, Duration::from_secs(2), 0, Some(false), Some(false));
+        pbx_hangs_up(&mut sim, 2, "z9hG4bKbye5");
+        let r = sim.records();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].reason, EndReason::Bye);
+        let q = r[0].summary.quality.as_ref().unwrap();
+        assert_eq!(q.agent_stats.unknown_payload, 10, "{q:?}");
+        assert_eq!((q.customer_stats.decode_errors, q.agent_stats.decode_errors), (0, 0));
+        let t = &r[0].summary.turns;
+        assert_eq!(t.talk_time_s.agent, 0.0, "the unknown payload is not taken for speech");
+        assert!(t.talk_time_s.customer > 2.0 && t.talk_time_s.customer < 3.2, "only the PBX's audio: {:?}", t.talk_time_s);
     }
 
     /// An INVITE nobody answers ends at Timer C, driven by the proxy's own deadline.
