@@ -107,6 +107,10 @@ pub enum EndReason {
     SipTimeout,
     /// No media on any stream for the RTP timeout.
     RtpTimeout,
+    /// One party's leg sent nothing at all (no RTP, RTCP or DTLS) for the dead-leg timeout.
+    DeadLeg,
+    /// The offer/answer never completed (no SDP from one side, or no ACK) in time.
+    SetupTimeout,
     /// The control plane closed the media without a more specific reason, or Hearken shut down.
     Closed,
     /// A recording or file ran out (offline analysis).
@@ -114,7 +118,8 @@ pub enum EndReason {
 }
 
 impl EndReason {
-    pub const LABELS: [&'static str; 7] = ["bye", "cancelled", "rejected", "sip_timeout", "rtp_timeout", "closed", "end_of_input"];
+    pub const LABELS: [&'static str; 9] =
+        ["bye", "cancelled", "rejected", "sip_timeout", "rtp_timeout", "dead_leg", "setup_timeout", "closed", "end_of_input"];
     pub fn label(self) -> &'static str {
         match self {
             EndReason::Bye => "bye",
@@ -122,6 +127,8 @@ impl EndReason {
             EndReason::Rejected(_) => "rejected",
             EndReason::SipTimeout => "sip_timeout",
             EndReason::RtpTimeout => "rtp_timeout",
+            EndReason::DeadLeg => "dead_leg",
+            EndReason::SetupTimeout => "setup_timeout",
             EndReason::Closed => "closed",
             EndReason::EndOfInput => "end_of_input",
         }
@@ -134,6 +141,8 @@ impl EndReason {
             "rejected" => EndReason::Rejected(0),
             "sip_timeout" => EndReason::SipTimeout,
             "rtp_timeout" => EndReason::RtpTimeout,
+            "dead_leg" => EndReason::DeadLeg,
+            "setup_timeout" => EndReason::SetupTimeout,
             "closed" => EndReason::Closed,
             "end_of_input" => EndReason::EndOfInput,
             _ => return None,
@@ -174,15 +183,23 @@ impl StreamPorts {
     }
 }
 
+/// Why the media plane could not take (more of) a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("relay port range exhausted")]
-pub struct PortsExhausted;
+pub enum OpenError {
+    #[error("relay port range exhausted")]
+    PortsExhausted,
+    #[error("concurrent call limit reached")]
+    TooManyCalls,
+    #[error("more media streams than one call may have")]
+    TooManyStreams,
+}
 
 /// What a control plane needs from the media plane (implemented by the media driver; a fake in
 /// unit tests, the in-memory media of the simulation harness in whole-call tests).
 pub trait MediaControl {
-    /// Make sure `call` has relay ports for `streams` m-lines; returns all of them.
-    fn open(&mut self, call: CallId, meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted>;
+    /// Make sure `call` has relay ports for every m-line marked active (a stream with port 0
+    /// gets none); returns the ports of all m-lines, `None` where there are none.
+    fn open(&mut self, call: CallId, meta: &CallMeta, active: &[bool]) -> Result<Vec<Option<StreamPorts>>, OpenError>;
     /// `party`'s side announced this media (its own receive addresses, direction, codecs).
     fn remote(&mut self, call: CallId, party: Party, session: &sdp::Session);
     /// The call is over: stop relaying and free its ports.

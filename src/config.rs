@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -35,6 +36,7 @@ pub struct Config {
     pub whisper: crate::publish::whisper::WhisperConfig,
     pub cue: crate::media::cue::CueConfig,
     pub coach: crate::coach::CoachConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,16 +76,51 @@ pub struct AgentsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
-    /// Address the relay binds its RTP ports on and writes into SDP.
+    /// Address the relay binds its RTP ports on (default: the SIP advertised address).
     pub address: Option<IpAddr>,
+    /// Address written into SDP, when peers reach the relay at another address than it binds
+    /// (1:1 NAT on a cloud host). Default: `address`.
+    pub advertise: Option<IpAddr>,
     pub port_min: u16,
     pub port_max: u16,
-    /// A leg that sends nothing for this long ends the call's media session.
+    /// Seconds a freed port pair rests before it is handed out again (when others are free).
+    pub port_cooldown_s: u64,
+    /// Every leg of a call silent this long ends the call's media.
     pub rtp_timeout_s: u64,
-    /// The same while the leg is on hold.
+    /// The same while the call is on hold.
     pub hold_timeout_s: u64,
+    /// One leg that should be sending sends nothing at all (no RTP, RTCP or DTLS) this long:
+    /// it is dead, and the call is torn down.
+    pub dead_leg_timeout_s: u64,
+    /// An offer/answer that never completes frees its ports after this long.
+    pub setup_timeout_s: u64,
+    /// Endpoint learning policy: `heuristic`, `strict` or `handover`.
+    pub learning: crate::media::session::Learning,
+    /// Learning window after a leg's first packet, in milliseconds.
+    pub learning_window_ms: u64,
+    /// How long a learned endpoint must be silent before a new source may take over.
+    pub handover_after_ms: u64,
     /// Frames queued towards analysis before the tap starts dropping.
     pub tap_queue: usize,
+}
+
+/// Admission limits: what one source or the whole node may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent calls with media on this node (0: as many as the port range holds).
+    pub max_calls: usize,
+    /// m-lines one call may have (more: 488).
+    pub max_streams_per_call: usize,
+    /// New calls per second that one source address other than the PBX (`pbx.addresses`) may
+    /// start (burst: twice this; over: 503 with Retry-After). 0 disables the limit.
+    pub new_calls_per_source_per_s: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_calls: 0, max_streams_per_call: 4, new_calls_per_source_per_s: 20.0 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,7 +151,21 @@ impl Default for PbxConfig {
 }
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig { address: None, port_min: 30000, port_max: 30999, rtp_timeout_s: 30, hold_timeout_s: 3600, tap_queue: 4096 }
+        MediaConfig {
+            address: None,
+            advertise: None,
+            port_min: 30000,
+            port_max: 30999,
+            port_cooldown_s: 60,
+            rtp_timeout_s: 30,
+            hold_timeout_s: 3600,
+            dead_leg_timeout_s: 30,
+            setup_timeout_s: 240,
+            learning: Default::default(),
+            learning_window_ms: 3000,
+            handover_after_ms: 200,
+            tap_queue: 4096,
+        }
     }
 }
 impl Default for HttpConfig {
@@ -184,13 +235,33 @@ impl Config {
         if m.tap_queue == 0 {
             return Err(key_err("media.tap_queue", "must be at least 1"));
         }
-        if m.rtp_timeout_s == 0 {
-            return Err(key_err("media.rtp_timeout_s", "must be at least 1"));
-        }
-        if let Some(a) = m.address {
-            if a.is_unspecified() {
-                return Err(key_err("media.address", "must be a concrete address peers can reach"));
+        for (k, v) in [
+            ("media.rtp_timeout_s", m.rtp_timeout_s),
+            ("media.hold_timeout_s", m.hold_timeout_s),
+            ("media.dead_leg_timeout_s", m.dead_leg_timeout_s),
+            ("media.setup_timeout_s", m.setup_timeout_s),
+        ] {
+            if v == 0 {
+                return Err(key_err(k, "must be at least 1"));
             }
+        }
+        if m.learning_window_ms > 60_000 {
+            return Err(key_err("media.learning_window_ms", "must be at most 60000"));
+        }
+        if let Some(a) = m.advertise {
+            if a.is_unspecified() {
+                return Err(key_err("media.advertise", "must be a concrete address peers can reach"));
+            }
+        }
+        if m.address.is_some_and(|a| a.is_unspecified()) && m.advertise.is_none() {
+            return Err(key_err("media.advertise", "must be set when media.address is a wildcard address"));
+        }
+        let l = &self.limits;
+        if l.max_streams_per_call == 0 || l.max_streams_per_call > 64 {
+            return Err(key_err("limits.max_streams_per_call", "must be between 1 and 64"));
+        }
+        if !(l.new_calls_per_source_per_s.is_finite() && l.new_calls_per_source_per_s >= 0.0) {
+            return Err(key_err("limits.new_calls_per_source_per_s", "must be a number ≥ 0 (0 disables the limit)"));
         }
         self.pbx_sources()?;
         crate::sip::proxy::Target::parse(&self.pbx.route).ok_or_else(|| key_err("pbx.route", "is not host:port or a SIP URI"))?;
@@ -294,8 +365,26 @@ impl Config {
         self.sip.advertise.unwrap_or(self.sip.listen.ip())
     }
     /// Address for RTP.
+    /// Where the relay binds its ports.
     pub fn media_address(&self) -> IpAddr {
         self.media.address.unwrap_or_else(|| self.sip_advertise())
+    }
+    /// What the relay writes into SDP.
+    pub fn media_advertise(&self) -> IpAddr {
+        self.media.advertise.unwrap_or_else(|| self.media_address())
+    }
+    /// The media plane's learning and timing rules.
+    pub fn media_policy(&self) -> crate::media::session::MediaPolicy {
+        let m = &self.media;
+        crate::media::session::MediaPolicy {
+            learning: m.learning,
+            learning_window: Duration::from_millis(m.learning_window_ms),
+            handover_after: Duration::from_millis(m.handover_after_ms),
+            rtp_timeout: Duration::from_secs(m.rtp_timeout_s),
+            hold_timeout: Duration::from_secs(m.hold_timeout_s),
+            dead_leg_timeout: Duration::from_secs(m.dead_leg_timeout_s),
+            setup_timeout: Duration::from_secs(m.setup_timeout_s),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let tcp =
         tokio::net::TcpListener::bind(cfg.sip.listen).await.with_context(|| format!("sip.listen: cannot bind TCP {}", cfg.sip.listen))?;
     let local = udp.local_addr()?;
-    let pool = Arc::new(Mutex::new(PortPool::new(cfg.media.port_min, cfg.media.port_max)));
+    let pool = Arc::new(Mutex::new(PortPool::new(cfg.media.port_min, cfg.media.port_max, Duration::from_secs(cfg.media.port_cooldown_s))));
     let relay_stats = Arc::new(RelayStats::default());
     let sip_stats = Arc::new(SipStats::default());
     let (tap_tx, tap_rx) = mpsc::channel::<MediaFrame>(cfg.media.tap_queue);
@@ -70,8 +70,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let media = MediaManager::new(
         MediaSettings {
             addr: cfg.media_address(),
-            rtp_timeout: Duration::from_secs(cfg.media.rtp_timeout_s),
-            hold_timeout: Duration::from_secs(cfg.media.hold_timeout_s),
+            policy: cfg.media_policy(),
+            max_calls: cfg.limits.max_calls,
+            max_streams: cfg.limits.max_streams_per_call,
         },
         pool.clone(),
         tap_tx,
@@ -84,13 +85,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ProxyConfig {
             host: cfg.sip_advertise(),
             port: local.port(),
-            media_host: cfg.media_address(),
+            media_host: cfg.media_advertise(),
             pbx_sources: cfg.pbx_sources()?,
             pbx_route: Target::parse(&cfg.pbx.route).context("pbx.route")?,
             agents_route: cfg.agents.route.as_deref().and_then(Target::parse),
             agent_id_header: cfg.agents.agent_id_header.clone(),
             queue_header: cfg.agents.queue_header.clone(),
             linger: Duration::from_secs(cfg.sip.transaction_linger_s),
+            new_calls_per_source_per_s: cfg.limits.new_calls_per_source_per_s,
         },
         sip_stats.clone(),
     );
@@ -127,6 +129,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         sip = %local,
         media = %cfg.media_address(),
+        media_advertised = %cfg.media_advertise(),
         ports = format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
         "hearken relay running"
     );

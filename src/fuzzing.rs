@@ -6,7 +6,7 @@
 //!
 //! Not here: seeds and mutations (the smoke test and `fuzz/seeds/`).
 
-use crate::call::{CallId, CallMeta, EndReason, MediaControl, Party, PortsExhausted, StreamPorts};
+use crate::call::{CallId, CallMeta, EndReason, MediaControl, OpenError, Party, StreamPorts};
 use crate::io::sip::StreamFramer;
 use crate::net::SourcePattern;
 use crate::rtp::{self, Packet};
@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 /// The relay address and ports `sdp` rewrites with.
 pub const RELAY: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
-pub const RELAY_PORTS: [RelayPorts; 4] = [RelayPorts { rtp: 30000, rtcp: 30001 }; 4];
+pub const RELAY_PAIR: RelayPorts = RelayPorts { rtp: 30000, rtcp: 30001 };
+pub const RELAY_PORTS: [Option<RelayPorts>; 4] = [Some(RELAY_PAIR); 4];
 
 fn without_length(headers: &[Header]) -> Vec<&Header> {
     headers.iter().filter(|h| h.key() != "content-length").collect()
@@ -239,7 +240,7 @@ pub fn sdp(data: &[u8]) {
         if before.port == 0 {
             assert_eq!(after.port, 0);
         } else {
-            assert_eq!(after.port, RELAY_PORTS[0].rtp, "m-line port not rewritten");
+            assert_eq!(after.port, RELAY_PAIR.rtp, "m-line port not rewritten");
         }
         if before.addr.is_unspecified() {
             assert_eq!(after.addr, before.addr);
@@ -250,7 +251,7 @@ pub fn sdp(data: &[u8]) {
             // A disabled stream keeps its attributes.
             assert_eq!(after.rtcp_port, before.rtcp_port);
         } else if let Some(p) = before.rtcp_port {
-            let want = if p == before.port { RELAY_PORTS[0].rtp } else { RELAY_PORTS[0].rtcp };
+            let want = if p == before.port { RELAY_PAIR.rtp } else { RELAY_PAIR.rtcp };
             assert_eq!(after.rtcp_port, Some(want));
         } else {
             assert_eq!(after.rtcp_port, None);
@@ -301,7 +302,7 @@ pub fn rtp(data: &[u8]) {
 /// A `MediaControl` that hands out ports from a counter and checks how the proxy uses it.
 #[derive(Default)]
 struct FakeMedia {
-    ports: HashMap<CallId, Vec<StreamPorts>>,
+    ports: HashMap<CallId, Vec<Option<StreamPorts>>>,
     closed: HashSet<CallId>,
     closes: Vec<(CallId, EndReason)>,
     next_port: u16,
@@ -309,19 +310,22 @@ struct FakeMedia {
 }
 
 impl MediaControl for FakeMedia {
-    fn open(&mut self, call: CallId, _meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+    fn open(&mut self, call: CallId, _meta: &CallMeta, active: &[bool]) -> Result<Vec<Option<StreamPorts>>, OpenError> {
         assert!(!self.closed.contains(&call), "open after close of call {call}");
         if self.exhausted {
-            return Err(PortsExhausted);
+            return Err(OpenError::PortsExhausted);
         }
         let have = self.ports.entry(call).or_default();
-        while have.len() < streams {
-            let base = 20000 + self.next_port.wrapping_mul(4) % 40000;
-            self.next_port = self.next_port.wrapping_add(1);
-            have.push(StreamPorts {
-                customer: RelayPorts { rtp: base, rtcp: base + 1 },
-                agent: RelayPorts { rtp: base + 2, rtcp: base + 3 },
-            });
+        have.resize(have.len().max(active.len()), None);
+        for (slot, on) in have.iter_mut().zip(active) {
+            if *on && slot.is_none() {
+                let base = 20000 + self.next_port.wrapping_mul(4) % 40000;
+                self.next_port = self.next_port.wrapping_add(1);
+                *slot = Some(StreamPorts {
+                    customer: RelayPorts { rtp: base, rtcp: base + 1 },
+                    agent: RelayPorts { rtp: base + 2, rtcp: base + 3 },
+                });
+            }
         }
         Ok(have.clone())
     }
@@ -422,6 +426,7 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
         agent_id_header: Some("X-Agent-Id".into()),
         queue_header: Some("X-Queue".into()),
         linger: Duration::from_secs(32),
+        new_calls_per_source_per_s: 0.0,
     };
     let stats = Arc::new(SipStats::default());
     let mut proxy = Proxy::new(cfg, stats.clone());
@@ -526,7 +531,18 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
     assert_eq!(stats.requests.load(Relaxed) + stats.responses.load(Relaxed), handled);
     assert_eq!(stats.malformed.load(Relaxed), malformed);
     // Every transaction expires eventually: Timer C for INVITE, the linger time for the rest.
-    proxy.handle_timeout(now + Duration::from_secs(3600), &mut media);
+    // Firing timers may start transactions of their own (a BYE when an answer was never
+    // ACKed); those expire too.
+    let mut at = now + Duration::from_secs(3600);
+    for _ in 0..1000 {
+        for Action::Send { to, data } in proxy.handle_timeout(at, &mut media) {
+            check_sent(&to, &data);
+        }
+        match proxy.poll_timeout() {
+            Some(next) => at = at.max(next),
+            None => break,
+        }
+    }
     assert_eq!(proxy.transaction_count(), 0, "transactions outlive their timers");
     for call in proxy.active_calls() {
         assert!(!media.closed.contains(&call.id), "closed call still active");

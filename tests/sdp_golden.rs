@@ -25,7 +25,8 @@ fn golden_rewrites() {
         for (i, p) in ports.iter().enumerate() {
             want = want.replace(&format!("{{RTP{i}}}"), &p.rtp.to_string()).replace(&format!("{{RTCP{i}}}"), &p.rtcp.to_string());
         }
-        let got = rewrite(&input, relay.parse().unwrap(), &ports).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let slots: Vec<Option<RelayPorts>> = ports.iter().copied().map(Some).collect();
+        let got = rewrite(&input, relay.parse().unwrap(), &slots).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(String::from_utf8(got.clone()).unwrap(), want, "{name}");
         // The rewrite keeps what the relay reads: codecs, direction, mux, hold.
         let (a, b) = (parse(&input).unwrap(), parse(&got).unwrap());

@@ -248,22 +248,87 @@ fn malformed_messages_get_clear_answers_and_break_nothing() {
 }
 
 #[test]
-fn silent_call_ends_on_rtp_timeout_and_is_reported() {
+fn silent_call_ends_on_rtp_timeout_with_bye_to_both_sides() {
     let (pbx, agent) = (free_port(), free_port());
     let h = Hearken::start_with(pbx, agent, media_range(4), "", "", "rtp_timeout_s = 2");
     let dir = tempfile::tempdir().unwrap();
     let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42040".into())]);
-    // The call stays up 6 s but nobody sends RTP.
-    let uac = scenario(dir.path(), "uac_call.xml", &[("AGENT", "quiet".into()), ("PLAY", String::new()), ("HOLD_MS", "6000".into())]);
+    // Nobody sends RTP. Hearken ends the call: a BYE to the PBX (which answers 200) and to the
+    // agent (its scenario ends on a BYE).
+    let uac = scenario(dir.path(), "uac_wait_bye.xml", &[("AGENT", "quiet".into()), ("PLAY", String::new()), ("WAIT_MS", "10000".into())]);
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
     let remote = format!("127.0.0.1:{}", h.sip_port);
-    let d = dir.path().to_path_buf();
-    let uac = std::thread::spawn(move || sipp_run(&d, &uac, pbx, &remote, &["-m", "1"], Duration::from_secs(30)));
-    wait_for(Duration::from_secs(10), "rtp timeout reported", || h.status()["relay"]["rtp_timeouts"] == 1);
-    // Media is gone and its ports are back while the SIP dialog is still up.
-    h.wait_idle();
-    assert!(!uac.is_finished(), "the SIP dialog outlives its media");
-    uac.join().unwrap().unwrap_or_else(|e| fail(e, &h));
+    sipp_run(dir.path(), &uac, pbx, &remote, &["-m", "1"], Duration::from_secs(30)).unwrap_or_else(|e| fail(e, &h));
     uas.wait(Duration::from_secs(10)).unwrap_or_else(|e| fail(e, &h));
-    assert!(h.log().contains("rtp timeout"), "{}", h.log());
+    wait_for(Duration::from_secs(10), "rtp timeout reported", || h.status()["relay"]["rtp_timeouts"] == 1);
+    h.wait_idle();
+    assert!(h.log().contains("no media on any leg"), "{}", h.log());
+    let m = h.get("/metrics").expect("metrics");
+    assert!(m.contains("hearken_sip_teardowns_total 1"), "{m}");
+}
+
+/// A confused or hostile peer sends an INVITE with 245 m-lines (244 of them disabled, port 0):
+/// it gets 488 and takes no ports, and the next PBX call still works. Disabled streams get no
+/// ports at all.
+#[test]
+fn an_invite_with_hundreds_of_mlines_takes_no_ports() {
+    let (pbx, agent) = (free_port(), free_port());
+    let (lo, _) = media_range(4);
+    let h = Hearken::start_with(pbx, agent, (lo, lo + 7), "", "", "");
+    let mut body = String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 43000 RTP/AVP 0\r\n");
+    for _ in 0..244 {
+        body.push_str("m=audio 0 RTP/AVP 0\r\n");
+    }
+    // From a source that is not the PBX (an agent-side address).
+    let sock = UdpSocket::bind("127.0.0.3:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let resp = exchange(&sock, h.sip_port, raw("INVITE", port, "mlines1", "Content-Type: application/sdp\r\n", &body).as_bytes())
+        .expect("an answer");
+    assert!(resp.starts_with("SIP/2.0 488 "), "{resp}");
+    assert_eq!(h.status()["relay"]["port_pairs_in_use"], 0);
+    // Two m-lines, one disabled: one stream's ports only (two pairs: PBX side and agent side).
+    let two =
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 43000 RTP/AVP 0\r\nm=video 0 RTP/AVP 96\r\n";
+    let agent_sock = UdpSocket::bind((AGENT_IP, agent)).unwrap();
+    agent_sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let pbx_sock = UdpSocket::bind((PBX_IP, pbx)).unwrap();
+    pbx_sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let invite = raw("INVITE", pbx, "mlines2", "Content-Type: application/sdp\r\n", two)
+        .replace("sip:agentx@127.0.0.1 ", &format!("sip:agentx@127.0.0.1:{} ", h.sip_port));
+    pbx_sock.send_to(invite.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
+    let mut buf = [0u8; 8192];
+    let (n, _) = agent_sock.recv_from(&mut buf).unwrap_or_else(|e| panic!("the INVITE reaches the agent ({e}): {}", h.log()));
+    let fwd = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(fwd.contains("m=video 0 RTP/AVP 96"), "{fwd}");
+    assert_eq!(h.status()["relay"]["port_pairs_in_use"], 2, "ports for the active stream only");
+    let m = h.get("/metrics").unwrap();
+    assert!(m.contains("hearken_sip_over_limit_total 1"), "{m}");
+}
+
+/// Behind 1:1 NAT the relay binds one address and advertises another: the SDP the agent gets
+/// names the advertised address, and media bound on the local one still flows.
+#[test]
+fn media_advertise_is_written_into_sdp() {
+    let (pbx, agent) = (free_port(), free_port());
+    let (lo, hi) = media_range(4);
+    let h = Hearken::start_with(pbx, agent, (lo, hi), "", "", "address = \"127.0.0.1\"\nadvertise = \"192.0.2.50\"");
+    let agent_sock = UdpSocket::bind((AGENT_IP, agent)).unwrap();
+    agent_sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let pbx_sock = UdpSocket::bind((PBX_IP, pbx)).unwrap();
+    let invite = raw("INVITE", pbx, "adv1", "Content-Type: application/sdp\r\n", SDP)
+        .replace("sip:agentx@127.0.0.1 ", &format!("sip:agentx@127.0.0.1:{} ", h.sip_port));
+    pbx_sock.send_to(invite.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
+    let mut buf = [0u8; 8192];
+    let (n, _) = agent_sock.recv_from(&mut buf).expect("the INVITE reaches the agent");
+    let fwd = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(fwd.contains("c=IN IP4 192.0.2.50\r\n") && fwd.contains("o=- 1 1 IN IP4 192.0.2.50\r\n"), "{fwd}");
+    let port: u16 = fwd.split("m=audio ").nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse().ok()).unwrap();
+    // The relay port is bound on 127.0.0.1: a packet to it is received (and dropped: the agent
+    // has not answered, so nothing may come from its side yet).
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.send_to(&[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff], ("127.0.0.1", port)).unwrap();
+    wait_for(Duration::from_secs(5), "the packet reached the relay", || {
+        h.get("/metrics").is_some_and(|m| m.contains("hearken_relay_packets_dropped_total{reason=\"source_mismatch\"} 1"))
+    });
 }

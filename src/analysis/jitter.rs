@@ -19,6 +19,10 @@ const MAX_DROPOUT: i64 = 3000;
 /// A packet this far behind what was released is a sign of a sequence restart rather than
 /// lateness; two in a row restart the stage (RFC 3550 §A.1 MAX_MISORDER / bad_seq).
 const MAX_MISORDER: i64 = 100;
+/// A gap of more than this many packets that arrives faster than 5 ms per missing packet is a
+/// sequence jump (the sender renumbered), not loss: packets are never shorter than 10 ms, so
+/// that many lost packets take at least twice as long to go by.
+const JUMP_MIN: i64 = 50;
 /// Bound on buffered packets (≈ 10 s of 20 ms packets): protects memory if `pop` is not driven.
 const MAX_BUFFERED: usize = 512;
 
@@ -74,6 +78,8 @@ pub struct JitterStage {
     highest: Option<i64>,
     /// Extended sequence number and timestamp of the last released packet.
     last: Option<(i64, u32)>,
+    /// Arrival time of the last released packet.
+    last_arrival: Option<u64>,
     /// Bit i set: sequence `next - 1 - i` was released as a packet (for duplicate detection).
     history: u64,
     /// RFC 3550 §A.1 `bad_seq`: the sequence number that would confirm a restart.
@@ -95,6 +101,7 @@ impl JitterStage {
             next: None,
             highest: None,
             last: None,
+            last_arrival: None,
             history: 0,
             bad_seq: None,
             stats: JitterStats::default(),
@@ -231,7 +238,9 @@ impl JitterStage {
                 if !ripe {
                     return None;
                 }
-                if head - next > MAX_DROPOUT {
+                let jumped = head - next > JUMP_MIN
+                    && self.last_arrival.is_some_and(|a| (entry.arrival_ms.saturating_sub(a) as i64) < (head - next) * 5);
+                if head - next > MAX_DROPOUT || jumped {
                     self.stats.resyncs += 1;
                     self.history = 0;
                     self.last = None;
@@ -245,6 +254,7 @@ impl JitterStage {
         let entry = self.buffer.remove(&head)?;
         self.next = Some(head + 1);
         self.last = Some((head, entry.timestamp));
+        self.last_arrival = Some(entry.arrival_ms);
         self.history = (self.history << 1) | 1;
         self.stats.released += 1;
         Some(Frame::Packet { timestamp: entry.timestamp, seq: head as u16, payload: entry.payload, marker: entry.marker })

@@ -24,8 +24,12 @@ use serde::{Deserialize, Serialize};
 const DEPTH_MS: u32 = 60;
 /// How far behind wall-clock time a silent leg is declared silent.
 const LAG_MS: u64 = 400;
-/// A timestamp jump larger than this re-anchors the leg on arrival time.
-const MAX_TS_JUMP_S: i64 = 10;
+/// Two consecutive frames whose timestamps are further apart than their arrival times by more
+/// than this re-anchor the leg on arrival time: a sender that restarted or jumped its
+/// timestamps (forwards or backwards) is followed, instead of its audio being placed in the past
+/// (and dropped as late) or far in the future. Network jitter is far smaller; a slow clock
+/// drift never adds up to it between two frames, and silence suppression moves both alike.
+const MAX_TS_JUMP_MS: i64 = 1000;
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LegStats {
@@ -37,14 +41,18 @@ pub struct LegStats {
     /// Packets of an m-line other than the analysed one (a second audio stream, video).
     #[serde(default)]
     pub other_stream_packets: u64,
+    /// Times the leg's audio position was re-anchored on arrival time (timestamp jumps, new
+    /// SSRC mid-stream, sequence restarts).
+    #[serde(default)]
+    pub resyncs: u64,
 }
 
 struct Leg {
     jitter: Option<JitterStage>,
     clock: u32,
     decoder: Option<Decoder>,
-    /// (RTP timestamp, audio position in samples) of the last frame placed.
-    anchor: Option<(u32, u64)>,
+    /// (RTP timestamp, audio position in samples, release time in ms) of the last frame placed.
+    anchor: Option<(u32, u64, u64)>,
     ssrc: Option<u32>,
     quality: Option<QualityStats>,
     last_codec: Codec,
@@ -181,24 +189,27 @@ impl LiveCall {
         };
         let leg = &mut self.legs[party.idx()];
         // Audio position of this frame.
+        let arrival_pos = now_ms.saturating_sub(start_ms) * (RATE as u64 / 1000);
         let pos = match leg.anchor {
-            Some((ts0, pos0)) => {
+            Some((ts0, pos0, at0)) => {
                 let d = ts.wrapping_sub(ts0) as i32 as i64;
-                if d.abs() > MAX_TS_JUMP_S * leg.clock as i64 {
-                    None
+                let d_ms = d * 1000 / leg.clock as i64;
+                let p = pos0 as i64 + d * RATE as i64 / leg.clock as i64;
+                // Lost frames carry interpolated timestamps and come out when the gap is found,
+                // long after their time: only real packets can show a jump.
+                let jumped = payload.is_some() && (d_ms - (now_ms as i64 - at0 as i64)).abs() > MAX_TS_JUMP_MS;
+                if jumped || p < 0 {
+                    leg.stats.resyncs += 1;
+                    arrival_pos
                 } else {
-                    Some(pos0 as i64 + d * RATE as i64 / leg.clock as i64)
+                    p as u64
                 }
             }
-            None => None,
-        };
-        let pos = match pos {
-            Some(p) if p >= 0 => p as u64,
-            _ => now_ms.saturating_sub(start_ms) * (RATE as u64 / 1000),
+            None => arrival_pos,
         };
         // Follow the stream: the next frame is placed relative to this one, so only a jump
         // between consecutive frames (not the call's length) re-anchors on arrival time.
-        leg.anchor = Some((ts, pos));
+        leg.anchor = Some((ts, pos, now_ms));
         leg.pcm.clear();
         match payload {
             Some(payload) => {

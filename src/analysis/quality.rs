@@ -12,6 +12,9 @@
 use crate::codec::Codec;
 
 /// RFC 3550 §A.1 MAX_DROPOUT / MAX_MISORDER.
+/// See `analysis::jitter`: a gap of more than this many packets arriving faster than 5 ms per
+/// missing packet is a renumbering, not loss.
+const JUMP_MIN: u16 = 50;
 const MAX_DROPOUT: u16 = 3000;
 const MAX_MISORDER: u16 = 100;
 /// Packets behind the highest one that are still checked for duplication.
@@ -72,6 +75,9 @@ pub struct QualityStats {
     /// RFC 3550 §A.8 state, in timestamp units.
     transit: Option<u32>,
     jitter: f64,
+    last_arrival_ms: Option<u64>,
+    /// Sequence restarts and jumps taken as a new sequence space rather than loss.
+    pub resyncs: u64,
 }
 
 impl QualityStats {
@@ -96,6 +102,8 @@ impl QualityStats {
             window: 0,
             transit: None,
             jitter: 0.0,
+            last_arrival_ms: None,
+            resyncs: 0,
         }
     }
 
@@ -109,6 +117,17 @@ impl QualityStats {
             if udelta == 0 {
                 self.duplicates += 1;
                 return;
+            } else if udelta > JUMP_MIN
+                && udelta < MAX_DROPOUT
+                && self.last_arrival_ms.is_some_and(|a| arrival_ms.saturating_sub(a) < udelta as u64 * 5)
+            {
+                // A forward jump that arrived faster than the packets could have been lost:
+                // the sender renumbered. A new sequence space, not loss.
+                self.resyncs += 1;
+                self.prior_expected += self.segment_expected();
+                self.prior_received += self.received;
+                self.init_seq(seq);
+                self.transit = None;
             } else if udelta < MAX_DROPOUT {
                 // In order, possibly with a gap.
                 self.ext_max += udelta as i64;
@@ -120,6 +139,7 @@ impl QualityStats {
                     self.bad_seq = Some(seq.wrapping_add(1));
                     return;
                 }
+                self.resyncs += 1;
                 self.prior_expected += self.segment_expected();
                 self.prior_received += self.received;
                 self.init_seq(seq);
@@ -139,6 +159,7 @@ impl QualityStats {
             }
         }
         self.received += 1;
+        self.last_arrival_ms = Some(arrival_ms);
         self.update_jitter(timestamp, arrival_ms);
     }
 

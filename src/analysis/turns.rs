@@ -291,6 +291,11 @@ impl TurnTaking {
         st.segments.iter().chain(st.seg.iter()).map(|&(s, e)| (e.min(b) - s.max(a)).max(0.0)).sum()
     }
 
+    /// Some of `[a, b]` was on hold (a finished hold or the one going on).
+    fn held_between(&self, a: f64, b: f64) -> bool {
+        self.holds.iter().any(|&(s, e)| s < b && e > a) || self.hold_since.is_some_and(|s| s < b)
+    }
+
     fn is_backchannel(&self, party: Party, start: f64, end: f64) -> bool {
         let len = end - start;
         len <= self.p.backchannel_max_s + 1e-9
@@ -315,7 +320,9 @@ impl TurnTaking {
             }
         }
         if !interrupting {
-            if let Some((from, latency)) = response_to(&self.utterances, &u) {
+            // A pause that spans a hold is not a response latency: the floor was suspended.
+            let resp = response_to(&self.utterances, &u).filter(|&(_, lat)| !self.held_between(start - lat, start));
+            if let Some((from, latency)) = resp {
                 let prev_run_s = self.parties[from.idx()].run.map_or(0.0, |(rs, re)| re - rs);
                 self.events.push_back(TurnEvent::Response {
                     from,
@@ -655,7 +662,7 @@ pub fn summarize(p: &TurnParams, duration: f64, segs: &[Vec<(f64, f64)>; 2], utt
         if q.backchannel || interrupting[i] {
             continue;
         }
-        if let Some((from, lat)) = response_to(&utts[..i], q) {
+        if let Some((from, lat)) = response_to(&utts[..i], q).filter(|&(_, lat)| hold_in(q.start - lat, q.start) <= 0.0) {
             responses.push(Response { from, to: q.party, at: round(q.start), latency_s: round(lat) });
         }
     }

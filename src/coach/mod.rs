@@ -546,6 +546,10 @@ impl NudgePolicy {
                 self.dead_air = None;
             } else if on_hold {
                 d.since = now;
+            } else if let Some(h) = self.hold_ended {
+                // A silence reported just as a hold ended (before this tick saw the end) is
+                // measured from the end of the hold too.
+                d.since = d.since.max(h);
             }
         }
         self.check_dead_air();

@@ -5,9 +5,9 @@
 //!
 //! Not here: what the verdicts are (session core), SIP (the SIP driver calls [`MediaManager`]).
 
-use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, MediaControl, MediaFrame, MediaPlan, Party, PortsExhausted, StreamPorts};
+use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, MediaControl, MediaFrame, MediaPlan, OpenError, Party, StreamPorts};
 use crate::media::ports::PortPool;
-use crate::media::session::{DropReason, MediaEvent, MediaSession, Port, Verdict};
+use crate::media::session::{DropReason, MediaEvent, MediaPolicy, MediaSession, Port, Verdict};
 pub use crate::media::stats::RelayStats;
 use crate::sdp::{self, RelayPorts};
 use serde::Serialize;
@@ -49,6 +49,10 @@ pub struct LegSnapshot {
     pub dropped_malformed: u64,
     pub dropped_source_mismatch: u64,
     pub dropped_no_destination: u64,
+    pub dropped_stun: u64,
+    pub dtls_in: u64,
+    pub endpoint_moves: u64,
+    pub moves_refused: u64,
 }
 
 pub type Registry = Arc<Mutex<HashMap<CallId, CallSnapshot>>>;
@@ -56,7 +60,7 @@ pub type Registry = Arc<Mutex<HashMap<CallId, CallSnapshot>>>;
 enum CallCmd {
     /// `Party`'s SDP, with the call's media plan as the manager has learned it from both sides.
     Remote(Party, Box<(sdp::Session, MediaPlan)>),
-    AddStream(Box<StreamSockets>),
+    AddStream(usize, Box<StreamSockets>),
     Close(EndReason),
     Cue(Arc<[i16]>),
 }
@@ -91,16 +95,20 @@ fn sock_index(side: Party, port: Port) -> usize {
 
 struct CallHandle {
     tx: mpsc::UnboundedSender<CallCmd>,
-    ports: Vec<StreamPorts>,
+    ports: Vec<Option<StreamPorts>>,
     /// What analysis is told after each offer/answer.
     plan: MediaPlan,
 }
 
 #[derive(Clone)]
 pub struct MediaSettings {
+    /// Address the relay ports are bound on.
     pub addr: IpAddr,
-    pub rtp_timeout: Duration,
-    pub hold_timeout: Duration,
+    pub policy: MediaPolicy,
+    /// Concurrent calls (0: as many as the port range holds).
+    pub max_calls: usize,
+    /// m-lines one call may have.
+    pub max_streams: usize,
 }
 
 /// Owns port allocation and the call tasks; driven by the SIP driver through [`MediaControl`].
@@ -110,7 +118,7 @@ pub struct MediaManager {
     calls: HashMap<CallId, CallHandle>,
     tap: mpsc::Sender<MediaFrame>,
     stats: Arc<RelayStats>,
-    ended: mpsc::UnboundedSender<CallId>,
+    ended: mpsc::UnboundedSender<(CallId, EndReason)>,
     pub registry: Registry,
     analysis: std::sync::mpsc::Sender<AnalysisCmd>,
     pub cues: CueBus,
@@ -122,7 +130,7 @@ impl MediaManager {
         pool: Arc<Mutex<PortPool>>,
         tap: mpsc::Sender<MediaFrame>,
         stats: Arc<RelayStats>,
-        ended: mpsc::UnboundedSender<CallId>,
+        ended: mpsc::UnboundedSender<(CallId, EndReason)>,
         analysis: std::sync::mpsc::Sender<AnalysisCmd>,
         cues: CueBus,
     ) -> Self {
@@ -141,21 +149,22 @@ impl MediaManager {
 
     fn take_pair(&self, taken: &mut Vec<u16>) -> Option<(u16, UdpSocket, UdpSocket)> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         for _ in 0..pool.capacity() {
-            let p = pool.take()?;
+            let p = pool.take(now)?;
             match self.bind_pair(p) {
                 Some((a, b)) => {
                     taken.push(p);
                     return Some((p, a, b));
                 }
                 // Someone else holds it: leave it for later.
-                None => pool.skip(p),
+                None => pool.skip(p, now),
             }
         }
         None
     }
 
-    fn allocate_stream(&self) -> Result<StreamSockets, PortsExhausted> {
+    fn allocate_stream(&self) -> Result<StreamSockets, OpenError> {
         let mut taken = Vec::new();
         let pbx = self.take_pair(&mut taken);
         let agent = if pbx.is_some() { self.take_pair(&mut taken) } else { None };
@@ -166,29 +175,41 @@ impl MediaManager {
             }),
             _ => {
                 let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
                 for p in taken {
-                    pool.release(p);
+                    pool.release(p, now);
                 }
-                Err(PortsExhausted)
+                Err(OpenError::PortsExhausted)
             }
         }
     }
 }
 
 impl MediaControl for MediaManager {
-    fn open(&mut self, call: CallId, meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+    fn open(&mut self, call: CallId, meta: &CallMeta, active: &[bool]) -> Result<Vec<Option<StreamPorts>>, OpenError> {
         let agent_id = meta.agent_id.as_str();
-        let have = self.calls.get(&call).map_or(0, |c| c.ports.len());
+        if active.len() > self.settings.max_streams {
+            return Err(OpenError::TooManyStreams);
+        }
+        if !self.calls.contains_key(&call) && self.settings.max_calls > 0 && self.calls.len() >= self.settings.max_calls {
+            return Err(OpenError::TooManyCalls);
+        }
+        let have: Vec<bool> = self.calls.get(&call).map_or_else(Vec::new, |c| c.ports.iter().map(Option::is_some).collect());
         let mut new = Vec::new();
-        for _ in have..streams {
+        // Ports only for m-lines that are active and have none yet (port 0 streams get none).
+        for (i, on) in active.iter().enumerate() {
+            if !*on || have.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             match self.allocate_stream() {
-                Ok(s) => new.push(s),
+                Ok(s) => new.push((i, s)),
                 Err(e) => {
                     // Give back what this round took; dropping the sockets closes them.
                     let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                    for s in new {
-                        pool.release(s.ports.customer.rtp);
-                        pool.release(s.ports.agent.rtp);
+                    let now = Instant::now();
+                    for (_, s) in new {
+                        pool.release(s.ports.customer.rtp, now);
+                        pool.release(s.ports.agent.rtp, now);
                     }
                     return Err(e);
                 }
@@ -202,12 +223,13 @@ impl MediaControl for MediaManager {
                 streams: Vec::new(),
                 plan: MediaPlan::default(),
                 cue: None,
-                session: MediaSession::new(self.settings.rtp_timeout, self.settings.hold_timeout),
+                session: MediaSession::new(self.settings.policy.clone(), Instant::now()),
                 tap: self.tap.clone(),
                 stats: self.stats.clone(),
                 pool: self.pool.clone(),
                 registry: self.registry.clone(),
                 ended: self.ended.clone(),
+                published_moves: (0, 0),
             };
             self.registry
                 .lock()
@@ -220,9 +242,12 @@ impl MediaControl for MediaManager {
             self.calls.insert(call, CallHandle { tx, ports: Vec::new(), plan: MediaPlan::default() });
         }
         let h = self.calls.get_mut(&call).expect("inserted above");
-        for s in new {
-            h.ports.push(s.ports);
-            let _ = h.tx.send(CallCmd::AddStream(Box::new(s)));
+        if h.ports.len() < active.len() {
+            h.ports.resize(active.len(), None);
+        }
+        for (i, s) in new {
+            h.ports[i] = Some(s.ports);
+            let _ = h.tx.send(CallCmd::AddStream(i, Box::new(s)));
         }
         Ok(h.ports.clone())
     }
@@ -245,18 +270,19 @@ impl MediaControl for MediaManager {
 }
 
 impl MediaManager {
-    /// The call task ended by itself (RTP timeout): forget its handle.
-    pub fn forget(&mut self, call: CallId) {
+    /// The call task ended by itself (media timeout, dead leg): forget its handle.
+    pub fn forget(&mut self, call: CallId, reason: EndReason) {
         if self.calls.remove(&call).is_some() {
             self.cues.remove(call);
-            let _ = self.analysis.send(AnalysisCmd::End { call, reason: EndReason::RtpTimeout });
+            let _ = self.analysis.send(AnalysisCmd::End { call, reason });
         }
     }
 }
 
 struct CallTask {
     id: CallId,
-    streams: Vec<StreamSockets>,
+    /// Sockets per m-line (None for a disabled stream).
+    streams: Vec<Option<StreamSockets>>,
     /// Payload types per stream (for the cue, which must know the codec it mixes into).
     plan: MediaPlan,
     cue: Option<crate::media::cue::CueMixer>,
@@ -265,7 +291,9 @@ struct CallTask {
     stats: Arc<RelayStats>,
     pool: Arc<Mutex<PortPool>>,
     registry: Registry,
-    ended: mpsc::UnboundedSender<CallId>,
+    ended: mpsc::UnboundedSender<(CallId, EndReason)>,
+    /// Endpoint moves and refusals already added to the relay-wide counters.
+    published_moves: (u64, u64),
 }
 
 impl CallTask {
@@ -299,7 +327,12 @@ impl CallTask {
                             self.session.handle_remote(side, &s, Instant::now())
                         }
                         Some(CallCmd::Cue(c)) => self.cue = Some(crate::media::cue::CueMixer::new(c)),
-                        Some(CallCmd::AddStream(s)) => self.streams.push(*s),
+                        Some(CallCmd::AddStream(i, s)) => {
+                            if self.streams.len() <= i {
+                                self.streams.resize_with(i + 1, || None);
+                            }
+                            self.streams[i] = Some(*s);
+                        }
                         Some(CallCmd::Close(r)) => { reason = r; break }
                         None => break,
                     }
@@ -311,26 +344,42 @@ impl CallTask {
                 }
                 _ = &mut timer, if armed.is_some() => {
                     armed = None;
-                    if let Some(MediaEvent::RtpTimeout(side)) = self.session.handle_timeout(Instant::now()) {
-                        tracing::info!(leg = side.name(), "rtp timeout, media session ended");
-                        self.stats.rtp_timeouts.fetch_add(1, Relaxed);
-                        let _ = self.ended.send(self.id);
-                        reason = EndReason::RtpTimeout;
+                    if let Some(ev) = self.session.handle_timeout(Instant::now()) {
+                        reason = match ev {
+                            MediaEvent::RtpTimeout => {
+                                tracing::info!("no media on any leg for the rtp timeout, media session ended");
+                                self.stats.rtp_timeouts.fetch_add(1, Relaxed);
+                                EndReason::RtpTimeout
+                            }
+                            MediaEvent::DeadLeg(side) => {
+                                tracing::info!(leg = side.name(), "leg sent nothing for the dead-leg timeout, media session ended");
+                                self.stats.dead_legs.fetch_add(1, Relaxed);
+                                EndReason::DeadLeg
+                            }
+                            MediaEvent::SetupTimeout => {
+                                tracing::info!("offer/answer never completed, media session ended");
+                                self.stats.setup_timeouts.fetch_add(1, Relaxed);
+                                EndReason::SetupTimeout
+                            }
+                        };
+                        let _ = self.ended.send((self.id, reason));
                         break;
                     }
                 }
                 _ = snapshot.tick() => self.publish(),
             }
         }
+        self.publish();
         tracing::debug!(reason = reason.label(), "media session closed");
         self.registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
-        let ports: Vec<StreamPorts> = self.streams.iter().map(|s| s.ports).collect();
+        let ports: Vec<StreamPorts> = self.streams.iter().flatten().map(|s| s.ports).collect();
         // Close the sockets before the ports go back to the pool.
         self.streams.clear();
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         for p in ports {
-            pool.release(p.customer.rtp);
-            pool.release(p.agent.rtp);
+            pool.release(p.customer.rtp, now);
+            pool.release(p.agent.rtp, now);
         }
         self.stats.active_calls.fetch_sub(1, Relaxed);
     }
@@ -342,7 +391,14 @@ impl CallTask {
         let now = Instant::now();
         match self.session.handle_packet(stream, side, port, src, data, now) {
             Verdict::Forward { stream, out_side, out_port, to, tap } => {
-                let out = &self.streams[stream].socks[sock_index(out_side, out_port)];
+                let Some(out) = self.streams.get(stream).and_then(Option::as_ref).map(|s| &s.socks[sock_index(out_side, out_port)]) else {
+                    return;
+                };
+                // SRTP: the session core gives no tap, so nothing is mixed into the ciphertext
+                // (its authentication would break) and nothing is analysed.
+                if tap.is_none() && self.session.is_encrypted(stream) && out_port == Port::Rtp {
+                    self.stats.encrypted_not_analysed.fetch_add(1, Relaxed);
+                }
                 // The cue goes into agent-bound RTP only; everything else is sent as received.
                 let mixed = match (&mut self.cue, out_side, tap) {
                     (Some(mixer), Party::Agent, Some(h)) => {
@@ -392,7 +448,20 @@ impl CallTask {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        // Endpoint moves into the relay-wide counters (deltas since the last publish).
+        let (mut moves, mut refused) = (0, 0);
+        for i in 0..self.streams.len() {
+            for side in Party::ALL {
+                if let Some(c) = self.session.counters(i, side) {
+                    moves += c.endpoint_moves;
+                    refused += c.moves_refused;
+                }
+            }
+        }
+        self.stats.endpoint_moves.fetch_add(moves - self.published_moves.0, Relaxed);
+        self.stats.moves_refused.fetch_add(refused - self.published_moves.1, Relaxed);
+        self.published_moves = (moves, refused);
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let Some(snap) = reg.get_mut(&self.id) else {
             return;
@@ -402,6 +471,7 @@ impl CallTask {
             .streams
             .iter()
             .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
             .map(|(i, s)| {
                 let leg = |side| {
                     let c = self.session.counters(i, side).cloned().unwrap_or_default();
@@ -413,6 +483,10 @@ impl CallTask {
                         dropped_malformed: c.dropped[DropReason::Malformed as usize],
                         dropped_source_mismatch: c.dropped[DropReason::SourceMismatch as usize],
                         dropped_no_destination: c.dropped[DropReason::NoDestination as usize],
+                        dropped_stun: c.dropped[DropReason::Stun as usize],
+                        dtls_in: c.dtls_in,
+                        endpoint_moves: c.endpoint_moves,
+                        moves_refused: c.moves_refused,
                     }
                 };
                 StreamSnapshot {
@@ -428,13 +502,14 @@ impl CallTask {
 
 /// Receive from whichever socket of the call is ready, starting the scan at a rotating index so
 /// one busy socket cannot starve the others. Returns (socket index, length, source).
-async fn recv_any(streams: &[StreamSockets], buf: &mut [u8], start: &mut usize) -> (usize, usize, SocketAddr) {
+async fn recv_any(streams: &[Option<StreamSockets>], buf: &mut [u8], start: &mut usize) -> (usize, usize, SocketAddr) {
     std::future::poll_fn(|cx| {
         let total = streams.len() * 4;
         for k in 0..total {
             let i = (*start + k) % total;
+            let Some(s) = &streams[i / 4] else { continue };
             let mut rb = ReadBuf::new(buf);
-            match streams[i / 4].socks[i % 4].poll_recv_from(cx, &mut rb) {
+            match s.socks[i % 4].poll_recv_from(cx, &mut rb) {
                 Poll::Ready(Ok(src)) => {
                     *start = i + 1;
                     return Poll::Ready((i, rb.filled().len(), src));

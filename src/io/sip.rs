@@ -27,7 +27,7 @@ pub struct SipDriver {
     pub media: MediaManager,
     pub udp: Arc<UdpSocket>,
     pub tcp: TcpListener,
-    pub media_ended: mpsc::UnboundedReceiver<crate::call::CallId>,
+    pub media_ended: mpsc::UnboundedReceiver<(crate::call::CallId, crate::call::EndReason)>,
 }
 
 struct State {
@@ -77,11 +77,15 @@ impl SipDriver {
                         None => tracing::debug!("next hop did not resolve"),
                     },
                 },
-                Some(id) = self.media_ended.recv() => {
-                    self.media.forget(id);
-                    self.proxy.handle_media_ended(id);
+                Some((id, reason)) = self.media_ended.recv() => {
+                    self.media.forget(id, reason);
+                    let actions = self.proxy.handle_media_ended(id, reason, Instant::now());
+                    self.send_actions(actions, &mut st);
                 }
-                _ = &mut timer => self.proxy.handle_timeout(Instant::now(), &mut self.media),
+                _ = &mut timer => {
+                    let actions = self.proxy.handle_timeout(Instant::now(), &mut self.media);
+                    self.send_actions(actions, &mut st);
+                }
             }
         }
     }
@@ -98,6 +102,10 @@ impl SipDriver {
                 self.proxy.handle_malformed(data, peer, &e.to_string())
             }
         };
+        self.send_actions(actions, st);
+    }
+
+    fn send_actions(&mut self, actions: Vec<Action>, st: &mut State) {
         for Action::Send { to, data } in actions {
             match to {
                 Dest::Peer(p) => send_to_addr(st, p.addr, p.transport, p.conn, data),

@@ -6,7 +6,7 @@
 //! Not here: deciding which party sent the SDP (the control plane knows), SIP status codes (the
 //! caller maps [`AnchorError`]).
 
-use crate::call::{CallId, CallMeta, MediaControl, Party, PortsExhausted};
+use crate::call::{CallId, CallMeta, MediaControl, OpenError, Party};
 use crate::sdp;
 use std::net::IpAddr;
 
@@ -16,21 +16,42 @@ pub enum AnchorError {
     BadSdp,
     #[error("relay port range exhausted")]
     PortsExhausted,
+    #[error("concurrent call limit reached")]
+    TooManyCalls,
+    #[error("more media streams than one call may have")]
+    TooManyStreams,
 }
 
 impl AnchorError {
     /// The SIP status a proxy answers with (RFC 3261 §21.4.26 for 488, §21.5.4 for 503).
     pub fn sip_status(self) -> u16 {
         match self {
-            AnchorError::BadSdp => 488,
-            AnchorError::PortsExhausted => 503,
+            AnchorError::BadSdp | AnchorError::TooManyStreams => 488,
+            AnchorError::PortsExhausted | AnchorError::TooManyCalls => 503,
         }
+    }
+    /// The reason phrase that goes with [`Self::sip_status`].
+    pub fn sip_reason(self) -> &'static str {
+        match self {
+            AnchorError::BadSdp => "Not Acceptable Here",
+            AnchorError::TooManyStreams => "Too Many Media Streams",
+            AnchorError::PortsExhausted => "Relay Ports Exhausted",
+            AnchorError::TooManyCalls => "Call Limit Reached",
+        }
+    }
+    /// Seconds for a `Retry-After` on a 503 (RFC 3261 §20.33): capacity comes back as calls end.
+    pub fn retry_after(self) -> Option<u32> {
+        matches!(self, AnchorError::PortsExhausted | AnchorError::TooManyCalls).then_some(5)
     }
 }
 
-impl From<PortsExhausted> for AnchorError {
-    fn from(_: PortsExhausted) -> Self {
-        AnchorError::PortsExhausted
+impl From<OpenError> for AnchorError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::PortsExhausted => AnchorError::PortsExhausted,
+            OpenError::TooManyCalls => AnchorError::TooManyCalls,
+            OpenError::TooManyStreams => AnchorError::TooManyStreams,
+        }
     }
 }
 
@@ -53,9 +74,10 @@ pub fn anchor(
     media: &mut dyn MediaControl,
 ) -> Result<Anchored, AnchorError> {
     let session = sdp::parse(body).map_err(|_| AnchorError::BadSdp)?;
-    let ports = media.open(call, meta, session.media.len())?;
+    let active: Vec<bool> = session.media.iter().map(|m| m.port != 0).collect();
+    let ports = media.open(call, meta, &active)?;
     media.remote(call, sender, &session);
-    let facing: Vec<sdp::RelayPorts> = ports.iter().map(|p| p.facing(sender.other())).collect();
+    let facing: Vec<Option<sdp::RelayPorts>> = ports.iter().map(|p| p.map(|p| p.facing(sender.other()))).collect();
     let body = sdp::rewrite(body, host, &facing).map_err(|_| AnchorError::BadSdp)?;
     Ok(Anchored { body, session })
 }

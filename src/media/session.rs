@@ -1,14 +1,35 @@
 //! Per-call media session core (sans-IO): for every m-line, two legs (customer/PBX side and agent
-//! side), each with the address its SDP announced and the source latched from its first packet.
-//! [`MediaSession::handle_packet`] gives a per-packet verdict (forward where, tap or not, drop why);
-//! [`MediaSession::handle_timeout`] reports a leg that went silent past the RTP timeout.
+//! side), each with the address its SDP announced and the endpoint learned from its packets.
+//! [`MediaSession::handle_packet`] gives a per-packet verdict (forward where, tap or not, drop
+//! why); [`MediaSession::handle_timeout`] reports when the call's media is over.
 //!
-//! Latching (symmetric RTP, "comedia"): the first valid packet on a leg's port fixes the peer's
-//! source; later packets from any other source are dropped and counted, which stops RTP bleed
-//! (a stranger injecting into or stealing a call's stream). A new SDP address from that side
-//! (re-INVITE) re-opens latching.
+//! **Endpoint learning** (rtpengine's "heuristic" learning, with its early return). Nothing is
+//! accepted on a leg before both sides have announced their media (the offer/answer is done):
+//! before that, the port was never given to anyone who may legitimately send. Then a packet from
+//! the exact address and port the leg's SDP announced is that party, always, and fixes the
+//! endpoint at once. Otherwise, during a learning window that opens with the leg's first packet,
+//! the best source seen so far is the endpoint (same IP as announced beats any other address),
+//! so a phone behind NAT is heard from its first packet, and a stranger who got there first is
+//! replaced the moment the real party shows up. After the window the endpoint is locked:
+//! packets from anyone else are dropped and counted, and reach no party. What happens when a
+//! locked endpoint goes quiet and a new source appears is the [`Learning`] policy: `heuristic`
+//! follows a NAT rebinding (same IP, new port), `strict` never moves, `handover` follows any
+//! new source. Either way the move is counted.
 //!
-//! Not here: sockets and timers (the call task), decoding (analysis reads the tap).
+//! **Demultiplexing** (RFC 7983 by first byte): STUN (0–3) is dropped and counted (Hearken
+//! removes ICE from the SDP it anchors, so the relay is the only path), DTLS (20–63) is
+//! forwarded untouched (DTLS-SRTP between the parties), RTP/RTCP (128–191) is checked and
+//! forwarded, anything else is malformed. Streams that do not carry RTP (T.38 `udptl`) are
+//! forwarded as they come.
+//!
+//! **Activity**: every accepted packet (RTP, RTCP, DTLS) is activity of its leg. The media is
+//! over when *every* leg has been silent for the RTP timeout (the hold timeout while on hold),
+//! or when one leg that should be sending has sent nothing at all for the dead-leg timeout (a
+//! muted phone still sends comfort noise or RTCP; a dead one sends nothing). Silence of one
+//! party alone never ends a call before that. A session whose offer/answer never completes is
+//! ended after the setup timeout.
+//!
+//! Not here: sockets and timers (the call task), decoding (analysis reads the tap), SIP.
 
 use crate::call::Party;
 use crate::rtp::{self, Packet, RtpHeader};
@@ -24,21 +45,69 @@ pub enum Port {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// Not RTP/RTCP version 2, or lengths inconsistent.
+    /// Not STUN, DTLS, RTP or RTCP (RFC 7983), or lengths inconsistent.
     Malformed,
-    /// From a source other than the latched one (RTP bleed).
+    /// From a source other than the leg's endpoint (RTP bleed, injection, a stale stream).
     SourceMismatch,
     /// The other side has not announced where to send yet, or is held with 0.0.0.0.
     NoDestination,
+    /// A STUN packet (ICE connectivity check or consent): ICE is removed from anchored SDP.
+    Stun,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [DropReason::Malformed, DropReason::SourceMismatch, DropReason::NoDestination];
+    pub const ALL: [DropReason; 4] = [DropReason::Malformed, DropReason::SourceMismatch, DropReason::NoDestination, DropReason::Stun];
     pub fn label(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",
             DropReason::SourceMismatch => "source_mismatch",
             DropReason::NoDestination => "no_destination",
+            DropReason::Stun => "stun",
+        }
+    }
+}
+
+/// What a locked endpoint may do when its packets start coming from somewhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Learning {
+    /// Follow a NAT rebinding (same IP, new port) once the old port has gone quiet.
+    #[default]
+    Heuristic,
+    /// Never move a locked endpoint (rtpengine's `strict-source`).
+    Strict,
+    /// Follow any new source once the old one has gone quiet (rtpengine's `media-handover`).
+    Handover,
+}
+
+/// The media plane's timing and learning rules (from `[media]`).
+#[derive(Debug, Clone)]
+pub struct MediaPolicy {
+    pub learning: Learning,
+    pub learning_window: Duration,
+    /// How long a locked endpoint must be silent before a new source may take over.
+    pub handover_after: Duration,
+    /// Every leg silent this long: the media is over.
+    pub rtp_timeout: Duration,
+    /// The same while the call is on hold.
+    pub hold_timeout: Duration,
+    /// One leg that should send has sent nothing (no RTP, RTCP or DTLS) this long: it is dead.
+    pub dead_leg_timeout: Duration,
+    /// The offer/answer never completed (one side never announced media) this long after the
+    /// session opened.
+    pub setup_timeout: Duration,
+}
+
+impl Default for MediaPolicy {
+    fn default() -> Self {
+        MediaPolicy {
+            learning: Learning::Heuristic,
+            learning_window: Duration::from_secs(3),
+            handover_after: Duration::from_millis(200),
+            rtp_timeout: Duration::from_secs(30),
+            hold_timeout: Duration::from_secs(3600),
+            dead_leg_timeout: Duration::from_secs(30),
+            setup_timeout: Duration::from_secs(240),
         }
     }
 }
@@ -46,6 +115,7 @@ impl DropReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Send the packet unchanged from our socket (`stream`, facing `out_side`, `out_port`) to `to`.
+    /// `tap` is set for RTP on an RTP stream.
     Forward {
         stream: usize,
         out_side: Party,
@@ -60,18 +130,117 @@ pub enum Verdict {
 pub struct LegCounters {
     pub rtp_in: u64,
     pub rtcp_in: u64,
+    pub dtls_in: u64,
     pub forwarded: u64,
     pub bytes_forwarded: u64,
-    pub dropped: [u64; 3],
+    pub dropped: [u64; 4],
+    /// The endpoint moved after it was locked (NAT rebinding or handover), or the announced
+    /// address replaced a provisional one.
+    pub endpoint_moves: u64,
+    /// A new source was refused by the policy after the window (counted in `dropped` too).
+    pub moves_refused: u64,
+    /// SRTP packets forwarded but not analysed.
+    pub encrypted_not_analysed: u64,
+}
+
+/// How well a source matches what the leg announced: exact beats same IP beats anything.
+fn rank(src: SocketAddr, announced: Option<SocketAddr>) -> u8 {
+    match announced {
+        Some(a) if a == src => 3,
+        Some(a) if a.ip() == src.ip() => 2,
+        _ => 1,
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Endpoint {
+    announced: Option<SocketAddr>,
+    learned: Option<SocketAddr>,
+    /// When the learned source last sent (for handover).
+    last_from_learned: Option<Instant>,
+    /// Learning window end; None until the first packet after (re-)announcement.
+    window_end: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accept {
+    Yes,
+    Moved,
+    Refused,
+}
+
+impl Endpoint {
+    fn announce(&mut self, addr: Option<SocketAddr>) {
+        if addr.is_some() && addr != self.announced {
+            // New address (first SDP or a re-INVITE that moved): learn again.
+            self.learned = None;
+            self.window_end = None;
+        }
+        if addr.is_some() {
+            self.announced = addr;
+        }
+    }
+
+    fn dest(&self) -> Option<SocketAddr> {
+        self.learned.or(self.announced)
+    }
+
+    fn accept(&mut self, src: SocketAddr, now: Instant, policy: &MediaPolicy) -> Accept {
+        let out = match self.learned {
+            Some(l) if l == src => Accept::Yes,
+            // The announced address is the party, whatever came first.
+            _ if Some(src) == self.announced => {
+                let moved = self.learned.is_some();
+                self.learned = Some(src);
+                if moved {
+                    Accept::Moved
+                } else {
+                    Accept::Yes
+                }
+            }
+            None => {
+                self.learned = Some(src);
+                self.window_end.get_or_insert(now + policy.learning_window);
+                Accept::Yes
+            }
+            Some(l) if self.window_end.is_some_and(|w| now < w) => {
+                if rank(src, self.announced) > rank(l, self.announced) {
+                    self.learned = Some(src);
+                    Accept::Moved
+                } else {
+                    return Accept::Refused;
+                }
+            }
+            Some(l) => {
+                let quiet = self.last_from_learned.is_none_or(|t| now >= t + policy.handover_after);
+                let allowed = match policy.learning {
+                    Learning::Strict => false,
+                    // A NAT rebinding keeps the IP; an endpoint heard at its announced address
+                    // is not behind NAT and does not move.
+                    Learning::Heuristic => l.ip() == src.ip() && Some(l) != self.announced,
+                    Learning::Handover => true,
+                };
+                if quiet && allowed {
+                    self.learned = Some(src);
+                    Accept::Moved
+                } else {
+                    return Accept::Refused;
+                }
+            }
+        };
+        self.last_from_learned = Some(now);
+        out
+    }
 }
 
 #[derive(Debug, Default, Clone)]
 struct Leg {
-    announced_rtp: Option<SocketAddr>,
-    announced_rtcp: Option<SocketAddr>,
-    latched_rtp: Option<SocketAddr>,
-    latched_rtcp: Option<SocketAddr>,
+    rtp: Endpoint,
+    rtcp: Endpoint,
+    /// This side's latest SDP offered or accepted rtcp-mux.
     rtcp_mux: bool,
+    /// This side's SDP says it will send (sendrecv/sendonly, real address, port not 0).
+    sends: bool,
     on_hold: bool,
     last_rx: Option<Instant>,
     counters: LegCounters,
@@ -80,27 +249,44 @@ struct Leg {
 #[derive(Debug, Default, Clone)]
 struct Stream {
     legs: [Leg; 2],
+    /// The m-line carries RTP (not udptl or another raw protocol).
+    rtp: bool,
+    /// Either side's m-line is SRTP (SDES or DTLS keys): the payload is ciphertext.
+    encrypted: bool,
+}
+
+impl Stream {
+    /// RTCP goes to `to`'s RTP port only when both sides agreed on rtcp-mux (RFC 5761 §5.1.1);
+    /// while only the offer is known, the offerer's wish stands.
+    fn mux_towards(&self, to: Party) -> bool {
+        let (l, o) = (&self.legs[to.idx()], &self.legs[to.other().idx()]);
+        l.rtcp_mux && (o.rtp.announced.is_none() || o.rtcp_mux)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaEvent {
-    /// This leg sent nothing for the timeout: the session is over.
-    RtpTimeout(Party),
+    /// Every leg sent nothing for the RTP (or hold) timeout.
+    RtpTimeout,
+    /// This party's leg, which should be sending, sent nothing for the dead-leg timeout.
+    DeadLeg(Party),
+    /// One side never announced its media within the setup timeout.
+    SetupTimeout,
 }
 
 #[derive(Debug)]
 pub struct MediaSession {
     streams: Vec<Stream>,
-    rtp_timeout: Duration,
-    hold_timeout: Duration,
-    /// When both sides had announced media (the timeout clock starts then).
+    policy: MediaPolicy,
+    opened_at: Instant,
+    /// When both sides had announced media (the timeout clocks start then).
     settled_at: Option<Instant>,
     ended: bool,
 }
 
 impl MediaSession {
-    pub fn new(rtp_timeout: Duration, hold_timeout: Duration) -> Self {
-        MediaSession { streams: Vec::new(), rtp_timeout, hold_timeout, settled_at: None, ended: false }
+    pub fn new(policy: MediaPolicy, now: Instant) -> Self {
+        MediaSession { streams: Vec::new(), policy, opened_at: now, settled_at: None, ended: false }
     }
 
     /// `side` announced its media (SDP offer or answer it sent).
@@ -109,25 +295,21 @@ impl MediaSession {
             self.streams.resize_with(session.media.len(), Stream::default);
         }
         for (i, m) in session.media.iter().enumerate() {
-            let leg = &mut self.streams[i].legs[side.idx()];
+            let s = &mut self.streams[i];
+            s.rtp = m.proto.contains("RTP");
+            s.encrypted |= m.encrypted();
+            let leg = &mut s.legs[side.idx()];
             let rtp = (!m.addr.is_unspecified() && m.port != 0).then(|| SocketAddr::new(m.addr, m.port));
-            let rtcp = rtp.map(|a| {
-                let p = if m.rtcp_mux { m.port } else { m.rtcp_port.unwrap_or(m.port.wrapping_add(1)) };
-                SocketAddr::new(a.ip(), p)
-            });
-            if rtp.is_some() && rtp != leg.announced_rtp {
-                // New address (first SDP or a re-INVITE that moved): learn the source again.
-                leg.latched_rtp = None;
-                leg.latched_rtcp = None;
-            }
-            if rtp.is_some() {
-                leg.announced_rtp = rtp;
-                leg.announced_rtcp = rtcp;
-            }
+            // Where RTCP goes when it is not multiplexed: an offer of rtcp-mux that is not
+            // accepted falls back to the `a=rtcp` port or RTP + 1 (RFC 5761 §5.1.1).
+            let rtcp = rtp.map(|a| SocketAddr::new(a.ip(), m.rtcp_port.unwrap_or(m.port.wrapping_add(1))));
+            leg.rtp.announce(rtp);
+            leg.rtcp.announce(rtcp);
             leg.rtcp_mux = m.rtcp_mux;
             leg.on_hold = m.on_hold();
+            leg.sends = rtp.is_some() && matches!(m.direction, sdp::Direction::SendRecv | sdp::Direction::SendOnly);
         }
-        if self.settled_at.is_none() && self.streams.iter().any(|s| s.legs.iter().all(|l| l.announced_rtp.is_some())) {
+        if self.settled_at.is_none() && self.streams.iter().any(|s| s.legs.iter().all(|l| l.rtp.announced.is_some())) {
             self.settled_at = Some(now);
         }
     }
@@ -137,15 +319,26 @@ impl MediaSession {
         self.streams.iter().any(|s| s.legs.iter().any(|l| l.on_hold))
     }
 
+    /// The m-line carries RTP (as opposed to T.38 udptl).
+    pub fn is_rtp(&self, stream: usize) -> bool {
+        self.streams.get(stream).is_some_and(|s| s.rtp)
+    }
+
+    /// The stream's payload is encrypted (SRTP): it is forwarded untouched, never tapped for
+    /// analysis (ciphertext would be taken for noise or speech) and never mixed into.
+    pub fn is_encrypted(&self, stream: usize) -> bool {
+        self.streams.get(stream).is_some_and(|s| s.encrypted)
+    }
+
     /// A datagram arrived on our port facing `from_side` (so `from_side` sent it).
     pub fn handle_packet(&mut self, stream: usize, from_side: Party, port: Port, src: SocketAddr, data: &[u8], now: Instant) -> Verdict {
+        let policy = &self.policy;
         let Some(s) = self.streams.get_mut(stream) else {
             return Verdict::Drop(DropReason::NoDestination);
         };
-        let kind = match port {
-            Port::Rtp => rtp::classify(data),
-            Port::Rtcp => rtp::check_rtcp(data).map(|_| Packet::Rtcp),
-        };
+        let mux_to_other = s.mux_towards(from_side.other());
+        let is_rtp_stream = s.rtp;
+        let encrypted = s.encrypted;
         let (leg, other) = {
             let [a, b] = &mut s.legs;
             if from_side == Party::Customer {
@@ -154,33 +347,85 @@ impl MediaSession {
                 (b, &*a)
             }
         };
-        let kind = match kind {
-            Ok(k) => k,
-            Err(_) => return drop(leg, DropReason::Malformed),
+        // RFC 7983 §7: the first byte tells the protocol.
+        #[derive(PartialEq)]
+        enum Kind {
+            Rtp(RtpHeader),
+            Rtcp,
+            Dtls,
+            Raw,
+        }
+        let kind = if !is_rtp_stream {
+            Kind::Raw
+        } else {
+            match data.first().copied().unwrap_or(0) {
+                0..=3 => return drop(leg, DropReason::Stun),
+                20..=63 => Kind::Dtls,
+                128..=191 => {
+                    let k = match port {
+                        Port::Rtp => rtp::classify(data),
+                        Port::Rtcp => rtp::check_rtcp(data).map(|_| Packet::Rtcp),
+                    };
+                    match k {
+                        Ok(Packet::Rtp(h)) => Kind::Rtp(h),
+                        Ok(Packet::Rtcp) => Kind::Rtcp,
+                        Err(_) => return drop(leg, DropReason::Malformed),
+                    }
+                }
+                _ => return drop(leg, DropReason::Malformed),
+            }
         };
-        let latched = match port {
-            Port::Rtp => &mut leg.latched_rtp,
-            Port::Rtcp => &mut leg.latched_rtcp,
+        // Nothing is learned before the offer/answer is complete: until this side has announced
+        // its media nobody may send from it (early media needs SDP too), and until the other
+        // side has, this port was never handed to anyone. Stale streams of calls from before a
+        // restart that hit a reused port are dropped here, during the whole ringing time.
+        let own = match port {
+            Port::Rtp => leg.rtp.announced,
+            Port::Rtcp => leg.rtcp.announced,
         };
-        match latched {
-            Some(l) if *l != src => return drop(leg, DropReason::SourceMismatch),
-            Some(_) => {}
-            None => *latched = Some(src),
+        if own.is_none() {
+            return drop(leg, DropReason::SourceMismatch);
+        }
+        if other.rtp.announced.is_none() {
+            return drop(leg, DropReason::NoDestination);
+        }
+        // RTCP multiplexed on the RTP port comes from the RTP endpoint.
+        let ep = match port {
+            Port::Rtp => &mut leg.rtp,
+            Port::Rtcp => &mut leg.rtcp,
+        };
+        match ep.accept(src, now, policy) {
+            Accept::Yes => {}
+            Accept::Moved => leg.counters.endpoint_moves += 1,
+            Accept::Refused => {
+                if ep.window_end.is_none_or(|w| now >= w) {
+                    leg.counters.moves_refused += 1;
+                }
+                return drop(leg, DropReason::SourceMismatch);
+            }
         }
         leg.last_rx = Some(now);
         let (to, out_port) = match kind {
-            Packet::Rtp(_) => {
+            Kind::Rtp(_) => {
                 leg.counters.rtp_in += 1;
-                (other.latched_rtp.or(other.announced_rtp), Port::Rtp)
+                (other.rtp.dest(), Port::Rtp)
             }
-            Packet::Rtcp => {
+            Kind::Rtcp => {
                 leg.counters.rtcp_in += 1;
-                if other.rtcp_mux {
-                    (other.latched_rtp.or(other.announced_rtp), Port::Rtp)
+                if mux_to_other {
+                    (other.rtp.dest(), Port::Rtp)
                 } else {
-                    (other.latched_rtcp.or(other.announced_rtcp), Port::Rtcp)
+                    (other.rtcp.dest(), Port::Rtcp)
                 }
             }
+            Kind::Dtls => {
+                leg.counters.dtls_in += 1;
+                (other.rtp.dest(), Port::Rtp)
+            }
+            Kind::Raw => match port {
+                Port::Rtp => (other.rtp.dest(), Port::Rtp),
+                Port::Rtcp => (other.rtcp.dest(), Port::Rtcp),
+            },
         };
         let Some(to) = to else {
             return drop(leg, DropReason::NoDestination);
@@ -188,10 +433,18 @@ impl MediaSession {
         leg.counters.forwarded += 1;
         leg.counters.bytes_forwarded += data.len() as u64;
         let tap = match kind {
-            Packet::Rtp(h) => Some(h),
-            Packet::Rtcp => None,
+            Kind::Rtp(_) if encrypted => {
+                leg.counters.encrypted_not_analysed += 1;
+                None
+            }
+            Kind::Rtp(h) => Some(h),
+            _ => None,
         };
         Verdict::Forward { stream, out_side: from_side.other(), out_port, to, tap }
+    }
+
+    fn legs(&self) -> impl Iterator<Item = (Party, &Leg)> {
+        self.streams.iter().flat_map(|s| Party::ALL.into_iter().zip(s.legs.iter())).filter(|(_, l)| l.rtp.announced.is_some())
     }
 
     /// When [`Self::handle_timeout`] next has something to say.
@@ -199,14 +452,21 @@ impl MediaSession {
         if self.ended {
             return None;
         }
-        let settled = self.settled_at?;
-        let limit = if self.on_hold() { self.hold_timeout } else { self.rtp_timeout };
-        self.streams
-            .iter()
-            .flat_map(|s| s.legs.iter())
-            .filter(|l| l.announced_rtp.is_some())
-            .map(|l| l.last_rx.unwrap_or(settled).max(settled) + limit)
-            .min()
+        let Some(settled) = self.settled_at else {
+            return Some(self.opened_at + self.policy.setup_timeout);
+        };
+        let hold = self.on_hold();
+        let all = if hold { self.policy.hold_timeout } else { self.policy.rtp_timeout };
+        let heard = |l: &Leg| l.last_rx.unwrap_or(settled).max(settled);
+        // Every leg silent: the latest activity plus the timeout.
+        let all_silent = self.legs().map(|(_, l)| heard(l)).max().map(|t| t + all);
+        // One leg dead (not while on hold: the held side may send nothing at all).
+        let dead =
+            if hold { None } else { self.legs().filter(|(_, l)| l.sends).map(|(_, l)| heard(l) + self.policy.dead_leg_timeout).min() };
+        match (all_silent, dead) {
+            (Some(a), Some(d)) => Some(a.min(d)),
+            (a, d) => a.or(d),
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Option<MediaEvent> {
@@ -214,14 +474,22 @@ impl MediaSession {
         if now < deadline {
             return None;
         }
-        let settled = self.settled_at?;
-        let limit = if self.on_hold() { self.hold_timeout } else { self.rtp_timeout };
-        for s in &self.streams {
-            for (i, l) in s.legs.iter().enumerate() {
-                if l.announced_rtp.is_some() && l.last_rx.unwrap_or(settled).max(settled) + limit <= now {
-                    self.ended = true;
-                    return Some(MediaEvent::RtpTimeout(if i == 0 { Party::Customer } else { Party::Agent }));
-                }
+        let Some(settled) = self.settled_at else {
+            self.ended = true;
+            return Some(MediaEvent::SetupTimeout);
+        };
+        let hold = self.on_hold();
+        let all = if hold { self.policy.hold_timeout } else { self.policy.rtp_timeout };
+        let heard = |l: &Leg| l.last_rx.unwrap_or(settled).max(settled);
+        if self.legs().all(|(_, l)| heard(l) + all <= now) {
+            self.ended = true;
+            return Some(MediaEvent::RtpTimeout);
+        }
+        if !hold {
+            let dead = self.legs().find(|(_, l)| l.sends && heard(l) + self.policy.dead_leg_timeout <= now).map(|(p, _)| p);
+            if let Some(p) = dead {
+                self.ended = true;
+                return Some(MediaEvent::DeadLeg(p));
             }
         }
         None
@@ -230,8 +498,9 @@ impl MediaSession {
     pub fn counters(&self, stream: usize, side: Party) -> Option<&LegCounters> {
         self.streams.get(stream).map(|s| &s.legs[side.idx()].counters)
     }
+    /// The RTP endpoint learned for a leg (where its packets come from and ours go).
     pub fn latched(&self, stream: usize, side: Party) -> Option<SocketAddr> {
-        self.streams.get(stream).and_then(|s| s.legs[side.idx()].latched_rtp)
+        self.streams.get(stream).and_then(|s| s.legs[side.idx()].rtp.learned)
     }
 }
 
@@ -251,11 +520,21 @@ mod tests {
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
+    fn session(t0: Instant) -> MediaSession {
+        MediaSession::new(MediaPolicy::default(), t0)
+    }
+    fn to(v: Verdict) -> Option<SocketAddr> {
+        match v {
+            Verdict::Forward { to, .. } => Some(to),
+            Verdict::Drop(_) => None,
+        }
+    }
+    const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn forwards_latches_and_blocks_bleed() {
+    fn forwards_and_learns_behind_nat() {
         let t0 = Instant::now();
-        let mut m = MediaSession::new(Duration::from_secs(30), Duration::from_secs(3600));
+        let mut m = session(t0);
         m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
         let p = build(0, 1, 0, 1, &[0; 160]);
         // Agent side has not answered yet.
@@ -268,54 +547,184 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
-        // Agent sends from behind NAT: latch to the real source, and send there.
+        // Agent sends from behind NAT: learned from its first packet, and sent to there.
         m.handle_packet(0, Party::Agent, Port::Rtp, sa("192.0.2.9:7000"), &p, t0);
-        match m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t0) {
-            Verdict::Forward { to, .. } => assert_eq!(to, sa("192.0.2.9:7000")),
-            v => panic!("{v:?}"),
-        }
-        // A stranger is dropped.
-        assert_eq!(m.handle_packet(0, Party::Agent, Port::Rtp, sa("203.0.113.5:1"), &p, t0), Verdict::Drop(DropReason::SourceMismatch));
+        assert_eq!(to(m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t0)), Some(sa("192.0.2.9:7000")));
+        // After the window, a stranger is dropped.
+        let t = t0 + Duration::from_secs(4);
+        assert_eq!(m.handle_packet(0, Party::Agent, Port::Rtp, sa("203.0.113.5:1"), &p, t), Verdict::Drop(DropReason::SourceMismatch));
         assert_eq!(
-            m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &[1, 2, 3], t0),
+            m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &[0x80, 2, 3], t),
             Verdict::Drop(DropReason::Malformed)
         );
         assert_eq!(m.counters(0, Party::Agent).unwrap().dropped[DropReason::SourceMismatch as usize], 1);
-        // A re-INVITE moving the agent re-opens latching.
-        m.handle_remote(Party::Agent, &sdp("10.0.0.3", 5002, ""), t0);
+        // A re-INVITE moving the agent re-opens learning.
+        m.handle_remote(Party::Agent, &sdp("10.0.0.3", 5002, ""), t);
         assert!(m.latched(0, Party::Agent).is_none());
     }
 
+    /// A stranger's packet reaches the port before the PBX's first RTP: the PBX's own address
+    /// (as announced) takes over at once, and the stranger never gets audio again.
     #[test]
-    fn rtcp_mux_and_timeout() {
+    fn stranger_first_is_replaced_by_the_announced_source() {
         let t0 = Instant::now();
-        let mut m = MediaSession::new(Duration::from_secs(30), Duration::from_secs(3600));
-        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, "a=rtcp-mux\r\n"), t0);
+        let mut m = session(t0);
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
         m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, ""), t0);
-        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
-        match m.handle_packet(0, Party::Agent, Port::Rtcp, sa("10.0.0.2:5001"), &rr, t0) {
-            Verdict::Forward { to, out_port, tap, .. } => {
-                assert_eq!((to, out_port, tap), (sa("10.0.0.1:4000"), Port::Rtp, None))
+        let p = build(0, 1, 0, 1, &[0; 160]);
+        m.handle_packet(0, Party::Customer, Port::Rtp, sa("203.0.113.5:1"), &p, t0);
+        assert_eq!(m.latched(0, Party::Customer), Some(sa("203.0.113.5:1")));
+        m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t0 + 40 * MS);
+        assert_eq!(m.latched(0, Party::Customer), Some(sa("10.0.0.1:4000")));
+        assert_eq!(to(m.handle_packet(0, Party::Agent, Port::Rtp, sa("10.0.0.2:5000"), &p, t0 + 60 * MS)), Some(sa("10.0.0.1:4000")));
+        assert_eq!(
+            m.handle_packet(0, Party::Customer, Port::Rtp, sa("203.0.113.5:1"), &p, t0 + 80 * MS),
+            Verdict::Drop(DropReason::SourceMismatch)
+        );
+        // Even long after the window.
+        let late = t0 + Duration::from_secs(10);
+        assert_eq!(
+            m.handle_packet(0, Party::Customer, Port::Rtp, sa("203.0.113.5:1"), &p, late),
+            Verdict::Drop(DropReason::SourceMismatch)
+        );
+    }
+
+    #[test]
+    fn nat_rebinding_is_followed_by_policy() {
+        for (policy, follows) in [(Learning::Heuristic, true), (Learning::Strict, false), (Learning::Handover, true)] {
+            let t0 = Instant::now();
+            let mut m = MediaSession::new(MediaPolicy { learning: policy, ..Default::default() }, t0);
+            m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
+            m.handle_remote(Party::Agent, &sdp("192.168.1.5", 5000, ""), t0);
+            let p = build(0, 1, 0, 1, &[0; 160]);
+            let mut t = t0;
+            for _ in 0..200 {
+                t += 20 * MS;
+                m.handle_packet(0, Party::Agent, Port::Rtp, sa("198.51.100.7:40000"), &p, t);
             }
+            // Rebinding: same public IP, new port; the old port goes quiet.
+            let mut forwarded = 0;
+            for _ in 0..20 {
+                t += 20 * MS;
+                forwarded += to(m.handle_packet(0, Party::Agent, Port::Rtp, sa("198.51.100.7:40002"), &p, t)).is_some() as usize;
+            }
+            let c = m.counters(0, Party::Agent).unwrap();
+            if follows {
+                assert!(forwarded >= 10, "{policy:?}: {forwarded} of 20");
+                assert_eq!(c.endpoint_moves, 1, "{policy:?}");
+                assert_eq!(m.latched(0, Party::Agent), Some(sa("198.51.100.7:40002")));
+            } else {
+                assert_eq!(forwarded, 0, "{policy:?}");
+                assert_eq!(c.moves_refused, 20);
+            }
+            // A different IP: only handover follows.
+            t += Duration::from_secs(1);
+            let v = m.handle_packet(0, Party::Agent, Port::Rtp, sa("203.0.113.9:1"), &p, t);
+            assert_eq!(to(v).is_some(), policy == Learning::Handover, "{policy:?}");
+        }
+    }
+
+    /// rtcp-mux offered by the customer side but not accepted: RTCP to the customer goes to its
+    /// RTCP port, not its RTP port.
+    #[test]
+    fn rtcp_mux_only_when_both_agree() {
+        let t0 = Instant::now();
+        let mut m = session(t0);
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, "a=rtcp-mux\r\n"), t0);
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        // The answer does not accept rtcp-mux.
+        m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, ""), t0);
+        match m.handle_packet(0, Party::Agent, Port::Rtcp, sa("10.0.0.2:5001"), &rr, t0) {
+            Verdict::Forward { to, out_port, tap, .. } => assert_eq!((to, out_port, tap), (sa("10.0.0.1:4001"), Port::Rtcp, None)),
             v => panic!("{v:?}"),
         }
+        m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, "a=rtcp-mux\r\n"), t0);
+        match m.handle_packet(0, Party::Agent, Port::Rtp, sa("10.0.0.2:5000"), &rr, t0) {
+            Verdict::Forward { to, out_port, .. } => assert_eq!((to, out_port), (sa("10.0.0.1:4000"), Port::Rtp)),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn one_way_silence_does_not_end_media_but_a_dead_leg_does() {
+        let t0 = Instant::now();
+        let mut m = session(t0);
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
+        m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, ""), t0);
         let p = build(0, 1, 0, 1, &[0; 160]);
-        m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t0 + Duration::from_secs(20));
-        assert_eq!(m.handle_timeout(t0 + Duration::from_secs(29)), None);
-        // The agent leg's RTCP does not keep its RTP alive... but RTCP counts as activity.
-        assert_eq!(m.handle_timeout(t0 + Duration::from_secs(31)), Some(MediaEvent::RtpTimeout(Party::Agent)));
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        // The agent is muted: only RTCP every 5 s. The customer talks for two minutes.
+        let mut t = t0;
+        for k in 0..6000u32 {
+            t += 20 * MS;
+            m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t);
+            if k % 250 == 0 {
+                m.handle_packet(0, Party::Agent, Port::Rtcp, sa("10.0.0.2:5001"), &rr, t);
+            }
+            assert_eq!(m.handle_timeout(t), None, "at {k}");
+        }
+        // The agent's phone dies: nothing more from it.
+        let dead_from = t;
+        loop {
+            t += 20 * MS;
+            m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t);
+            if let Some(e) = m.handle_timeout(t) {
+                assert_eq!(e, MediaEvent::DeadLeg(Party::Agent));
+                let after = t - dead_from;
+                assert!(after > Duration::from_secs(25) && after <= Duration::from_secs(30), "{after:?}");
+                break;
+            }
+        }
         assert_eq!(m.poll_timeout(), None);
     }
 
     #[test]
-    fn hold_uses_hold_timeout() {
+    fn all_silent_ends_media_and_hold_uses_hold_timeout() {
         let t0 = Instant::now();
-        let mut m = MediaSession::new(Duration::from_secs(30), Duration::from_secs(3600));
+        let mut m = session(t0);
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
+        m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, ""), t0);
+        assert_eq!(m.handle_timeout(t0 + Duration::from_secs(29)), None);
+        assert_eq!(m.handle_timeout(t0 + Duration::from_secs(30)), Some(MediaEvent::RtpTimeout));
+
+        let mut m = session(t0);
         m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, "a=sendonly\r\n"), t0);
         m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, "a=recvonly\r\n"), t0);
         assert!(m.on_hold());
         assert_eq!(m.handle_timeout(t0 + Duration::from_secs(600)), None);
         m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
         assert!(!m.on_hold());
+    }
+
+    #[test]
+    fn setup_that_never_completes_times_out() {
+        let t0 = Instant::now();
+        let mut m = session(t0);
+        m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, ""), t0);
+        assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(240)));
+        assert_eq!(m.handle_timeout(t0 + Duration::from_secs(240)), Some(MediaEvent::SetupTimeout));
+    }
+
+    #[test]
+    fn stun_dtls_and_udptl_are_demultiplexed() {
+        let t0 = Instant::now();
+        let mut m = session(t0);
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
+        m.handle_remote(Party::Agent, &sdp("10.0.0.2", 5000, ""), t0);
+        let stun = [0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &stun, t0), Verdict::Drop(DropReason::Stun));
+        let dtls = [22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        match m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &dtls, t0) {
+            Verdict::Forward { to, tap, .. } => assert_eq!((to, tap), (sa("10.0.0.2:5000"), None)),
+            v => panic!("{v:?}"),
+        }
+        let t38 = sdp::parse(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=image 4100 udptl t38\r\n").unwrap();
+        let mut m = session(t0);
+        m.handle_remote(Party::Customer, &t38, t0);
+        m.handle_remote(Party::Agent, &sdp::parse(b"v=0\r\nc=IN IP4 10.0.0.2\r\nm=image 5100 udptl t38\r\n").unwrap(), t0);
+        assert_eq!(
+            to(m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4100"), &[0, 1, 2, 3, 4], t0)),
+            Some(sa("10.0.0.2:5100"))
+        );
     }
 }

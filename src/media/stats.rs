@@ -10,12 +10,18 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct RelayStats {
     pub forwarded_packets: AtomicU64,
     pub forwarded_bytes: AtomicU64,
-    pub dropped: [AtomicU64; 3],
+    pub dropped: [AtomicU64; 4],
     pub send_errors: AtomicU64,
     pub tap_frames: AtomicU64,
     pub tap_dropped: AtomicU64,
     pub active_calls: AtomicU64,
     pub rtp_timeouts: AtomicU64,
+    pub dead_legs: AtomicU64,
+    pub setup_timeouts: AtomicU64,
+    /// RTP packets of SRTP/DTLS streams forwarded but not analysed.
+    pub encrypted_not_analysed: AtomicU64,
+    pub endpoint_moves: AtomicU64,
+    pub moves_refused: AtomicU64,
 }
 
 impl RelayStats {

@@ -209,7 +209,7 @@ impl Metrics {
         r.register("calls_analysed", "Calls analysed, by agent and queue", self.calls_analysed.clone());
         r.register(
             "calls_ended",
-            "Calls ended, by reason (bye, cancelled, rejected, sip_timeout, rtp_timeout, closed)",
+            "Calls ended, by reason (bye, cancelled, rejected, sip_timeout, rtp_timeout, dead_leg, setup_timeout, closed)",
             self.calls_ended.clone(),
         );
         r.register("talk_ratio_agent", "Agent share of talk time per call (agent / (agent + customer))", self.talk_ratio_agent.clone());
@@ -273,7 +273,42 @@ impl Collector for LiveCounters {
         counter(&mut enc, "relay_send_errors", "Forwarding sends that failed", r.send_errors.load(Relaxed))?;
         counter(&mut enc, "tap_frames", "RTP packets handed to analysis", r.tap_frames.load(Relaxed))?;
         counter(&mut enc, "tap_dropped", "RTP packets not analysed because the analysis queue was full", r.tap_dropped.load(Relaxed))?;
-        counter(&mut enc, "rtp_timeouts", "Media sessions ended because a leg went silent", r.rtp_timeouts.load(Relaxed))?;
+        counter(
+            &mut enc,
+            "rtp_timeouts",
+            "Calls whose media ended because every leg was silent for media.rtp_timeout_s",
+            r.rtp_timeouts.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "relay_dead_legs",
+            "Calls ended because one leg sent nothing (no RTP, RTCP or DTLS) for media.dead_leg_timeout_s",
+            r.dead_legs.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "relay_setup_timeouts",
+            "Media sessions freed because their offer/answer never completed",
+            r.setup_timeouts.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "relay_encrypted_not_analysed",
+            "SRTP packets forwarded untouched but not analysed",
+            r.encrypted_not_analysed.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "relay_endpoint_moves",
+            "Learned media endpoints that moved (NAT rebinding, handover, announced address replacing a provisional one)",
+            r.endpoint_moves.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "relay_endpoint_moves_refused",
+            "New media sources refused by the learning policy after the learning window",
+            r.moves_refused.load(Relaxed),
+        )?;
         let (used, cap) = {
             let p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             (p.in_use(), p.capacity())
@@ -291,6 +326,25 @@ impl Collector for LiveCounters {
             s.ports_exhausted.load(Relaxed),
         )?;
         counter(&mut enc, "calls_started", "Calls (initial INVITEs) seen", s.calls_started.load(Relaxed))?;
+        counter(&mut enc, "sip_rate_limited", "New calls answered 503 by the per-source rate limit", s.rate_limited.load(Relaxed))?;
+        counter(
+            &mut enc,
+            "sip_over_limit",
+            "New calls refused by limits.max_calls (503) or limits.max_streams_per_call (488)",
+            s.over_limit.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_teardowns",
+            "Dialogs Hearken ended itself with a BYE to both sides when their media ended",
+            s.teardowns.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_resumed_dialogs",
+            "In-dialog requests with SDP for a dialog this process did not know (after a restart), anchored anew",
+            s.resumed_dialogs.load(Relaxed),
+        )?;
         if let Some(a) = &self.asr {
             counter(&mut enc, "asr_utterances", "Utterances recognised", a.utterances.load(Relaxed))?;
             counter(

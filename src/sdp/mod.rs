@@ -3,10 +3,14 @@
 //!
 //! [`parse`] extracts what the relay needs per m-line (address, ports, payload types, direction);
 //! [`rewrite`] is a pure function that points every `c=`, `m=` port and `a=rtcp` at the relay and
-//! leaves every other line byte-for-byte as it was (codecs, telephone-event, direction, crypto,
+//! leaves every other line byte-for-byte as it was (the `o=` address becomes the relay's too) (codecs, telephone-event, direction, crypto,
 //! unknown attributes). Hold stays visible: `c=0.0.0.0` and port 0 are kept as they are.
 //!
-//! Not here: codec negotiation or transcoding, ICE (candidates are passed through untouched).
+//! ICE (RFC 8839) is removed from anchored SDP: candidates name the parties' own addresses, and
+//! if they stayed, the parties could find a path around the relay (and private addresses would
+//! leak to the other side). The relay is the only path.
+//!
+//! Not here: codec negotiation or transcoding, ICE-lite (not offered).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -57,6 +61,11 @@ pub struct Media {
 }
 
 impl Media {
+    /// The payload is encrypted end to end (SRTP with SDES or DTLS keys: RTP/SAVP, RTP/SAVPF,
+    /// UDP/TLS/RTP/SAVP(F)).
+    pub fn encrypted(&self) -> bool {
+        self.proto.contains("SAVP")
+    }
     /// On hold from this side's point of view: it will not receive media (RFC 3264 §8.4), or the
     /// legacy `c=0.0.0.0` form (RFC 2543), or the stream is disabled (port 0).
     pub fn on_hold(&self) -> bool {
@@ -160,7 +169,7 @@ pub struct RelayPorts {
 /// Point the SDP at the relay: `c=` to `relay`, each m-line's port to `ports[i].rtp`, `a=rtcp`
 /// to `ports[i].rtcp` (or to the RTP port when the original multiplexed RTCP on it). Held
 /// (`0.0.0.0`) addresses and disabled (port 0) streams are kept. Every other line is unchanged.
-pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[RelayPorts]) -> Result<Vec<u8>, SdpError> {
+pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[Option<RelayPorts>]) -> Result<Vec<u8>, SdpError> {
     let parsed = parse(sdp)?;
     let family = if relay.is_ipv4() { "IP4" } else { "IP6" };
     let mut out = String::with_capacity(sdp.len() + 64);
@@ -168,6 +177,15 @@ pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[RelayPorts]) -> Result<Vec<u8
     for (n, line) in lines(sdp)?.into_iter().enumerate() {
         let (ty, v) = line.split_once('=').ok_or(SdpError::BadLine(n + 1))?;
         match ty {
+            // The origin names the sender's own host (often a private address): the relay's.
+            "o" => {
+                let f: Vec<&str> = v.split_whitespace().collect();
+                if f.len() == 6 {
+                    out.push_str(&format!("o={} {} {} IN {family} {relay}", f[0], f[1], f[2]));
+                } else {
+                    out.push_str(line);
+                }
+            }
             "c" => {
                 let addr = parse_c(v, n + 1)?;
                 if addr.is_unspecified() {
@@ -180,7 +198,6 @@ pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[RelayPorts]) -> Result<Vec<u8
                 let i = idx.map_or(0, |i| i + 1);
                 idx = Some(i);
                 let m = &parsed.media[i];
-                let p = ports.get(i).ok_or(SdpError::BadLine(n + 1))?;
                 if m.port == 0 {
                     out.push_str(line);
                 } else {
@@ -190,13 +207,14 @@ pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[RelayPorts]) -> Result<Vec<u8
                     let port = parts.next().unwrap_or("");
                     let rest: Vec<&str> = parts.collect();
                     let suffix = port.split_once('/').map(|(_, c)| format!("/{c}")).unwrap_or_default();
+                    let p = ports.get(i).copied().flatten().ok_or(SdpError::BadLine(n + 1))?;
                     out.push_str(&format!("m={kind} {}{suffix} {}", p.rtp, rest.join(" ")));
                 }
             }
             // A disabled stream (port 0) keeps its attributes as they are.
             "a" if v.starts_with("rtcp:") && idx.is_some_and(|i| parsed.media[i].port != 0) => {
                 let m = &parsed.media[idx.unwrap_or(0)];
-                let p = ports[idx.unwrap_or(0)];
+                let p = ports.get(idx.unwrap_or(0)).copied().flatten().ok_or(SdpError::BadLine(n + 1))?;
                 let port = if m.rtcp_port == Some(m.port) { p.rtp } else { p.rtcp };
                 let has_addr = v.split_whitespace().count() >= 4;
                 if has_addr {
@@ -205,11 +223,29 @@ pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[RelayPorts]) -> Result<Vec<u8
                     out.push_str(&format!("a=rtcp:{port}"));
                 }
             }
+            "a" if is_ice(v) => continue,
             _ => out.push_str(line),
         }
         out.push_str("\r\n");
     }
     Ok(out.into_bytes())
+}
+
+/// ICE attributes (RFC 8839 §5): removed when anchoring.
+fn is_ice(attr: &str) -> bool {
+    let name = attr.split(':').next().unwrap_or("");
+    matches!(
+        name,
+        "candidate"
+            | "ice-ufrag"
+            | "ice-pwd"
+            | "ice-options"
+            | "ice-lite"
+            | "ice-mismatch"
+            | "remote-candidates"
+            | "end-of-candidates"
+            | "ice-pacing"
+    )
 }
 
 #[cfg(test)]
@@ -224,6 +260,17 @@ mod tests {
         assert!(s.media[0].on_hold());
         assert_eq!(s.media[0].rtpmap, vec![(101, "telephone-event/8000".to_string())]);
         assert!(s.media[1].addr.is_unspecified());
+    }
+
+    #[test]
+    fn ice_is_removed_and_disabled_streams_need_no_ports() {
+        let sdp = b"v=0\r\no=- 1 1 IN IP4 192.168.1.5\r\ns=-\r\nc=IN IP4 192.168.1.5\r\nt=0 0\r\na=ice-lite\r\nm=audio 4000 RTP/AVP 0\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\na=candidate:1 1 UDP 2130706431 192.168.1.5 4000 typ host\r\na=candidate:2 1 UDP 1694498815 198.51.100.7 40000 typ srflx raddr 192.168.1.5 rport 4000\r\na=end-of-candidates\r\na=sendrecv\r\nm=video 0 RTP/AVP 96\r\n";
+        let out = rewrite(sdp, "10.0.0.9".parse().unwrap(), &[Some(RelayPorts { rtp: 30000, rtcp: 30001 }), None]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("candidate") && !text.contains("ice-"), "{text}");
+        assert!(!text.contains("192.168.1.5") && !text.contains("198.51.100.7"), "no private or reflexive address leaks: {text}");
+        assert!(text.contains("m=audio 30000 RTP/AVP 0\r\n") && text.contains("a=sendrecv\r\n") && text.contains("m=video 0 RTP/AVP 96"));
+        assert!(rewrite(sdp, "10.0.0.9".parse().unwrap(), &[None, None]).is_err(), "an active stream needs ports");
     }
 
     #[test]

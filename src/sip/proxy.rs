@@ -108,6 +108,15 @@ pub struct SipStats {
     pub bad_sdp: AtomicU64,
     pub calls_started: AtomicU64,
     pub calls_ended: AtomicU64,
+    /// New calls refused by the per-source rate limit (503).
+    pub rate_limited: AtomicU64,
+    /// New calls refused by the media plane's limits (concurrent calls, streams per call).
+    pub over_limit: AtomicU64,
+    /// Dialogs Hearken tore down itself (BYE to both sides) when their media ended.
+    pub teardowns: AtomicU64,
+    /// In-dialog requests with SDP for a dialog Hearken did not know (after a restart), anchored
+    /// anew.
+    pub resumed_dialogs: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +132,8 @@ pub struct ProxyConfig {
     pub agent_id_header: Option<String>,
     pub queue_header: Option<String>,
     pub linger: Duration,
+    /// New calls per second one source IP may start (0: no limit); burst twice that.
+    pub new_calls_per_source_per_s: f64,
 }
 
 #[derive(Debug)]
@@ -138,6 +149,9 @@ struct Txn {
     generated: bool,
     initial_invite: bool,
     expires: Instant,
+    /// A request we send ourselves over UDP is retransmitted until a final response (Timer E:
+    /// next time, interval).
+    retx: Option<(Instant, Duration)>,
 }
 
 #[derive(Debug)]
@@ -149,7 +163,30 @@ pub struct CallInfo {
     pub caller: Party,
     pub answered: bool,
     pub streams: usize,
+    dialog: Dialog,
+    /// A 2xx to the INVITE went out and no ACK has come yet: end the call at this time.
+    ack_deadline: Option<Instant>,
 }
+
+/// What Hearken needs to end a dialog itself: for each party, where to send (its Contact, the
+/// route set towards it, the address its messages came from) and the CSeq it last used.
+#[derive(Debug, Default, Clone)]
+struct Dialog {
+    /// From and To of the initial INVITE (To with the callee's tag once it answered).
+    from: String,
+    to: String,
+    contact: [Option<String>; 2],
+    peer: [Option<Peer>; 2],
+    /// Record-Route entries between Hearken and each party, in the order a request towards it
+    /// carries them as Route.
+    routes: [Vec<String>; 2],
+    cseq: [u32; 2],
+    confirmed: bool,
+}
+
+/// T1 and T2 (RFC 3261 §17.1.1.1): retransmission interval start and cap.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
 
 pub struct Proxy {
     cfg: ProxyConfig,
@@ -159,6 +196,10 @@ pub struct Proxy {
     timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, (String, String))>>,
     calls: HashMap<String, CallInfo>,
     by_id: HashMap<CallId, String>,
+    /// ACK deadlines of answered calls, earliest first (stale entries skipped).
+    call_timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, CallId)>>,
+    /// New-call token buckets per source IP: (tokens, last refill).
+    buckets: HashMap<IpAddr, (f64, Instant)>,
     next_call: u64,
     pub stats: Arc<SipStats>,
 }
@@ -172,6 +213,8 @@ impl Proxy {
             timers: Default::default(),
             calls: HashMap::new(),
             by_id: HashMap::new(),
+            call_timers: Default::default(),
+            buckets: HashMap::new(),
             next_call: 1,
             stats,
         }
@@ -216,9 +259,40 @@ impl Proxy {
     }
 
     fn local(&self, req: &Message, from: Peer, code: u16, reason: &str) -> Action {
+        self.local_retry(req, from, code, reason, None)
+    }
+
+    /// A local answer, with `Retry-After` when capacity will come back (RFC 3261 §21.5.4).
+    fn local_retry(&self, req: &Message, from: Peer, code: u16, reason: &str, retry_after: Option<u32>) -> Action {
         self.stats.answered_locally.fetch_add(1, Relaxed);
         let tag = format!("hk{:x}", self.hash(&[req.call_id(), "tag"]) & 0xffff_ffff);
-        Action::Send { to: Dest::Peer(from), data: req.response(code, reason, Some(&tag)).to_bytes() }
+        let mut r = req.response(code, reason, Some(&tag));
+        if let Some(s) = retry_after {
+            r.push_back("Retry-After", s.to_string());
+        }
+        Action::Send { to: Dest::Peer(from), data: r.to_bytes() }
+    }
+
+    /// Take a token from `ip`'s new-call bucket (false: over the rate).
+    fn admit_new_call(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let rate = self.cfg.new_calls_per_source_per_s;
+        if rate <= 0.0 {
+            return true;
+        }
+        let burst = (2.0 * rate).max(1.0);
+        if self.buckets.len() > 10_000 {
+            // Full buckets carry no state: forget them.
+            self.buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = self.buckets.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     fn hash(&self, parts: &[&str]) -> u64 {
@@ -323,7 +397,30 @@ impl Proxy {
         };
 
         let call_id = msg.call_id().to_string();
-        let initial_invite = method == "INVITE" && !in_dialog && !self.calls.contains_key(&call_id);
+        // After a restart, a re-INVITE or UPDATE with SDP may arrive for a dialog this process
+        // never saw: it is anchored anew (as a call of its own) rather than passed un-anchored,
+        // which would let its media bypass the relay.
+        let resumed = in_dialog && matches!(method.as_str(), "INVITE" | "UPDATE") && msg.has_sdp() && !self.calls.contains_key(&call_id);
+        let initial_invite = (method == "INVITE" && !in_dialog && !self.calls.contains_key(&call_id)) || resumed;
+        // The PBX is the contact centre's own trunk: its volume is bounded by limits.max_calls;
+        // every other source is held to the per-source rate.
+        if initial_invite && side == Party::Agent && !self.admit_new_call(from.addr.ip(), now) {
+            self.stats.rate_limited.fetch_add(1, Relaxed);
+            tracing::debug!(source = %from.addr.ip(), "new call over the per-source rate, 503");
+            return vec![self.local_retry(&msg, from, 503, "Call Rate Exceeded", Some(1))];
+        }
+        if resumed {
+            self.stats.resumed_dialogs.fetch_add(1, Relaxed);
+        }
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            let d = &mut c.dialog;
+            if let Some((n, _)) = msg.cseq() {
+                d.cseq[side.idx()] = d.cseq[side.idx()].max(n);
+            }
+            if method == "ACK" {
+                c.ack_deadline = None;
+            }
+        }
         if initial_invite {
             let id = CallId(self.next_call);
             self.next_call += 1;
@@ -335,10 +432,23 @@ impl Proxy {
                 .and_then(|h| msg.header(&h.to_ascii_lowercase()))
                 .map(sanitize_label)
                 .unwrap_or_else(|| "default".into());
-            let from = if side == Party::Customer { msg.header("from") } else { msg.header("to") };
-            let customer_name = from.and_then(display_name);
+            let named = if side == Party::Customer { msg.header("from") } else { msg.header("to") };
+            let customer_name = named.and_then(display_name);
             let meta = CallMeta { agent_id: agent_id.clone(), queue, customer_name, input: Input::Relay };
-            self.calls.insert(call_id.clone(), CallInfo { id, agent_id, meta, caller: side, answered: false, streams: 0 });
+            let mut dialog = Dialog {
+                from: msg.header("from").unwrap_or_default().to_string(),
+                to: msg.header("to").unwrap_or_default().to_string(),
+                ..Default::default()
+            };
+            dialog.contact[side.idx()] = msg.header("contact").map(addr_spec);
+            dialog.peer[side.idx()] = Some(from);
+            // Record-Route entries already in the INVITE lead back to its sender, in order.
+            dialog.routes[side.idx()] = msg.values("record-route");
+            dialog.cseq[side.idx()] = msg.cseq().map_or(1, |c| c.0);
+            self.calls.insert(
+                call_id.clone(),
+                CallInfo { id, agent_id, meta, caller: side, answered: false, streams: 0, dialog, ack_deadline: None },
+            );
             self.by_id.insert(id, call_id.clone());
             self.stats.calls_started.fetch_add(1, Relaxed);
         }
@@ -347,10 +457,12 @@ impl Proxy {
                 if initial_invite {
                     self.end_call(&call_id, EndReason::Rejected(e.sip_status()), media);
                 }
-                return match (method.as_str(), e) {
-                    ("ACK", _) => Vec::new(),
-                    (_, AnchorError::PortsExhausted) => vec![self.local(&msg, from, 503, "Relay Ports Exhausted")],
-                    (_, AnchorError::BadSdp) => vec![self.local(&msg, from, 488, "Not Acceptable Here")],
+                if matches!(e, AnchorError::TooManyCalls | AnchorError::TooManyStreams) {
+                    self.stats.over_limit.fetch_add(1, Relaxed);
+                }
+                return match method.as_str() {
+                    "ACK" => Vec::new(),
+                    _ => vec![self.local_retry(&msg, from, e.sip_status(), e.sip_reason(), e.retry_after())],
                 };
             }
         }
@@ -375,10 +487,7 @@ impl Proxy {
             }
         }
         let hundred = (method == "INVITE").then(|| msg.response(100, "Trying", None).to_bytes());
-        let host = match self.cfg.host {
-            IpAddr::V6(a) => format!("[{a}]"),
-            IpAddr::V4(a) => a.to_string(),
-        };
+        let host = self.host_text();
         msg.push_front("Via", format!("SIP/2.0/{} {host}:{};branch={branch}", target.transport.via_name(), self.cfg.port));
         if matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY") {
             let t = if target.transport == Transport::Tcp || upstream_transport == Transport::Tcp { ";transport=tcp" } else { "" };
@@ -414,6 +523,7 @@ impl Proxy {
                     generated: false,
                     initial_invite,
                     expires: now + life,
+                    retx: None,
                 },
             );
         }
@@ -469,12 +579,13 @@ impl Proxy {
                 generated: true,
                 initial_invite: false,
                 expires: now + self.cfg.linger,
+                retx: None,
             },
         );
         out
     }
 
-    fn handle_response(&mut self, mut msg: Message, _from: Peer, now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
+    fn handle_response(&mut self, mut msg: Message, from: Peer, now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
         let top = msg.values("via").into_iter().next().unwrap_or_default();
         let Some(via) = Via::parse(&top) else {
             self.stats.stray_responses.fetch_add(1, Relaxed);
@@ -506,6 +617,12 @@ impl Proxy {
             };
         };
         if t.generated {
+            if code >= 200 {
+                if let Some(t) = self.txns.get_mut(&key) {
+                    t.final_seen = true;
+                    t.retx = None;
+                }
+            }
             return Vec::new();
         }
         let (upstream, req_side, call_id, initial) = (t.upstream, t.side, t.call_id.clone(), t.initial_invite);
@@ -535,10 +652,25 @@ impl Proxy {
                 let reason = if code == 487 { EndReason::Cancelled } else { EndReason::Rejected(code) };
                 self.end_call(&call_id, reason, media);
             } else if (200..300).contains(&code) {
+                let callee = req_side.other();
+                let us = |v: &String| SipUri::parse(v).is_some_and(|u| self.is_us(&u.host, u.port));
+                let rr = msg.values("record-route");
+                // Entries above ours were added downstream: towards the callee, nearest first.
+                let downstream: Vec<String> = rr.iter().take_while(|v| !us(v)).cloned().collect();
                 if let Some(c) = self.calls.get_mut(&call_id) {
+                    let d = &mut c.dialog;
+                    d.to = msg.header("to").unwrap_or_default().to_string();
+                    d.contact[callee.idx()] = msg.header("contact").map(addr_spec);
+                    d.peer[callee.idx()] = Some(from);
+                    d.routes[callee.idx()] = downstream.into_iter().rev().collect();
+                    d.confirmed = true;
                     if !c.answered {
                         c.answered = true;
                         tracing::info!(call = %c.id, agent = %c.agent_id, "call answered");
+                        // RFC 3261 §13.3.1.4: without an ACK within 64×T1 the dialog is dead.
+                        let at = now + 64 * T1;
+                        c.ack_deadline = Some(at);
+                        self.call_timers.push(std::cmp::Reverse((at, c.id)));
                     }
                 }
             }
@@ -563,6 +695,7 @@ impl Proxy {
                 match e {
                     AnchorError::BadSdp => self.stats.bad_sdp.fetch_add(1, Relaxed),
                     AnchorError::PortsExhausted => self.stats.ports_exhausted.fetch_add(1, Relaxed),
+                    AnchorError::TooManyCalls | AnchorError::TooManyStreams => 0,
                 };
                 Err(e)
             }
@@ -593,11 +726,107 @@ impl Proxy {
         }
     }
 
-    /// The media layer ended a call on its own (RTP timeout): forget it here too.
-    pub fn handle_media_ended(&mut self, call: CallId) {
-        if let Some(cid) = self.by_id.remove(&call) {
-            self.calls.remove(&cid);
-            self.stats.calls_ended.fetch_add(1, Relaxed);
+    /// The media plane ended a call on its own (no media, a dead leg, an offer/answer that
+    /// never completed): forget it, and if its dialog was established, end it at both parties
+    /// with a BYE each (route set, Contact and CSeq from the dialog) so nobody sits on a dead
+    /// line and the PBX's resources are freed.
+    pub fn handle_media_ended(&mut self, call: CallId, reason: EndReason, now: Instant) -> Vec<Action> {
+        let Some(cid) = self.by_id.remove(&call) else {
+            return Vec::new();
+        };
+        let Some(c) = self.calls.remove(&cid) else {
+            return Vec::new();
+        };
+        self.stats.calls_ended.fetch_add(1, Relaxed);
+        tracing::info!(call = %c.id, agent = %c.agent_id, reason = reason.label(), "call ended by the media plane");
+        self.teardown(&cid, &c, reason, now)
+    }
+
+    /// BYE to both parties of an established dialog (nothing for one that never confirmed).
+    fn teardown(&mut self, call_id: &str, c: &CallInfo, reason: EndReason, now: Instant) -> Vec<Action> {
+        if !c.dialog.confirmed {
+            return Vec::new();
+        }
+        self.stats.teardowns.fetch_add(1, Relaxed);
+        let mut out = Vec::new();
+        for to in Party::ALL {
+            if let Some(a) = self.bye_towards(call_id, c, to, reason, now) {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// A BYE to `to`, as if sent by the other party (RFC 3261 §15.1.1, §12.2.1.1).
+    fn bye_towards(&mut self, call_id: &str, c: &CallInfo, to: Party, reason: EndReason, now: Instant) -> Option<Action> {
+        let d = &c.dialog;
+        let (from_h, to_h) = if to == c.caller { (&d.to, &d.from) } else { (&d.from, &d.to) };
+        let uri = d.contact[to.idx()].clone().unwrap_or_else(|| addr_spec(to_h));
+        // It becomes a request line: a URI with spaces or control characters cannot be sent.
+        if uri.is_empty() || !uri.contains(':') || uri.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            return None;
+        }
+        let routes = &d.routes[to.idx()];
+        let dest = match (routes.first().and_then(|r| SipUri::parse(r)), d.peer[to.idx()]) {
+            (Some(r), _) => Dest::Target(Target::from_uri(&r)),
+            (None, Some(p)) => Dest::Peer(p),
+            (None, None) => Dest::Target(Target::from_uri(&SipUri::parse(&uri)?)),
+        };
+        let transport = match &dest {
+            Dest::Peer(p) => p.transport,
+            Dest::Target(t) => t.transport,
+        };
+        let branch = format!("{BRANCH_PREFIX}{:016x}", self.hash(&[call_id, to.name(), "teardown"]));
+        let host = self.host_text();
+        let mut bye = Message {
+            start: StartLine::Request { method: "BYE".into(), uri, version: "SIP/2.0".into() },
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        bye.push_back("Via", format!("SIP/2.0/{} {host}:{};branch={branch}", transport.via_name(), self.cfg.port));
+        bye.push_back("Max-Forwards", "70");
+        for r in routes {
+            bye.push_back("Route", r.clone());
+        }
+        bye.push_back("From", from_h.clone());
+        bye.push_back("To", to_h.clone());
+        bye.push_back("Call-ID", call_id.to_string());
+        let cseq = d.cseq[to.other().idx()].saturating_add(1);
+        bye.push_back("CSeq", format!("{cseq} BYE"));
+        // RFC 3326: why the call ended.
+        bye.push_back("Reason", format!("SIP;cause=408;text=\"hearken: {}\"", reason.label()));
+        bye.push_back("User-Agent", "Hearken");
+        bye.push_back("Content-Length", "0");
+        let data = bye.to_bytes();
+        let key = (branch, "BYE".to_string());
+        let expires = now + 64 * T1;
+        let retx = (transport == Transport::Udp).then_some((now + T1, T1));
+        self.arm(key.clone(), expires);
+        if let Some((at, _)) = retx {
+            self.arm(key.clone(), at);
+        }
+        self.txns.insert(
+            key,
+            Txn {
+                upstream: Peer { addr: SocketAddr::new(self.cfg.host, self.cfg.port), transport, conn: None },
+                side: to.other(),
+                call_id: call_id.to_string(),
+                forwarded: Some((dest.clone(), data.clone())),
+                last_response: None,
+                final_seen: false,
+                generated: true,
+                initial_invite: false,
+                expires,
+                retx,
+            },
+        );
+        Some(Action::Send { to: dest, data })
+    }
+
+    fn host_text(&self) -> String {
+        match self.cfg.host {
+            IpAddr::V6(a) => format!("[{a}]"),
+            IpAddr::V4(a) => a.to_string(),
         }
     }
 
@@ -607,34 +836,89 @@ impl Proxy {
         self.timers.push(std::cmp::Reverse((at, key)));
     }
 
-    /// The earliest transaction deadline, for the driver to sleep until (None: no transactions).
+    /// The earliest deadline (transactions, retransmissions, ACK waits), for the driver to sleep
+    /// until (None: nothing pending).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let mut txn = None;
         while let Some(std::cmp::Reverse((at, key))) = self.timers.peek() {
-            if self.txns.get(key).is_some_and(|t| t.expires == *at) {
-                return Some(*at);
+            if self.txns.get(key).is_some_and(|t| t.expires == *at || t.retx.is_some_and(|r| r.0 == *at)) {
+                txn = Some(*at);
+                break;
             }
             self.timers.pop();
         }
-        None
+        let mut call = None;
+        while let Some(std::cmp::Reverse((at, id))) = self.call_timers.peek() {
+            let live = self.by_id.get(id).and_then(|cid| self.calls.get(cid)).is_some_and(|c| c.ack_deadline == Some(*at));
+            if live {
+                call = Some(*at);
+                break;
+            }
+            self.call_timers.pop();
+        }
+        match (txn, call) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Expire transactions due at `now`; an INVITE left unanswered past Timer C or a BYE that
-    /// never got a final response still ends its call.
-    pub fn handle_timeout(&mut self, now: Instant, media: &mut dyn MediaControl) {
+    /// Fire what is due at `now`: retransmit our own requests, expire transactions (an INVITE
+    /// left unanswered past Timer C or a BYE that never got a final response still ends its
+    /// call), and end answered calls that never got their ACK.
+    pub fn handle_timeout(&mut self, now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
+        let mut out = Vec::new();
         while let Some(std::cmp::Reverse((at, _))) = self.timers.peek() {
             if *at > now {
                 break;
             }
             let Some(std::cmp::Reverse((at, key))) = self.timers.pop() else { break };
-            if self.txns.get(&key).is_none_or(|t| t.expires != at) {
+            let Some(t) = self.txns.get_mut(&key) else { continue };
+            if t.retx.is_some_and(|r| r.0 == at) && t.expires != at {
+                if let (Some((_, interval)), false, Some((dest, data))) = (t.retx, t.final_seen, t.forwarded.clone()) {
+                    let next = (interval * 2).min(T2);
+                    t.retx = Some((at + next, next));
+                    out.push(Action::Send { to: dest, data });
+                    self.arm(key, at + next);
+                }
+                continue;
+            }
+            if t.expires != at {
                 continue;
             }
             if let Some(t) = self.txns.remove(&key) {
-                if (t.initial_invite || key.1 == "BYE") && !t.final_seen {
+                if (t.initial_invite || key.1 == "BYE") && !t.final_seen && !t.generated {
                     self.end_call(&t.call_id, EndReason::SipTimeout, media);
                 }
             }
         }
+        while let Some(std::cmp::Reverse((at, id))) = self.call_timers.peek() {
+            if *at > now {
+                break;
+            }
+            let (at, id) = (*at, *id);
+            self.call_timers.pop();
+            let Some(cid) = self.by_id.get(&id).cloned() else { continue };
+            if self.calls.get(&cid).is_none_or(|c| c.ack_deadline != Some(at)) {
+                continue;
+            }
+            tracing::info!(call = %id, "no ACK for the 2xx within 64*T1, ending the call");
+            if let Some(c) = self.calls.remove(&cid) {
+                self.by_id.remove(&id);
+                self.stats.calls_ended.fetch_add(1, Relaxed);
+                media.close(id, EndReason::SetupTimeout);
+                out.extend(self.teardown(&cid, &c, EndReason::SetupTimeout, now));
+            }
+        }
+        out
+    }
+}
+
+/// The URI of a name-addr or addr-spec header value (`"N" <sip:a@b>;tag=1` gives `sip:a@b`).
+fn addr_spec(v: &str) -> String {
+    let v = v.trim();
+    match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if a < b => v[a + 1..b].to_string(),
+        _ => v.split(';').next().unwrap_or(v).trim().to_string(),
     }
 }
 
@@ -686,7 +970,7 @@ fn salvage_request(raw: &[u8]) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{PortsExhausted, StreamPorts};
+    use crate::call::{OpenError, StreamPorts};
     use crate::net::SourcePattern;
     use crate::sdp;
 
@@ -698,16 +982,18 @@ mod tests {
         exhausted: bool,
     }
     impl MediaControl for FakeMedia {
-        fn open(&mut self, call: CallId, meta: &CallMeta, n: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+        fn open(&mut self, call: CallId, meta: &CallMeta, active: &[bool]) -> Result<Vec<Option<StreamPorts>>, OpenError> {
             let agent = &meta.agent_id;
             if self.exhausted {
-                return Err(PortsExhausted);
+                return Err(OpenError::PortsExhausted);
             }
-            self.opened.push((call, agent.to_string(), n));
-            Ok((0..n as u16)
-                .map(|i| StreamPorts {
-                    customer: sdp::RelayPorts { rtp: 30000 + 4 * i, rtcp: 30001 + 4 * i },
-                    agent: sdp::RelayPorts { rtp: 30002 + 4 * i, rtcp: 30003 + 4 * i },
+            self.opened.push((call, agent.to_string(), active.len()));
+            Ok((0..active.len() as u16)
+                .map(|i| {
+                    Some(StreamPorts {
+                        customer: sdp::RelayPorts { rtp: 30000 + 4 * i, rtcp: 30001 + 4 * i },
+                        agent: sdp::RelayPorts { rtp: 30002 + 4 * i, rtcp: 30003 + 4 * i },
+                    })
                 })
                 .collect())
         }
@@ -734,6 +1020,7 @@ mod tests {
                 agent_id_header: None,
                 queue_header: None,
                 linger: Duration::from_secs(32),
+                new_calls_per_source_per_s: 0.0,
             },
             Arc::new(SipStats::default()),
         )

@@ -12,10 +12,10 @@
 
 use crate::analysis::call::{CallCore, Output};
 use crate::analysis::pipeline::AnalysisConfig;
-use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, MediaControl, MediaPlan, Party, PortsExhausted, StreamPorts};
+use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, MediaControl, MediaPlan, OpenError, Party, StreamPorts};
 use crate::coach::CoachConfig;
 use crate::codec::g711;
-use crate::media::session::{MediaEvent, MediaSession, Port, Verdict};
+use crate::media::session::{MediaEvent, MediaPolicy, MediaSession, Port, Verdict};
 use crate::net::SourcePattern;
 use crate::record::CallRecord;
 use crate::sdp::{self, RelayPorts};
@@ -36,24 +36,27 @@ const STEP: Duration = Duration::from_millis(20);
 /// The media plane in memory: real [`MediaSession`] cores, ports from a counter.
 struct SimMedia {
     now: Instant,
-    calls: HashMap<CallId, (MediaSession, Vec<StreamPorts>, MediaPlan)>,
+    calls: HashMap<CallId, (MediaSession, Vec<Option<StreamPorts>>, MediaPlan)>,
     next_port: u16,
     cmds: Vec<AnalysisCmd>,
-    rtp_timeout: Duration,
+    policy: MediaPolicy,
 }
 
 impl MediaControl for SimMedia {
-    fn open(&mut self, call: CallId, meta: &CallMeta, streams: usize) -> Result<Vec<StreamPorts>, PortsExhausted> {
+    fn open(&mut self, call: CallId, meta: &CallMeta, active: &[bool]) -> Result<Vec<Option<StreamPorts>>, OpenError> {
         if !self.calls.contains_key(&call) {
-            let s = MediaSession::new(self.rtp_timeout, Duration::from_secs(3600));
+            let s = MediaSession::new(self.policy.clone(), self.now);
             self.calls.insert(call, (s, Vec::new(), MediaPlan::default()));
             self.cmds.push(AnalysisCmd::Start { call, meta: meta.clone() });
         }
         let (_, ports, _) = self.calls.get_mut(&call).expect("inserted");
-        while ports.len() < streams {
-            let p = 30000 + self.next_port * 4;
-            self.next_port += 1;
-            ports.push(StreamPorts { customer: RelayPorts { rtp: p, rtcp: p + 1 }, agent: RelayPorts { rtp: p + 2, rtcp: p + 3 } });
+        ports.resize(ports.len().max(active.len()), None);
+        for (slot, on) in ports.iter_mut().zip(active) {
+            if *on && slot.is_none() {
+                let p = 30000 + self.next_port * 4;
+                self.next_port += 1;
+                *slot = Some(StreamPorts { customer: RelayPorts { rtp: p, rtcp: p + 1 }, agent: RelayPorts { rtp: p + 2, rtcp: p + 3 } });
+            }
         }
         Ok(ports.clone())
     }
@@ -85,6 +88,8 @@ pub struct Sim {
     pub agent_inbox: Vec<Message>,
     /// RTP packets the relay delivered to each party.
     pub delivered: [usize; 2],
+    /// Datagrams the relay sent, by destination address.
+    pub delivered_to: HashMap<SocketAddr, usize>,
     /// RTP sequence number of the scripted phones' next packet.
     seq: u16,
     cfg: AnalysisConfig,
@@ -110,6 +115,7 @@ impl Sim {
                 agent_id_header: None,
                 queue_header: None,
                 linger: Duration::from_secs(32),
+                new_calls_per_source_per_s: 0.0,
             },
             Arc::new(SipStats::default()),
         );
@@ -117,12 +123,13 @@ impl Sim {
             t0,
             now: t0,
             proxy,
-            media: SimMedia { now: t0, calls: HashMap::new(), next_port: 0, cmds: Vec::new(), rtp_timeout: Duration::from_secs(30) },
+            media: SimMedia { now: t0, calls: HashMap::new(), next_port: 0, cmds: Vec::new(), policy: MediaPolicy::default() },
             analysis: HashMap::new(),
             outputs: Vec::new(),
             pbx_inbox: Vec::new(),
             agent_inbox: Vec::new(),
             delivered: [0, 0],
+            delivered_to: HashMap::new(),
             seq: 0,
             cfg: AnalysisConfig::default(),
             coach: CoachConfig::default(),
@@ -199,8 +206,9 @@ impl Sim {
     pub fn rtp_from(&mut self, call: CallId, to_port_of: Party, src: SocketAddr, packet: &[u8]) {
         let from = to_port_of;
         let Some((session, _, _)) = self.media.calls.get_mut(&call) else { return };
-        if let Verdict::Forward { out_side, tap, .. } = session.handle_packet(0, from, Port::Rtp, src, packet, self.now) {
+        if let Verdict::Forward { out_side, tap, to, .. } = session.handle_packet(0, from, Port::Rtp, src, packet, self.now) {
             self.delivered[out_side.idx()] += 1;
+            *self.delivered_to.entry(to).or_default() += 1;
             if let (Some(h), Some(core)) = (tap, self.analysis.get_mut(&call)) {
                 let ms = self.now.duration_since(self.t0).as_millis() as u64;
                 core.handle_rtp(from, 0, &h, &packet[h.payload_offset..h.payload_offset + h.payload_len], ms);
@@ -224,19 +232,26 @@ impl Sim {
             self.media.now = self.now;
             each(self);
             if self.proxy.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.proxy.handle_timeout(self.now, &mut self.media);
+                let actions = self.proxy.handle_timeout(self.now, &mut self.media);
+                self.route(actions);
             }
             let mut ended = Vec::new();
             for (id, (s, _, _)) in self.media.calls.iter_mut() {
-                if let Some(MediaEvent::RtpTimeout(_)) = s.handle_timeout(self.now) {
-                    ended.push(*id);
+                if let Some(ev) = s.handle_timeout(self.now) {
+                    let reason = match ev {
+                        MediaEvent::RtpTimeout => EndReason::RtpTimeout,
+                        MediaEvent::DeadLeg(_) => EndReason::DeadLeg,
+                        MediaEvent::SetupTimeout => EndReason::SetupTimeout,
+                    };
+                    ended.push((*id, reason));
                 }
             }
-            for id in ended {
+            for (id, reason) in ended {
                 // The media plane ended the call by itself: tell the control plane and analysis.
                 self.media.calls.remove(&id);
-                self.proxy.handle_media_ended(id);
-                self.media.cmds.push(AnalysisCmd::End { call: id, reason: EndReason::RtpTimeout });
+                let actions = self.proxy.handle_media_ended(id, reason, self.now);
+                self.route(actions);
+                self.media.cmds.push(AnalysisCmd::End { call: id, reason });
             }
             self.run_analysis_cmds();
             let now = self.ms();
@@ -267,6 +282,16 @@ impl Sim {
 
     pub fn media_calls(&self) -> usize {
         self.media.calls.len()
+    }
+
+    /// The media plane's rules for calls opened from now on.
+    pub fn set_media_policy(&mut self, p: MediaPolicy) {
+        self.media.policy = p;
+    }
+
+    /// The relay-side counters of one leg of the first stream.
+    pub fn leg_counters(&self, call: CallId, party: Party) -> Option<crate::media::session::LegCounters> {
+        self.media.calls.get(&call).and_then(|(s, _, _)| s.counters(0, party).cloned())
     }
 }
 
@@ -528,5 +553,263 @@ mod tests {
         sim.run_for(Duration::from_secs(181), |_| {});
         assert_eq!(sim.media_calls(), 0);
         assert_eq!(sim.records()[0].reason, EndReason::SipTimeout);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Issue 12: a media plane that never harms a call. One scenario per finding.
+
+    fn max_latency(r: &CallRecord) -> f64 {
+        r.summary.turns.responses.iter().map(|x| x.latency_s).fold(0.0, f64::max)
+    }
+
+    /// A stray packet reaches the customer-facing port before the PBX's first RTP. The PBX's
+    /// own (announced) address takes the leg over at its first packet: the stranger receives
+    /// none of the agent's audio after that, and the PBX's audio all reaches the agent.
+    #[test]
+    fn a_stray_packet_before_the_pbx_does_not_hijack_the_leg() {
+        let mut sim = Sim::new();
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKs1", None, Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "")));
+        sim.sip(Party::Agent, &ok);
+        sim.sip(Party::Customer, &pbx_request("ACK", 1, "z9hG4bKs1a", Some("a1"), None));
+        let id = *sim.analysis.keys().next().unwrap();
+        let stranger: SocketAddr = "203.0.113.7:9999".parse().unwrap();
+        sim.rtp_from(id, Party::Customer, stranger, &frame(0, 1, true));
+        sim.talk(id, Duration::from_secs(2), 0, Some(true), Some(true));
+        let before = sim.delivered_to.get(&stranger).copied().unwrap_or(0);
+        for k in 0..10u16 {
+            sim.rtp_from(id, Party::Customer, stranger, &frame(0, 7000 + k, true));
+        }
+        sim.talk(id, Duration::from_secs(1), 0, Some(true), Some(true));
+        assert_eq!(sim.delivered_to.get(&stranger).copied().unwrap_or(0), before, "no audio to the stranger once the PBX spoke");
+        assert_eq!(before, 0, "the PBX spoke in the same step, before the agent's first packet");
+        let pbx: SocketAddr = PBX_RTP.parse().unwrap();
+        assert!(sim.delivered_to[&pbx] >= 149, "the agent's audio reaches the PBX: {}", sim.delivered_to[&pbx]);
+        let c = sim.leg_counters(id, Party::Customer).unwrap();
+        assert_eq!(c.dropped[crate::media::session::DropReason::SourceMismatch as usize], 10);
+        assert_eq!(c.endpoint_moves, 1, "the stranger's provisional endpoint was replaced");
+    }
+
+    /// The agent's NAT rebinds (same IP, new port) mid-call: the relay follows after the old
+    /// port went quiet, the agent's audio keeps flowing, and the call is not ended by the RTP
+    /// timeout while both talk.
+    #[test]
+    fn a_nat_rebinding_is_followed_and_does_not_end_the_call() {
+        let mut sim = Sim::new();
+        // The agent's phone is behind NAT: its SDP names its private address, its packets come
+        // from the NAT's public one (10.0.0.2:5000 here).
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKnat", None, Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("192.168.1.20", 5000, 0, "")));
+        sim.sip(Party::Agent, &ok);
+        sim.sip(Party::Customer, &pbx_request("ACK", 1, "z9hG4bKnat2", Some("a1"), None));
+        let id = *sim.analysis.keys().next().unwrap();
+        sim.talk(id, Duration::from_secs(5), 0, Some(true), Some(true));
+        let old: SocketAddr = AGENT_RTP.parse().unwrap();
+        assert!(sim.delivered_to.get(&old).copied().unwrap_or(0) >= 249, "the customer's audio goes to the NAT's address");
+        let new: SocketAddr = "10.0.0.2:5990".parse().unwrap();
+        let delivered = sim.delivered[Party::Customer.idx()];
+        let mut seq = 20_000u16;
+        sim.run_for(Duration::from_secs(40), |s| {
+            seq = seq.wrapping_add(1);
+            s.rtp(id, Party::Customer, &frame(0, seq, true));
+            s.rtp_from(id, Party::Agent, new, &frame(0, seq, true));
+        });
+        let got = sim.delivered[Party::Customer.idx()] - delivered;
+        assert!(got >= 1980, "agent audio after rebinding: {got} of 2000");
+        assert_eq!(sim.media_calls(), 1, "media still up");
+        let c = sim.leg_counters(id, Party::Agent).unwrap();
+        assert_eq!(c.endpoint_moves, 1);
+        assert!(sim.delivered_to[&new] >= 1980, "and the customer's audio follows the agent to its new port");
+        pbx_hangs_up(&mut sim, 2, "z9hG4bKbyeN");
+        assert_eq!(sim.records()[0].reason, EndReason::Bye);
+    }
+
+    /// Under `strict` learning, the same rebinding is refused and counted, never followed.
+    #[test]
+    fn strict_learning_refuses_a_rebinding() {
+        let mut sim = Sim::new();
+        sim.set_media_policy(MediaPolicy { learning: crate::media::session::Learning::Strict, ..Default::default() });
+        let id = answered_call(&mut sim, 0);
+        sim.talk(id, Duration::from_secs(5), 0, Some(true), Some(true));
+        let new: SocketAddr = "10.0.0.2:5990".parse().unwrap();
+        for k in 0..20u16 {
+            sim.rtp_from(id, Party::Agent, new, &frame(0, 9000 + k, true));
+        }
+        assert_eq!(sim.delivered_to.get(&new), None);
+        let c = sim.leg_counters(id, Party::Agent).unwrap();
+        assert_eq!((c.endpoint_moves, c.moves_refused), (0, 20));
+    }
+
+    /// The agent is muted (its phone sends RTCP only... here: nothing but silence frames every
+    /// second is not needed — it sends comfort-noise-free silence packets) while the customer
+    /// talks for two minutes: one-way silence never ends the call.
+    #[test]
+    fn one_silent_leg_never_ends_the_call() {
+        let mut sim = Sim::new();
+        let id = answered_call(&mut sim, 0);
+        // The agent's phone keeps its stream up with silence (a muted phone).
+        sim.talk(id, Duration::from_secs(120), 0, Some(true), Some(false));
+        assert_eq!(sim.media_calls(), 1);
+        // A one-way announcement: the agent sends nothing at all but RTCP every 5 s.
+        let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 1];
+        let mut n = 0u32;
+        sim.run_for(Duration::from_secs(120), |s| {
+            n += 1;
+            s.seq = s.seq.wrapping_add(1);
+            let seq = s.seq;
+            s.rtp(id, Party::Customer, &frame(0, seq, true));
+            if n.is_multiple_of(250) {
+                s.rtp(id, Party::Agent, &rr);
+            }
+        });
+        assert_eq!(sim.media_calls(), 1, "RTCP keeps a silent leg alive");
+        pbx_hangs_up(&mut sim, 2, "z9hG4bKbyeM");
+        assert_eq!(sim.records()[0].reason, EndReason::Bye);
+    }
+
+    /// The agent's phone dies: it sends nothing any more. After the dead-leg timeout the call is
+    /// torn down with a BYE to both sides (CSeq and tags from the dialog), and the record says
+    /// why.
+    #[test]
+    fn a_dead_phone_ends_the_call_with_bye_to_both_sides() {
+        let mut sim = Sim::new();
+        let id = answered_call(&mut sim, 0);
+        sim.talk(id, Duration::from_secs(5), 0, Some(true), Some(true));
+        let (pbx_before, agent_before) = (sim.pbx_inbox.len(), sim.agent_inbox.len());
+        sim.talk(id, Duration::from_secs(29), 0, Some(true), None);
+        assert_eq!(sim.media_calls(), 1, "not before the dead-leg timeout");
+        sim.talk(id, Duration::from_secs(2), 0, Some(true), None);
+        assert_eq!(sim.media_calls(), 0, "the dead leg ended the media");
+        let bye_pbx = sim.pbx_inbox[pbx_before..].iter().find(|m| m.method() == Some("BYE")).expect("BYE to the PBX").clone();
+        let bye_agent = sim.agent_inbox[agent_before..].iter().find(|m| m.method() == Some("BYE")).expect("BYE to the agent").clone();
+        // To the PBX, as if from the agent: From carries the agent's tag, To the PBX's.
+        assert!(bye_pbx.header("from").unwrap().contains("tag=a1") && bye_pbx.header("to").unwrap().contains("tag=c1"));
+        assert_eq!(bye_pbx.uri(), Some("sip:pbx@10.0.0.1"), "the PBX's Contact");
+        assert!(bye_agent.header("from").unwrap().contains("tag=c1") && bye_agent.header("to").unwrap().contains("tag=a1"));
+        assert_eq!(bye_agent.cseq().unwrap().0, 2, "the PBX's next CSeq");
+        assert!(bye_pbx.header("reason").unwrap().contains("dead_leg"));
+        // Both answer 200: the proxy absorbs the responses.
+        let inbox = sim.pbx_inbox.len();
+        let ok = String::from_utf8(bye_pbx.response(200, "OK", None).to_bytes()).unwrap();
+        sim.sip(Party::Customer, &ok);
+        let ok = String::from_utf8(bye_agent.response(200, "OK", None).to_bytes()).unwrap();
+        sim.sip(Party::Agent, &ok);
+        sim.run_for(Duration::from_secs(5), |_| {});
+        assert_eq!(sim.pbx_inbox.len(), inbox, "answered: no retransmission, nothing forwarded");
+        let r = sim.records();
+        assert_eq!(r[0].reason, EndReason::DeadLeg);
+        assert_eq!(sim.proxy.active_calls().count(), 0);
+    }
+
+    /// Our BYE to a party that does not answer is retransmitted (Timer E) over UDP.
+    #[test]
+    fn teardown_bye_is_retransmitted_until_answered() {
+        let mut sim = Sim::new();
+        let id = answered_call(&mut sim, 0);
+        sim.talk(id, Duration::from_secs(2), 0, Some(true), Some(true));
+        sim.talk(id, Duration::from_secs(31), 0, None, None);
+        let byes = |inbox: &[Message]| inbox.iter().filter(|m| m.method() == Some("BYE")).count();
+        assert!(byes(&sim.pbx_inbox) >= 1 && byes(&sim.agent_inbox) >= 1);
+        sim.run_for(Duration::from_secs(40), |_| {});
+        assert!(byes(&sim.agent_inbox) >= 8, "retransmitted: {}", byes(&sim.agent_inbox));
+        assert!(byes(&sim.agent_inbox) <= 12, "and given up after 64*T1: {}", byes(&sim.agent_inbox));
+        assert_eq!(sim.records()[0].reason, EndReason::RtpTimeout);
+    }
+
+    /// An INVITE without SDP, answered with an SDP offer, never ACKed (a scanner or a lost
+    /// ACK): the ports are freed after 64*T1 and the dialog is torn down.
+    #[test]
+    fn an_answer_never_acked_frees_its_ports() {
+        let mut sim = Sim::new();
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKn1", None, None));
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "")));
+        sim.sip(Party::Agent, &ok);
+        assert_eq!(sim.media_calls(), 1);
+        sim.run_for(Duration::from_secs(31), |_| {});
+        assert_eq!(sim.media_calls(), 1);
+        sim.run_for(Duration::from_secs(2), |_| {});
+        assert_eq!(sim.media_calls(), 0, "freed after 64*T1 without ACK");
+        assert_eq!(sim.records()[0].reason, EndReason::SetupTimeout);
+        assert!(sim.agent_inbox.iter().any(|m| m.method() == Some("BYE")), "the answering side is told");
+    }
+
+    /// After a restart, a re-INVITE with SDP arrives for a dialog this process never saw: it is
+    /// anchored anew (the agent is told to send to the relay), never passed un-anchored.
+    #[test]
+    fn a_reinvite_for_an_unknown_dialog_is_anchored() {
+        let mut sim = Sim::new();
+        sim.sip(Party::Customer, &pbx_request("INVITE", 7, "z9hG4bKre7", Some("a1"), Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        let fwd = sim.agent_inbox.iter().find(|m| m.method() == Some("INVITE")).expect("forwarded");
+        let body = String::from_utf8_lossy(&fwd.body);
+        assert!(body.contains("c=IN IP4 10.0.0.9") && !body.contains("m=audio 4000"), "anchored: {body}");
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "")));
+        sim.sip(Party::Agent, &ok);
+        let back = sim.pbx_inbox.iter().rev().find(|m| m.status() == Some(200)).unwrap();
+        assert!(String::from_utf8_lossy(&back.body).contains("c=IN IP4 10.0.0.9"), "the answer too");
+        assert_eq!(sim.proxy.stats.resumed_dialogs.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(sim.media_calls(), 1);
+    }
+
+    /// A normal hold (sendonly offer, recvonly answer) for 20 s: no dead air, no response
+    /// latency across the hold, no nudge.
+    #[test]
+    fn hold_is_never_a_response_latency() {
+        let mut sim = Sim::new();
+        let id = answered_call(&mut sim, 0);
+        sim.talk(id, Duration::from_secs(3), 0, Some(true), Some(false));
+        sim.sip(
+            Party::Customer,
+            &pbx_request("INVITE", 2, "z9hG4bKh2", Some("a1"), Some(&offer_sdp("10.0.0.1", 4000, 0, "a=sendonly\r\n"))),
+        );
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "a=recvonly\r\n")));
+        sim.sip(Party::Agent, &ok);
+        sim.sip(Party::Customer, &pbx_request("ACK", 2, "z9hG4bKh2a", Some("a1"), None));
+        sim.talk(id, Duration::from_secs(20), 0, None, None);
+        assert_eq!(sim.media_calls(), 1, "hold has its own timeout");
+        sim.sip(Party::Customer, &pbx_request("INVITE", 3, "z9hG4bKh3", Some("a1"), Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "")));
+        sim.sip(Party::Agent, &ok);
+        sim.talk(id, Duration::from_secs(3), 0, Some(false), Some(true));
+        pbx_hangs_up(&mut sim, 4, "z9hG4bKh4");
+        let r = sim.records()[0];
+        assert!(r.summary.turns.hold_s > 19.0, "{}", r.summary.turns.hold_s);
+        assert!(max_latency(r) < 5.0, "no latency across the hold: {:?}", r.summary.turns.responses);
+        assert_eq!(r.summary.turns.dead_air["gt_10s"].count, 0);
+        let all: Vec<_> = sim.outputs.iter().filter_map(|(_, o)| if let Output::Nudge(n) = o { Some(n.clone()) } else { None }).collect();
+        assert!(!nudges(&sim).contains(&NudgeKind::DeadAir), "{all:?}");
+    }
+
+    /// Same SSRC, sequence back by 350 and timestamp back by 7 s (a sender that restarted its
+    /// counters), then a forward jump of +1000: the analysis resynchronises, keeps the leg's
+    /// audio, and the loss figure is not inflated.
+    #[test]
+    fn sequence_and_timestamp_jumps_keep_the_audio() {
+        let mut sim = Sim::new();
+        let id = answered_call(&mut sim, 0);
+        let mut seq: u16 = 1000;
+        let mut ts: u32 = 1_000_000;
+        let send = |sim: &mut Sim, secs: u64, seq: &mut u16, ts: &mut u32| {
+            sim.run_for(Duration::from_secs(secs), |s| {
+                *seq = seq.wrapping_add(1);
+                *ts = ts.wrapping_add(160);
+                let mut p = frame(0, *seq, true);
+                p[4..8].copy_from_slice(&ts.to_be_bytes());
+                s.rtp(id, Party::Customer, &p);
+                s.rtp(id, Party::Agent, &frame(0, *seq, false));
+            });
+        };
+        send(&mut sim, 10, &mut seq, &mut ts);
+        seq = seq.wrapping_sub(350);
+        ts = ts.wrapping_sub(7 * 8000);
+        send(&mut sim, 10, &mut seq, &mut ts);
+        seq = seq.wrapping_add(1000);
+        send(&mut sim, 10, &mut seq, &mut ts);
+        pbx_hangs_up(&mut sim, 2, "z9hG4bKj1");
+        let r = sim.records()[0];
+        let t = &r.summary.turns;
+        assert!(t.talk_time_s.customer > 15.0, "the customer's audio after the jump is analysed: {:?}", t.talk_time_s);
+        let q = r.summary.quality.as_ref().unwrap();
+        let lq = q.customer.as_ref().expect("customer quality");
+        assert!(lq.loss_fraction < 0.01, "a sequence jump is not loss: {lq:?}");
     }
 }

@@ -90,18 +90,32 @@ impl Hearken {
         );
         let path = dir.path().join("hearken.toml");
         std::fs::write(&path, cfg).unwrap();
-        let log = std::fs::File::create(dir.path().join("hearken.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hearken"))
+        let child = Self::spawn(dir.path(), "hearken.log");
+        let h = Hearken { child, sip_port, http_port, dir, media };
+        wait_for(Duration::from_secs(20), "hearken /healthz", || h.get("/healthz").is_some());
+        h
+    }
+
+    fn spawn(dir: &std::path::Path, log: &str) -> Child {
+        let log = std::fs::File::create(dir.join(log)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_hearken"))
             .args(["run", "--config"])
-            .arg(&path)
+            .arg(dir.join("hearken.toml"))
             .env_remove("HEARKEN_LOG")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start hearken");
-        let h = Hearken { child, sip_port, http_port, dir, media };
-        wait_for(Duration::from_secs(20), "hearken /healthz", || h.get("/healthz").is_some());
-        h
+            .expect("start hearken")
+    }
+
+    /// kill -9 the process (no shutdown, nothing flushed), then start it again on the same
+    /// config; its log goes on in `hearken.log` (the first run's is kept as `hearken.1.log`).
+    pub fn kill9_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+        let _ = std::fs::rename(self.dir.path().join("hearken.log"), self.dir.path().join("hearken.1.log"));
+        self.child = Self::spawn(self.dir.path(), "hearken.log");
+        wait_for(Duration::from_secs(20), "hearken /healthz after restart", || self.get("/healthz").is_some());
     }
 
     /// GET a path from the status endpoint; None if it is not answering.
