@@ -11,8 +11,15 @@
 //! Timers are data: [`Proxy::poll_timeout`] gives the next transaction deadline, and the driver
 //! calls [`Proxy::handle_timeout`] when it comes.
 //!
-//! Not here: sockets, DNS, clocks, authentication,
-//! forking (one target per request).
+//! Calls are keyed by transaction and dialog, not by Call-ID: each initial INVITE transaction
+//! (an upstream proxy forking one Call-ID to several agents through Hearken) is a call of its
+//! own with its own relay ports, so a 486 on one branch ends only that branch; a second 2xx
+//! with another To tag (downstream forking, RFC 3261 §16.7 step 5) becomes a call of its own
+//! too, anchored on fresh ports, so whichever dialog the caller keeps has its media and the one
+//! it BYEs ends cleanly. In-dialog requests find their call by Call-ID and tags.
+//!
+//! Not here: sockets, DNS, clocks, authentication, forking of our own (one target per
+//! request).
 
 use super::message::{param, split_values, Message, SipUri, StartLine, Via};
 use crate::call::{sanitize_label, CallId, CallMeta, EndReason, Input, MediaControl, Party};
@@ -166,12 +173,26 @@ pub struct CallInfo {
     dialog: Dialog,
     /// A 2xx to the INVITE went out and no ACK has come yet: end the call at this time.
     ack_deadline: Option<Instant>,
+    /// The SDP offer of the initial INVITE as received (a downstream fork is anchored on it).
+    offer: Option<Vec<u8>>,
+    /// Index key in `Proxy::dialogs` once the dialog is known.
+    dialog_key: Option<DialogKey>,
+}
+
+/// Call-ID and the two tags, smaller tag first (either party may send in-dialog requests).
+type DialogKey = (String, String, String);
+
+fn dialog_key(call_id: &str, a: &str, b: &str) -> DialogKey {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    (call_id.to_string(), x.to_string(), y.to_string())
 }
 
 /// What Hearken needs to end a dialog itself: for each party, where to send (its Contact, the
 /// route set towards it, the address its messages came from) and the CSeq it last used.
 #[derive(Debug, Default, Clone)]
 struct Dialog {
+    /// The SIP Call-ID (calls are keyed by transaction and dialog, not by Call-ID alone).
+    call_id: String,
     /// From and To of the initial INVITE (To with the callee's tag once it answered).
     from: String,
     to: String,
@@ -194,8 +215,12 @@ pub struct Proxy {
     txns: HashMap<(String, String), Txn>,
     /// Transaction deadlines, earliest first (timers as data: the driver asks [`Proxy::poll_timeout`]).
     timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, (String, String))>>,
+    /// Calls by key: `Call-ID|branch` of the initial INVITE (plus `|to-tag` for a downstream
+    /// fork).
     calls: HashMap<String, CallInfo>,
     by_id: HashMap<CallId, String>,
+    /// Established or early dialogs, to find an in-dialog request's call.
+    dialogs: HashMap<DialogKey, String>,
     /// ACK deadlines of answered calls, earliest first (stale entries skipped).
     call_timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, CallId)>>,
     /// New-call token buckets per source IP: (tokens, last refill).
@@ -213,6 +238,7 @@ impl Proxy {
             timers: Default::default(),
             calls: HashMap::new(),
             by_id: HashMap::new(),
+            dialogs: HashMap::new(),
             call_timers: Default::default(),
             buckets: HashMap::new(),
             next_call: 1,
@@ -396,12 +422,15 @@ impl Proxy {
             return if method == "ACK" { Vec::new() } else { vec![self.local(&msg, from, 404, "No Route To Agent")] };
         };
 
-        let call_id = msg.call_id().to_string();
+        let sip_call_id = msg.call_id().to_string();
+        let existing = if in_dialog { self.find_dialog(&msg) } else { None };
         // After a restart, a re-INVITE or UPDATE with SDP may arrive for a dialog this process
         // never saw: it is anchored anew (as a call of its own) rather than passed un-anchored,
         // which would let its media bypass the relay.
-        let resumed = in_dialog && matches!(method.as_str(), "INVITE" | "UPDATE") && msg.has_sdp() && !self.calls.contains_key(&call_id);
-        let initial_invite = (method == "INVITE" && !in_dialog && !self.calls.contains_key(&call_id)) || resumed;
+        let resumed = in_dialog && matches!(method.as_str(), "INVITE" | "UPDATE") && msg.has_sdp() && existing.is_none();
+        let initial_invite = (method == "INVITE" && !in_dialog) || resumed;
+        // Each initial INVITE transaction is a call of its own (upstream forking).
+        let call_id = if initial_invite { format!("{sip_call_id}|{branch}") } else { existing.unwrap_or_default() };
         // The PBX is the contact centre's own trunk: its volume is bounded by limits.max_calls;
         // every other source is held to the per-source rate.
         if initial_invite && side == Party::Agent && !self.admit_new_call(from.addr.ip(), now) {
@@ -436,6 +465,7 @@ impl Proxy {
             let customer_name = named.and_then(display_name);
             let meta = CallMeta { agent_id: agent_id.clone(), queue, customer_name, input: Input::Relay };
             let mut dialog = Dialog {
+                call_id: sip_call_id.clone(),
                 from: msg.header("from").unwrap_or_default().to_string(),
                 to: msg.header("to").unwrap_or_default().to_string(),
                 ..Default::default()
@@ -447,8 +477,22 @@ impl Proxy {
             dialog.cseq[side.idx()] = msg.cseq().map_or(1, |c| c.0);
             self.calls.insert(
                 call_id.clone(),
-                CallInfo { id, agent_id, meta, caller: side, answered: false, streams: 0, dialog, ack_deadline: None },
+                CallInfo {
+                    id,
+                    agent_id,
+                    meta,
+                    caller: side,
+                    answered: false,
+                    streams: 0,
+                    dialog,
+                    ack_deadline: None,
+                    offer: msg.has_sdp().then(|| msg.body.clone()),
+                    dialog_key: None,
+                },
             );
+            if resumed {
+                self.index_dialog(&call_id, &msg);
+            }
             self.by_id.insert(id, call_id.clone());
             self.stats.calls_started.fetch_add(1, Relaxed);
         }
@@ -625,9 +669,16 @@ impl Proxy {
             }
             return Vec::new();
         }
-        let (upstream, req_side, call_id, initial) = (t.upstream, t.side, t.call_id.clone(), t.initial_invite);
+        let (upstream, req_side, mut call_id, initial) = (t.upstream, t.side, t.call_id.clone(), t.initial_invite);
         if msg.values("via").is_empty() {
             return Vec::new();
+        }
+        if method == "INVITE" && initial && (200..300).contains(&code) {
+            let to_tag = msg.header("to").and_then(|v| param(v, "tag")).unwrap_or_default();
+            let bound = self.calls.get(&call_id).filter(|c| c.dialog.confirmed).and_then(|c| param(&c.dialog.to, "tag"));
+            if bound.is_some_and(|b| b != to_tag) {
+                call_id = self.fork_for(&call_id, &to_tag, media);
+            }
         }
         // An answer that cannot be anchored is passed on unchanged so the call still works.
         if msg.has_sdp() && self.calls.contains_key(&call_id) && code < 300 {
@@ -673,12 +724,80 @@ impl Proxy {
                         self.call_timers.push(std::cmp::Reverse((at, c.id)));
                     }
                 }
+                self.index_dialog(&call_id, &msg);
             }
         }
         if method == "BYE" && code >= 200 {
             self.end_call(&call_id, EndReason::Bye, media);
         }
         vec![Action::Send { to: Dest::Peer(upstream), data }]
+    }
+
+    /// The call an in-dialog request belongs to: by Call-ID and tags, or (an early dialog, a
+    /// dialog whose answer Hearken did not see) the one call with that Call-ID when there is
+    /// only one.
+    fn find_dialog(&self, msg: &Message) -> Option<String> {
+        let cid = msg.call_id();
+        let tag = |h: &str| msg.header(h).and_then(|v| param(v, "tag")).unwrap_or_default();
+        if let Some(k) = self.dialogs.get(&dialog_key(cid, &tag("from"), &tag("to"))) {
+            return Some(k.clone());
+        }
+        // Unambiguous by Call-ID alone (no fork): tolerant of a peer that got a tag wrong.
+        let mut it = self.calls.iter().filter(|(_, c)| c.dialog.call_id == cid);
+        match (it.next(), it.next()) {
+            (Some((k, _)), None) => Some(k.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remember the dialog (Call-ID and both tags of `msg`) as `key`'s.
+    fn index_dialog(&mut self, key: &str, msg: &Message) {
+        let tag = |h: &str| msg.header(h).and_then(|v| param(v, "tag"));
+        let (Some(a), Some(b)) = (tag("from"), tag("to")) else { return };
+        let dk = dialog_key(msg.call_id(), &a, &b);
+        if let Some(c) = self.calls.get_mut(key) {
+            if let Some(old) = c.dialog_key.replace(dk.clone()) {
+                self.dialogs.remove(&old);
+            }
+            self.dialogs.insert(dk, key.to_string());
+        }
+    }
+
+    /// A 2xx from a second downstream dialog (another To tag) for an INVITE whose call already
+    /// has its dialog: a call of its own, anchored on fresh ports from the original offer, so
+    /// the caller can keep or end either dialog. Returns the key to handle the response under.
+    fn fork_for(&mut self, key: &str, to_tag: &str, media: &mut dyn MediaControl) -> String {
+        let fork_key = format!("{key}|{to_tag}");
+        if self.calls.contains_key(&fork_key) {
+            return fork_key;
+        }
+        let Some(base) = self.calls.get(key) else { return key.to_string() };
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        let mut dialog = base.dialog.clone();
+        dialog.confirmed = false;
+        let info = CallInfo {
+            id,
+            agent_id: base.agent_id.clone(),
+            meta: base.meta.clone(),
+            caller: base.caller,
+            answered: false,
+            streams: 0,
+            dialog,
+            ack_deadline: None,
+            offer: base.offer.clone(),
+            dialog_key: None,
+        };
+        let (offer, meta, caller) = (info.offer.clone(), info.meta.clone(), info.caller);
+        self.calls.insert(fork_key.clone(), info);
+        self.by_id.insert(id, fork_key.clone());
+        self.stats.calls_started.fetch_add(1, Relaxed);
+        tracing::info!(call = %id, "second 2xx from another downstream dialog: a call of its own");
+        if let Some(offer) = offer {
+            // The caller's side as it offered: announced to the new call's media plane.
+            let _ = anchor::anchor(&offer, id, &meta, caller, self.media_host(), media);
+        }
+        fork_key
     }
 
     /// Rewrite the SDP of `msg` (sent by `sender`) to point at the relay.
@@ -720,6 +839,9 @@ impl Proxy {
     fn end_call(&mut self, call_id: &str, reason: EndReason, media: &mut dyn MediaControl) {
         if let Some(c) = self.calls.remove(call_id) {
             self.by_id.remove(&c.id);
+            if let Some(dk) = &c.dialog_key {
+                self.dialogs.remove(dk);
+            }
             self.stats.calls_ended.fetch_add(1, Relaxed);
             tracing::info!(call = %c.id, agent = %c.agent_id, reason = reason.label(), "call ended");
             media.close(c.id, reason);
@@ -737,6 +859,9 @@ impl Proxy {
         let Some(c) = self.calls.remove(&cid) else {
             return Vec::new();
         };
+        if let Some(dk) = &c.dialog_key {
+            self.dialogs.remove(dk);
+        }
         self.stats.calls_ended.fetch_add(1, Relaxed);
         tracing::info!(call = %c.id, agent = %c.agent_id, reason = reason.label(), "call ended by the media plane");
         self.teardown(&cid, &c, reason, now)
@@ -790,7 +915,7 @@ impl Proxy {
         }
         bye.push_back("From", from_h.clone());
         bye.push_back("To", to_h.clone());
-        bye.push_back("Call-ID", call_id.to_string());
+        bye.push_back("Call-ID", d.call_id.clone());
         let cseq = d.cseq[to.other().idx()].saturating_add(1);
         bye.push_back("CSeq", format!("{cseq} BYE"));
         // RFC 3326: why the call ended.
@@ -904,6 +1029,9 @@ impl Proxy {
             tracing::info!(call = %id, "no ACK for the 2xx within 64*T1, ending the call");
             if let Some(c) = self.calls.remove(&cid) {
                 self.by_id.remove(&id);
+                if let Some(dk) = &c.dialog_key {
+                    self.dialogs.remove(dk);
+                }
                 self.stats.calls_ended.fetch_add(1, Relaxed);
                 media.close(id, EndReason::SetupTimeout);
                 out.extend(self.teardown(&cid, &c, EndReason::SetupTimeout, now));

@@ -812,4 +812,71 @@ mod tests {
         let lq = q.customer.as_ref().expect("customer quality");
         assert!(lq.loss_fraction < 0.01, "a sequence jump is not loss: {lq:?}");
     }
+
+    fn answer(inv: &Message, code: u16, tag: &str, sdp: Option<&str>) -> String {
+        let mut r = inv.response(code, if code == 200 { "OK" } else { "Busy Here" }, Some(tag));
+        r.push_back("Contact", format!("<sip:{tag}@10.0.0.2>"));
+        if let Some(b) = sdp {
+            r.set("content-type", "Content-Type", "application/sdp");
+            r.body = b.as_bytes().to_vec();
+        }
+        String::from_utf8(r.to_bytes()).unwrap()
+    }
+    fn relay_port(m: &Message) -> u16 {
+        let body = String::from_utf8_lossy(&m.body).to_string();
+        body.split("m=audio ").nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse().ok()).expect("an m=audio line")
+    }
+
+    /// An upstream proxy forks one Call-ID to two agents through Hearken (two INVITE
+    /// transactions). Each branch has its own relay ports; the 486 on one ends only that
+    /// branch, and the other branch's 200 is anchored.
+    #[test]
+    fn upstream_forking_gives_each_branch_its_own_media() {
+        let mut sim = Sim::new();
+        let offer = offer_sdp("10.0.0.1", 4000, 0, "");
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKforkA", None, Some(&offer)));
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKforkB", None, Some(&offer)));
+        let invites: Vec<Message> = sim.agent_inbox.iter().filter(|m| m.method() == Some("INVITE")).cloned().collect();
+        assert_eq!(invites.len(), 2);
+        assert_ne!(relay_port(&invites[0]), relay_port(&invites[1]), "each branch is offered its own relay port");
+        assert_eq!(sim.media_calls(), 2);
+        sim.sip(Party::Agent, &answer(&invites[0], 486, "busy", None));
+        assert_eq!(sim.media_calls(), 1, "the busy branch's media is freed, the other's kept");
+        sim.sip(Party::Agent, &answer(&invites[1], 200, "b2", Some(&offer_sdp("10.0.0.2", 5000, 0, ""))));
+        let ok = sim.pbx_inbox.iter().rev().find(|m| m.status() == Some(200)).expect("200 at the PBX");
+        assert!(String::from_utf8_lossy(&ok.body).contains("c=IN IP4 10.0.0.9"), "anchored");
+        let r = sim.records();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].reason, EndReason::Rejected(486));
+    }
+
+    /// A downstream fork answers one INVITE twice (two To tags). Both 2xx are anchored, each
+    /// on its own ports; the PBX keeps the first and BYEs the second, which ends only the second.
+    #[test]
+    fn two_2xx_from_a_downstream_fork_are_each_anchored() {
+        let mut sim = Sim::new();
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKdf", None, Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        let inv = sim.agent_inbox.iter().find(|m| m.method() == Some("INVITE")).unwrap().clone();
+        sim.sip(Party::Agent, &answer(&inv, 200, "x1", Some(&offer_sdp("10.0.0.2", 5000, 0, ""))));
+        sim.sip(Party::Agent, &answer(&inv, 200, "y2", Some(&offer_sdp("10.0.0.3", 6000, 0, ""))));
+        let oks: Vec<Message> = sim.pbx_inbox.iter().filter(|m| m.status() == Some(200)).cloned().collect();
+        assert_eq!(oks.len(), 2);
+        assert!(oks.iter().all(|m| String::from_utf8_lossy(&m.body).contains("c=IN IP4 10.0.0.9")), "both anchored");
+        assert_ne!(relay_port(&oks[0]), relay_port(&oks[1]), "each dialog has its own customer-facing port");
+        assert_eq!(sim.media_calls(), 2);
+        // The PBX ACKs both and BYEs the second dialog.
+        sim.sip(Party::Customer, &pbx_request("ACK", 1, "z9hG4bKdfa1", Some("x1"), None));
+        sim.sip(Party::Customer, &pbx_request("ACK", 1, "z9hG4bKdfa2", Some("y2"), None));
+        sim.sip(Party::Customer, &pbx_request("BYE", 2, "z9hG4bKdfb", Some("y2"), None));
+        let bye = sim.agent_inbox.iter().rev().find(|m| m.method() == Some("BYE")).unwrap().clone();
+        let ok = String::from_utf8(bye.response(200, "OK", None).to_bytes()).unwrap();
+        sim.sip(Party::Agent, &ok);
+        assert_eq!(sim.media_calls(), 1, "only the second dialog ended");
+        assert_eq!(sim.proxy.active_calls().count(), 1);
+        // The first dialog's media still flows.
+        let id = sim.proxy.active_calls().next().unwrap().id;
+        let before = sim.delivered;
+        sim.talk(id, Duration::from_secs(1), 0, Some(true), Some(true));
+        assert!(sim.delivered[0] > before[0] && sim.delivered[1] > before[1], "{:?} -> {:?}", before, sim.delivered);
+    }
 }
