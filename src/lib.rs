@@ -14,6 +14,7 @@ pub mod fuzzing;
 pub mod io;
 pub mod media;
 pub mod net;
+pub mod ng;
 pub mod publish;
 pub mod record;
 pub mod rtp;

@@ -17,7 +17,6 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -315,107 +314,7 @@ fn sdp_port(body: &[u8]) -> Result<SocketAddr> {
 // ---------------------------------------------------------------------------------------------
 // Bencode (rtpengine's ng protocol)
 
-#[derive(Debug, Clone, PartialEq)]
-enum Ben {
-    Int(i64),
-    Str(Vec<u8>),
-    List(Vec<Ben>),
-    Dict(BTreeMap<Vec<u8>, Ben>),
-}
-
-impl Ben {
-    fn s(v: &str) -> Ben {
-        Ben::Str(v.as_bytes().to_vec())
-    }
-    fn dict(pairs: &[(&str, Ben)]) -> Ben {
-        Ben::Dict(pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.clone())).collect())
-    }
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Ben::Int(i) => out.extend_from_slice(format!("i{i}e").as_bytes()),
-            Ben::Str(s) => {
-                out.extend_from_slice(format!("{}:", s.len()).as_bytes());
-                out.extend_from_slice(s);
-            }
-            Ben::List(l) => {
-                out.push(b'l');
-                for v in l {
-                    v.encode(out);
-                }
-                out.push(b'e');
-            }
-            // BTreeMap: keys come out sorted, as bencode requires.
-            Ben::Dict(d) => {
-                out.push(b'd');
-                for (k, v) in d {
-                    Ben::Str(k.clone()).encode(out);
-                    v.encode(out);
-                }
-                out.push(b'e');
-            }
-        }
-    }
-    /// Decode one value from the start of `b`; returns it and the bytes used.
-    fn decode(b: &[u8], depth: usize) -> Result<(Ben, usize)> {
-        if depth > 32 {
-            bail!("bencode nested too deeply");
-        }
-        match b.first() {
-            Some(b'i') => {
-                let end = b.iter().position(|c| *c == b'e').context("bencode int")?;
-                let v = std::str::from_utf8(&b[1..end])?.parse()?;
-                Ok((Ben::Int(v), end + 1))
-            }
-            Some(b'l') | Some(b'd') => {
-                let is_dict = b[0] == b'd';
-                let mut pos = 1;
-                let mut list = Vec::new();
-                let mut dict = BTreeMap::new();
-                loop {
-                    match b.get(pos) {
-                        None => bail!("bencode: unterminated container"),
-                        Some(b'e') => {
-                            pos += 1;
-                            break;
-                        }
-                        Some(_) => {
-                            let (v, n) = Ben::decode(&b[pos..], depth + 1)?;
-                            pos += n;
-                            if is_dict {
-                                let Ben::Str(k) = v else { bail!("bencode: dict key is not a string") };
-                                let (val, n) = Ben::decode(&b[pos..], depth + 1)?;
-                                pos += n;
-                                dict.insert(k, val);
-                            } else {
-                                list.push(v);
-                            }
-                        }
-                    }
-                }
-                Ok((if is_dict { Ben::Dict(dict) } else { Ben::List(list) }, pos))
-            }
-            Some(c) if c.is_ascii_digit() => {
-                let colon = b.iter().position(|c| *c == b':').context("bencode str")?;
-                let len: usize = std::str::from_utf8(&b[..colon])?.parse()?;
-                let s = b.get(colon + 1..colon + 1 + len).context("bencode: string runs past the end")?;
-                Ok((Ben::Str(s.to_vec()), colon + 1 + len))
-            }
-            _ => bail!("bencode: unexpected byte"),
-        }
-    }
-    fn get(&self, key: &str) -> Option<&Ben> {
-        match self {
-            Ben::Dict(d) => d.get(key.as_bytes()),
-            _ => None,
-        }
-    }
-    fn str(&self, key: &str) -> Option<String> {
-        match self.get(key) {
-            Some(Ben::Str(s)) => Some(String::from_utf8_lossy(s).to_string()),
-            _ => None,
-        }
-    }
-}
+use hearken::ng::Ben;
 
 /// rtpengine's ng control channel: `COOKIE SPACE BENCODED-DICT` datagrams.
 struct Ng {

@@ -203,13 +203,10 @@ impl Endpoint {
                 self.window_end.get_or_insert(now + policy.learning_window);
                 Accept::Yes
             }
-            Some(l) if self.window_end.is_some_and(|w| now < w) => {
-                if rank(src, self.announced) > rank(l, self.announced) {
-                    self.learned = Some(src);
-                    Accept::Moved
-                } else {
-                    return Accept::Refused;
-                }
+            // In the learning window, a better match replaces the provisional endpoint at once.
+            Some(l) if self.window_end.is_some_and(|w| now < w) && rank(src, self.announced) > rank(l, self.announced) => {
+                self.learned = Some(src);
+                Accept::Moved
             }
             Some(l) => {
                 let quiet = self.last_from_learned.is_none_or(|t| now >= t + policy.handover_after);

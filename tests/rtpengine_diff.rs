@@ -1,0 +1,315 @@
+//! Differential test against rtpengine (issue 12), the reference relay: the same call set-up
+//! and the same packet sequences go to rtpengine (userspace, its default endpoint learning,
+//! driven over ng exactly as Kamailio would) and to Hearken (driven over SIP), from sockets of
+//! their own. For every scenario Hearken must never deliver a packet to a party that rtpengine
+//! protects, and never end media that rtpengine keeps.
+//!
+//! Scenarios: a stranger's packet before the PBX's first RTP (and more after), a NAT rebinding
+//! of the agent mid-call, one-way silence (the agent muted, sending only RTCP) past both relays'
+//! media timeouts.
+
+mod common;
+use common::raw_sip::*;
+use common::*;
+use hearken::ng::{self, Ben};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CUSTOMER: u8 = 0x11;
+const AGENT: u8 = 0x22;
+const STRANGER: u8 = 0x55;
+/// Media timeout of both relays in these scenarios (seconds).
+const TIMEOUT_S: u64 = 3;
+
+struct Rtpengine {
+    child: Child,
+    ng: UdpSocket,
+    ng_port: u16,
+    next: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Rtpengine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Rtpengine {
+    fn start() -> Rtpengine {
+        let bin = which("rtpengine").expect("rtpengine is installed by scripts/setup.sh (rtpengine-daemon)");
+        let dir = tempfile::tempdir().unwrap();
+        let ng_port = free_port();
+        let (lo, hi) = media_range(20);
+        let cfg = format!(
+            "[rtpengine]\ntable = -1\ninterface = 127.0.0.1\nlisten-ng = 127.0.0.1:{ng_port}\nport-min = {lo}\nport-max = {hi}\n\
+             timeout = {TIMEOUT_S}\nforeground = true\nlog-stderr = true\nlog-level = 6\n"
+        );
+        std::fs::write(dir.path().join("rtpengine.conf"), cfg).unwrap();
+        let log = std::fs::File::create(dir.path().join("rtpengine.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!("--config-file={}", dir.path().join("rtpengine.conf").display()))
+            .arg(format!("--pidfile={}", dir.path().join("rtpengine.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rtpengine");
+        let ng = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ng.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut r = Rtpengine { child, ng, ng_port, next: 1, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while r.call(&Ben::dict(&[("command", Ben::s("ping"))])).is_none() {
+            assert!(Instant::now() < deadline, "rtpengine did not answer ping");
+        }
+        r
+    }
+
+    fn call(&mut self, msg: &Ben) -> Option<Ben> {
+        let cookie = format!("d{}", self.next);
+        self.next += 1;
+        self.ng.send_to(&ng::datagram(&cookie, msg), ("127.0.0.1", self.ng_port)).ok()?;
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = self.ng.recv_from(&mut buf).ok()?;
+        let (c, v) = ng::parse_datagram(&buf[..n]).ok()?;
+        (c == cookie.as_bytes()).then_some(v)
+    }
+
+    /// offer (the PBX's SDP) and answer (the agent's), as Kamailio's rtpengine_offer/answer do.
+    /// Returns (port the PBX sends to, port the agent sends to).
+    fn setup(&mut self, call_id: &str, pbx_sdp: (&str, u16), agent_sdp: (&str, u16)) -> (u16, u16) {
+        let replace = Ben::List(vec![Ben::s("origin"), Ben::s("session-connection")]);
+        let offer = self
+            .call(&Ben::dict(&[
+                ("command", Ben::s("offer")),
+                ("call-id", Ben::s(call_id)),
+                ("from-tag", Ben::s("pbx")),
+                ("sdp", Ben::s(&sdp(pbx_sdp.0, pbx_sdp.1))),
+                ("replace", replace.clone()),
+                ("ICE", Ben::s("remove")),
+            ]))
+            .expect("offer answered");
+        assert_eq!(offer.str("result").as_deref(), Some("ok"), "{offer:?}");
+        let answer = self
+            .call(&Ben::dict(&[
+                ("command", Ben::s("answer")),
+                ("call-id", Ben::s(call_id)),
+                ("from-tag", Ben::s("pbx")),
+                ("to-tag", Ben::s("agent")),
+                ("sdp", Ben::s(&sdp(agent_sdp.0, agent_sdp.1))),
+                ("replace", replace),
+                ("ICE", Ben::s("remove")),
+            ]))
+            .expect("answer answered");
+        assert_eq!(answer.str("result").as_deref(), Some("ok"), "{answer:?}");
+        (audio_port(&answer.str("sdp").unwrap()), audio_port(&offer.str("sdp").unwrap()))
+    }
+
+    /// The call still exists (rtpengine deletes a call whose media timed out).
+    fn alive(&mut self, call_id: &str) -> bool {
+        let r = self.call(&Ben::dict(&[("command", Ben::s("query")), ("call-id", Ben::s(call_id))])).expect("query answered");
+        r.str("result").as_deref() == Some("ok")
+    }
+}
+
+fn which(tool: &str) -> Option<String> {
+    let out = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The parties of one call: PBX media, agent media, a stranger; all on loopback.
+struct Parties {
+    pbx: UdpSocket,
+    agent: UdpSocket,
+    /// The agent's NAT after a rebinding: same IP, another port.
+    agent_rebound: UdpSocket,
+    stranger: UdpSocket,
+}
+
+impl Parties {
+    fn new() -> Parties {
+        let s = |ip: &str| {
+            let u = UdpSocket::bind((ip, 0)).unwrap();
+            u.set_nonblocking(true).unwrap();
+            u
+        };
+        Parties { pbx: s(PBX_IP), agent: s(AGENT_IP), agent_rebound: s(AGENT_IP), stranger: s("127.0.0.7") }
+    }
+}
+
+/// Drain a socket: packets received, by fill byte (the first payload byte).
+fn drain(sock: &UdpSocket) -> std::collections::HashMap<u8, usize> {
+    let mut out = std::collections::HashMap::new();
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        if n > 12 {
+            *out.entry(buf[12]).or_default() += 1;
+        } else if n >= 8 && buf[1] == 201 {
+            *out.entry(201).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn send(sock: &UdpSocket, port: u16, seq: u16, fill: u8) {
+    let _ = sock.send_to(&rtp(seq, fill), ("127.0.0.1", port));
+}
+
+fn rtcp(sock: &UdpSocket, port: u16) {
+    // An empty receiver report (RFC 3550 §6.4.2), on the RTP port: rtcp-mux style demux by
+    // payload type 201. Both relays accept it as activity.
+    let _ = sock.send_to(&[0x80, 201, 0, 1, 0, 0, 0, 0x22], ("127.0.0.1", port));
+}
+
+/// What each party received in one scenario, for one relay.
+#[derive(Debug, Default)]
+struct Seen {
+    pbx: std::collections::HashMap<u8, usize>,
+    agent: std::collections::HashMap<u8, usize>,
+    agent_rebound: std::collections::HashMap<u8, usize>,
+    stranger: std::collections::HashMap<u8, usize>,
+    /// After the script, one more packet each way still went through (the media was kept).
+    alive: bool,
+}
+
+fn add(into: &mut std::collections::HashMap<u8, usize>, from: std::collections::HashMap<u8, usize>) {
+    for (k, v) in from {
+        *into.entry(k).or_default() += v;
+    }
+}
+
+/// A scenario: set up by `setup` (returns the relay's two ports), then `script` sends packets
+/// at 20 ms steps; what each party receives is collected.
+fn run(p: &Parties, ports: (u16, u16), steps: usize, mut script: impl FnMut(usize, &Parties, (u16, u16))) -> Seen {
+    let mut seen = Seen::default();
+    let collect = |seen: &mut Seen| {
+        add(&mut seen.pbx, drain(&p.pbx));
+        add(&mut seen.agent, drain(&p.agent));
+        add(&mut seen.agent_rebound, drain(&p.agent_rebound));
+        add(&mut seen.stranger, drain(&p.stranger));
+    };
+    for step in 0..steps {
+        script(step, p, ports);
+        std::thread::sleep(Duration::from_millis(20));
+        collect(&mut seen);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    collect(&mut seen);
+    // Probe: the customer's packet must reach the agent (wherever it now is), and the PBX must
+    // get one back from the agent's side that last spoke.
+    const PROBE: u8 = 0x77;
+    let rebound = n(&seen.agent_rebound, CUSTOMER) > 0;
+    let agent = if rebound { &p.agent_rebound } else { &p.agent };
+    send(&p.pbx, ports.0, 60_000, PROBE);
+    send(agent, ports.1, 60_000, PROBE);
+    std::thread::sleep(Duration::from_millis(200));
+    let (to_pbx, to_agent) = (drain(&p.pbx), drain(agent));
+    seen.alive = n(&to_pbx, PROBE) == 1 && n(&to_agent, PROBE) == 1;
+    seen
+}
+
+fn n(m: &std::collections::HashMap<u8, usize>, k: u8) -> usize {
+    m.get(&k).copied().unwrap_or(0)
+}
+
+struct Both {
+    rtpe: Rtpengine,
+    hk: Hearken,
+    sig_pbx: UdpSocket,
+    sig_agent: UdpSocket,
+    calls: usize,
+}
+
+impl Both {
+    fn new() -> Both {
+        let (pbx_port, agent_port) = (free_port(), free_port());
+        let (lo, hi) = media_range(20);
+        let hk = Hearken::start_with(
+            pbx_port,
+            agent_port,
+            (lo, hi),
+            "",
+            "",
+            &format!("rtp_timeout_s = {TIMEOUT_S}\ndead_leg_timeout_s = {TIMEOUT_S}"),
+        );
+        let sig_pbx = UdpSocket::bind((PBX_IP, pbx_port)).unwrap();
+        let sig_agent = UdpSocket::bind((AGENT_IP, agent_port)).unwrap();
+        sig_pbx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        sig_agent.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        Both { rtpe: Rtpengine::start(), hk, sig_pbx, sig_agent, calls: 0 }
+    }
+
+    /// Run the same scenario against rtpengine and Hearken. `agent_sdp_ip`: what the agent
+    /// announces (its own address, or a private one behind NAT).
+    fn scenario(&mut self, agent_sdp_ip: &str, steps: usize, script: impl Fn(usize, &Parties, (u16, u16)) + Copy) -> (Seen, Seen) {
+        self.calls += 1;
+        let id = format!("diff{}", self.calls);
+        let p = Parties::new();
+        let (pm, am) = (p.pbx.local_addr().unwrap().port(), p.agent.local_addr().unwrap().port());
+        let ports = self.rtpe.setup(&id, (PBX_IP, pm), (agent_sdp_ip, am));
+        let r = run(&p, ports, steps, script);
+        let _ = self.rtpe.alive(&id);
+        let p = Parties::new();
+        let (pm, am) = (p.pbx.local_addr().unwrap().port(), p.agent.local_addr().unwrap().port());
+        let c = place_call_with(&self.hk, &self.sig_pbx, &self.sig_agent, &id, (PBX_IP, pm), (agent_sdp_ip, am));
+        let h = run(&p, (c.relay_pbx, c.relay_agent), steps, script);
+        eprintln!("{id}\n  rtpengine {r:?}\n  hearken   {h:?}");
+        (r, h)
+    }
+}
+
+/// Every check of the module in one process pair (rtpengine and Hearken start once).
+#[test]
+fn hearken_protects_at_least_what_rtpengine_protects() {
+    let mut both = Both::new();
+
+    // 1. A stranger's packet before the PBX's first RTP, then both parties talk, then the
+    //    stranger again.
+    let (r, h) = both.scenario(AGENT_IP, 80, |step, p, (to_pbx_side, to_agent_side)| {
+        if step == 0 {
+            send(&p.stranger, to_pbx_side, 1, STRANGER);
+        }
+        if step >= 2 {
+            send(&p.pbx, to_pbx_side, step as u16, CUSTOMER);
+            send(&p.agent, to_agent_side, step as u16, AGENT);
+        }
+        if (50..60).contains(&step) {
+            send(&p.stranger, to_pbx_side, step as u16, STRANGER);
+        }
+    });
+    // What the stranger gets (the agent's audio), and what of the stranger's reaches the agent.
+    assert!(n(&h.stranger, AGENT) <= n(&r.stranger, AGENT), "stranger got agent audio: hearken {h:?} rtpengine {r:?}");
+    assert!(n(&h.agent, STRANGER) <= n(&r.agent, STRANGER), "agent got stranger audio: hearken {h:?} rtpengine {r:?}");
+    assert_eq!(n(&h.stranger, AGENT), 0, "Hearken gives a stranger nothing");
+    assert!(n(&h.agent, CUSTOMER) >= 70 && n(&h.pbx, AGENT) >= 70, "the call itself flows: {h:?}");
+    assert!(!r.alive || h.alive, "Hearken ended media rtpengine kept: hearken {h:?} rtpengine {r:?}");
+
+    // 2. The agent behind NAT (announces 127.0.0.9, sends from its own socket), rebinding to a
+    //    new port mid-call: both relays keep the call; Hearken follows the rebinding.
+    let (r, h) = both.scenario("127.0.0.9", 100, |step, p, (to_pbx_side, to_agent_side)| {
+        send(&p.pbx, to_pbx_side, step as u16, CUSTOMER);
+        if step < 50 {
+            send(&p.agent, to_agent_side, step as u16, AGENT);
+        } else {
+            // The NAT's new mapping: same IP, new port.
+            send(&p.agent_rebound, to_agent_side, step as u16, AGENT);
+        }
+    });
+    assert!(n(&h.pbx, AGENT) >= 85, "the agent's audio after the rebinding reaches the PBX: {h:?} (rtpengine {r:?})");
+    assert!(n(&h.agent_rebound, CUSTOMER) >= 40, "and the customer's audio follows the agent: {h:?}");
+    assert!(!r.alive || h.alive, "Hearken ended media rtpengine kept: hearken {h:?} rtpengine {r:?}");
+    assert!(n(&h.stranger, CUSTOMER) + n(&h.stranger, AGENT) == 0);
+
+    // 3. One-way silence past both relays' media timeout: the agent is muted and sends RTCP only.
+    let steps = (TIMEOUT_S as usize + 3) * 50;
+    let (r, h) = both.scenario(AGENT_IP, steps, |step, p, (to_pbx_side, to_agent_side)| {
+        send(&p.pbx, to_pbx_side, step as u16, CUSTOMER);
+        if step % 50 == 0 {
+            rtcp(&p.agent, to_agent_side);
+        }
+    });
+    assert!(!r.alive || h.alive, "Hearken ended media rtpengine kept: hearken {h:?} rtpengine {r:?}");
+    assert!(h.alive, "one-way silence never ends a call: {h:?}");
+    assert!(n(&h.agent, CUSTOMER) as f64 >= 0.95 * steps as f64, "{h:?}");
+}
