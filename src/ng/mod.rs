@@ -101,7 +101,7 @@ impl Ben {
                 let s = b.get(colon + 1..end).ok_or(BencodeError("bencode: string runs past the end"))?;
                 Ok((Ben::Str(s.to_vec()), end))
             }
-            _ => return Err(BencodeError("bencode: unexpected byte")),
+            _ => Err(BencodeError("bencode: unexpected byte")),
         }
     }
     pub fn get(&self, key: &str) -> Option<&Ben> {
