@@ -12,7 +12,7 @@ mod common;
 use common::raw_sip::*;
 use common::*;
 use hearken::ng::{self, Ben};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
