@@ -215,6 +215,11 @@ pub struct StreamPlan {
     /// `m=audio`.
     pub audio: bool,
     pub payloads: crate::codec::PayloadMap,
+    /// SRTP: an SRTP profile, or SDES keys on both sides (best effort).
+    pub encrypted: bool,
+    /// SDES keys per party (what each sends with), when the SDP carried them.
+    pub sdes: crate::media::srtp::SdesKeys,
+    savp: bool,
 }
 
 /// The media plan of a call after an offer or answer: per stream payload maps, hold state.
@@ -234,10 +239,14 @@ impl MediaPlan {
     pub fn learn(&mut self, party: Party, session: &sdp::Session) {
         for (i, m) in session.media.iter().enumerate() {
             if self.streams.len() <= i {
-                self.streams.push(StreamPlan { index: i, audio: m.kind == "audio", payloads: Default::default() });
+                self.streams.push(StreamPlan { index: i, audio: m.kind == "audio", ..Default::default() });
             }
             let s = &mut self.streams[i];
             s.audio = m.kind == "audio";
+            s.savp |= m.encrypted();
+            s.sdes.learn(party, &m.crypto);
+            let both = s.sdes.announced_by(party) && s.sdes.announced_by(party.other());
+            s.encrypted = s.savp || both;
             for (pt, enc) in &m.rtpmap {
                 if let Some(f) = crate::codec::PayloadMap::from_rtpmap(&[(*pt, enc.clone())]).format(*pt) {
                     s.payloads.insert(*pt, f);
@@ -264,6 +273,8 @@ pub struct MediaFrame {
     pub arrival: Instant,
     pub header: RtpHeader,
     pub packet: Vec<u8>,
+    /// SRTP: `packet` must be decrypted (with the plan's SDES keys) before it is analysed.
+    pub encrypted: bool,
 }
 
 impl MediaFrame {

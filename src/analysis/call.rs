@@ -85,6 +85,9 @@ pub struct CallCore {
     last_snapshot: Option<(u64, Snapshot)>,
     ending: Option<Ending>,
     done: bool,
+    /// SDES keys per stream, from the plan; decryptors per party, made on first use.
+    sdes: Vec<crate::media::srtp::SdesKeys>,
+    srtp: [Option<crate::media::srtp::SrtpRx>; 2],
 }
 
 impl CallCore {
@@ -111,6 +114,8 @@ impl CallCore {
             last_snapshot: None,
             ending: None,
             done: false,
+            sdes: Vec::new(),
+            srtp: [None, None],
         }
     }
 
@@ -120,8 +125,37 @@ impl CallCore {
 
     /// An offer or answer settled the media plan: codecs per stream, hold.
     pub fn handle_negotiated(&mut self, plan: &MediaPlan) {
+        self.sdes = plan.streams.iter().map(|s| s.sdes.clone()).collect();
         if let Some(l) = self.live.as_mut() {
             l.handle_plan(plan);
+        }
+    }
+
+    /// A tapped SRTP packet (the whole packet, as forwarded): decrypted with the key `party`
+    /// announced (SDES), then analysed as RTP. Without a key (DTLS-SRTP) or when it does not
+    /// authenticate, it is counted and not analysed.
+    pub fn handle_srtp(&mut self, party: Party, stream: usize, packet: &[u8], arrival_ms: u64) {
+        use crate::media::srtp::{SrtpDrop, SrtpRx};
+        let key = self.sdes.get(stream).and_then(|k| k.sending[party.idx()].clone());
+        let slot = &mut self.srtp[party.idx()];
+        let result = match key {
+            None => Err(SrtpDrop::NoKey),
+            Some(key) => {
+                if slot.as_ref().is_none_or(|rx| rx.key() != &key) {
+                    *slot = SrtpRx::new(&key);
+                }
+                match slot.as_mut() {
+                    Some(rx) => rx.decrypt(packet),
+                    None => Err(SrtpDrop::NoKey),
+                }
+            }
+        };
+        let plain = result.and_then(|p| crate::rtp::parse_rtp(&p).map(|h| (p, h)).map_err(|_| SrtpDrop::Failed));
+        if let Some(l) = self.live.as_mut() {
+            l.count_srtp(party, plain.as_ref().err().copied());
+        }
+        if let Ok((p, h)) = plain {
+            self.handle_rtp(party, stream, &h, &p[h.payload_offset..h.payload_offset + h.payload_len], arrival_ms);
         }
     }
 

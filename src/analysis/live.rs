@@ -45,6 +45,15 @@ pub struct LegStats {
     /// SSRC mid-stream, sequence restarts).
     #[serde(default)]
     pub resyncs: u64,
+    /// SRTP packets decrypted for analysis (SDES keys).
+    #[serde(default)]
+    pub srtp_decrypted: u64,
+    /// SRTP packets not analysed: no key (DTLS-SRTP, or no usable `a=crypto`).
+    #[serde(default)]
+    pub srtp_no_key: u64,
+    /// SRTP packets that did not authenticate or decrypt.
+    #[serde(default)]
+    pub srtp_failed: u64,
 }
 
 struct Leg {
@@ -133,6 +142,16 @@ impl LiveCall {
         }
         if plan.on_hold != self.analysis.turns().on_hold() {
             self.analysis.handle_hold(plan.on_hold);
+        }
+    }
+
+    /// One tapped SRTP packet of `party`: decrypted (None) or why not.
+    pub fn count_srtp(&mut self, party: Party, drop: Option<crate::media::srtp::SrtpDrop>) {
+        let s = &mut self.legs[party.idx()].stats;
+        match drop {
+            None => s.srtp_decrypted += 1,
+            Some(crate::media::srtp::SrtpDrop::NoKey) => s.srtp_no_key += 1,
+            Some(crate::media::srtp::SrtpDrop::Failed) => s.srtp_failed += 1,
         }
     }
 

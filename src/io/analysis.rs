@@ -150,7 +150,11 @@ impl Driver {
     fn handle_frame(&mut self, f: MediaFrame) {
         let at = self.ms(f.arrival);
         if let Some(c) = self.calls.get_mut(&f.call) {
-            c.handle_rtp(f.party, f.stream, &f.header, f.payload(), at);
+            if f.encrypted {
+                c.handle_srtp(f.party, f.stream, &f.packet, at);
+            } else {
+                c.handle_rtp(f.party, f.stream, &f.header, f.payload(), at);
+            }
         }
     }
 

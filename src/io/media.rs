@@ -394,10 +394,15 @@ impl CallTask {
                 let Some(out) = self.streams.get(stream).and_then(Option::as_ref).map(|s| &s.socks[sock_index(out_side, out_port)]) else {
                     return;
                 };
-                // SRTP: the session core gives no tap, so nothing is mixed into the ciphertext
-                // (its authentication would break) and nothing is analysed.
-                if tap.is_none() && self.session.is_encrypted(stream) && out_port == Port::Rtp {
-                    self.stats.encrypted_not_analysed.fetch_add(1, Relaxed);
+                // SRTP: nothing is mixed into the ciphertext (its authentication would break);
+                // the tapped copy is decrypted by analysis.
+                let encrypted = self.session.is_encrypted(stream);
+                if encrypted && tap.is_some() {
+                    self.stats.srtp_packets.fetch_add(1, Relaxed);
+                    if self.cue.take().is_some() {
+                        tracing::info!("audio cue not played: the agent leg is SRTP");
+                        self.stats.cues_skipped_srtp.fetch_add(1, Relaxed);
+                    }
                 }
                 // The cue goes into agent-bound RTP only; everything else is sent as received.
                 let mixed = match (&mut self.cue, out_side, tap) {
@@ -432,7 +437,15 @@ impl CallTask {
                 if let Some(header) = tap {
                     match self.tap.try_reserve() {
                         Ok(permit) => {
-                            permit.send(MediaFrame { call: self.id, party: side, stream, arrival: now, header, packet: data.to_vec() });
+                            permit.send(MediaFrame {
+                                call: self.id,
+                                party: side,
+                                stream,
+                                arrival: now,
+                                header,
+                                packet: data.to_vec(),
+                                encrypted,
+                            });
                             self.stats.tap_frames.fetch_add(1, Relaxed);
                         }
                         Err(_) => {

@@ -3,4 +3,5 @@ pub mod anchor;
 pub mod cue;
 pub mod ports;
 pub mod session;
+pub mod srtp;
 pub mod stats;

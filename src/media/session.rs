@@ -139,8 +139,9 @@ pub struct LegCounters {
     pub endpoint_moves: u64,
     /// A new source was refused by the policy after the window (counted in `dropped` too).
     pub moves_refused: u64,
-    /// SRTP packets forwarded but not analysed.
-    pub encrypted_not_analysed: u64,
+    /// SRTP packets forwarded (their tapped copies are decrypted by analysis when SDES keys
+    /// are known).
+    pub srtp_in: u64,
 }
 
 /// How well a source matches what the leg announced: exact beats same IP beats anything.
@@ -248,11 +249,18 @@ struct Stream {
     legs: [Leg; 2],
     /// The m-line carries RTP (not udptl or another raw protocol).
     rtp: bool,
-    /// Either side's m-line is SRTP (SDES or DTLS keys): the payload is ciphertext.
-    encrypted: bool,
+    /// Either side's m-line has an SRTP profile (SDES or DTLS keys).
+    savp: bool,
+    /// Each side's latest SDP carried `a=crypto` (best-effort SRTP when both did).
+    crypto: [bool; 2],
 }
 
 impl Stream {
+    /// The payload is ciphertext: an SRTP profile, or SDES keys on both sides.
+    fn encrypted(&self) -> bool {
+        self.savp || (self.crypto[0] && self.crypto[1])
+    }
+
     /// RTCP goes to `to`'s RTP port only when both sides agreed on rtcp-mux (RFC 5761 §5.1.1);
     /// while only the offer is known, the offerer's wish stands.
     fn mux_towards(&self, to: Party) -> bool {
@@ -294,7 +302,8 @@ impl MediaSession {
         for (i, m) in session.media.iter().enumerate() {
             let s = &mut self.streams[i];
             s.rtp = m.proto.contains("RTP");
-            s.encrypted |= m.encrypted();
+            s.savp |= m.encrypted();
+            s.crypto[side.idx()] = !m.crypto.is_empty();
             let leg = &mut s.legs[side.idx()];
             let rtp = (!m.addr.is_unspecified() && m.port != 0).then(|| SocketAddr::new(m.addr, m.port));
             // Where RTCP goes when it is not multiplexed: an offer of rtcp-mux that is not
@@ -321,10 +330,10 @@ impl MediaSession {
         self.streams.get(stream).is_some_and(|s| s.rtp)
     }
 
-    /// The stream's payload is encrypted (SRTP): it is forwarded untouched, never tapped for
-    /// analysis (ciphertext would be taken for noise or speech) and never mixed into.
+    /// The stream's payload is encrypted (SRTP): it is forwarded untouched and never mixed
+    /// into; its tapped copies must be decrypted before analysis (SDES keys from the SDP).
     pub fn is_encrypted(&self, stream: usize) -> bool {
-        self.streams.get(stream).is_some_and(|s| s.encrypted)
+        self.streams.get(stream).is_some_and(|s| s.encrypted())
     }
 
     /// A datagram arrived on our port facing `from_side` (so `from_side` sent it).
@@ -335,7 +344,7 @@ impl MediaSession {
         };
         let mux_to_other = s.mux_towards(from_side.other());
         let is_rtp_stream = s.rtp;
-        let encrypted = s.encrypted;
+        let encrypted = s.encrypted();
         let (leg, other) = {
             let [a, b] = &mut s.legs;
             if from_side == Party::Customer {
@@ -359,9 +368,15 @@ impl MediaSession {
                 0..=3 => return drop(leg, DropReason::Stun),
                 20..=63 => Kind::Dtls,
                 128..=191 => {
-                    let k = match port {
-                        Port::Rtp => rtp::classify(data),
-                        Port::Rtcp => rtp::check_rtcp(data).map(|_| Packet::Rtcp),
+                    // SRTCP carries its index and tag after the compound packet: only its
+                    // header can be checked.
+                    let rtcp_type = data.len() >= 2 && (192..=223).contains(&data[1]);
+                    let k = match (port, encrypted) {
+                        (Port::Rtp, false) => rtp::classify(data),
+                        (Port::Rtcp, false) => rtp::check_rtcp(data).map(|_| Packet::Rtcp),
+                        (Port::Rtcp, true) => rtp::check_srtcp(data).map(|_| Packet::Rtcp),
+                        (Port::Rtp, true) if rtcp_type => rtp::check_srtcp(data).map(|_| Packet::Rtcp),
+                        (Port::Rtp, true) => rtp::parse_rtp(data).map(Packet::Rtp),
                     };
                     match k {
                         Ok(Packet::Rtp(h)) => Kind::Rtp(h),
@@ -430,11 +445,12 @@ impl MediaSession {
         leg.counters.forwarded += 1;
         leg.counters.bytes_forwarded += data.len() as u64;
         let tap = match kind {
-            Kind::Rtp(_) if encrypted => {
-                leg.counters.encrypted_not_analysed += 1;
-                None
+            Kind::Rtp(h) => {
+                if encrypted {
+                    leg.counters.srtp_in += 1;
+                }
+                Some(h)
             }
-            Kind::Rtp(h) => Some(h),
             _ => None,
         };
         Verdict::Forward { stream, out_side: from_side.other(), out_port, to, tap }

@@ -18,8 +18,10 @@ pub struct RelayStats {
     pub rtp_timeouts: AtomicU64,
     pub dead_legs: AtomicU64,
     pub setup_timeouts: AtomicU64,
-    /// RTP packets of SRTP/DTLS streams forwarded but not analysed.
-    pub encrypted_not_analysed: AtomicU64,
+    /// SRTP packets forwarded untouched (tapped for analysis, which decrypts them with SDES keys).
+    pub srtp_packets: AtomicU64,
+    /// Audio cues not played because the agent leg is SRTP.
+    pub cues_skipped_srtp: AtomicU64,
     pub endpoint_moves: AtomicU64,
     pub moves_refused: AtomicU64,
 }

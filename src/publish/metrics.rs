@@ -293,9 +293,15 @@ impl Collector for LiveCounters {
         )?;
         counter(
             &mut enc,
-            "relay_encrypted_not_analysed",
-            "SRTP packets forwarded untouched but not analysed",
-            r.encrypted_not_analysed.load(Relaxed),
+            "relay_srtp_packets",
+            "SRTP packets forwarded untouched (analysed when SDES keys are in the SDP)",
+            r.srtp_packets.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "relay_cues_skipped_srtp",
+            "Audio cues not played because the agent leg is SRTP",
+            r.cues_skipped_srtp.load(Relaxed),
         )?;
         counter(
             &mut enc,

@@ -65,6 +65,22 @@ pub fn check_rtcp(buf: &[u8]) -> Result<(), RtpError> {
     Ok(())
 }
 
+/// Validate an SRTCP packet (RFC 3711 §3.4): an RTCP header in the clear (version 2, packet
+/// type 192–223), then the encrypted rest, the E flag with the index, and the tag. Only the
+/// header can be checked without the keys.
+pub fn check_srtcp(buf: &[u8]) -> Result<(), RtpError> {
+    if buf.len() < 8 + 4 + 4 {
+        return Err(RtpError::Short);
+    }
+    if buf[0] >> 6 != 2 {
+        return Err(RtpError::Version);
+    }
+    if !(192..=223).contains(&buf[1]) {
+        return Err(RtpError::Length);
+    }
+    Ok(())
+}
+
 pub fn parse_rtp(buf: &[u8]) -> Result<RtpHeader, RtpError> {
     if buf.len() < 12 {
         return Err(RtpError::Short);

@@ -58,11 +58,36 @@ pub struct Media {
     pub direction: Direction,
     /// `a=rtpmap` entries: payload type -> "encoding/clock[/channels]".
     pub rtpmap: Vec<(u8, String)>,
+    /// `a=crypto` lines (SDES, RFC 4568): the keys this side sends with.
+    pub crypto: Vec<Crypto>,
+}
+
+/// One `a=crypto:<tag> <suite> inline:<key||salt base64>[|lifetime][|MKI:len] ...` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crypto {
+    pub tag: u32,
+    pub suite: String,
+    /// The base64 `inline:` key and salt, as written.
+    pub key_b64: String,
+    /// An MKI is present (each packet then carries it; not supported for analysis).
+    pub mki: bool,
+}
+
+fn parse_crypto(v: &str) -> Option<Crypto> {
+    let mut it = v.split_whitespace();
+    let tag = it.next()?.parse().ok()?;
+    let suite = it.next()?.to_string();
+    // The first key parameter; several keys (RFC 4568 §6.1) are rare and not analysed.
+    let kp = it.next()?.strip_prefix("inline:")?;
+    let mut parts = kp.split('|');
+    let key_b64 = parts.next()?.to_string();
+    let mki = parts.any(|p| p.contains(':'));
+    Some(Crypto { tag, suite, key_b64, mki })
 }
 
 impl Media {
-    /// The payload is encrypted end to end (SRTP with SDES or DTLS keys: RTP/SAVP, RTP/SAVPF,
-    /// UDP/TLS/RTP/SAVP(F)).
+    /// The profile says SRTP (SDES or DTLS keys: RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)).
+    /// Best-effort SRTP (RTP/AVP with `a=crypto` on both sides) is decided by the pair.
     pub fn encrypted(&self) -> bool {
         self.proto.contains("SAVP")
     }
@@ -119,6 +144,7 @@ pub fn parse(sdp: &[u8]) -> Result<Session, SdpError> {
                         rtcp_mux: false,
                         direction: session_dir,
                         rtpmap: Vec::new(),
+                        crypto: Vec::new(),
                     },
                     None,
                     false,
@@ -137,6 +163,8 @@ pub fn parse(sdp: &[u8]) -> Result<Session, SdpError> {
                         m.0.rtcp_port = Some(p.parse().map_err(|_| SdpError::BadLine(n))?);
                     }
                     ("rtcp-mux", Some(m)) => m.0.rtcp_mux = true,
+                    // Unparseable crypto lines are ignored (the stream is then not analysed).
+                    ("crypto", Some(m)) => m.0.crypto.extend(parse_crypto(val)),
                     ("rtpmap", Some(m)) => {
                         let (pt, enc) = val.split_once(' ').ok_or(SdpError::BadLine(n))?;
                         let pt: u8 = pt.trim().parse().map_err(|_| SdpError::BadLine(n))?;

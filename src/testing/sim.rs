@@ -209,9 +209,14 @@ impl Sim {
         if let Verdict::Forward { out_side, tap, to, .. } = session.handle_packet(0, from, Port::Rtp, src, packet, self.now) {
             self.delivered[out_side.idx()] += 1;
             *self.delivered_to.entry(to).or_default() += 1;
+            let encrypted = session.is_encrypted(0);
             if let (Some(h), Some(core)) = (tap, self.analysis.get_mut(&call)) {
                 let ms = self.now.duration_since(self.t0).as_millis() as u64;
-                core.handle_rtp(from, 0, &h, &packet[h.payload_offset..h.payload_offset + h.payload_len], ms);
+                if encrypted {
+                    core.handle_srtp(from, 0, packet, ms);
+                } else {
+                    core.handle_rtp(from, 0, &h, &packet[h.payload_offset..h.payload_offset + h.payload_len], ms);
+                }
             }
         }
     }
@@ -878,5 +883,82 @@ mod tests {
         let before = sim.delivered;
         sim.talk(id, Duration::from_secs(1), 0, Some(true), Some(true));
         assert!(sim.delivered[0] > before[0] && sim.delivered[1] > before[1], "{:?} -> {:?}", before, sim.delivered);
+    }
+
+    /// An SDES-SRTP call (RTP/SAVP, a=crypto on both sides): the relay forwards the ciphertext
+    /// untouched, analysis decrypts its copy with each sender's key and measures the call like a
+    /// plain one. A DTLS-SRTP leg (no SDES key) is counted, not analysed.
+    #[test]
+    fn sdes_srtp_calls_are_analysed_from_a_decrypted_copy() {
+        use base64::Engine;
+        use rtc_srtp::context::Context;
+        use rtc_srtp::protection_profile::ProtectionProfile;
+        let b64 = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k);
+        let (kc, ka): (Vec<u8>, Vec<u8>) = ((0..30).collect(), (100..130).collect());
+        let savp = |ip: &str, port: u16, key: &[u8]| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+                b64(key)
+            )
+        };
+        let run = |encrypted: bool| {
+            let mut sim = Sim::new();
+            let (offer, answer) = if encrypted {
+                (savp("10.0.0.1", 4000, &kc), savp("10.0.0.2", 5000, &ka))
+            } else {
+                (offer_sdp("10.0.0.1", 4000, 0, ""), offer_sdp("10.0.0.2", 5000, 0, ""))
+            };
+            sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKsr", None, Some(&offer)));
+            let fwd = sim.agent_inbox.iter().find(|m| m.method() == Some("INVITE")).unwrap();
+            assert_eq!(String::from_utf8_lossy(&fwd.body).contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80"), encrypted, "keys pass through");
+            let ok = agent_response(&sim, 200, "OK", Some(&answer));
+            sim.sip(Party::Agent, &ok);
+            sim.sip(Party::Customer, &pbx_request("ACK", 1, "z9hG4bKsra", Some("a1"), None));
+            let id = *sim.analysis.keys().next().unwrap();
+            let p = rtc_srtp::crypto::default_provider().unwrap();
+            let ctx = |k: &[u8]| Context::new(&k[..16], &k[16..], ProtectionProfile::Aes128CmHmacSha1_80, None, None, p.crypto()).unwrap();
+            let (mut tc, mut ta) = (ctx(&kc), ctx(&ka));
+            let mut seq = 0u16;
+            for (secs, c_on, a_on) in [(4u64, true, false), (3, false, true), (3, true, false)] {
+                sim.run_for(Duration::from_secs(secs), |s| {
+                    seq = seq.wrapping_add(1);
+                    let (mut c, mut a) = (frame(0, seq, c_on), frame(0, seq, a_on));
+                    if encrypted {
+                        c = tc.encrypt_rtp(&c).unwrap().to_vec();
+                        a = ta.encrypt_rtp(&a).unwrap().to_vec();
+                    }
+                    s.rtp(id, Party::Customer, &c);
+                    s.rtp(id, Party::Agent, &a);
+                });
+            }
+            pbx_hangs_up(&mut sim, 2, "z9hG4bKsrb");
+            sim.records()[0].clone()
+        };
+        let (plain, srtp) = (run(false), run(true));
+        let (tp, ts) = (&plain.summary.turns, &srtp.summary.turns);
+        for (a, b) in [(tp.talk_time_s.customer, ts.talk_time_s.customer), (tp.talk_time_s.agent, ts.talk_time_s.agent)] {
+            assert!(a > 2.0 && (a - b).abs() < 0.05, "plain {a} vs srtp {b}");
+        }
+        assert_eq!(tp.responses.len(), ts.responses.len());
+        let q = srtp.summary.quality.as_ref().unwrap();
+        assert!(q.customer_stats.srtp_decrypted >= 490 && q.agent_stats.srtp_decrypted >= 490, "{q:?}");
+        assert_eq!((q.customer_stats.srtp_failed, q.customer_stats.srtp_no_key), (0, 0));
+
+        // DTLS-SRTP: no SDES key anywhere; forwarded, counted, not analysed.
+        let mut sim = Sim::new();
+        let dtls = |ip: &str, port: u16| {
+            format!("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\na=fingerprint:sha-256 AB:CD\r\na=setup:actpass\r\n")
+        };
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKdt", None, Some(&dtls("10.0.0.1", 4000))));
+        let ok = agent_response(&sim, 200, "OK", Some(&dtls("10.0.0.2", 5000)));
+        sim.sip(Party::Agent, &ok);
+        let id = *sim.analysis.keys().next().unwrap();
+        sim.talk(id, Duration::from_secs(2), 0, Some(true), Some(true));
+        assert!(sim.delivered[0] >= 99 && sim.delivered[1] >= 99, "forwarded: {:?}", sim.delivered);
+        pbx_hangs_up(&mut sim, 2, "z9hG4bKdtb");
+        let r = sim.records()[0].clone();
+        let q = r.summary.quality.as_ref().unwrap();
+        assert!(q.customer_stats.srtp_no_key >= 99, "{q:?}");
+        assert_eq!(r.summary.turns.talk_time_s.customer, 0.0, "ciphertext is never taken for speech");
     }
 }
