@@ -102,6 +102,22 @@ pub struct MediaConfig {
     pub handover_after_ms: u64,
     /// Frames queued towards analysis before the tap starts dropping.
     pub tap_queue: usize,
+    /// Named interfaces (`[media.interfaces.NAME]`), e.g. `internal` facing the PBX and
+    /// `external` facing remote agents; IPv4 and IPv6 may be mixed (the relay bridges them).
+    pub interfaces: std::collections::BTreeMap<String, InterfaceConfig>,
+    /// The interface facing the customer side (PBX); default: `address`/`advertise` above.
+    pub customer_interface: Option<String>,
+    /// The interface facing the agents; default: `address`/`advertise` above.
+    pub agent_interface: Option<String>,
+}
+
+/// One relay interface: where its ports are bound, and what is written into SDP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    pub address: IpAddr,
+    /// Default: `address`. Needed when `address` is a wildcard or behind 1:1 NAT.
+    pub advertise: Option<IpAddr>,
 }
 
 /// Admission limits: what one source or the whole node may take.
@@ -165,6 +181,9 @@ impl Default for MediaConfig {
             learning_window_ms: 3000,
             handover_after_ms: 200,
             tap_queue: 4096,
+            interfaces: Default::default(),
+            customer_interface: None,
+            agent_interface: None,
         }
     }
 }
@@ -255,6 +274,21 @@ impl Config {
         }
         if m.address.is_some_and(|a| a.is_unspecified()) && m.advertise.is_none() {
             return Err(key_err("media.advertise", "must be set when media.address is a wildcard address"));
+        }
+        for (name, i) in &m.interfaces {
+            if i.address.is_unspecified() && i.advertise.is_none_or(|a| a.is_unspecified()) {
+                return Err(key_err(
+                    &format!("media.interfaces.{name}.advertise"),
+                    "must be a concrete address when the interface binds a wildcard address",
+                ));
+            }
+        }
+        for (key, v) in [("media.customer_interface", &m.customer_interface), ("media.agent_interface", &m.agent_interface)] {
+            if let Some(name) = v {
+                if !m.interfaces.contains_key(name) {
+                    return Err(key_err(key, format!("names no [media.interfaces.{name}]")));
+                }
+            }
         }
         let l = &self.limits;
         if l.max_streams_per_call == 0 || l.max_streams_per_call > 64 {
@@ -365,13 +399,28 @@ impl Config {
         self.sip.advertise.unwrap_or(self.sip.listen.ip())
     }
     /// Address for RTP.
-    /// Where the relay binds its ports.
+    /// Where the relay binds its ports (the default interface).
     pub fn media_address(&self) -> IpAddr {
         self.media.address.unwrap_or_else(|| self.sip_advertise())
     }
-    /// What the relay writes into SDP.
+    /// What the relay writes into SDP (the default interface).
     pub fn media_advertise(&self) -> IpAddr {
         self.media.advertise.unwrap_or_else(|| self.media_address())
+    }
+    fn interface_for(&self, party: crate::call::Party) -> Option<&InterfaceConfig> {
+        let name = match party {
+            crate::call::Party::Customer => self.media.customer_interface.as_ref(),
+            crate::call::Party::Agent => self.media.agent_interface.as_ref(),
+        }?;
+        self.media.interfaces.get(name)
+    }
+    /// Where the relay ports facing `party` are bound.
+    pub fn media_bind(&self, party: crate::call::Party) -> IpAddr {
+        self.interface_for(party).map_or_else(|| self.media_address(), |i| i.address)
+    }
+    /// The relay address written into SDP sent to `party`.
+    pub fn media_advertise_for(&self, party: crate::call::Party) -> IpAddr {
+        self.interface_for(party).map_or_else(|| self.media_advertise(), |i| i.advertise.unwrap_or(i.address))
     }
     /// The media plane's learning and timing rules.
     pub fn media_policy(&self) -> crate::media::session::MediaPolicy {
@@ -436,5 +485,25 @@ mod tests {
         assert_eq!(c.pbx.route, "10.0.0.1:5060");
         let e = load("", &[("HEARKEN_MEDIA__PORT_MIN", "abc")]).unwrap_err().to_string();
         assert!(e.contains("media.port_min"), "{e}");
+    }
+
+    #[test]
+    fn media_plane_keys_are_checked_by_name() {
+        let err = |t: &str| Config::from_parts(t, std::iter::empty()).unwrap_err().to_string();
+        assert!(err("[media]\ncustomer_interface = \"pbx\"\n").contains("media.customer_interface"));
+        assert!(err("[media]\nlearning = \"latch\"\n").contains("media.learning"));
+        assert!(err("[media]\ndead_leg_timeout_s = 0\n").contains("media.dead_leg_timeout_s"));
+        assert!(err("[media.interfaces.ext]\naddress = \"0.0.0.0\"\n").contains("media.interfaces.ext.advertise"));
+        assert!(err("[limits]\nmax_streams_per_call = 0\n").contains("limits.max_streams_per_call"));
+        assert!(err("[limits]\nnew_calls_per_source_per_s = -1\n").contains("limits.new_calls_per_source_per_s"));
+        let ok = Config::from_parts(
+            "[media]\nagent_interface = \"ext\"\nlearning = \"strict\"\n[media.interfaces.ext]\naddress = \"0.0.0.0\"\nadvertise = \"203.0.113.4\"\n",
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(ok.media_advertise_for(crate::call::Party::Agent).to_string(), "203.0.113.4");
+        assert_eq!(ok.media_bind(crate::call::Party::Agent).to_string(), "0.0.0.0");
+        assert_eq!(ok.media_bind(crate::call::Party::Customer).to_string(), "127.0.0.1");
+        assert_eq!(ok.media_policy().learning, crate::media::session::Learning::Strict);
     }
 }

@@ -22,6 +22,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(cfg.sip.listen).await.with_context(|| format!("sip.listen: cannot bind TCP {}", cfg.sip.listen))?;
     let local = udp.local_addr()?;
     let pool = Arc::new(Mutex::new(PortPool::new(cfg.media.port_min, cfg.media.port_max, Duration::from_secs(cfg.media.port_cooldown_s))));
+    // Every relay port is a socket: the whole range bound at once needs one descriptor per port,
+    // plus SIP, HTTP and the process itself. Raise the soft limit to that (up to the hard limit),
+    // and say so when even the hard limit is short (systemd: LimitNOFILE=).
+    let ports = (cfg.media.port_max - cfg.media.port_min + 1) as u64;
+    let need = ports + 512;
+    match crate::sys::raise_nofile(need) {
+        Some(have) if have < need => tracing::warn!(
+            open_files = have,
+            needed = need,
+            "open-file limit below what the relay port range needs: calls will get 503 before the range is full; raise it (systemd: LimitNOFILE={need}) or narrow media.port_min..port_max"
+        ),
+        Some(have) => tracing::debug!(open_files = have, needed = need, "open-file limit"),
+        None => tracing::warn!("cannot read the open-file limit"),
+    }
     let relay_stats = Arc::new(RelayStats::default());
     let sip_stats = Arc::new(SipStats::default());
     let (tap_tx, tap_rx) = mpsc::channel::<MediaFrame>(cfg.media.tap_queue);
@@ -69,7 +83,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
         MediaSettings {
-            addr: cfg.media_address(),
+            bind: [cfg.media_bind(crate::call::Party::Customer), cfg.media_bind(crate::call::Party::Agent)],
             policy: cfg.media_policy(),
             max_calls: cfg.limits.max_calls,
             max_streams: cfg.limits.max_streams_per_call,
@@ -85,7 +99,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ProxyConfig {
             host: cfg.sip_advertise(),
             port: local.port(),
-            media_host: cfg.media_advertise(),
+            media_hosts: [cfg.media_advertise_for(crate::call::Party::Customer), cfg.media_advertise_for(crate::call::Party::Agent)],
             pbx_sources: cfg.pbx_sources()?,
             pbx_route: Target::parse(&cfg.pbx.route).context("pbx.route")?,
             agents_route: cfg.agents.route.as_deref().and_then(Target::parse),
@@ -128,8 +142,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!(
         sip = %local,
-        media = %cfg.media_address(),
-        media_advertised = %cfg.media_advertise(),
+        media_customer_side = %cfg.media_bind(crate::call::Party::Customer),
+        media_agent_side = %cfg.media_bind(crate::call::Party::Agent),
+        advertised_customer_side = %cfg.media_advertise_for(crate::call::Party::Customer),
+        advertised_agent_side = %cfg.media_advertise_for(crate::call::Party::Agent),
         ports = format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
         "hearken relay running"
     );

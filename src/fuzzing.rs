@@ -419,7 +419,7 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
     let cfg = ProxyConfig {
         host: me.ip(),
         port: me.port(),
-        media_host: RELAY,
+        media_hosts: [RELAY; 2],
         pbx_sources: vec![SourcePattern { ip: pbx.ip(), port: None }],
         pbx_route: Target::parse(PBX_ADDR).expect("constant"),
         agents_route: Target::parse(&format!("sip:{AGENT_ADDR};transport=tcp")),

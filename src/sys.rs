@@ -116,6 +116,31 @@ mod tests {
     }
 }
 
+/// The open-file limit (soft, hard) of this process.
+pub fn nofile_limit() -> Option<(u64, u64)> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    (rc == 0).then_some((r.rlim_cur as u64, r.rlim_max as u64))
+}
+
+/// Raise the soft open-file limit towards `want` (never above the hard limit); returns the
+/// soft limit in force afterwards.
+pub fn raise_nofile(want: u64) -> Option<u64> {
+    let (soft, hard) = nofile_limit()?;
+    if soft >= want {
+        return Some(soft);
+    }
+    let r = libc::rlimit { rlim_cur: want.min(hard) as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+    // SAFETY: setrlimit reads the struct we pass; it changes only this process's limit.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    if rc == 0 {
+        nofile_limit().map(|l| l.0)
+    } else {
+        Some(soft)
+    }
+}
+
 /// Wall-clock time as Unix seconds (0 before 1970): for records and messages, never for timers.
 pub fn unix_now_s() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())

@@ -332,3 +332,48 @@ fn media_advertise_is_written_into_sdp() {
         h.get("/metrics").is_some_and(|m| m.contains("hearken_relay_packets_dropped_total{reason=\"source_mismatch\"} 1"))
     });
 }
+
+/// Two named interfaces: the PBX side on IPv4, the agents on IPv6. Each side is told the relay
+/// address of its own interface, and the relay bridges the media between the two families.
+#[test]
+fn named_interfaces_bridge_ipv4_and_ipv6() {
+    use common::raw_sip::*;
+    let (pbx, agent) = (free_port(), free_port());
+    let h = Hearken::start_with(
+        pbx,
+        agent,
+        media_range(4),
+        "",
+        "",
+        "customer_interface = \"internal\"\nagent_interface = \"external\"\n\
+         [media.interfaces.internal]\naddress = \"127.0.0.1\"\n[media.interfaces.external]\naddress = \"::1\"",
+    );
+    let sig_pbx = UdpSocket::bind((PBX_IP, pbx)).unwrap();
+    let sig_agent = UdpSocket::bind((AGENT_IP, agent)).unwrap();
+    sig_pbx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sig_agent.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let pbx_media = UdpSocket::bind((PBX_IP, 0)).unwrap();
+    let agent_media = UdpSocket::bind("[::1]:0").unwrap();
+    pbx_media.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    agent_media.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let c = place_call_with(
+        &h,
+        &sig_pbx,
+        &sig_agent,
+        "v6bridge",
+        (PBX_IP, pbx_media.local_addr().unwrap().port()),
+        ("::1", agent_media.local_addr().unwrap().port()),
+    );
+    assert!(c.agent_sdp.contains("c=IN IP6 ::1\r\n"), "the agent is told the IPv6 interface: {}", c.agent_sdp);
+    assert!(c.pbx_sdp.contains("c=IN IP4 127.0.0.1\r\n"), "the PBX the IPv4 one: {}", c.pbx_sdp);
+    // Each side sends to the relay on its own family, and hears the other.
+    for seq in 1..=5u16 {
+        pbx_media.send_to(&rtp(seq, 0x11), ("127.0.0.1", c.relay_pbx)).unwrap();
+        agent_media.send_to(&rtp(seq, 0x22), ("::1", c.relay_agent)).unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    let (n, from) = agent_media.recv_from(&mut buf).expect("the customer's RTP reaches the IPv6 agent");
+    assert!(from.is_ipv6() && n > 12 && buf[12] == 0x11, "{from}");
+    let (n, from) = pbx_media.recv_from(&mut buf).expect("the agent's RTP reaches the IPv4 PBX");
+    assert!(from.is_ipv4() && n > 12 && buf[12] == 0x22, "{from}");
+}

@@ -102,8 +102,8 @@ struct CallHandle {
 
 #[derive(Clone)]
 pub struct MediaSettings {
-    /// Address the relay ports are bound on.
-    pub addr: IpAddr,
+    /// Address the relay ports facing each party are bound on (one interface or two).
+    pub bind: [IpAddr; 2],
     pub policy: MediaPolicy,
     /// Concurrent calls (0: as many as the port range holds).
     pub max_calls: usize,
@@ -137,22 +137,22 @@ impl MediaManager {
         MediaManager { settings, pool, calls: HashMap::new(), tap, stats, ended, registry: Default::default(), analysis, cues }
     }
 
-    /// Bind one port pair: RTP on `p`, RTCP on `p + 1`.
-    fn bind_pair(&self, p: u16) -> Option<(UdpSocket, UdpSocket)> {
+    /// Bind one port pair facing `side`: RTP on `p`, RTCP on `p + 1`.
+    fn bind_pair(&self, p: u16, side: Party) -> Option<(UdpSocket, UdpSocket)> {
         let bind = |port| -> std::io::Result<UdpSocket> {
-            let s = std::net::UdpSocket::bind(SocketAddr::new(self.settings.addr, port))?;
+            let s = std::net::UdpSocket::bind(SocketAddr::new(self.settings.bind[side.idx()], port))?;
             s.set_nonblocking(true)?;
             UdpSocket::from_std(s)
         };
         Some((bind(p).ok()?, bind(p + 1).ok()?))
     }
 
-    fn take_pair(&self, taken: &mut Vec<u16>) -> Option<(u16, UdpSocket, UdpSocket)> {
+    fn take_pair(&self, taken: &mut Vec<u16>, side: Party) -> Option<(u16, UdpSocket, UdpSocket)> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         for _ in 0..pool.capacity() {
             let p = pool.take(now)?;
-            match self.bind_pair(p) {
+            match self.bind_pair(p, side) {
                 Some((a, b)) => {
                     taken.push(p);
                     return Some((p, a, b));
@@ -166,8 +166,8 @@ impl MediaManager {
 
     fn allocate_stream(&self) -> Result<StreamSockets, OpenError> {
         let mut taken = Vec::new();
-        let pbx = self.take_pair(&mut taken);
-        let agent = if pbx.is_some() { self.take_pair(&mut taken) } else { None };
+        let pbx = self.take_pair(&mut taken, Party::Customer);
+        let agent = if pbx.is_some() { self.take_pair(&mut taken, Party::Agent) } else { None };
         match (pbx, agent) {
             (Some((pp, pr, pc)), Some((ap, ar, ac))) => Ok(StreamSockets {
                 socks: [pr, pc, ar, ac],

@@ -131,8 +131,9 @@ pub struct ProxyConfig {
     /// Our address and port as written into Via and Record-Route.
     pub host: IpAddr,
     pub port: u16,
-    /// Address written into rewritten SDP.
-    pub media_host: IpAddr,
+    /// Address written into rewritten SDP, by the party that receives it (the relay's
+    /// interface facing the customer side, and facing the agents).
+    pub media_hosts: [IpAddr; 2],
     pub pbx_sources: Vec<crate::net::SourcePattern>,
     pub pbx_route: Target,
     pub agents_route: Option<Target>,
@@ -795,14 +796,14 @@ impl Proxy {
         tracing::info!(call = %id, "second 2xx from another downstream dialog: a call of its own");
         if let Some(offer) = offer {
             // The caller's side as it offered: announced to the new call's media plane.
-            let _ = anchor::anchor(&offer, id, &meta, caller, self.media_host(), media);
+            let _ = anchor::anchor(&offer, id, &meta, caller, self.media_host(caller.other()), media);
         }
         fork_key
     }
 
     /// Rewrite the SDP of `msg` (sent by `sender`) to point at the relay.
     fn anchor(&mut self, msg: &mut Message, call_id: &str, sender: Party, media: &mut dyn MediaControl) -> Result<(), AnchorError> {
-        let host = self.media_host();
+        let host = self.media_host(sender.other());
         let call = self.calls.get_mut(call_id).ok_or(AnchorError::BadSdp)?;
         match anchor::anchor(&msg.body, call.id, &call.meta, sender, host, media) {
             Ok(a) => {
@@ -821,8 +822,9 @@ impl Proxy {
         }
     }
 
-    fn media_host(&self) -> IpAddr {
-        self.cfg.media_host
+    /// The relay address `receiver` is told to send media to.
+    fn media_host(&self, receiver: Party) -> IpAddr {
+        self.cfg.media_hosts[receiver.idx()]
     }
 
     fn agent_id(&self, msg: &Message, sender: Party) -> String {
@@ -1141,7 +1143,7 @@ mod tests {
             ProxyConfig {
                 host: "10.0.0.9".parse().unwrap(),
                 port: 5060,
-                media_host: "10.0.0.9".parse().unwrap(),
+                media_hosts: ["10.0.0.9".parse().unwrap(); 2],
                 pbx_sources: vec![SourcePattern { ip: "10.0.0.1".parse().unwrap(), port: None }],
                 pbx_route: Target::parse("10.0.0.1:5060").unwrap(),
                 agents_route: Target::parse("10.0.0.2:5060"),

@@ -108,7 +108,7 @@ impl Sim {
             ProxyConfig {
                 host: me.ip(),
                 port: me.port(),
-                media_host: me.ip(),
+                media_hosts: [me.ip(); 2],
                 pbx_sources: vec![SourcePattern { ip: sa(PBX).ip(), port: None }],
                 pbx_route: Target::parse(PBX).expect("constant"),
                 agents_route: Target::parse(AGENT),

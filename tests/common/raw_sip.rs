@@ -15,7 +15,8 @@ pub fn rtp(seq: u16, fill: u8) -> Vec<u8> {
 }
 
 pub fn sdp(ip: &str, port: u16) -> String {
-    format!("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+    let f = if ip.contains(':') { "IP6" } else { "IP4" };
+    format!("v=0\r\no=- 1 1 IN {f} {ip}\r\ns=-\r\nc=IN {f} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
 }
 
 pub fn audio_port(msg: &str) -> u16 {
@@ -46,6 +47,9 @@ pub fn recv_until(sock: &UdpSocket, what: &str, want: impl Fn(&str) -> bool) -> 
 }
 
 pub struct Call {
+    /// The SDP the agent was sent (in the INVITE) and the PBX was sent (in the 200).
+    pub agent_sdp: String,
+    pub pbx_sdp: String,
     /// Relay ports: the one the PBX sends to, the one the agent sends to.
     pub relay_pbx: u16,
     pub relay_agent: u16,
@@ -103,5 +107,6 @@ pub fn place_call_with(
         h.sip_port
     );
     pbx.send_to(ack.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
-    Call { relay_pbx, relay_agent, to_tag, call_id: call_id.to_string() }
+    let body = |m: &str| m.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Call { agent_sdp: body(&inv), pbx_sdp: body(&resp), relay_pbx, relay_agent, to_tag, call_id: call_id.to_string() }
 }
