@@ -121,7 +121,7 @@ pub fn nofile_limit() -> Option<(u64, u64)> {
     let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    (rc == 0).then_some((r.rlim_cur as u64, r.rlim_max as u64))
+    (rc == 0).then_some((r.rlim_cur, r.rlim_max))
 }
 
 /// Raise the soft open-file limit towards `want` (never above the hard limit); returns the
@@ -131,7 +131,7 @@ pub fn raise_nofile(want: u64) -> Option<u64> {
     if soft >= want {
         return Some(soft);
     }
-    let r = libc::rlimit { rlim_cur: want.min(hard) as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+    let r = libc::rlimit { rlim_cur: want.min(hard), rlim_max: hard };
     // SAFETY: setrlimit reads the struct we pass; it changes only this process's limit.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
     if rc == 0 {
