@@ -281,7 +281,11 @@ fn hearken_protects_at_least_what_rtpengine_protects() {
     // What the stranger gets (the agent's audio), and what of the stranger's reaches the agent.
     assert!(n(&h.stranger, AGENT) <= n(&r.stranger, AGENT), "stranger got agent audio: hearken {h:?} rtpengine {r:?}");
     assert!(n(&h.agent, STRANGER) <= n(&r.agent, STRANGER), "agent got stranger audio: hearken {h:?} rtpengine {r:?}");
-    assert_eq!(n(&h.stranger, AGENT), 0, "Hearken gives a stranger nothing");
+    // The stranger's first packet arrived before the PBX's, like a NAT'd PBX's would: it is the
+    // provisional endpoint until the PBX's own address is heard (at its first packet). An agent
+    // packet handled in that instant can go to it; nothing after.
+    assert!(n(&h.stranger, AGENT) <= 1, "Hearken gives a stranger at most the one racing packet: {h:?}");
+    assert!(n(&h.agent, STRANGER) <= 1, "and takes from it only its first packet: {h:?}");
     assert!(n(&h.agent, CUSTOMER) >= 70 && n(&h.pbx, AGENT) >= 70, "the call itself flows: {h:?}");
     assert!(!r.alive || h.alive, "Hearken ended media rtpengine kept: hearken {h:?} rtpengine {r:?}");
 

@@ -178,6 +178,12 @@ impl LiveCall {
             leg.anchor = None;
         }
         if leg.ssrc != Some(header.ssrc) {
+            if leg.ssrc.is_some() {
+                leg.stats.resyncs += 1;
+                if let Some(q) = leg.quality.as_mut() {
+                    q.new_source();
+                }
+            }
             leg.ssrc = Some(header.ssrc);
             leg.anchor = None;
         }

@@ -163,6 +163,19 @@ impl QualityStats {
         self.update_jitter(timestamp, arrival_ms);
     }
 
+    /// A new SSRC on the leg: the old sequence space is closed (its figures kept) and the next
+    /// packet starts a new one, as after a confirmed restart (RFC 3550 §A.1).
+    pub fn new_source(&mut self) {
+        if self.started {
+            self.resyncs += 1;
+            self.prior_expected += self.segment_expected();
+            self.prior_received += self.received;
+            self.started = false;
+            self.received = 0;
+            self.transit = None;
+        }
+    }
+
     fn init_seq(&mut self, seq: u16) {
         self.max_seq = seq;
         self.ext_max = seq as i64;

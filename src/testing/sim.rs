@@ -793,12 +793,14 @@ mod tests {
         let id = answered_call(&mut sim, 0);
         let mut seq: u16 = 1000;
         let mut ts: u32 = 1_000_000;
+        let ssrc = std::cell::Cell::new(0x11u32);
         let send = |sim: &mut Sim, secs: u64, seq: &mut u16, ts: &mut u32| {
             sim.run_for(Duration::from_secs(secs), |s| {
                 *seq = seq.wrapping_add(1);
                 *ts = ts.wrapping_add(160);
                 let mut p = frame(0, *seq, true);
                 p[4..8].copy_from_slice(&ts.to_be_bytes());
+                p[8..12].copy_from_slice(&ssrc.get().to_be_bytes());
                 s.rtp(id, Party::Customer, &p);
                 s.rtp(id, Party::Agent, &frame(0, *seq, false));
             });
@@ -809,13 +811,19 @@ mod tests {
         send(&mut sim, 10, &mut seq, &mut ts);
         seq = seq.wrapping_add(1000);
         send(&mut sim, 10, &mut seq, &mut ts);
+        // A new SSRC (the PBX switched the call to another media server), new sequence space.
+        ssrc.set(0x5eed);
+        seq = seq.wrapping_add(20_000);
+        ts = ts.wrapping_add(123_456_789);
+        send(&mut sim, 5, &mut seq, &mut ts);
         pbx_hangs_up(&mut sim, 2, "z9hG4bKj1");
         let r = sim.records()[0];
         let t = &r.summary.turns;
-        assert!(t.talk_time_s.customer > 15.0, "the customer's audio after the jump is analysed: {:?}", t.talk_time_s);
+        assert!(t.talk_time_s.customer > 20.0, "the customer's audio after the jumps is analysed: {:?}", t.talk_time_s);
         let q = r.summary.quality.as_ref().unwrap();
         let lq = q.customer.as_ref().expect("customer quality");
         assert!(lq.loss_fraction < 0.01, "a sequence jump is not loss: {lq:?}");
+        assert!(q.customer_stats.resyncs >= 2, "resynchronisations are counted: {:?}", q.customer_stats);
     }
 
     fn answer(inv: &Message, code: u16, tag: &str, sdp: Option<&str>) -> String {
