@@ -5,8 +5,8 @@
 //! protects, and never end media that rtpengine keeps.
 //!
 //! Scenarios: a stranger's packet before the PBX's first RTP (and more after), a NAT rebinding
-//! of the agent mid-call, one-way silence (the agent muted, sending only RTCP) past both relays'
-//! media timeouts.
+//! of the agent mid-call, a call answered by two forked branches of which the PBX keeps one,
+//! one-way silence (the agent muted, sending only RTCP) past both relays' media timeouts.
 
 mod common;
 use common::raw_sip::*;
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 const CUSTOMER: u8 = 0x11;
 const AGENT: u8 = 0x22;
 const STRANGER: u8 = 0x55;
+const AGENT_Y: u8 = 0x33;
 /// Media timeout of both relays in these scenarios (seconds).
 const TIMEOUT_S: u64 = 3;
 
@@ -104,6 +105,25 @@ impl Rtpengine {
             .expect("answer answered");
         assert_eq!(answer.str("result").as_deref(), Some("ok"), "{answer:?}");
         (audio_port(&answer.str("sdp").unwrap()), audio_port(&offer.str("sdp").unwrap()))
+    }
+
+    /// A second answer for the same offer from another downstream dialog (`to_tag`), as
+    /// Kamailio's rtpengine_answer does for every 2xx of a forked INVITE. Returns the port the
+    /// PBX is told for that dialog.
+    fn answer(&mut self, call_id: &str, to_tag: &str, agent_sdp: (&str, u16)) -> u16 {
+        let a = self
+            .call(&Ben::dict(&[
+                ("command", Ben::s("answer")),
+                ("call-id", Ben::s(call_id)),
+                ("from-tag", Ben::s("pbx")),
+                ("to-tag", Ben::s(to_tag)),
+                ("sdp", Ben::s(&sdp(agent_sdp.0, agent_sdp.1))),
+                ("replace", Ben::List(vec![Ben::s("origin"), Ben::s("session-connection")])),
+                ("ICE", Ben::s("remove")),
+            ]))
+            .expect("answer answered");
+        assert_eq!(a.str("result").as_deref(), Some("ok"), "{a:?}");
+        audio_port(&a.str("sdp").unwrap())
     }
 
     /// The call still exists (rtpengine deletes a call whose media timed out).
@@ -259,6 +279,41 @@ impl Both {
     }
 }
 
+impl Both {
+    /// Forking: one offer, answered by two downstream dialogs (agent X, then agent Y, as a
+    /// forking proxy's branches do); the PBX keeps X and sends to the port X's answer gave it;
+    /// both agents send to the port the offer gave them. `agent` is X, `agent_rebound` is Y.
+    fn forked(&mut self, steps: usize) -> (Seen, Seen) {
+        self.calls += 1;
+        let id = format!("diff{}", self.calls);
+        let script = |step: usize, p: &Parties, (to_pbx_side, to_agent_side): (u16, u16)| {
+            send(&p.pbx, to_pbx_side, step as u16, CUSTOMER);
+            send(&p.agent, to_agent_side, step as u16, AGENT);
+            send(&p.agent_rebound, to_agent_side, step as u16, AGENT_Y);
+        };
+        let p = Parties::new();
+        let (pm, xm, ym) =
+            (p.pbx.local_addr().unwrap().port(), p.agent.local_addr().unwrap().port(), p.agent_rebound.local_addr().unwrap().port());
+        let (x_port, agent_port) = self.rtpe.setup(&id, (PBX_IP, pm), (AGENT_IP, xm));
+        let _y_port = self.rtpe.answer(&id, "agent-y", (AGENT_IP, ym));
+        let r = run(&p, (x_port, agent_port), steps, script);
+        let p = Parties::new();
+        let (pm, xm, ym) =
+            (p.pbx.local_addr().unwrap().port(), p.agent.local_addr().unwrap().port(), p.agent_rebound.local_addr().unwrap().port());
+        let c = place_call_forked(
+            &self.hk,
+            &self.sig_pbx,
+            &self.sig_agent,
+            &id,
+            (PBX_IP, pm),
+            &[("agent-x", (AGENT_IP, xm)), ("agent-y", (AGENT_IP, ym))],
+        );
+        let h = run(&p, (c.relay_pbx, c.relay_agent), steps, script);
+        eprintln!("{id} (forked)\n  rtpengine {r:?}\n  hearken   {h:?}");
+        (r, h)
+    }
+}
+
 /// Every check of the module in one process pair (rtpengine and Hearken start once).
 #[test]
 fn hearken_protects_at_least_what_rtpengine_protects() {
@@ -305,7 +360,15 @@ fn hearken_protects_at_least_what_rtpengine_protects() {
     assert!(!r.alive || h.alive, "Hearken ended media rtpengine kept: hearken {h:?} rtpengine {r:?}");
     assert!(n(&h.stranger, CUSTOMER) + n(&h.stranger, AGENT) == 0);
 
-    // 3. One-way silence past both relays' media timeout: the agent is muted and sends RTCP only.
+    // 3. Forking: the PBX keeps agent X; agent Y (the other branch) must not take X's call.
+    let (r, h) = both.forked(100);
+    assert!(n(&h.agent_rebound, CUSTOMER) <= n(&r.agent_rebound, CUSTOMER), "the losing branch got the customer: {h:?} rtpengine {r:?}");
+    assert!(n(&h.pbx, AGENT_Y) <= n(&r.pbx, AGENT_Y), "the customer got the losing branch: {h:?} rtpengine {r:?}");
+    assert_eq!(n(&h.agent_rebound, CUSTOMER) + n(&h.pbx, AGENT_Y), 0, "Hearken keeps the branches apart: {h:?}");
+    assert!(n(&h.agent, CUSTOMER) >= 95 && n(&h.pbx, AGENT) >= 95, "the kept dialog's media flows: {h:?}");
+    assert!(!r.alive || h.alive, "Hearken ended media rtpengine kept: hearken {h:?} rtpengine {r:?}");
+
+    // 4. One-way silence past both relays' media timeout: the agent is muted and sends RTCP only.
     let steps = (TIMEOUT_S as usize + 3) * 50;
     let (r, h) = both.scenario(AGENT_IP, steps, |step, p, (to_pbx_side, to_agent_side)| {
         send(&p.pbx, to_pbx_side, step as u16, CUSTOMER);

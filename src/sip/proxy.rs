@@ -178,6 +178,8 @@ pub struct CallInfo {
     offer: Option<Vec<u8>>,
     /// Index key in `Proxy::dialogs` once the dialog is known.
     dialog_key: Option<DialogKey>,
+    /// The downstream dialog (To tag) this call's media belongs to, once a response brought it.
+    tag: Option<String>,
 }
 
 /// Call-ID and the two tags, smaller tag first (either party may send in-dialog requests).
@@ -216,8 +218,8 @@ pub struct Proxy {
     txns: HashMap<(String, String), Txn>,
     /// Transaction deadlines, earliest first (timers as data: the driver asks [`Proxy::poll_timeout`]).
     timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, (String, String))>>,
-    /// Calls by key: `Call-ID|branch` of the initial INVITE (plus `|to-tag` for a downstream
-    /// fork).
+    /// Calls by key: Call-ID and branch of the initial INVITE, joined by a line feed (plus the
+    /// To tag for a downstream fork).
     calls: HashMap<String, CallInfo>,
     by_id: HashMap<CallId, String>,
     /// Established or early dialogs, to find an in-dialog request's call.
@@ -431,7 +433,7 @@ impl Proxy {
         let resumed = in_dialog && matches!(method.as_str(), "INVITE" | "UPDATE") && msg.has_sdp() && existing.is_none();
         let initial_invite = (method == "INVITE" && !in_dialog) || resumed;
         // Each initial INVITE transaction is a call of its own (upstream forking).
-        let call_id = if initial_invite { format!("{sip_call_id}|{branch}") } else { existing.unwrap_or_default() };
+        let call_id = if initial_invite { format!("{sip_call_id}\n{branch}") } else { existing.unwrap_or_default() };
         // The PBX is the contact centre's own trunk: its volume is bounded by limits.max_calls;
         // every other source is held to the per-source rate.
         if initial_invite && side == Party::Agent && !self.admit_new_call(from.addr.ip(), now) {
@@ -489,10 +491,23 @@ impl Proxy {
                     ack_deadline: None,
                     offer: msg.has_sdp().then(|| msg.body.clone()),
                     dialog_key: None,
+                    tag: None,
                 },
             );
             if resumed {
                 self.index_dialog(&call_id, &msg);
+                // Early dialogs of the same INVITE that did not answer lost (RFC 3261 §13.2.2.4
+                // ends them at the caller): their ports go back now.
+                let base = t_key_base(&call_id);
+                let losers: Vec<String> = self
+                    .calls
+                    .iter()
+                    .filter(|(k, c)| k.as_str() != call_id && t_key_base(k) == base && !c.dialog.confirmed)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in losers {
+                    self.end_call(&k, EndReason::Closed, media);
+                }
             }
             self.by_id.insert(id, call_id.clone());
             self.stats.calls_started.fetch_add(1, Relaxed);
@@ -674,11 +689,14 @@ impl Proxy {
         if msg.values("via").is_empty() {
             return Vec::new();
         }
-        if method == "INVITE" && initial && (200..300).contains(&code) {
-            let to_tag = msg.header("to").and_then(|v| param(v, "tag")).unwrap_or_default();
-            let bound = self.calls.get(&call_id).filter(|c| c.dialog.confirmed).and_then(|c| param(&c.dialog.to, "tag"));
-            if bound.is_some_and(|b| b != to_tag) {
-                call_id = self.fork_for(&call_id, &to_tag, media);
+        // Each downstream dialog (To tag) that brings media — early media in a 18x, or the 2xx —
+        // has its own relay ports: the first one binds the call, others fork calls of their own.
+        let dialog_tag = msg.header("to").and_then(|v| param(v, "tag"));
+        let brings_media = (101..300).contains(&code) && (msg.has_sdp() || code >= 200);
+        if let (true, true, Some(to_tag)) = (method == "INVITE" && initial, brings_media, dialog_tag.as_deref()) {
+            match self.calls.get_mut(&call_id).map(|c| c.tag.get_or_insert_with(|| to_tag.to_string()).clone()) {
+                Some(bound) if bound != to_tag => call_id = self.fork_for(&call_id, to_tag, media),
+                _ => {}
             }
         }
         // An answer that cannot be anchored is passed on unchanged so the call still works.
@@ -726,6 +744,18 @@ impl Proxy {
                     }
                 }
                 self.index_dialog(&call_id, &msg);
+                // Early dialogs of the same INVITE that did not answer lost (RFC 3261 §13.2.2.4
+                // ends them at the caller): their ports go back now.
+                let base = t_key_base(&call_id);
+                let losers: Vec<String> = self
+                    .calls
+                    .iter()
+                    .filter(|(k, c)| k.as_str() != call_id && t_key_base(k) == base && !c.dialog.confirmed)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in losers {
+                    self.end_call(&k, EndReason::Closed, media);
+                }
             }
         }
         if method == "BYE" && code >= 200 {
@@ -764,11 +794,13 @@ impl Proxy {
         }
     }
 
-    /// A 2xx from a second downstream dialog (another To tag) for an INVITE whose call already
-    /// has its dialog: a call of its own, anchored on fresh ports from the original offer, so
-    /// the caller can keep or end either dialog. Returns the key to handle the response under.
+    /// Media from another downstream dialog (another To tag: a forking proxy's second branch,
+    /// in early media or a second 2xx) for an INVITE whose call already has its dialog: a call
+    /// of its own, anchored on fresh ports from the original offer, so each branch's early media
+    /// reaches the caller and the caller can keep or end either dialog. Returns the key to
+    /// handle the response under.
     fn fork_for(&mut self, key: &str, to_tag: &str, media: &mut dyn MediaControl) -> String {
-        let fork_key = format!("{key}|{to_tag}");
+        let fork_key = format!("{key}\n{to_tag}");
         if self.calls.contains_key(&fork_key) {
             return fork_key;
         }
@@ -788,12 +820,13 @@ impl Proxy {
             ack_deadline: None,
             offer: base.offer.clone(),
             dialog_key: None,
+            tag: Some(to_tag.to_string()),
         };
         let (offer, meta, caller) = (info.offer.clone(), info.meta.clone(), info.caller);
         self.calls.insert(fork_key.clone(), info);
         self.by_id.insert(id, fork_key.clone());
         self.stats.calls_started.fetch_add(1, Relaxed);
-        tracing::info!(call = %id, "second 2xx from another downstream dialog: a call of its own");
+        tracing::info!(call = %id, "another downstream dialog brought media: a call of its own");
         if let Some(offer) = offer {
             // The caller's side as it offered: announced to the new call's media plane.
             let _ = anchor::anchor(&offer, id, &meta, caller, self.media_host(caller.other()), media);
@@ -1040,6 +1073,15 @@ impl Proxy {
             }
         }
         out
+    }
+}
+
+/// The transaction part of a call key (`Call-ID LF branch`, without a fork's `LF tag`; a line
+/// feed cannot occur inside a header value).
+fn t_key_base(key: &str) -> &str {
+    match key.match_indices('\n').nth(1) {
+        Some((i, _)) => &key[..i],
+        None => key,
     }
 }
 

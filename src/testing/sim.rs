@@ -969,4 +969,32 @@ mod tests {
         assert!(q.customer_stats.srtp_no_key >= 99, "{q:?}");
         assert_eq!(r.summary.turns.talk_time_s.customer, 0.0, "ciphertext is never taken for speech");
     }
+
+    /// A forking proxy downstream plays early media from two branches (two 183s with SDP and
+    /// different To tags): each branch's early media has its own relay ports; when one branch
+    /// answers, the other's ports are freed.
+    #[test]
+    fn early_media_from_two_branches_then_one_answers() {
+        let mut sim = Sim::new();
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKem", None, Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        let inv = sim.agent_inbox.iter().find(|m| m.method() == Some("INVITE")).unwrap().clone();
+        let early = |code: u16, tag: &str, ip: &str, port: u16| {
+            let mut r = inv.response(code, if code == 183 { "Session Progress" } else { "OK" }, Some(tag));
+            r.push_back("Contact", format!("<sip:{tag}@{ip}>"));
+            r.set("content-type", "Content-Type", "application/sdp");
+            r.body = offer_sdp(ip, port, 0, "").into_bytes();
+            String::from_utf8(r.to_bytes()).unwrap()
+        };
+        sim.sip(Party::Agent, &early(183, "e1", "10.0.0.2", 5000));
+        sim.sip(Party::Agent, &early(183, "e2", "10.0.0.3", 6000));
+        let progress: Vec<Message> = sim.pbx_inbox.iter().filter(|m| m.status() == Some(183)).cloned().collect();
+        assert_eq!(progress.len(), 2);
+        assert_ne!(relay_port(&progress[0]), relay_port(&progress[1]), "each branch's early media has its own relay port");
+        assert_eq!(sim.media_calls(), 2);
+        sim.sip(Party::Agent, &early(200, "e2", "10.0.0.3", 6000));
+        assert_eq!(sim.media_calls(), 1, "the branch that did not answer freed its ports");
+        let ok = sim.pbx_inbox.iter().rev().find(|m| m.status() == Some(200)).unwrap();
+        assert_eq!(relay_port(ok), relay_port(&progress[1]), "the answer is on the answering branch's ports");
+        assert_eq!(sim.proxy.active_calls().count(), 1);
+    }
 }

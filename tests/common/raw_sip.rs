@@ -72,6 +72,20 @@ pub fn place_call_with(
     pbx_sdp: (&str, u16),
     agent_sdp: (&str, u16),
 ) -> Call {
+    let tag = format!("a{call_id}");
+    place_call_forked(h, pbx, agent, call_id, pbx_sdp, &[(&tag, agent_sdp)])
+}
+
+/// A call answered by several downstream dialogs (a forking proxy's branches): one 200 per
+/// `(To tag, SDP address)`, in order. The PBX keeps (ACKs) the first; the Call describes it.
+pub fn place_call_forked(
+    h: &Hearken,
+    pbx: &UdpSocket,
+    agent: &UdpSocket,
+    call_id: &str,
+    pbx_sdp: (&str, u16),
+    answers: &[(&str, (&str, u16))],
+) -> Call {
     let pbx_port = pbx.local_addr().unwrap().port();
     let body = sdp(pbx_sdp.0, pbx_sdp.1);
     let invite = format!(
@@ -82,24 +96,27 @@ pub fn place_call_with(
     pbx.send_to(invite.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
     let inv = recv_until(agent, "INVITE at the agent", |m| m.starts_with("INVITE ") && m.contains(call_id));
     let relay_agent = audio_port(&inv);
-    let to_tag = format!("a{call_id}");
-    let answer = sdp(agent_sdp.0, agent_sdp.1);
-    let mut ok = String::from("SIP/2.0 200 OK\r\n");
-    for v in header(&inv, "via") {
-        ok.push_str(v);
-        ok.push_str("\r\n");
+    for (tag, agent_sdp) in answers {
+        let answer = sdp(agent_sdp.0, agent_sdp.1);
+        let mut ok = String::from("SIP/2.0 200 OK\r\n");
+        for v in header(&inv, "via") {
+            ok.push_str(v);
+            ok.push_str("\r\n");
+        }
+        for rr in header(&inv, "record-route") {
+            ok.push_str(rr);
+            ok.push_str("\r\n");
+        }
+        ok.push_str(&format!(
+            "From: <sip:cust@pbx>;tag=p{call_id}\r\nTo: <sip:agent7@pbx>;tag={tag}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:agent7@{AGENT_IP}:{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+            agent.local_addr().unwrap().port(),
+            answer.len()
+        ));
+        agent.send_to(ok.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
     }
-    for rr in header(&inv, "record-route") {
-        ok.push_str(rr);
-        ok.push_str("\r\n");
-    }
-    ok.push_str(&format!(
-        "From: <sip:cust@pbx>;tag=p{call_id}\r\nTo: <sip:agent7@pbx>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:agent7@{AGENT_IP}:{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
-        agent.local_addr().unwrap().port(),
-        answer.len()
-    ));
-    agent.send_to(ok.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
-    let resp = recv_until(pbx, "200 at the PBX", |m| m.starts_with("SIP/2.0 200") && m.contains(call_id));
+    let to_tag = answers[0].0.to_string();
+    let resp =
+        recv_until(pbx, "200 at the PBX", |m| m.starts_with("SIP/2.0 200") && m.contains(call_id) && m.contains(&format!("tag={to_tag}")));
     let relay_pbx = audio_port(&resp);
     let ack = format!(
         "ACK sip:agent7@{AGENT_IP}:{} SIP/2.0\r\nVia: SIP/2.0/UDP {PBX_IP}:{pbx_port};branch=z9hG4bKack{call_id}\r\nRoute: <sip:127.0.0.1:{};lr>\r\nFrom: <sip:cust@pbx>;tag=p{call_id}\r\nTo: <sip:agent7@pbx>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
