@@ -204,6 +204,11 @@ pub trait MediaControl {
     fn remote(&mut self, call: CallId, party: Party, session: &sdp::Session);
     /// The call is over: stop relaying and free its ports.
     fn close(&mut self, call: CallId, reason: EndReason);
+    /// ICE-lite credentials of the relay side facing `party` (`media.ice = "lite"`), to go into
+    /// the SDP sent to that party; None when ICE is removed.
+    fn ice(&self, _call: CallId, _party: Party) -> Option<crate::media::stun::IceCredentials> {
+        None
+    }
 }
 
 /// Payload types of one negotiated stream (m-line), learned once from the SDP of both sides:

@@ -96,6 +96,9 @@ pub struct MediaConfig {
     pub setup_timeout_s: u64,
     /// Endpoint learning policy: `heuristic`, `strict` or `handover`.
     pub learning: crate::media::session::Learning,
+    /// ICE in anchored SDP: `remove` (the relay is the only path) or `lite` (the relay is also an
+    /// ICE-lite agent and answers connectivity checks, for peers that require ICE).
+    pub ice: IceMode,
     /// Learning window after a leg's first packet, in milliseconds.
     pub learning_window_ms: u64,
     /// How long a learned endpoint must be silent before a new source may take over.
@@ -118,6 +121,15 @@ pub struct InterfaceConfig {
     pub address: IpAddr,
     /// Default: `address`. Needed when `address` is a wildcard or behind 1:1 NAT.
     pub advertise: Option<IpAddr>,
+}
+
+/// How Hearken treats ICE in the SDP it anchors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceMode {
+    #[default]
+    Remove,
+    Lite,
 }
 
 /// Admission limits: what one source or the whole node may take.
@@ -178,6 +190,7 @@ impl Default for MediaConfig {
             dead_leg_timeout_s: 30,
             setup_timeout_s: 240,
             learning: Default::default(),
+            ice: IceMode::Remove,
             learning_window_ms: 3000,
             handover_after_ms: 200,
             tap_queue: 4096,

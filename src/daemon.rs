@@ -87,6 +87,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             policy: cfg.media_policy(),
             max_calls: cfg.limits.max_calls,
             max_streams: cfg.limits.max_streams_per_call,
+            ice_lite: cfg.media.ice == crate::config::IceMode::Lite,
         },
         pool.clone(),
         tap_tx,

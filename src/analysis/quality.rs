@@ -78,6 +78,9 @@ pub struct QualityStats {
     last_arrival_ms: Option<u64>,
     /// Sequence restarts and jumps taken as a new sequence space rather than loss.
     pub resyncs: u64,
+    /// RFC 3550 §A.1 probation: the last packet (sequence, timestamp, arrival) of a source not
+    /// yet validated.
+    probe: Option<(u16, u32, u64)>,
 }
 
 impl QualityStats {
@@ -104,15 +107,36 @@ impl QualityStats {
             jitter: 0.0,
             last_arrival_ms: None,
             resyncs: 0,
+            probe: None,
         }
     }
 
     /// Account one received RTP packet, in arrival order.
     pub fn on_packet(&mut self, seq: u16, timestamp: u32, arrival_ms: u64) {
         if !self.started {
-            self.started = true;
-            self.init_seq(seq);
-        } else {
+            // RFC 3550 §A.1 probation (MIN_SEQUENTIAL = 2): a source (or a new SSRC) counts once
+            // two packets arrived in sequence; a lone stray packet does not open a sequence space.
+            match self.probe {
+                Some((p, pts, pat)) if seq == p.wrapping_add(1) => {
+                    self.started = true;
+                    self.probe = None;
+                    self.init_seq(p);
+                    self.received = 1;
+                    self.update_jitter(pts, pat);
+                    // This packet is then accounted as the next one in order, below.
+                }
+                Some((p, _, _)) if seq == p => {
+                    self.duplicates += 1;
+                    return;
+                }
+                _ => {
+                    self.probe = Some((seq, timestamp, arrival_ms));
+                    self.last_arrival_ms = Some(arrival_ms);
+                    return;
+                }
+            }
+        }
+        {
             let udelta = seq.wrapping_sub(self.max_seq);
             if udelta == 0 {
                 self.duplicates += 1;
@@ -174,6 +198,7 @@ impl QualityStats {
             self.received = 0;
             self.transit = None;
         }
+        self.probe = None;
     }
 
     fn init_seq(&mut self, seq: u16) {
@@ -363,11 +388,15 @@ mod tests {
         let s = q.summary(Codec::Pcmu);
         assert_eq!(s.duplicates, 2);
         assert_eq!((s.packets_received, s.packets_expected, s.lost), (7, 7, 0));
-        // A repeat of the very first packet counts once.
+        // A repeat of the very first packet is a duplicate; a source that never sends two packets
+        // in sequence is never validated (RFC 3550 §A.1 probation).
         let mut q = QualityStats::new(8000);
         q.on_packet(1, 0, 0);
         q.on_packet(1, 0, 1);
-        assert_eq!(q.summary(Codec::Pcmu).packets_received, 1);
+        let s = q.summary(Codec::Pcmu);
+        assert_eq!((s.packets_received, s.duplicates), (0, 1));
+        q.on_packet(2, 160, 20);
+        assert_eq!(q.summary(Codec::Pcmu).packets_received, 2);
     }
 
     #[test]
@@ -402,5 +431,25 @@ mod tests {
         // Total loss bottoms out at MOS 1.
         let (_, mos) = estimate_mos(Codec::Opus, 1.0, 500.0, &DelayAssumptions::default());
         assert_eq!(mos, 1.0);
+    }
+
+    #[test]
+    fn a_stray_packet_is_on_probation_and_a_new_source_starts_clean() {
+        let mut q = QualityStats::new(8000);
+        // A lone packet far from the stream, then the stream.
+        q.on_packet(50_000, 0, 0);
+        for k in 0..100u16 {
+            q.on_packet(100 + k, 160 * k as u32, 20 * k as u64);
+        }
+        let s = q.summary(Codec::Pcmu);
+        assert_eq!((s.packets_received, s.packets_expected, s.lost), (100, 100, 0), "{s:?}");
+        // A new SSRC with its own sequence space: the old figures stay, the new ones add up.
+        q.new_source();
+        for k in 0..50u16 {
+            q.on_packet(9000 + k, 160 * k as u32, 3000 + 20 * k as u64);
+        }
+        let s = q.summary(Codec::Pcmu);
+        assert_eq!((s.packets_received, s.packets_expected, s.lost), (150, 150, 0), "{s:?}");
+        assert_eq!(q.resyncs, 1);
     }
 }

@@ -95,6 +95,8 @@ fn sock_index(side: Party, port: Port) -> usize {
 
 struct CallHandle {
     tx: mpsc::UnboundedSender<CallCmd>,
+    /// ICE-lite credentials per facing party (ICE-lite only).
+    ice: Option<[crate::media::stun::IceCredentials; 2]>,
     ports: Vec<Option<StreamPorts>>,
     /// What analysis is told after each offer/answer.
     plan: MediaPlan,
@@ -109,6 +111,8 @@ pub struct MediaSettings {
     pub max_calls: usize,
     /// m-lines one call may have.
     pub max_streams: usize,
+    /// Act as an ICE-lite agent (`media.ice = "lite"`).
+    pub ice_lite: bool,
 }
 
 /// Owns port allocation and the call tasks; driven by the SIP driver through [`MediaControl`].
@@ -218,12 +222,22 @@ impl MediaControl for MediaManager {
         if !self.calls.contains_key(&call) {
             let (tx, rx) = mpsc::unbounded_channel();
             self.cues.add(call, tx.clone());
+            let ice = self
+                .settings
+                .ice_lite
+                .then(|| [crate::media::stun::IceCredentials::random(), crate::media::stun::IceCredentials::random()]);
+            let mut session = MediaSession::new(self.settings.policy.clone(), Instant::now());
+            if let Some(c) = &ice {
+                for p in Party::ALL {
+                    session.set_ice(p, c[p.idx()].clone());
+                }
+            }
             let task = CallTask {
                 id: call,
                 streams: Vec::new(),
                 plan: MediaPlan::default(),
                 cue: None,
-                session: MediaSession::new(self.settings.policy.clone(), Instant::now()),
+                session,
                 tap: self.tap.clone(),
                 stats: self.stats.clone(),
                 pool: self.pool.clone(),
@@ -239,7 +253,7 @@ impl MediaControl for MediaManager {
             let _ = self.analysis.send(AnalysisCmd::Start { call, meta: meta.clone() });
             let span = tracing::info_span!("call", id = %call, agent = %agent_id);
             tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
-            self.calls.insert(call, CallHandle { tx, ports: Vec::new(), plan: MediaPlan::default() });
+            self.calls.insert(call, CallHandle { tx, ice, ports: Vec::new(), plan: MediaPlan::default() });
         }
         let h = self.calls.get_mut(&call).expect("inserted above");
         if h.ports.len() < active.len() {
@@ -258,6 +272,10 @@ impl MediaControl for MediaManager {
             let _ = h.tx.send(CallCmd::Remote(side, Box::new((session.clone(), h.plan.clone()))));
             let _ = self.analysis.send(AnalysisCmd::Negotiated { call, plan: h.plan.clone() });
         }
+    }
+
+    fn ice(&self, call: CallId, party: Party) -> Option<crate::media::stun::IceCredentials> {
+        self.calls.get(&call).and_then(|h| h.ice.as_ref()).map(|c| c[party.idx()].clone())
     }
 
     fn close(&mut self, call: CallId, reason: EndReason) {
@@ -452,6 +470,14 @@ impl CallTask {
                             self.stats.tap_dropped.fetch_add(1, Relaxed);
                         }
                     }
+                }
+            }
+            Verdict::Reply { stream, side, port, to, data } => {
+                if let Some(s) = self.streams.get(stream).and_then(Option::as_ref) {
+                    match s.socks[sock_index(side, port)].try_send_to(&data, to) {
+                        Ok(_) => self.stats.stun_answered.fetch_add(1, Relaxed),
+                        Err(_) => self.stats.send_errors.fetch_add(1, Relaxed),
+                    };
                 }
             }
             Verdict::Drop(r) => {

@@ -78,6 +78,9 @@ pub fn anchor(
     let ports = media.open(call, meta, &active)?;
     media.remote(call, sender, &session);
     let facing: Vec<Option<sdp::RelayPorts>> = ports.iter().map(|p| p.map(|p| p.facing(sender.other()))).collect();
-    let body = sdp::rewrite(body, host, &facing).map_err(|_| AnchorError::BadSdp)?;
+    let mut body = sdp::rewrite(body, host, &facing).map_err(|_| AnchorError::BadSdp)?;
+    if let Some(c) = media.ice(call, sender.other()) {
+        body = sdp::add_ice_lite(&body, host, &facing, &c).map_err(|_| AnchorError::BadSdp)?;
+    }
     Ok(Anchored { body, session })
 }

@@ -5,3 +5,4 @@ pub mod ports;
 pub mod session;
 pub mod srtp;
 pub mod stats;
+pub mod stun;

@@ -112,7 +112,7 @@ impl Default for MediaPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Send the packet unchanged from our socket (`stream`, facing `out_side`, `out_port`) to `to`.
     /// `tap` is set for RTP on an RTP stream.
@@ -122,6 +122,14 @@ pub enum Verdict {
         out_port: Port,
         to: SocketAddr,
         tap: Option<RtpHeader>,
+    },
+    /// Answer from the socket the datagram came in on (an ICE connectivity check, ICE-lite).
+    Reply {
+        stream: usize,
+        side: Party,
+        port: Port,
+        to: SocketAddr,
+        data: Vec<u8>,
     },
     Drop(DropReason),
 }
@@ -142,6 +150,8 @@ pub struct LegCounters {
     /// SRTP packets forwarded (their tapped copies are decrypted by analysis when SDES keys
     /// are known).
     pub srtp_in: u64,
+    /// ICE connectivity checks answered (ICE-lite).
+    pub stun_answered: u64,
 }
 
 /// How well a source matches what the leg announced: exact beats same IP beats anything.
@@ -282,6 +292,8 @@ pub enum MediaEvent {
 #[derive(Debug)]
 pub struct MediaSession {
     streams: Vec<Stream>,
+    /// ICE-lite credentials of the relay side facing each party (`media.ice = "lite"`).
+    ice: [Option<crate::media::stun::IceCredentials>; 2],
     policy: MediaPolicy,
     opened_at: Instant,
     /// When both sides had announced media (the timeout clocks start then).
@@ -291,7 +303,13 @@ pub struct MediaSession {
 
 impl MediaSession {
     pub fn new(policy: MediaPolicy, now: Instant) -> Self {
-        MediaSession { streams: Vec::new(), policy, opened_at: now, settled_at: None, ended: false }
+        MediaSession { streams: Vec::new(), ice: [None, None], policy, opened_at: now, settled_at: None, ended: false }
+    }
+
+    /// Act as an ICE-lite agent towards `party` with these credentials (those in the SDP sent to
+    /// it): its connectivity checks are answered and prove its address.
+    pub fn set_ice(&mut self, party: Party, c: crate::media::stun::IceCredentials) {
+        self.ice[party.idx()] = Some(c);
     }
 
     /// `side` announced its media (SDP offer or answer it sent).
@@ -339,6 +357,7 @@ impl MediaSession {
     /// A datagram arrived on our port facing `from_side` (so `from_side` sent it).
     pub fn handle_packet(&mut self, stream: usize, from_side: Party, port: Port, src: SocketAddr, data: &[u8], now: Instant) -> Verdict {
         let policy = &self.policy;
+        let ice = self.ice[from_side.idx()].as_ref();
         let Some(s) = self.streams.get_mut(stream) else {
             return Verdict::Drop(DropReason::NoDestination);
         };
@@ -365,7 +384,26 @@ impl MediaSession {
             Kind::Raw
         } else {
             match data.first().copied().unwrap_or(0) {
-                0..=3 => return drop(leg, DropReason::Stun),
+                0..=3 => {
+                    // An authenticated connectivity check (ICE-lite) is answered, and proves the
+                    // sender holds the credentials of the SDP we sent it: its address is the
+                    // leg's endpoint.
+                    let Some(c) = ice else { return drop(leg, DropReason::Stun) };
+                    let Ok(resp) = crate::media::stun::answer_check(data, src, c) else { return drop(leg, DropReason::Stun) };
+                    let ep = match port {
+                        Port::Rtp => &mut leg.rtp,
+                        Port::Rtcp => &mut leg.rtcp,
+                    };
+                    if ep.learned.is_some_and(|l| l != src) {
+                        leg.counters.endpoint_moves += 1;
+                    }
+                    ep.learned = Some(src);
+                    ep.last_from_learned = Some(now);
+                    ep.window_end.get_or_insert(now);
+                    leg.last_rx = Some(now);
+                    leg.counters.stun_answered += 1;
+                    return Verdict::Reply { stream, side: from_side, port, to: src, data: resp };
+                }
                 20..=63 => Kind::Dtls,
                 128..=191 => {
                     // SRTCP carries its index and tag after the compound packet: only its
@@ -539,7 +577,7 @@ mod tests {
     fn to(v: Verdict) -> Option<SocketAddr> {
         match v {
             Verdict::Forward { to, .. } => Some(to),
-            Verdict::Drop(_) => None,
+            Verdict::Reply { .. } | Verdict::Drop(_) => None,
         }
     }
     const MS: Duration = Duration::from_millis(1);
@@ -739,5 +777,34 @@ mod tests {
             to(m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4100"), &[0, 1, 2, 3, 4], t0)),
             Some(sa("10.0.0.2:5100"))
         );
+    }
+
+    /// ICE-lite: a connectivity check with our credentials is answered from the port it came
+    /// to and makes its source the endpoint; a check without them is dropped.
+    #[test]
+    fn ice_lite_answers_checks_and_learns_from_them() {
+        use crate::media::stun::{binding_request, IceCredentials};
+        let t0 = Instant::now();
+        let mut m = session(t0);
+        let ours = IceCredentials { ufrag: "relayAgt".into(), pwd: "0123456789abcdefghijklmn".into() };
+        m.set_ice(Party::Agent, ours.clone());
+        m.handle_remote(Party::Customer, &sdp("10.0.0.1", 4000, ""), t0);
+        m.handle_remote(Party::Agent, &sdp("192.168.1.5", 5000, ""), t0);
+        let check = binding_request([1; 12], "relayAgt:phone", &ours.pwd);
+        match m.handle_packet(0, Party::Agent, Port::Rtp, sa("198.51.100.7:40000"), &check, t0) {
+            Verdict::Reply { side, port, to, data, .. } => {
+                assert_eq!((side, port, to), (Party::Agent, Port::Rtp, sa("198.51.100.7:40000")));
+                assert_eq!(&data[0..2], &[0x01, 0x01]);
+            }
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(m.latched(0, Party::Agent), Some(sa("198.51.100.7:40000")), "the checked address is the endpoint");
+        let p = build(0, 1, 0, 1, &[0; 160]);
+        assert_eq!(to(m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &p, t0)), Some(sa("198.51.100.7:40000")));
+        let forged = binding_request([2; 12], "relayAgt:phone", "not-the-password");
+        assert_eq!(m.handle_packet(0, Party::Agent, Port::Rtp, sa("203.0.113.9:1"), &forged, t0), Verdict::Drop(DropReason::Stun));
+        assert_eq!(m.counters(0, Party::Agent).unwrap().stun_answered, 1);
+        // No credentials towards the customer: its STUN is dropped.
+        assert_eq!(m.handle_packet(0, Party::Customer, Port::Rtp, sa("10.0.0.1:4000"), &check, t0), Verdict::Drop(DropReason::Stun));
     }
 }

@@ -23,6 +23,8 @@ pub struct RelayStats {
     /// Audio cues not played because the agent leg is SRTP.
     pub cues_skipped_srtp: AtomicU64,
     pub endpoint_moves: AtomicU64,
+    /// ICE connectivity checks answered (ICE-lite).
+    pub stun_answered: AtomicU64,
     pub moves_refused: AtomicU64,
 }
 

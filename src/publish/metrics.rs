@@ -303,6 +303,7 @@ impl Collector for LiveCounters {
             "Audio cues not played because the agent leg is SRTP",
             r.cues_skipped_srtp.load(Relaxed),
         )?;
+        counter(&mut enc, "relay_stun_answered", "ICE connectivity checks answered (media.ice = lite)", r.stun_answered.load(Relaxed))?;
         counter(
             &mut enc,
             "relay_endpoint_moves",

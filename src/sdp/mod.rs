@@ -259,6 +259,45 @@ pub fn rewrite(sdp: &[u8], relay: IpAddr, ports: &[Option<RelayPorts>]) -> Resul
     Ok(out.into_bytes())
 }
 
+/// Make the relay an ICE-lite agent in an anchored SDP (RFC 8839): `a=ice-lite` at session level
+/// and, for every active m-line, credentials and the relay's host candidates. Called on the
+/// output of [`rewrite`], which has removed the sender's ICE.
+pub fn add_ice_lite(
+    sdp: &[u8],
+    relay: IpAddr,
+    ports: &[Option<RelayPorts>],
+    c: &crate::media::stun::IceCredentials,
+) -> Result<Vec<u8>, SdpError> {
+    let parsed = parse(sdp)?;
+    let mut out = String::with_capacity(sdp.len() + 256);
+    let mut idx: Option<usize> = None;
+    let mut lite_done = false;
+    let close = |out: &mut String, i: Option<usize>| {
+        if let Some(i) = i {
+            if let (Some(m), Some(Some(p))) = (parsed.media.get(i), ports.get(i)) {
+                if m.port != 0 {
+                    let rtcp = (!m.rtcp_mux).then_some(p.rtcp);
+                    out.push_str(&crate::media::stun::sdp_lines(c, relay, p.rtp, rtcp));
+                }
+            }
+        }
+    };
+    for line in lines(sdp)? {
+        if line.starts_with("m=") {
+            if !lite_done {
+                out.push_str("a=ice-lite\r\n");
+                lite_done = true;
+            }
+            close(&mut out, idx);
+            idx = Some(idx.map_or(0, |i| i + 1));
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    close(&mut out, idx);
+    Ok(out.into_bytes())
+}
+
 /// ICE attributes (RFC 8839 §5): removed when anchoring.
 fn is_ice(attr: &str) -> bool {
     let name = attr.split(':').next().unwrap_or("");
@@ -306,5 +345,21 @@ mod tests {
         assert!(parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n").is_err());
         assert_eq!(parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"), Err(SdpError::NoAddress(0)));
         assert!(parse(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn ice_lite_lines_are_added_per_active_stream() {
+        let sdp = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\nm=video 0 RTP/AVP 96\r\nm=audio 4002 RTP/AVP 0\r\na=rtcp-mux\r\n";
+        let ports = [Some(RelayPorts { rtp: 30000, rtcp: 30001 }), None, Some(RelayPorts { rtp: 30004, rtcp: 30005 })];
+        let relay: IpAddr = "10.0.0.9".parse().unwrap();
+        let anchored = rewrite(sdp, relay, &ports).unwrap();
+        let c = crate::media::stun::IceCredentials { ufrag: "abcdEFGH".into(), pwd: "0123456789abcdefghijklmn".into() };
+        let out = String::from_utf8(add_ice_lite(&anchored, relay, &ports, &c).unwrap()).unwrap();
+        assert_eq!(out.matches("a=ice-lite").count(), 1);
+        assert!(out.contains("a=sendrecv\r\na=ice-ufrag:abcdEFGH\r\na=ice-pwd:0123456789abcdefghijklmn\r\na=candidate:1 1 UDP 2130706431 10.0.0.9 30000 typ host\r\na=candidate:1 2 UDP 2130706430 10.0.0.9 30001 typ host\r\na=end-of-candidates\r\nm=video 0"), "{out}");
+        assert!(out.contains("a=candidate:1 1 UDP 2130706431 10.0.0.9 30004 typ host\r\na=end-of-candidates\r\n"), "{out}");
+        assert!(!out.contains("30005"), "no RTCP candidate with rtcp-mux: {out}");
+        let back = parse(out.as_bytes()).unwrap();
+        assert_eq!(back.media.len(), 3);
     }
 }

@@ -2,6 +2,7 @@
 //! runs real sipp peers, and reads the status endpoint. Everything binds 127.0.0.1 only.
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod raw_sip;
 
 use serde_json::Value;
