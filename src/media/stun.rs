@@ -107,7 +107,7 @@ pub fn answer_check(req: &[u8], src: SocketAddr, ours: &IceCredentials) -> Resul
     }
     let msg_type = u16::from_be_bytes([req[0], req[1]]);
     let len = u16::from_be_bytes([req[2], req[3]]) as usize;
-    if msg_type != BINDING_REQUEST || len % 4 != 0 || 20 + len != req.len() {
+    if msg_type != BINDING_REQUEST || !len.is_multiple_of(4) || 20 + len != req.len() {
         return Err(StunRefused::NotBindingRequest);
     }
     let (mut username, mut integrity) = (None, None);
