@@ -14,44 +14,31 @@ use std::net::IpAddr;
 pub enum AnchorError {
     #[error("SDP cannot be parsed or rewritten")]
     BadSdp,
-    #[error("relay port range exhausted")]
-    PortsExhausted,
-    #[error("concurrent call limit reached")]
-    TooManyCalls,
-    #[error("more media streams than one call may have")]
-    TooManyStreams,
+    /// The media plane refused (ports, call or stream limits).
+    #[error(transparent)]
+    Open(#[from] OpenError),
 }
 
 impl AnchorError {
     /// The SIP status a proxy answers with (RFC 3261 §21.4.26 for 488, §21.5.4 for 503).
     pub fn sip_status(self) -> u16 {
         match self {
-            AnchorError::BadSdp | AnchorError::TooManyStreams => 488,
-            AnchorError::PortsExhausted | AnchorError::TooManyCalls => 503,
+            AnchorError::BadSdp | AnchorError::Open(OpenError::TooManyStreams) => 488,
+            AnchorError::Open(OpenError::PortsExhausted | OpenError::TooManyCalls) => 503,
         }
     }
     /// The reason phrase that goes with [`Self::sip_status`].
     pub fn sip_reason(self) -> &'static str {
         match self {
             AnchorError::BadSdp => "Not Acceptable Here",
-            AnchorError::TooManyStreams => "Too Many Media Streams",
-            AnchorError::PortsExhausted => "Relay Ports Exhausted",
-            AnchorError::TooManyCalls => "Call Limit Reached",
+            AnchorError::Open(OpenError::TooManyStreams) => "Too Many Media Streams",
+            AnchorError::Open(OpenError::PortsExhausted) => "Relay Ports Exhausted",
+            AnchorError::Open(OpenError::TooManyCalls) => "Call Limit Reached",
         }
     }
     /// Seconds for a `Retry-After` on a 503 (RFC 3261 §20.33): capacity comes back as calls end.
     pub fn retry_after(self) -> Option<u32> {
-        matches!(self, AnchorError::PortsExhausted | AnchorError::TooManyCalls).then_some(5)
-    }
-}
-
-impl From<OpenError> for AnchorError {
-    fn from(e: OpenError) -> Self {
-        match e {
-            OpenError::PortsExhausted => AnchorError::PortsExhausted,
-            OpenError::TooManyCalls => AnchorError::TooManyCalls,
-            OpenError::TooManyStreams => AnchorError::TooManyStreams,
-        }
+        (self.sip_status() == 503).then_some(5)
     }
 }
 

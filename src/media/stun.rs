@@ -173,13 +173,7 @@ fn binding_success(tid: &[u8], src: SocketAddr, pwd: &str) -> Vec<u8> {
             }
         }
     }
-    // MESSAGE-INTEGRITY over everything so far, the length counting the attribute itself.
-    let len = (m.len() - 20 + 24) as u16;
-    m[2..4].copy_from_slice(&len.to_be_bytes());
-    let mi = hmac_sha1(pwd.as_bytes(), &[&m]);
-    m.extend_from_slice(&MESSAGE_INTEGRITY.to_be_bytes());
-    m.extend_from_slice(&20u16.to_be_bytes());
-    m.extend_from_slice(&mi);
+    append_integrity(&mut m, pwd);
     // FINGERPRINT (RFC 8489 §14.7).
     let len = (m.len() - 20 + 8) as u16;
     m[2..4].copy_from_slice(&len.to_be_bytes());
@@ -188,6 +182,17 @@ fn binding_success(tid: &[u8], src: SocketAddr, pwd: &str) -> Vec<u8> {
     m.extend_from_slice(&4u16.to_be_bytes());
     m.extend_from_slice(&fp.to_be_bytes());
     m
+}
+
+/// Append MESSAGE-INTEGRITY (RFC 8489 §14.5): HMAC-SHA1 with `pwd` over the message so far, its
+/// length field already counting the attribute.
+fn append_integrity(m: &mut Vec<u8>, pwd: &str) {
+    let len = (m.len() - 20 + 24) as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    let mi = hmac_sha1(pwd.as_bytes(), &[m]);
+    m.extend_from_slice(&MESSAGE_INTEGRITY.to_be_bytes());
+    m.extend_from_slice(&20u16.to_be_bytes());
+    m.extend_from_slice(&mi);
 }
 
 /// The SDP lines that make the relay an ICE-lite agent for one m-line (RFC 8839): credentials
@@ -213,12 +218,7 @@ pub fn binding_request(tid: [u8; 12], username: &str, pwd: &str) -> Vec<u8> {
     m.extend_from_slice(&(u.len() as u16).to_be_bytes());
     m.extend_from_slice(u);
     m.resize(m.len() + (4 - u.len() % 4) % 4, 0);
-    let len = (m.len() - 20 + 24) as u16;
-    m[2..4].copy_from_slice(&len.to_be_bytes());
-    let mi = hmac_sha1(pwd.as_bytes(), &[&m]);
-    m.extend_from_slice(&MESSAGE_INTEGRITY.to_be_bytes());
-    m.extend_from_slice(&20u16.to_be_bytes());
-    m.extend_from_slice(&mi);
+    append_integrity(&mut m, pwd);
     m
 }
 

@@ -22,7 +22,7 @@
 //! request).
 
 use super::message::{param, split_values, Message, SipUri, StartLine, Via};
-use crate::call::{sanitize_label, CallId, CallMeta, EndReason, Input, MediaControl, Party};
+use crate::call::{sanitize_label, CallId, CallMeta, EndReason, Input, MediaControl, OpenError, Party};
 use crate::media::anchor::{self, AnchorError};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -496,18 +496,6 @@ impl Proxy {
             );
             if resumed {
                 self.index_dialog(&call_id, &msg);
-                // Early dialogs of the same INVITE that did not answer lost (RFC 3261 §13.2.2.4
-                // ends them at the caller): their ports go back now.
-                let base = t_key_base(&call_id);
-                let losers: Vec<String> = self
-                    .calls
-                    .iter()
-                    .filter(|(k, c)| k.as_str() != call_id && t_key_base(k) == base && !c.dialog.confirmed)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in losers {
-                    self.end_call(&k, EndReason::Closed, media);
-                }
             }
             self.by_id.insert(id, call_id.clone());
             self.stats.calls_started.fetch_add(1, Relaxed);
@@ -517,7 +505,7 @@ impl Proxy {
                 if initial_invite {
                     self.end_call(&call_id, EndReason::Rejected(e.sip_status()), media);
                 }
-                if matches!(e, AnchorError::TooManyCalls | AnchorError::TooManyStreams) {
+                if matches!(e, AnchorError::Open(OpenError::TooManyCalls | OpenError::TooManyStreams)) {
                     self.stats.over_limit.fetch_add(1, Relaxed);
                 }
                 return match method.as_str() {
@@ -847,8 +835,8 @@ impl Proxy {
             Err(e) => {
                 match e {
                     AnchorError::BadSdp => self.stats.bad_sdp.fetch_add(1, Relaxed),
-                    AnchorError::PortsExhausted => self.stats.ports_exhausted.fetch_add(1, Relaxed),
-                    AnchorError::TooManyCalls | AnchorError::TooManyStreams => 0,
+                    AnchorError::Open(OpenError::PortsExhausted) => self.stats.ports_exhausted.fetch_add(1, Relaxed),
+                    AnchorError::Open(_) => 0,
                 };
                 Err(e)
             }
