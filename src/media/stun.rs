@@ -268,4 +268,42 @@ mod tests {
         assert!(c.ufrag.len() == 8 && c.pwd.len() == 24 && c.pwd.bytes().all(|b| ICE_CHARS.contains(&b)));
         assert!(!format!("{c:?}").contains(&c.pwd));
     }
+
+    /// Mutated and truncated checks never panic and are answered only when still valid.
+    #[test]
+    fn mutated_checks_never_panic() {
+        let ours = IceCredentials { ufrag: "Hk3rLite".into(), pwd: "0123456789abcdefghijklmn".into() };
+        let src: SocketAddr = "192.0.2.1:32853".parse().unwrap();
+        let req = binding_request([9; 12], "Hk3rLite:peer", &ours.pwd);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut answered = 0;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut m = req.clone();
+            match x % 4 {
+                0 => m.truncate((x >> 8) as usize % (req.len() + 1)),
+                1 => {
+                    let i = (x >> 8) as usize % m.len();
+                    m[i] ^= (x >> 20) as u8 | 1;
+                }
+                2 => m.extend_from_slice(&x.to_be_bytes()),
+                _ => {
+                    // Attribute length fields set to large values.
+                    let i = 20 + 2 + ((x >> 8) as usize % 4) * 4;
+                    if i + 1 < m.len() {
+                        m[i] = 0xff;
+                        m[i + 1] = (x >> 30) as u8;
+                    }
+                }
+            }
+            if answer_check(&m, src, &ours).is_ok() {
+                answered += 1;
+            }
+        }
+        // Only mutations that leave the authenticated part intact (e.g. appended bytes are
+        // refused by the length check) can pass: integrity protects the rest.
+        assert!(answered < 20_000 / 4, "{answered}");
+    }
 }
