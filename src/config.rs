@@ -37,11 +37,49 @@ pub struct Config {
     pub cue: crate::media::cue::CueConfig,
     pub coach: crate::coach::CoachConfig,
     pub limits: LimitsConfig,
+    pub ng: NgConfigFile,
+}
+
+/// `[ng]`: the rtpengine ng control plane for Kamailio / OpenSIPS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NgConfigFile {
+    /// UDP address for ng commands (Kamailio's `rtpengine_sock`); empty disables ng.
+    pub listen: String,
+    /// Sources allowed to send commands (`ip` or `ip:port`); default loopback only.
+    pub allow: Vec<String>,
+    /// Which party sends the first offer when no label says: `customer` or `agent`.
+    pub offerer: crate::call::Party,
+    /// `label` values that name the offerer's party.
+    pub customer_label: String,
+    pub agent_label: String,
+    /// Keys carrying the agent id and the queue (`rtpengine_offer("... agent-id=$rU")`).
+    pub agent_id_key: String,
+    pub queue_key: String,
+    /// Seconds a deleted call's media stays up when `delete` names no `delete-delay`.
+    pub delete_delay_s: u64,
+}
+
+impl Default for NgConfigFile {
+    fn default() -> Self {
+        NgConfigFile {
+            listen: String::new(),
+            allow: vec!["127.0.0.1".into()],
+            offerer: crate::call::Party::Customer,
+            customer_label: "customer".into(),
+            agent_label: "agent".into(),
+            agent_id_key: "agent-id".into(),
+            queue_key: "queue".into(),
+            delete_delay_s: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
+    /// Run the built-in SIP proxy (false: ng only).
+    pub enabled: bool,
     /// Address the proxy listens on, UDP and TCP.
     pub listen: SocketAddr,
     /// Address written into Via and Record-Route; defaults to the listen address, and must be
@@ -169,7 +207,7 @@ pub struct LogConfig {
 
 impl Default for SipConfig {
     fn default() -> Self {
-        SipConfig { listen: "127.0.0.1:5060".parse().unwrap(), advertise: None, transaction_linger_s: 32 }
+        SipConfig { enabled: true, listen: "127.0.0.1:5060".parse().unwrap(), advertise: None, transaction_linger_s: 32 }
     }
 }
 impl Default for PbxConfig {
@@ -303,6 +341,16 @@ impl Config {
                 }
             }
         }
+        let n = &self.ng;
+        if !n.listen.is_empty() && n.listen.parse::<SocketAddr>().is_err() {
+            return Err(key_err("ng.listen", "is not ip:port (or empty to disable ng)"));
+        }
+        for a in &n.allow {
+            SourcePattern::parse(a).ok_or_else(|| key_err("ng.allow", format!("`{a}` is not an ip or ip:port")))?;
+        }
+        if !self.sip.enabled && n.listen.is_empty() {
+            return Err(key_err("sip.enabled", "with the proxy off, ng.listen must be set (nothing would control the relay)"));
+        }
         let l = &self.limits;
         if l.max_streams_per_call == 0 || l.max_streams_per_call > 64 {
             return Err(key_err("limits.max_streams_per_call", "must be between 1 and 64"));
@@ -396,14 +444,7 @@ impl Config {
         self.pbx
             .addresses
             .iter()
-            .map(|s| {
-                if let Ok(sa) = s.parse::<SocketAddr>() {
-                    return Ok(SourcePattern { ip: sa.ip(), port: Some(sa.port()) });
-                }
-                s.parse::<IpAddr>()
-                    .map(|ip| SourcePattern { ip, port: None })
-                    .map_err(|_| key_err("pbx.addresses", format!("`{s}` is not an ip or ip:port")))
-            })
+            .map(|s| SourcePattern::parse(s).ok_or_else(|| key_err("pbx.addresses", format!("`{s}` is not an ip or ip:port"))))
             .collect()
     }
 

@@ -16,11 +16,24 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let udp =
-        tokio::net::UdpSocket::bind(cfg.sip.listen).await.with_context(|| format!("sip.listen: cannot bind UDP {}", cfg.sip.listen))?;
-    let tcp =
-        tokio::net::TcpListener::bind(cfg.sip.listen).await.with_context(|| format!("sip.listen: cannot bind TCP {}", cfg.sip.listen))?;
-    let local = udp.local_addr()?;
+    let (udp, tcp, local) = if cfg.sip.enabled {
+        let udp =
+            tokio::net::UdpSocket::bind(cfg.sip.listen).await.with_context(|| format!("sip.listen: cannot bind UDP {}", cfg.sip.listen))?;
+        let tcp = tokio::net::TcpListener::bind(cfg.sip.listen)
+            .await
+            .with_context(|| format!("sip.listen: cannot bind TCP {}", cfg.sip.listen))?;
+        let local = udp.local_addr()?;
+        (Some(Arc::new(udp)), Some(tcp), local)
+    } else {
+        (None, None, cfg.sip.listen)
+    };
+    let ng_sock = if cfg.ng.listen.is_empty() {
+        None
+    } else {
+        let s =
+            tokio::net::UdpSocket::bind(&cfg.ng.listen).await.with_context(|| format!("ng.listen: cannot bind UDP {}", cfg.ng.listen))?;
+        Some(s)
+    };
     let pool = Arc::new(Mutex::new(PortPool::new(cfg.media.port_min, cfg.media.port_max, Duration::from_secs(cfg.media.port_cooldown_s))));
     // Every relay port is a socket: the whole range bound at once needs one descriptor per port,
     // plus SIP, HTTP and the process itself. Raise the soft limit to that (up to the hard limit),
@@ -38,6 +51,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let relay_stats = Arc::new(RelayStats::default());
     let sip_stats = Arc::new(SipStats::default());
+    let ng_stats = Arc::new(crate::ng::core::NgStats::default());
     let (tap_tx, tap_rx) = mpsc::channel::<MediaFrame>(cfg.media.tap_queue);
     let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
     let records: crate::record::Records = Arc::new(crate::record::MemoryStore::default());
@@ -122,6 +136,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 sip: sip_stats.clone(),
                 pool: pool.clone(),
                 asr: asr_stats.clone(),
+                ng: (!cfg.ng.listen.is_empty()).then(|| ng_stats.clone()),
             },
         );
         let whisper =
@@ -150,7 +165,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ports = format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
         "hearken relay running"
     );
-    let driver = SipDriver { proxy, media, udp: Arc::new(udp), tcp, media_ended: ended_rx };
+    let media_hosts = [cfg.media_advertise_for(crate::call::Party::Customer), cfg.media_advertise_for(crate::call::Party::Agent)];
+    let ng = ng_sock.map(|sock| {
+        let n = &cfg.ng;
+        tracing::info!(ng = %n.listen, "ng control plane listening");
+        crate::io::sip::NgDriver {
+            sock,
+            // ng calls get ids of their own range: the proxy's start at 1.
+            core: crate::ng::core::NgCore::new(
+                crate::ng::core::NgConfig {
+                    offerer: n.offerer,
+                    customer_label: n.customer_label.clone(),
+                    agent_label: n.agent_label.clone(),
+                    agent_id_key: n.agent_id_key.clone(),
+                    queue_key: n.queue_key.clone(),
+                    delete_delay: Duration::from_secs(n.delete_delay_s),
+                    reply_cache: Duration::from_secs(30),
+                    media_hosts,
+                },
+                ng_stats.clone(),
+                1 << 32,
+            ),
+            allow: n.allow.iter().filter_map(|a| crate::net::SourcePattern::parse(a)).collect(),
+        }
+    });
+    if !cfg.sip.enabled {
+        tracing::info!("SIP proxy off (sip.enabled = false): ng only");
+    }
+    let driver = SipDriver { proxy, media, udp, tcp, ng, media_ended: ended_rx };
     tokio::select! {
         _ = driver.run() => {}
         _ = shutdown_signal() => tracing::info!("shutting down"),

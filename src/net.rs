@@ -12,6 +12,13 @@ pub struct SourcePattern {
 }
 
 impl SourcePattern {
+    /// `ip` or `ip:port`.
+    pub fn parse(s: &str) -> Option<SourcePattern> {
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Some(SourcePattern { ip: sa.ip(), port: Some(sa.port()) });
+        }
+        s.parse::<IpAddr>().ok().map(|ip| SourcePattern { ip, port: None })
+    }
     pub fn matches(&self, a: SocketAddr) -> bool {
         self.ip == a.ip() && self.port.is_none_or(|p| p == a.port())
     }

@@ -22,12 +22,37 @@ enum Event {
     Resolved { target: Target, addr: Option<SocketAddr>, data: Vec<u8> },
 }
 
+/// The control-plane task: the SIP proxy (when enabled) and the ng server (when configured)
+/// share one media plane, so one task owns both and the [`MediaManager`].
 pub struct SipDriver {
     pub proxy: Proxy,
     pub media: MediaManager,
-    pub udp: Arc<UdpSocket>,
-    pub tcp: TcpListener,
+    /// SIP sockets; None when `sip.enabled = false` (ng only).
+    pub udp: Option<Arc<UdpSocket>>,
+    pub tcp: Option<TcpListener>,
+    pub ng: Option<NgDriver>,
     pub media_ended: mpsc::UnboundedReceiver<(crate::call::CallId, crate::call::EndReason)>,
+}
+
+/// The ng socket, its core and who may send commands.
+pub struct NgDriver {
+    pub sock: UdpSocket,
+    pub core: crate::ng::core::NgCore,
+    pub allow: Vec<crate::net::SourcePattern>,
+}
+
+async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match s {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 struct State {
@@ -35,7 +60,7 @@ struct State {
     conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     by_addr: HashMap<SocketAddr, u64>,
     next_conn: Arc<AtomicU64>,
-    udp: Arc<UdpSocket>,
+    udp: Option<Arc<UdpSocket>>,
 }
 
 impl SipDriver {
@@ -45,22 +70,41 @@ impl SipDriver {
         let mut st =
             State { tx: tx.clone(), conns: HashMap::new(), by_addr: HashMap::new(), next_conn: next_conn.clone(), udp: self.udp.clone() };
         let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut ng_buf = vec![0u8; 65536];
         // The proxy's next transaction deadline; a far-off sleep when it has none.
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
         loop {
-            let next = self.proxy.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let mut next = self.proxy.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            if let Some(ng) = &self.ng {
+                // Delete delays, and a regular sweep of the reply cache.
+                next = next.min(ng.core.poll_timeout().unwrap_or(next)).min(Instant::now() + Duration::from_secs(5));
+            }
             if timer.deadline() != tokio::time::Instant::from_std(next) {
                 timer.as_mut().reset(tokio::time::Instant::from_std(next));
             }
             tokio::select! {
-                r = self.udp.recv_from(&mut buf) => {
+                r = recv_opt(self.udp.as_deref(), &mut buf) => {
                     let Ok((n, src)) = r else { continue };
                     let peer = Peer { addr: src, transport: Transport::Udp, conn: None };
                     let data = buf[..n].to_vec();
                     self.handle_bytes(&data, peer, &mut st);
                 }
-                a = self.tcp.accept() => {
+                r = recv_opt(self.ng.as_ref().map(|n| &n.sock), &mut ng_buf) => {
+                    let Ok((n, src)) = r else { continue };
+                    if let Some(ng) = self.ng.as_mut() {
+                        if !ng.allow.iter().any(|p| p.matches(src)) {
+                            ng.core.stats.refused.fetch_add(1, Relaxed);
+                            tracing::debug!(source = %src.ip(), "ng command from a source not in ng.allow, dropped");
+                            continue;
+                        }
+                        let unix = crate::sys::unix_now_s() as u64;
+                        if let Some(reply) = ng.core.handle_datagram(&ng_buf[..n], src, Instant::now(), unix, &mut self.media) {
+                            let _ = ng.sock.try_send_to(&reply, src);
+                        }
+                    }
+                }
+                a = accept_opt(self.tcp.as_ref()) => {
                     if let Ok((stream, addr)) = a {
                         let id = next_conn.fetch_add(1, Relaxed);
                         let writer = spawn_conn(stream, addr, id, tx.clone());
@@ -79,12 +123,19 @@ impl SipDriver {
                 },
                 Some((id, reason)) = self.media_ended.recv() => {
                     self.media.forget(id, reason);
-                    let actions = self.proxy.handle_media_ended(id, reason, Instant::now());
-                    self.send_actions(actions, &mut st);
+                    let by_ng = self.ng.as_mut().is_some_and(|n| n.core.handle_media_ended(id));
+                    if !by_ng {
+                        let actions = self.proxy.handle_media_ended(id, reason, Instant::now());
+                        self.send_actions(actions, &mut st);
+                    }
                 }
                 _ = &mut timer => {
-                    let actions = self.proxy.handle_timeout(Instant::now(), &mut self.media);
+                    let now = Instant::now();
+                    let actions = self.proxy.handle_timeout(now, &mut self.media);
                     self.send_actions(actions, &mut st);
+                    if let Some(ng) = self.ng.as_mut() {
+                        ng.core.handle_timeout(now, &mut self.media);
+                    }
                 }
             }
         }
@@ -127,7 +178,8 @@ impl SipDriver {
 fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Option<u64>, data: Vec<u8>) {
     match transport {
         Transport::Udp => {
-            if let Err(e) = st.udp.try_send_to(&data, addr) {
+            let Some(udp) = &st.udp else { return };
+            if let Err(e) = udp.try_send_to(&data, addr) {
                 tracing::debug!(error = %e, "udp send failed");
             }
         }

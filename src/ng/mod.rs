@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod core;
+
 /// A bencode value could not be decoded (the text says where it went wrong).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -243,6 +243,8 @@ pub struct LiveCounters {
     pub sip: Arc<SipStats>,
     pub pool: Arc<Mutex<PortPool>>,
     pub asr: Option<Arc<AsrStats>>,
+    /// The ng control plane's counters (when `ng.listen` is set).
+    pub ng: Option<Arc<crate::ng::core::NgStats>>,
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
@@ -352,6 +354,21 @@ impl Collector for LiveCounters {
             "In-dialog requests with SDP for a dialog this process did not know (after a restart), anchored anew",
             s.resumed_dialogs.load(Relaxed),
         )?;
+        if let Some(n) = &self.ng {
+            counter(
+                &mut enc,
+                "ng_commands",
+                "ng commands executed (retransmissions answered from the cache not counted)",
+                n.commands.load(Relaxed),
+            )?;
+            counter(&mut enc, "ng_errors", "ng commands answered result=error", n.errors.load(Relaxed))?;
+            counter(&mut enc, "ng_retransmissions", "ng commands answered from the reply cache", n.retransmissions.load(Relaxed))?;
+            counter(&mut enc, "ng_malformed", "ng datagrams that were not a cookie and a bencode dictionary", n.malformed.load(Relaxed))?;
+            counter(&mut enc, "ng_ignored_flags", "ng keys accepted without effect (unknown to Hearken)", n.ignored_flags.load(Relaxed))?;
+            counter(&mut enc, "ng_refused", "ng datagrams from sources not in ng.allow, dropped", n.refused.load(Relaxed))?;
+            counter(&mut enc, "ng_calls_started", "Calls created by an ng offer", n.calls_started.load(Relaxed))?;
+            counter(&mut enc, "ng_calls_ended", "ng calls ended (delete, or the media plane's timeouts)", n.calls_ended.load(Relaxed))?;
+        }
         if let Some(a) = &self.asr {
             counter(&mut enc, "asr_utterances", "Utterances recognised", a.utterances.load(Relaxed))?;
             counter(

@@ -411,6 +411,20 @@ pub fn call_with_codec_on(
     agent_pcm: &[i16],
     codec: TestCodec,
 ) -> (Capture, serde_json::Value) {
+    call_through(h, h.sip_port, pbx, agent, cust, agent_pcm, codec)
+}
+
+/// A replayed corpus call whose SIP goes to `sip_port` (Hearken's own proxy, or a Kamailio
+/// that drives Hearken over ng) from the PBX at `pbx` to the agent at `agent`.
+pub fn call_through(
+    h: &Hearken,
+    sip_port: u16,
+    pbx: u16,
+    agent: u16,
+    cust: &[i16],
+    agent_pcm: &[i16],
+    codec: TestCodec,
+) -> (Capture, serde_json::Value) {
     let records = |h: &Hearken| -> usize {
         let v: serde_json::Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
         v["records"].as_array().map_or(0, |a| a.len())
@@ -440,7 +454,7 @@ pub fn call_with_codec_on(
         ],
     );
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
-    let remote = format!("127.0.0.1:{}", h.sip_port);
+    let remote = format!("127.0.0.1:{sip_port}");
     let d = dir.path().to_path_buf();
     let uac = std::thread::spawn(move || sipp_run(&d, &uac, pbx, &remote, &["-m", "1"], Duration::from_secs(120)));
     // Wait for the answer: both legs announced, relay ports known.
@@ -451,7 +465,8 @@ pub fn call_with_codec_on(
             let s = &c["streams"][0];
             ports = (s["customer_port"].as_u64().unwrap_or(0) as u16, s["agent_port"].as_u64().unwrap_or(0) as u16);
         }
-        ports.0 != 0 && h.log().contains("call answered")
+        let log = h.log();
+        ports.0 != 0 && (log.contains("call answered") || log.contains("ng call answered"))
     });
     // Replay both legs at 4x: one 20 ms packet per leg every 5 ms.
     let start = Instant::now();

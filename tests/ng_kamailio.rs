@@ -1,0 +1,93 @@
+//! Hearken as Kamailio's media relay over rtpengine's ng protocol (issue 13): a real Kamailio
+//! 5.6 with its `rtpengine` module pointed at Hearken's ng port routes a sipp PBX's calls to a
+//! sipp agent; `rtpengine_offer` / `rtpengine_answer` anchor the media on Hearken, a corpus call
+//! is replayed through the relay and measured within the corpus tolerances, and the BYE's
+//! `rtpengine_delete` frees the ports. The SIP path never touches Hearken: its proxy is off.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Kamailio {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+impl Kamailio {
+    /// Kamailio on `port`, relaying to the agent at `agent`, its rtpengine module driving the
+    /// ng sockets given (`udp:127.0.0.1:P=weight ...`).
+    fn start(port: u16, agent: u16, rtpengine_sock: &str) -> Kamailio {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kamailio/kamailio.cfg"))
+            .expect("deploy/kamailio/kamailio.cfg")
+            .replace("listen=udp:127.0.0.1:5060", &format!("listen=udp:127.0.0.1:{port}"))
+            .replace("udp:127.0.0.1:22222=1", rtpengine_sock)
+            .replace("sip:127.0.0.1:5090", &format!("sip:{AGENT_IP}:{agent}"));
+        std::fs::write(dir.path().join("kamailio.cfg"), cfg).unwrap();
+        let check = Command::new("kamailio").arg("-c").arg("-f").arg(dir.path().join("kamailio.cfg")).output().expect("kamailio -c");
+        assert!(check.status.success(), "kamailio.cfg does not check: {}", String::from_utf8_lossy(&check.stderr));
+        let log = std::fs::File::create(dir.path().join("kamailio.log")).unwrap();
+        let child = Command::new("kamailio")
+            .args(["-DD", "-E", "-f"])
+            .arg(dir.path().join("kamailio.cfg"))
+            .arg("-P")
+            .arg(dir.path().join("kamailio.pid"))
+            .arg("-Y")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kamailio");
+        std::thread::sleep(Duration::from_millis(1500));
+        Kamailio { child, dir }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
+    }
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.split(' ').nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn kamailio_drives_hearken_over_ng_and_the_call_is_measured() {
+    require("kamailio");
+    let (pbx, agent, kam_port, ng_port) = (free_port(), free_port(), free_port(), free_port());
+    // SIP goes through Kamailio only: Hearken is its media relay.
+    let h =
+        Hearken::start_with(pbx, agent, media_range(20), "", &format!("[ng]\nlisten = \"127.0.0.1:{ng_port}\"\ndelete_delay_s = 0\n"), "");
+    let kam = Kamailio::start(kam_port, agent, &format!("udp:127.0.0.1:{ng_port}=1"));
+    let name = "d02_agent_interrupts";
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(name);
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
+    let (cust, agent_pcm) = (read_leg(&dir.join("customer.wav")), read_leg(&dir.join("agent.wav")));
+    let (cap, rec) = call_through(&h, kam_port, pbx, agent, &cust, &agent_pcm, TestCodec::Pcmu);
+    let logs = || format!("kamailio:\n{}\nhearken:\n{}", kam.log(), h.log());
+    assert_eq!(cap.received_by_agent.len(), cap.sent_by_pbx.len(), "every packet through the relay\n{}", logs());
+    let s = &rec["summary"];
+    assert_eq!(rec["agent_id"], "agent1", "the agent id from the Kamailio script's agent-id flag");
+    let t = &truth["metrics"];
+    let (ratio, want) = (s["talk_ratio_agent"].as_f64().unwrap(), t["talk_ratio_agent"].as_f64().unwrap());
+    assert!((ratio - want).abs() <= 0.03, "talk ratio {ratio} vs truth {want}");
+    for k in ["by_agent", "by_customer"] {
+        assert_eq!(s["interruptions"][k], t["interruptions"][k], "interruptions {k}");
+    }
+    // BYE -> rtpengine_delete: the call ended and its ports are back.
+    h.wait_idle();
+    assert_eq!(rec["reason"], "bye");
+    let m = h.get("/metrics").unwrap();
+    assert!(metric(&m, "hearken_ng_commands_total") >= 4, "ping, offer, answer, delete:\n{m}");
+    assert_eq!(metric(&m, "hearken_ng_errors_total"), 0, "{m}\n{}", logs());
+    assert_eq!(metric(&m, "hearken_sip_requests_total"), 0, "no SIP through Hearken");
+    assert!(h.log().contains("ng call deleted"), "{}", h.log());
+    eprintln!("ng via Kamailio: talk ratio {ratio} (truth {want}), interruptions {}", s["interruptions"]);
+}
