@@ -10,11 +10,10 @@
 
 mod common;
 use common::raw_sip::*;
+use common::rtpengine::Rtpengine;
 use common::*;
-use hearken::ng::{self, Ben};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CUSTOMER: u8 = 0x11;
 const AGENT: u8 = 0x22;
@@ -22,121 +21,6 @@ const STRANGER: u8 = 0x55;
 const AGENT_Y: u8 = 0x33;
 /// Media timeout of both relays in these scenarios (seconds).
 const TIMEOUT_S: u64 = 3;
-
-struct Rtpengine {
-    child: Child,
-    ng: UdpSocket,
-    ng_port: u16,
-    next: u32,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Rtpengine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Rtpengine {
-    fn start() -> Rtpengine {
-        let bin = which("rtpengine").expect("rtpengine is installed by scripts/setup.sh (rtpengine-daemon)");
-        let dir = tempfile::tempdir().unwrap();
-        let ng_port = free_port();
-        let (lo, hi) = media_range(20);
-        let cfg = format!(
-            "[rtpengine]\ntable = -1\ninterface = 127.0.0.1\nlisten-ng = 127.0.0.1:{ng_port}\nport-min = {lo}\nport-max = {hi}\n\
-             timeout = {TIMEOUT_S}\nforeground = true\nlog-stderr = true\nlog-level = 6\n"
-        );
-        std::fs::write(dir.path().join("rtpengine.conf"), cfg).unwrap();
-        let log = std::fs::File::create(dir.path().join("rtpengine.log")).unwrap();
-        let child = Command::new(bin)
-            .arg(format!("--config-file={}", dir.path().join("rtpengine.conf").display()))
-            .arg(format!("--pidfile={}", dir.path().join("rtpengine.pid").display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start rtpengine");
-        let ng = UdpSocket::bind("127.0.0.1:0").unwrap();
-        ng.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-        let mut r = Rtpengine { child, ng, ng_port, next: 1, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while r.call(&Ben::dict(&[("command", Ben::s("ping"))])).is_none() {
-            assert!(Instant::now() < deadline, "rtpengine did not answer ping");
-        }
-        r
-    }
-
-    fn call(&mut self, msg: &Ben) -> Option<Ben> {
-        let cookie = format!("d{}", self.next);
-        self.next += 1;
-        self.ng.send_to(&ng::datagram(&cookie, msg), ("127.0.0.1", self.ng_port)).ok()?;
-        let mut buf = vec![0u8; 65536];
-        let (n, _) = self.ng.recv_from(&mut buf).ok()?;
-        let (c, v) = ng::parse_datagram(&buf[..n]).ok()?;
-        (c == cookie.as_bytes()).then_some(v)
-    }
-
-    /// offer (the PBX's SDP) and answer (the agent's), as Kamailio's rtpengine_offer/answer do.
-    /// Returns (port the PBX sends to, port the agent sends to).
-    fn setup(&mut self, call_id: &str, pbx_sdp: (&str, u16), agent_sdp: (&str, u16)) -> (u16, u16) {
-        let replace = Ben::List(vec![Ben::s("origin"), Ben::s("session-connection")]);
-        let offer = self
-            .call(&Ben::dict(&[
-                ("command", Ben::s("offer")),
-                ("call-id", Ben::s(call_id)),
-                ("from-tag", Ben::s("pbx")),
-                ("sdp", Ben::s(&sdp(pbx_sdp.0, pbx_sdp.1))),
-                ("replace", replace.clone()),
-                ("ICE", Ben::s("remove")),
-            ]))
-            .expect("offer answered");
-        assert_eq!(offer.str("result").as_deref(), Some("ok"), "{offer:?}");
-        let answer = self
-            .call(&Ben::dict(&[
-                ("command", Ben::s("answer")),
-                ("call-id", Ben::s(call_id)),
-                ("from-tag", Ben::s("pbx")),
-                ("to-tag", Ben::s("agent")),
-                ("sdp", Ben::s(&sdp(agent_sdp.0, agent_sdp.1))),
-                ("replace", replace),
-                ("ICE", Ben::s("remove")),
-            ]))
-            .expect("answer answered");
-        assert_eq!(answer.str("result").as_deref(), Some("ok"), "{answer:?}");
-        (audio_port(&answer.str("sdp").unwrap()), audio_port(&offer.str("sdp").unwrap()))
-    }
-
-    /// A second answer for the same offer from another downstream dialog (`to_tag`), as
-    /// Kamailio's rtpengine_answer does for every 2xx of a forked INVITE. Returns the port the
-    /// PBX is told for that dialog.
-    fn answer(&mut self, call_id: &str, to_tag: &str, agent_sdp: (&str, u16)) -> u16 {
-        let a = self
-            .call(&Ben::dict(&[
-                ("command", Ben::s("answer")),
-                ("call-id", Ben::s(call_id)),
-                ("from-tag", Ben::s("pbx")),
-                ("to-tag", Ben::s(to_tag)),
-                ("sdp", Ben::s(&sdp(agent_sdp.0, agent_sdp.1))),
-                ("replace", Ben::List(vec![Ben::s("origin"), Ben::s("session-connection")])),
-                ("ICE", Ben::s("remove")),
-            ]))
-            .expect("answer answered");
-        assert_eq!(a.str("result").as_deref(), Some("ok"), "{a:?}");
-        audio_port(&a.str("sdp").unwrap())
-    }
-
-    /// The call still exists (rtpengine deletes a call whose media timed out).
-    fn alive(&mut self, call_id: &str) -> bool {
-        let r = self.call(&Ben::dict(&[("command", Ben::s("query")), ("call-id", Ben::s(call_id))])).expect("query answered");
-        r.str("result").as_deref() == Some("ok")
-    }
-}
-
-fn which(tool: &str) -> Option<String> {
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
 
 /// The parties of one call: PBX media, agent media, a stranger; all on loopback.
 struct Parties {
@@ -257,7 +141,7 @@ impl Both {
         let sig_agent = UdpSocket::bind((AGENT_IP, agent_port)).unwrap();
         sig_pbx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         sig_agent.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        Both { rtpe: Rtpengine::start(), hk, sig_pbx, sig_agent, calls: 0 }
+        Both { rtpe: Rtpengine::start(TIMEOUT_S), hk, sig_pbx, sig_agent, calls: 0 }
     }
 
     /// Run the same scenario against rtpengine and Hearken. `agent_sdp_ip`: what the agent

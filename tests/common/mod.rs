@@ -4,6 +4,7 @@
 
 pub mod baresip;
 pub mod raw_sip;
+pub mod rtpengine;
 
 use serde_json::Value;
 use std::io::{Read, Write};
