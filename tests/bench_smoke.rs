@@ -34,6 +34,17 @@ fn relay_bench_drives_hearken_and_rtpengine() {
     assert_eq!(v["hearken"]["relay_counters"]["forwarded_packets"], 400);
 }
 
+/// The same with Hearken's calls set up over ng: both relays get the same offer/answer commands.
+#[test]
+fn relay_bench_drives_both_relays_over_ng() {
+    let v = run(env!("CARGO_BIN_EXE_relay-bench"), &["--calls", "4", "--seconds", "1", "--hearken-ng"]);
+    for relay in ["hearken", "rtpengine"] {
+        let r = &v[relay];
+        assert_eq!(r["delivered"], 400, "{relay}: {r}");
+    }
+    assert_eq!(v["hearken"]["relay_counters"]["forwarded_packets"], 400);
+}
+
 #[test]
 fn nudge_bench_gets_a_nudge_for_every_interruption() {
     let v = run(env!("CARGO_BIN_EXE_nudge-bench"), &["--calls", "1", "--hearken", env!("CARGO_BIN_EXE_hearken")]);

@@ -62,6 +62,10 @@ struct Args {
     /// Keep the temporary directory (configs and relay logs) after the run.
     #[arg(long)]
     keep_workdir: bool,
+    /// Set Hearken's calls up through its ng control plane (the same offer/answer commands
+    /// rtpengine gets) instead of SIP through its proxy.
+    #[arg(long)]
+    hearken_ng: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -815,13 +819,15 @@ async fn hearken_phase(args: &Args, dir: &Path, bin: &Path, tck: u64) -> Result<
     let pbx = UdpSocket::bind(local(0)).await?;
     let agent = UdpSocket::bind(local(0)).await?;
     let (pmin, pmax) = (20_000u16, 20_000 + port_span(args.calls) - 1);
+    let ng_port = free_port(false)?;
+    let ng_section = if args.hearken_ng { format!("[ng]\nlisten = \"{LOCALHOST}:{ng_port}\"\n\n") } else { String::new() };
     let cfg = format!(
         "[sip]\nlisten = \"{LOCALHOST}:{sip_port}\"\n\n\
          [pbx]\naddresses = [\"{LOCALHOST}:{p}\"]\nroute = \"{LOCALHOST}:{p}\"\n\n\
          [agents]\nroute = \"{LOCALHOST}:{a}\"\n\n\
          [media]\nport_min = {pmin}\nport_max = {pmax}\nrtp_timeout_s = 60\n\n\
          [http]\nlisten = \"{LOCALHOST}:{http_port}\"\n\n\
-         [log]\nlevel = \"warn\"\n",
+         {ng_section}[log]\nlevel = \"warn\"\n",
         p = pbx.local_addr()?.port(),
         a = agent.local_addr()?.port(),
     );
@@ -847,15 +853,26 @@ async fn hearken_phase(args: &Args, dir: &Path, bin: &Path, tck: u64) -> Result<
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("hearken: pid {} sip {LOCALHOST}:{sip_port}, media ports {pmin}-{pmax}; setting up {} calls", child.pid(), args.calls);
+    let how = if args.hearken_ng { format!("ng {LOCALHOST}:{ng_port}") } else { format!("sip {LOCALHOST}:{sip_port}") };
+    eprintln!("hearken: pid {} {how}, media ports {pmin}-{pmax}; setting up {} calls", child.pid(), args.calls);
     let ends = SipEnds { pbx, agent, hearken: local(sip_port) };
     let t = Instant::now();
-    let mut calls = Vec::with_capacity(args.calls);
     let mut warnings = Vec::new();
-    for i in 0..args.calls {
-        let m = MediaPair::bind().await?;
-        calls.push(sip_call(&ends, i, &m, &mut warnings).await?);
-    }
+    let calls = if args.hearken_ng {
+        let mut ng = Ng::new(local(ng_port)).await?;
+        let pong = ng.call(&Ben::dict(&[("command", Ben::s("ping"))])).await?;
+        if pong.str("result").as_deref() != Some("pong") {
+            bail!("hearken's ng port answered ping with {pong:?}");
+        }
+        ng_calls(&mut ng, args.calls, "hearken").await?
+    } else {
+        let mut calls = Vec::with_capacity(args.calls);
+        for i in 0..args.calls {
+            let m = MediaPair::bind().await?;
+            calls.push(sip_call(&ends, i, &m, &mut warnings).await?);
+        }
+        calls
+    };
     let setup_ms = t.elapsed().as_secs_f64() * 1000.0;
     for w in warnings.iter().take(5) {
         eprintln!("hearken: warning: {w}");
@@ -877,6 +894,41 @@ async fn hearken_phase(args: &Args, dir: &Path, bin: &Path, tck: u64) -> Result<
         }
     }
     Ok(r)
+}
+
+/// Set `n` calls up over ng (offer from the PBX side, answer from the agent side), as a
+/// Kamailio script would; the same commands for rtpengine and for Hearken's ng port.
+async fn ng_calls(ng: &mut Ng, n: usize, relay: &str) -> Result<Vec<CallMedia>> {
+    let mut calls = Vec::with_capacity(n);
+    for i in 0..n {
+        let m = MediaPair::bind().await?;
+        let (pbx_media, agent_media) = m.ports()?;
+        let call_id = format!("rb-{relay}-{i}-{}@{LOCALHOST}", std::process::id());
+        let (ftag, ttag) = (format!("pbx{i}"), format!("ag{i}"));
+        let offer = ng
+            .ok(&Ben::dict(&[
+                ("command", Ben::s("offer")),
+                ("call-id", Ben::s(&call_id)),
+                ("from-tag", Ben::s(&ftag)),
+                ("sdp", Ben::s(&sdp_body(i, pbx_media))),
+            ]))
+            .await
+            .with_context(|| format!("call {i}: offer"))?;
+        let agent_to = sdp_port(offer.str("sdp").unwrap_or_default().as_bytes()).with_context(|| format!("call {i}: offer reply"))?;
+        let answer = ng
+            .ok(&Ben::dict(&[
+                ("command", Ben::s("answer")),
+                ("call-id", Ben::s(&call_id)),
+                ("from-tag", Ben::s(&ftag)),
+                ("to-tag", Ben::s(&ttag)),
+                ("sdp", Ben::s(&sdp_body(10_000 + i, agent_media))),
+            ]))
+            .await
+            .with_context(|| format!("call {i}: answer"))?;
+        let pbx_to = sdp_port(answer.str("sdp").unwrap_or_default().as_bytes()).with_context(|| format!("call {i}: answer reply"))?;
+        calls.push(CallMedia { pbx: m.pbx.clone(), agent: m.agent.clone(), pbx_to, agent_to });
+    }
+    Ok(calls)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -913,35 +965,7 @@ async fn rtpengine_phase(args: &Args, dir: &Path, tck: u64) -> Result<PhaseResul
     }
     eprintln!("rtpengine: pid {} ng {LOCALHOST}:{ng_port}, media ports {pmin}-{pmax}; setting up {} calls", child.pid(), args.calls);
     let t = Instant::now();
-    let mut calls = Vec::with_capacity(args.calls);
-    for i in 0..args.calls {
-        let m = MediaPair::bind().await?;
-        let (pbx_media, agent_media) = m.ports()?;
-        let call_id = format!("rb-{i}-{}@{LOCALHOST}", std::process::id());
-        let (ftag, ttag) = (format!("pbx{i}"), format!("ag{i}"));
-        let offer = ng
-            .ok(&Ben::dict(&[
-                ("command", Ben::s("offer")),
-                ("call-id", Ben::s(&call_id)),
-                ("from-tag", Ben::s(&ftag)),
-                ("sdp", Ben::s(&sdp_body(i, pbx_media))),
-            ]))
-            .await
-            .with_context(|| format!("call {i}: offer"))?;
-        let agent_to = sdp_port(offer.str("sdp").unwrap_or_default().as_bytes()).with_context(|| format!("call {i}: offer reply"))?;
-        let answer = ng
-            .ok(&Ben::dict(&[
-                ("command", Ben::s("answer")),
-                ("call-id", Ben::s(&call_id)),
-                ("from-tag", Ben::s(&ftag)),
-                ("to-tag", Ben::s(&ttag)),
-                ("sdp", Ben::s(&sdp_body(10_000 + i, agent_media))),
-            ]))
-            .await
-            .with_context(|| format!("call {i}: answer"))?;
-        let pbx_to = sdp_port(answer.str("sdp").unwrap_or_default().as_bytes()).with_context(|| format!("call {i}: answer reply"))?;
-        calls.push(CallMedia { pbx: m.pbx.clone(), agent: m.agent.clone(), pbx_to, agent_to });
-    }
+    let calls = ng_calls(&mut ng, args.calls, "rtpengine").await?;
     let setup_ms = t.elapsed().as_secs_f64() * 1000.0;
     child.check_alive()?;
     let idle = idle_cpu(child.pid(), IDLE_WINDOW, tck).await?;
