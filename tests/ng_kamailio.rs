@@ -30,7 +30,12 @@ impl Kamailio {
             .expect("deploy/kamailio/kamailio.cfg")
             .replace("listen=udp:127.0.0.1:5060", &format!("listen=udp:127.0.0.1:{port}"))
             .replace("udp:127.0.0.1:22222=1", rtpengine_sock)
-            .replace("sip:127.0.0.1:5090", &format!("sip:{AGENT_IP}:{agent}"));
+            .replace("sip:127.0.0.1:5090", &format!("sip:{AGENT_IP}:{agent}"))
+            // A dead relay is noticed within half a second (the default waits seconds).
+            .replace(
+                "modparam(\"rtpengine\", \"rtpengine_sock\"",
+                "modparam(\"rtpengine\", \"rtpengine_tout_ms\", 500)\nmodparam(\"rtpengine\", \"rtpengine_retr\", 1)\nmodparam(\"rtpengine\", \"rtpengine_sock\"",
+            );
         std::fs::write(dir.path().join("kamailio.cfg"), cfg).unwrap();
         let check = Command::new("kamailio").arg("-c").arg("-f").arg(dir.path().join("kamailio.cfg")).output().expect("kamailio -c");
         assert!(check.status.success(), "kamailio.cfg does not check: {}", String::from_utf8_lossy(&check.stderr));
@@ -90,4 +95,57 @@ fn kamailio_drives_hearken_over_ng_and_the_call_is_measured() {
     assert_eq!(metric(&m, "hearken_sip_requests_total"), 0, "no SIP through Hearken");
     assert!(h.log().contains("ng call deleted"), "{}", h.log());
     eprintln!("ng via Kamailio: talk ratio {ratio} (truth {want}), interruptions {}", s["interruptions"]);
+}
+
+/// Two Hearken nodes in one Kamailio rtpengine set (weights 1 and 1): 100 calls spread over
+/// both; then one node is killed, and the next calls all go to the other and succeed.
+#[test]
+fn two_nodes_in_one_set_share_calls_and_survive_a_dead_node() {
+    require("kamailio");
+    let (pbx, agent, kam_port) = (free_port(), free_port(), free_port());
+    let (ng_a, ng_b) = (free_port(), free_port());
+    let node = |ng: u16| {
+        Hearken::start_with(pbx, agent, media_range(220), "", &format!("[ng]\nlisten = \"127.0.0.1:{ng}\"\ndelete_delay_s = 0\n"), "")
+    };
+    let a = node(ng_a);
+    let mut b = Some(node(ng_b));
+    let kam = Kamailio::start(kam_port, agent, &format!("udp:127.0.0.1:{ng_a}=1 udp:127.0.0.1:{ng_b}=1"));
+    let run_calls = |n: usize, tag: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42070".into())]);
+        let uac = scenario(
+            dir.path(),
+            "uac_call.xml",
+            &[("AGENT", format!("{tag}[call_number]")), ("PLAY", String::new()), ("HOLD_MS", "1000".into())],
+        );
+        let n_s = n.to_string();
+        let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", &n_s]);
+        let r = sipp_run(
+            dir.path(),
+            &uac,
+            pbx,
+            &format!("127.0.0.1:{kam_port}"),
+            &["-m", &n_s, "-r", "50", "-l", "100"],
+            Duration::from_secs(90),
+        );
+        let done = uas.wait(Duration::from_secs(30));
+        (r, done)
+    };
+    let started = |h: &Hearken| metric(&h.get("/metrics").unwrap_or_default(), "hearken_ng_calls_started_total");
+    let (r, done) = run_calls(100, "agent");
+    r.unwrap_or_else(|e| panic!("{e}\n{}", kam.log()));
+    done.unwrap();
+    let (na, nb) = (started(&a), started(b.as_ref().unwrap()));
+    assert_eq!(na + nb, 100, "every call anchored on one of the nodes");
+    assert!(na >= 20 && nb >= 20, "the set spreads the calls: {na} / {nb}");
+    a.wait_idle();
+    b.as_ref().unwrap().wait_idle();
+    // Node B dies (SIGKILL): Kamailio notices on its next command and uses node A.
+    drop(b.take());
+    let (r, done) = run_calls(20, "later");
+    r.unwrap_or_else(|e| panic!("{e}\n{}", kam.log()));
+    done.unwrap();
+    assert_eq!(started(&a), na + 20, "after the failure every new call is anchored on the surviving node");
+    a.wait_idle();
+    eprintln!("two nodes: {na} / {nb} of 100; after killing B: 20 of 20 on A");
 }
