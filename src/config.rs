@@ -38,6 +38,24 @@ pub struct Config {
     pub coach: crate::coach::CoachConfig,
     pub limits: LimitsConfig,
     pub ng: NgConfigFile,
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: several nodes behind one Kamailio rtpengine set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The broker that fans whisper messages out to every node (`redis://host:port`, or
+    /// `nats://host:port`); empty: single node.
+    pub broker: String,
+    /// This node's name (unique in the cluster).
+    pub node: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { broker: String::new(), node: "hearken".into() }
+    }
 }
 
 /// `[ng]`: the rtpengine ng control plane for Kamailio / OpenSIPS.
@@ -350,6 +368,12 @@ impl Config {
         }
         if !self.sip.enabled && n.listen.is_empty() {
             return Err(key_err("sip.enabled", "with the proxy off, ng.listen must be set (nothing would control the relay)"));
+        }
+        if !self.cluster.broker.is_empty() && crate::io::broker::parse_url(&self.cluster.broker).is_none() {
+            return Err(key_err("cluster.broker", "must be redis://host:port or nats://host:port (or empty for a single node)"));
+        }
+        if self.cluster.node.is_empty() || self.cluster.node.contains(['\n', ' ']) {
+            return Err(key_err("cluster.node", "must be a non-empty name without spaces"));
         }
         let l = &self.limits;
         if l.max_streams_per_call == 0 || l.max_streams_per_call > 64 {

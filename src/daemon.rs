@@ -94,6 +94,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         records: records.clone(),
     };
     crate::io::analysis::spawn(cfg.analysis.clone(), asr, publisher.clone(), tap_rx, ctl_rx);
+    let broker_stats = crate::io::broker::parse_url(&cfg.cluster.broker).map(|b| {
+        tracing::info!(broker = ?b, node = %cfg.cluster.node, "whisper fan-out through the cluster broker");
+        crate::io::broker::spawn(b, cfg.cluster.node.clone(), publisher.whisper.clone())
+    });
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
         MediaSettings {
@@ -137,6 +141,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 pool: pool.clone(),
                 asr: asr_stats.clone(),
                 ng: (!cfg.ng.listen.is_empty()).then(|| ng_stats.clone()),
+                broker: broker_stats.clone(),
             },
         );
         let whisper =

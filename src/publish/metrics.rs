@@ -245,6 +245,8 @@ pub struct LiveCounters {
     pub asr: Option<Arc<AsrStats>>,
     /// The ng control plane's counters (when `ng.listen` is set).
     pub ng: Option<Arc<crate::ng::core::NgStats>>,
+    /// The cluster broker's counters (when `cluster.broker` is set).
+    pub broker: Option<Arc<crate::io::broker::BrokerStats>>,
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
@@ -354,6 +356,13 @@ impl Collector for LiveCounters {
             "In-dialog requests with SDP for a dialog this process did not know (after a restart), anchored anew",
             s.resumed_dialogs.load(Relaxed),
         )?;
+        if let Some(b) = &self.broker {
+            gauge(&mut enc, "broker_connected", "1 while connected to the cluster broker", b.connected.load(Relaxed) as f64)?;
+            counter(&mut enc, "broker_published", "Whisper messages published to the other nodes", b.published.load(Relaxed))?;
+            counter(&mut enc, "broker_received", "Whisper messages received from the other nodes", b.received.load(Relaxed))?;
+            counter(&mut enc, "broker_dropped", "Whisper messages not published (broker slow or down)", b.dropped.load(Relaxed))?;
+            counter(&mut enc, "broker_reconnects", "Reconnections to the cluster broker", b.reconnects.load(Relaxed))?;
+        }
         if let Some(n) = &self.ng {
             counter(
                 &mut enc,

@@ -117,28 +117,49 @@ pub struct WhisperMsg {
     pub json: String,
 }
 
+/// Where a node's messages go for the other nodes of a cluster (the broker's outbox).
+type Outbox = (tokio::sync::mpsc::Sender<Arc<WhisperMsg>>, Arc<crate::io::broker::BrokerStats>);
+
 #[derive(Clone)]
 pub struct WhisperHub {
     tx: broadcast::Sender<Arc<WhisperMsg>>,
     pub sent: Arc<AtomicU64>,
     pub lagged: Arc<AtomicU64>,
+    outbox: Arc<std::sync::OnceLock<Outbox>>,
 }
 
 impl Default for WhisperHub {
     fn default() -> Self {
         let (tx, _) = broadcast::channel(1024);
-        WhisperHub { tx, sent: Default::default(), lagged: Default::default() }
+        WhisperHub { tx, sent: Default::default(), lagged: Default::default(), outbox: Default::default() }
     }
 }
 
 impl WhisperHub {
-    /// Publish to the message's agent's subscribers. Never blocks; nobody listening is fine.
+    /// Publish to the message's agent's subscribers on this node, and to the other nodes of the
+    /// cluster when there is a broker. Never blocks; nobody listening is fine.
     pub fn send(&self, msg: &WhisperMessage) {
         let Some(agent) = msg.agent() else { return };
         let Ok(json) = serde_json::to_string(msg) else { return };
-        if self.tx.send(Arc::new(WhisperMsg { agent: agent.to_string(), json })).is_ok() {
+        let m = Arc::new(WhisperMsg { agent: agent.to_string(), json });
+        if let Some((out, stats)) = self.outbox.get() {
+            if out.try_send(m.clone()).is_err() {
+                stats.dropped.fetch_add(1, Relaxed);
+            }
+        }
+        if self.tx.send(m).is_ok() {
             self.sent.fetch_add(1, Relaxed);
         }
+    }
+    /// A message another node published: to this node's subscribers only.
+    pub fn deliver(&self, m: Arc<WhisperMsg>) {
+        if self.tx.send(m).is_ok() {
+            self.sent.fetch_add(1, Relaxed);
+        }
+    }
+    /// Route this node's messages to the cluster broker as well (set once at start).
+    pub fn set_outbox(&self, tx: tokio::sync::mpsc::Sender<Arc<WhisperMsg>>, stats: Arc<crate::io::broker::BrokerStats>) {
+        let _ = self.outbox.set((tx, stats));
     }
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<WhisperMsg>> {
         self.tx.subscribe()
