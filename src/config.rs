@@ -76,6 +76,11 @@ pub struct NgConfigFile {
     pub queue_key: String,
     /// Seconds a deleted call's media stays up when `delete` names no `delete-delay`.
     pub delete_delay_s: u64,
+    /// Where a call whose media ended by itself is reported, as rtpengine's `b2b-url` with
+    /// `xmlrpc-format = 2`: XML-RPC `dlg.terminate_dlg` (Kamailio's xmlrpc + dialog modules),
+    /// e.g. `http://127.0.0.1:5060/RPC2`. Empty: not reported (Kamailio learns at the next
+    /// command, as with rtpengine without b2b-url).
+    pub teardown_url: String,
 }
 
 impl Default for NgConfigFile {
@@ -89,6 +94,7 @@ impl Default for NgConfigFile {
             agent_id_key: "agent-id".into(),
             queue_key: "queue".into(),
             delete_delay_s: 5,
+            teardown_url: String::new(),
         }
     }
 }
@@ -365,6 +371,9 @@ impl Config {
         }
         for a in &n.allow {
             SourcePattern::parse(a).ok_or_else(|| key_err("ng.allow", format!("`{a}` is not an ip or ip:port")))?;
+        }
+        if !n.teardown_url.is_empty() && crate::ng::core::terminate_dlg_request(&n.teardown_url, "", "", "").is_none() {
+            return Err(key_err("ng.teardown_url", "must be an http:// URL (Kamailio's xmlrpc module), or empty"));
         }
         if !self.sip.enabled && n.listen.is_empty() {
             return Err(key_err("sip.enabled", "with the proxy off, ng.listen must be set (nothing would control the relay)"));

@@ -192,6 +192,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 1 << 32,
             ),
             allow: n.allow.iter().filter_map(|a| crate::net::SourcePattern::parse(a)).collect(),
+            teardown_url: (!n.teardown_url.is_empty()).then(|| n.teardown_url.clone()),
         }
     });
     if !cfg.sip.enabled {

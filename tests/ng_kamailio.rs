@@ -29,6 +29,7 @@ impl Kamailio {
         let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kamailio/kamailio.cfg"))
             .expect("deploy/kamailio/kamailio.cfg")
             .replace("listen=udp:127.0.0.1:5060", &format!("listen=udp:127.0.0.1:{port}"))
+            .replace("listen=tcp:127.0.0.1:5060", &format!("listen=tcp:127.0.0.1:{port}"))
             .replace("udp:127.0.0.1:22222=1", rtpengine_sock)
             .replace("sip:127.0.0.1:5090", &format!("sip:{AGENT_IP}:{agent}"))
             // A dead relay is noticed within half a second (the default waits seconds).
@@ -148,4 +149,40 @@ fn two_nodes_in_one_set_share_calls_and_survive_a_dead_node() {
     assert_eq!(started(&a), na + 20, "after the failure every new call is anchored on the surviving node");
     a.wait_idle();
     eprintln!("two nodes: {na} / {nb} of 100; after killing B: 20 of 20 on A");
+}
+
+/// A call whose media ends by itself (nobody sends RTP) is reported to Kamailio the way
+/// rtpengine reports it with `b2b-url` (XML-RPC `dlg.terminate_dlg` to Kamailio's xmlrpc and
+/// dialog modules): Kamailio sends BYE to both parties, and the record says why.
+#[test]
+fn a_media_timeout_is_reported_to_kamailio_which_ends_the_dialog() {
+    require("kamailio");
+    let (pbx, agent, kam_port, ng_port) = (free_port(), free_port(), free_port(), free_port());
+    let h = Hearken::start_with(
+        pbx,
+        agent,
+        media_range(20),
+        "",
+        &format!("[ng]\nlisten = \"127.0.0.1:{ng_port}\"\ndelete_delay_s = 0\nteardown_url = \"http://127.0.0.1:{kam_port}/RPC2\"\n"),
+        "rtp_timeout_s = 2",
+    );
+    let kam = Kamailio::start(kam_port, agent, &format!("udp:127.0.0.1:{ng_port}=1"));
+    let dir = tempfile::tempdir().unwrap();
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42080".into())]);
+    let uac = scenario(
+        dir.path(),
+        "uac_wait_bye.xml",
+        &[("AGENT", "agent9".into()), ("PLAY", String::new()), ("WAIT_MS", "15000".into()), ("BYE_CHECK", "BYE sip:".into())],
+    );
+    let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
+    sipp_run(dir.path(), &uac, pbx, &format!("127.0.0.1:{kam_port}"), &["-m", "1"], Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", kam.log(), h.log()));
+    uas.wait(Duration::from_secs(10)).unwrap_or_else(|e| panic!("the agent got no BYE: {e}\n{}", kam.log()));
+    wait_for(Duration::from_secs(5), "the teardown callback answered", || {
+        metric(&h.get("/metrics").unwrap(), "hearken_ng_teardowns_total") == 1
+    });
+    assert_eq!(metric(&h.get("/metrics").unwrap(), "hearken_ng_teardown_errors_total"), 0);
+    h.wait_idle();
+    let list: Value = serde_json::from_str(&h.get("/records").unwrap()).unwrap();
+    assert_eq!(list["records"][0]["reason"], "rtp_timeout", "{list}");
 }

@@ -255,7 +255,16 @@ fn silent_call_ends_on_rtp_timeout_with_bye_to_both_sides() {
     let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42040".into())]);
     // Nobody sends RTP. Hearken ends the call: a BYE to the PBX (which answers 200) and to the
     // agent (its scenario ends on a BYE).
-    let uac = scenario(dir.path(), "uac_wait_bye.xml", &[("AGENT", "quiet".into()), ("PLAY", String::new()), ("WAIT_MS", "10000".into())]);
+    let uac = scenario(
+        dir.path(),
+        "uac_wait_bye.xml",
+        &[
+            ("AGENT", "quiet".into()),
+            ("PLAY", String::new()),
+            ("WAIT_MS", "10000".into()),
+            ("BYE_CHECK", "Reason: SIP;cause=408;text=.hearken: [a-z_]+".into()),
+        ],
+    );
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
     let remote = format!("127.0.0.1:{}", h.sip_port);
     sipp_run(dir.path(), &uac, pbx, &remote, &["-m", "1"], Duration::from_secs(30)).unwrap_or_else(|e| fail(e, &h));

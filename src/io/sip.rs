@@ -39,6 +39,8 @@ pub struct NgDriver {
     pub sock: UdpSocket,
     pub core: crate::ng::core::NgCore,
     pub allow: Vec<crate::net::SourcePattern>,
+    /// Where media timeouts are reported (XML-RPC `dlg.terminate_dlg`, rtpengine's b2b-url).
+    pub teardown_url: Option<String>,
 }
 
 async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
@@ -123,8 +125,52 @@ impl SipDriver {
                 },
                 Some((id, reason)) = self.media_ended.recv() => {
                     self.media.forget(id, reason);
-                    let by_ng = self.ng.as_mut().is_some_and(|n| n.core.handle_media_ended(id));
-                    if !by_ng {
+                    let ended = self.ng.as_mut().and_then(|n| n.core.handle_media_ended(id).map(|d| (d, n.teardown_url.clone(), n.core.stats.clone())));
+                    if let Some(((call_id, from_tag, to_tag), url, stats)) = ended {
+                        // Tell Kamailio, as rtpengine's b2b-url does, so it BYEs both parties.
+                        if let Some(url) = url {
+                            if let Some((hp, req)) = crate::ng::core::terminate_dlg_request(&url, &call_id, &from_tag, &to_tag) {
+                                tokio::spawn(async move {
+                                    let r = tokio::time::timeout(Duration::from_secs(3), async {
+                                        let mut s = TcpStream::connect(&hp).await?;
+                                        s.write_all(&req).await?;
+                                        // Kamailio keeps the connection open: read one response
+                                        // (headers, then Content-Length bytes).
+                                        let mut resp = Vec::new();
+                                        let mut chunk = [0u8; 4096];
+                                        loop {
+                                            let n = s.read(&mut chunk).await?;
+                                            resp.extend_from_slice(&chunk[..n]);
+                                            let text = String::from_utf8_lossy(&resp);
+                                            if let Some(h) = text.find("\r\n\r\n") {
+                                                let len = text[..h]
+                                                    .lines()
+                                                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                                                    .unwrap_or(0);
+                                                if resp.len() >= h + 4 + len {
+                                                    break;
+                                                }
+                                            }
+                                            if n == 0 || resp.len() > 65536 {
+                                                break;
+                                            }
+                                        }
+                                        Ok::<Vec<u8>, std::io::Error>(resp)
+                                    })
+                                    .await;
+                                    match r {
+                                        Ok(Ok(resp)) if resp.starts_with(b"HTTP/1.") && resp.get(9..12) == Some(b"200") && !resp.windows(5).any(|w| w == b"fault") => {
+                                            stats.teardowns.fetch_add(1, Relaxed);
+                                        }
+                                        other => {
+                                            stats.teardown_errors.fetch_add(1, Relaxed);
+                                            tracing::warn!(ok = other.is_ok(), "teardown callback (dlg.terminate_dlg) failed");
+                                        }
+                                    }
+                                });
+                            }
+                        }
+                    } else {
                         let actions = self.proxy.handle_media_ended(id, reason, Instant::now());
                         self.send_actions(actions, &mut st);
                     }

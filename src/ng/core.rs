@@ -13,6 +13,12 @@
 //! a PBX calling agents). The agent id is read from the key `agent_id_key` when the script sends
 //! it, else from the label of an agent-originated call.
 //!
+//! When the media plane ends a call by itself (every leg silent, a dead leg), the call is
+//! forgotten as rtpengine does, and the driver tells Kamailio the way rtpengine does with
+//! `b2b-url` and `xmlrpc-format = 2`: an XML-RPC `dlg.terminate_dlg(call-id, from-tag, to-tag)`
+//! to `ng.teardown_url`, so Kamailio's dialog module sends BYE to both parties
+//! ([`terminate_dlg_request`]).
+//!
 //! Not here: sockets (the driver), the media plane's state (behind [`MediaControl`]).
 
 use super::Ben;
@@ -56,12 +62,18 @@ pub struct NgStats {
     pub calls_ended: AtomicU64,
     /// Commands from sources not in `ng.allow`, dropped unanswered.
     pub refused: AtomicU64,
+    /// Teardown callbacks (XML-RPC `dlg.terminate_dlg`) sent after a media timeout, and failed.
+    pub teardowns: AtomicU64,
+    pub teardown_errors: AtomicU64,
 }
 
 #[derive(Debug)]
 struct NgCall {
     id: CallId,
     meta: CallMeta,
+    /// The dialog's tags as the first offer and answer named them (From, To).
+    from_tag: String,
+    to_tag: Option<String>,
     /// Which party each SIP tag belongs to.
     tags: HashMap<String, Party>,
     created_unix: u64,
@@ -244,7 +256,17 @@ impl NgCore {
             }
             self.calls.insert(
                 call_id.clone(),
-                NgCall { id, meta, tags, created_unix: unix_s, last_signal_unix: unix_s, closing: None, answered: false },
+                NgCall {
+                    id,
+                    meta,
+                    from_tag: from_tag.clone(),
+                    to_tag: to_tag.clone(),
+                    tags,
+                    created_unix: unix_s,
+                    last_signal_unix: unix_s,
+                    closing: None,
+                    answered: false,
+                },
             );
             self.by_id.insert(id, call_id.clone());
             self.stats.calls_started.fetch_add(1, Relaxed);
@@ -252,6 +274,9 @@ impl NgCore {
         }
         let call = self.calls.get_mut(&call_id).expect("present");
         call.last_signal_unix = unix_s;
+        if call.to_tag.is_none() && to_tag.is_some() && from_tag == call.from_tag {
+            call.to_tag = to_tag.clone();
+        }
         call.closing = None;
         // The SDP's sender: the from-tag's party for an offer, the to-tag's for an answer.
         let sender_tag = if is_offer { Some(&from_tag) } else { to_tag.as_ref() };
@@ -331,13 +356,38 @@ impl NgCore {
     }
 
     /// The media plane ended a call by itself (timeouts): forget it, as rtpengine does; a later
-    /// `query` or `answer` gets "Unknown call-id", `delete` an error (Kamailio logs it).
-    pub fn handle_media_ended(&mut self, call: CallId) -> bool {
-        let Some(k) = self.by_id.remove(&call) else { return false };
-        self.calls.remove(&k);
+    /// `query` or `answer` gets "Unknown call-id", `delete` an error (Kamailio logs it). Returns
+    /// the dialog (Call-ID, From tag, To tag) for the teardown callback; None if not an ng call.
+    pub fn handle_media_ended(&mut self, call: CallId) -> Option<(String, String, String)> {
+        let k = self.by_id.remove(&call)?;
+        let c = self.calls.remove(&k)?;
         self.stats.calls_ended.fetch_add(1, Relaxed);
-        true
+        Some((k, c.from_tag, c.to_tag.unwrap_or_default()))
     }
+}
+
+/// The XML-RPC request rtpengine's `xmlrpc-format = 2` sends to Kamailio (`dlg.terminate_dlg`
+/// with Call-ID, From tag, To tag), as an HTTP/1.0 POST to `url` (`http://host:port/path`).
+/// Returns (host:port, request bytes); None for a URL that is not plain http.
+pub fn terminate_dlg_request(url: &str, call_id: &str, from_tag: &str, to_tag: &str) -> Option<(String, Vec<u8>)> {
+    let rest = url.strip_prefix("http://")?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/RPC2"),
+    };
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let param = |s: &str| format!("<param><value><string>{}</string></value></param>", esc(s));
+    let body = format!(
+        "<?xml version=\"1.0\"?>\r\n<methodCall><methodName>dlg.terminate_dlg</methodName><params>{}{}{}</params></methodCall>\r\n",
+        param(call_id),
+        param(from_tag),
+        param(to_tag)
+    );
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: {hostport}\r\nUser-Agent: Hearken\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    Some((hostport.to_string(), req.into_bytes()))
 }
 
 #[cfg(test)]
@@ -495,5 +545,18 @@ mod tests {
         let r = c.handle_datagram(b"k1 not-bencode", from, Instant::now(), 0, &mut m).unwrap();
         assert!(String::from_utf8_lossy(&r).contains("error"));
         assert_eq!(c.handle_datagram(b"no-space-at-all", from, Instant::now(), 0, &mut m), None);
+    }
+
+    #[test]
+    fn terminate_dlg_is_rtpengines_xmlrpc_call() {
+        let (hp, req) = terminate_dlg_request("http://127.0.0.1:5060/RPC2", "a<b@c", "ft", "tt").unwrap();
+        let text = String::from_utf8(req).unwrap();
+        assert_eq!(hp, "127.0.0.1:5060");
+        assert!(text.starts_with("POST /RPC2 HTTP/1.0\r\n"));
+        assert!(text.contains("<methodName>dlg.terminate_dlg</methodName>"));
+        assert!(text.contains("<string>a&lt;b@c</string></value></param><param><value><string>ft</string>"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
+        assert!(terminate_dlg_request("https://x/RPC2", "a", "b", "c").is_none());
     }
 }

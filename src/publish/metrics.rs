@@ -377,6 +377,13 @@ impl Collector for LiveCounters {
             counter(&mut enc, "ng_refused", "ng datagrams from sources not in ng.allow, dropped", n.refused.load(Relaxed))?;
             counter(&mut enc, "ng_calls_started", "Calls created by an ng offer", n.calls_started.load(Relaxed))?;
             counter(&mut enc, "ng_calls_ended", "ng calls ended (delete, or the media plane's timeouts)", n.calls_ended.load(Relaxed))?;
+            counter(&mut enc, "ng_teardowns", "Media timeouts reported to Kamailio (dlg.terminate_dlg)", n.teardowns.load(Relaxed))?;
+            counter(
+                &mut enc,
+                "ng_teardown_errors",
+                "Teardown callbacks that failed (no answer, HTTP error, XML-RPC fault)",
+                n.teardown_errors.load(Relaxed),
+            )?;
         }
         if let Some(a) = &self.asr {
             counter(&mut enc, "asr_utterances", "Utterances recognised", a.utterances.load(Relaxed))?;
