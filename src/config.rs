@@ -71,6 +71,9 @@ pub struct NgConfigFile {
     /// `label` values that name the offerer's party.
     pub customer_label: String,
     pub agent_label: String,
+    /// Without a label: the ng `direction` (rtpengine interface name) whose offers come from the
+    /// customer side; offers with another direction are the agent's. Empty: not used.
+    pub customer_direction: String,
     /// Keys carrying the agent id and the queue (`rtpengine_offer("... agent-id=$rU")`).
     pub agent_id_key: String,
     pub queue_key: String,
@@ -91,6 +94,7 @@ impl Default for NgConfigFile {
             offerer: crate::call::Party::Customer,
             customer_label: "customer".into(),
             agent_label: "agent".into(),
+            customer_direction: String::new(),
             agent_id_key: "agent-id".into(),
             queue_key: "queue".into(),
             delete_delay_s: 5,

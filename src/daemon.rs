@@ -182,6 +182,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     offerer: n.offerer,
                     customer_label: n.customer_label.clone(),
                     agent_label: n.agent_label.clone(),
+                    customer_direction: (!n.customer_direction.is_empty()).then(|| n.customer_direction.clone()),
                     agent_id_key: n.agent_id_key.clone(),
                     queue_key: n.queue_key.clone(),
                     delete_delay: Duration::from_secs(n.delete_delay_s),

@@ -37,6 +37,9 @@ pub struct NgConfig {
     pub offerer: Party,
     pub customer_label: String,
     pub agent_label: String,
+    /// The ng `direction` (rtpengine interface names: the offerer's first) that marks an offer
+    /// coming from the customer side, e.g. `external` when customers call in from outside.
+    pub customer_direction: Option<String>,
     /// The key carrying the agent id (`rtpengine_offer("... agent-id=$rU")`).
     pub agent_id_key: String,
     /// The key carrying the queue.
@@ -239,9 +242,17 @@ impl NgCore {
             return error("Unknown call-id");
         }
         if !self.calls.contains_key(&call_id) {
-            let offerer = match msg.str("label") {
-                Some(l) if l == self.cfg.customer_label => Party::Customer,
-                Some(l) if l == self.cfg.agent_label => Party::Agent,
+            let first_direction = match msg.get("direction") {
+                Some(Ben::List(l)) => {
+                    l.first().and_then(|d| if let Ben::Str(s) = d { std::str::from_utf8(s).ok() } else { None }).map(str::to_string)
+                }
+                _ => None,
+            };
+            let offerer = match (msg.str("label"), first_direction, &self.cfg.customer_direction) {
+                (Some(l), _, _) if l == self.cfg.customer_label => Party::Customer,
+                (Some(l), _, _) if l == self.cfg.agent_label => Party::Agent,
+                (_, Some(d), Some(c)) if &d == c => Party::Customer,
+                (_, Some(_), Some(_)) => Party::Agent,
                 _ => self.cfg.offerer,
             };
             let agent_id = sanitize_label(&msg.str(&self.cfg.agent_id_key).unwrap_or_default());
@@ -428,6 +439,7 @@ mod tests {
                 offerer: Party::Customer,
                 customer_label: "customer".into(),
                 agent_label: "agent".into(),
+                customer_direction: Some("external".into()),
                 agent_id_key: "agent-id".into(),
                 queue_key: "queue".into(),
                 delete_delay: Duration::from_secs(0),
@@ -558,5 +570,23 @@ mod tests {
         let body = text.split("\r\n\r\n").nth(1).unwrap();
         assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
         assert!(terminate_dlg_request("https://x/RPC2", "a", "b", "c").is_none());
+    }
+
+    /// Without a label, the ng `direction` decides: an offer from the `external` interface is
+    /// the customer's, one from elsewhere the agent's.
+    #[test]
+    fn direction_names_the_offerer() {
+        let (mut c, mut m) = (core(), FakeMedia::default());
+        for (n, (dir, party)) in [("external", Party::Customer), ("internal", Party::Agent)].into_iter().enumerate() {
+            let offer = Ben::dict(&[
+                ("command", Ben::s("offer")),
+                ("call-id", Ben::s(&format!("d{n}"))),
+                ("from-tag", Ben::s("f")),
+                ("sdp", Ben::s(SDP)),
+                ("direction", Ben::List(vec![Ben::s(dir), Ben::s("other")])),
+            ]);
+            assert_eq!(send(&mut c, &mut m, &format!("c{n}"), offer).str("result").as_deref(), Some("ok"));
+            assert_eq!(m.remotes.last().unwrap().1, party, "{dir}");
+        }
     }
 }

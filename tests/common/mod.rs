@@ -100,6 +100,22 @@ impl Hearken {
         h
     }
 
+    /// Hearken with the SIP proxy off (`sip.enabled = false`): an ng-only media relay.
+    pub fn start_ng_only(ng_port: u16, media: (u16, u16)) -> Hearken {
+        let dir = tempfile::tempdir().unwrap();
+        let (sip_port, http_port) = (free_port(), free_port());
+        let cfg = format!(
+            "[sip]\nenabled = false\nlisten = \"127.0.0.1:{sip_port}\"\n[ng]\nlisten = \"127.0.0.1:{ng_port}\"\ndelete_delay_s = 0\n\
+             [media]\nport_min = {}\nport_max = {}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[log]\nlevel = \"hearken=debug\"\n",
+            media.0, media.1
+        );
+        std::fs::write(dir.path().join("hearken.toml"), cfg).unwrap();
+        let child = Self::spawn(dir.path(), "hearken.log");
+        let h = Hearken { child, sip_port, http_port, dir, media };
+        wait_for(Duration::from_secs(20), "hearken /healthz", || h.get("/healthz").is_some());
+        h
+    }
+
     fn spawn(dir: &std::path::Path, log: &str) -> Child {
         let log = std::fs::File::create(dir.join(log)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_hearken"))
