@@ -119,6 +119,25 @@ const KNOWN: &[&str] = &[
     "DTLS",
 ];
 
+/// Flags (in the `flags` list) whose meaning Hearken's media plane already has: it trusts SDP
+/// addresses and learns endpoints (trust-address, symmetric, port-latching, strict-source and
+/// media-handover are its `media.learning` policy), always records (analyses) the call, and
+/// keeps RTCP as negotiated. Others are accepted and counted.
+const KNOWN_FLAGS: &[&str] = &[
+    "trust-address",
+    "SIP-source-address",
+    "symmetric",
+    "asymmetric",
+    "port-latching",
+    "strict-source",
+    "media-handover",
+    "record-call",
+    "loop-protect",
+    "no-rtcp-attribute",
+    "full-rtcp-attribute",
+    "reset",
+];
+
 fn error(reason: &str) -> Ben {
     Ben::dict(&[("result", Ben::s("error")), ("error-reason", Ben::s(reason))])
 }
@@ -188,6 +207,13 @@ impl NgCore {
         if let Ben::Dict(d) = msg {
             let ours = [self.cfg.agent_id_key.as_bytes(), self.cfg.queue_key.as_bytes()];
             let unknown = d.keys().filter(|k| !KNOWN.iter().any(|n| n.as_bytes() == k.as_slice()) && !ours.contains(&k.as_slice())).count();
+            let unknown_flags = match d.get(b"flags".as_slice()) {
+                Some(Ben::List(l)) => {
+                    l.iter().filter(|f| !matches!(f, Ben::Str(s) if KNOWN_FLAGS.iter().any(|k| k.as_bytes() == s.as_slice()))).count()
+                }
+                _ => 0,
+            };
+            let unknown = unknown + unknown_flags;
             if unknown > 0 {
                 tracing::debug!(unknown, "ng keys accepted and ignored");
                 self.stats.ignored_flags.fetch_add(unknown as u64, Relaxed);
@@ -473,12 +499,13 @@ mod tests {
             ("label", Ben::s("customer")),
             ("agent-id", Ben::s("agent7")),
             ("some-new-flag", Ben::s("x")),
+            ("flags", Ben::List(vec![Ben::s("trust-address"), Ben::s("fancy-new-thing")])),
         ]);
         let r = send(&mut c, &mut m, "2", offer.clone());
         assert_eq!(r.str("result").as_deref(), Some("ok"), "{r:?}");
         assert!(r.str("sdp").unwrap().contains("m=audio 30002 RTP/AVP 0"), "the agent side is told the agent-facing port");
         assert_eq!(m.meta[0].agent_id, "agent7");
-        assert_eq!(c.stats.ignored_flags.load(Relaxed), 1, "the unknown key is counted");
+        assert_eq!(c.stats.ignored_flags.load(Relaxed), 2, "the unknown key and the unknown flag are counted");
         // The same cookie again: the cached reply, no second anchoring.
         let again = send(&mut c, &mut m, "2", offer);
         assert_eq!(again, r);
