@@ -74,7 +74,7 @@ pub fn spawn(broker: Broker, node: String, hub: WhisperHub) -> Arc<BrokerStats> 
         };
         loop {
             let r = match &broker {
-                Broker::Nats(a) => session(a, &node, &hub, &mut rx, &st).await,
+                Broker::Nats(a) => nats_session(a, &node, &hub, &mut rx, &st).await,
                 Broker::Redis(a) => redis_session(a, &node, &hub, &mut rx, &st).await,
             };
             match r {
@@ -200,7 +200,7 @@ async fn redis_session(
     }
 }
 
-async fn session(
+async fn nats_session(
     addr: &str,
     node: &str,
     hub: &WhisperHub,
