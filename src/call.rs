@@ -70,6 +70,8 @@ pub enum Input {
     Relay,
     /// A recording analysed offline (`hearken analyze`).
     File,
+    /// A media stream the platform sent (Twilio Media Streams, ...): Hearken only receives.
+    Stream,
 }
 
 impl Input {
@@ -77,6 +79,7 @@ impl Input {
         match self {
             Input::Relay => "relay",
             Input::File => "file",
+            Input::Stream => "stream",
         }
     }
 }

@@ -39,6 +39,26 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub ng: NgConfigFile,
     pub cluster: ClusterConfig,
+    pub streams: StreamsConfig,
+}
+
+/// `[streams]`: media-stream inputs (Twilio Media Streams on `/stream/twilio` of http.listen).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// Tokens a stream must present (Twilio: `<Parameter name="token" value="..."/>`); none:
+    /// every stream is refused.
+    pub tokens: Vec<String>,
+    /// Concurrent streams; more get 503.
+    pub max_streams: u64,
+    /// Twilio: the track that is the customer (`inbound`: the caller).
+    pub twilio_customer_track: String,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig { tokens: Vec::new(), max_streams: 500, twilio_customer_track: "inbound".into() }
+    }
 }
 
 /// `[cluster]`: several nodes behind one Kamailio rtpengine set.
@@ -387,6 +407,12 @@ impl Config {
         }
         if self.cluster.node.is_empty() || self.cluster.node.contains(['\n', ' ']) {
             return Err(key_err("cluster.node", "must be a non-empty name without spaces"));
+        }
+        if self.streams.tokens.iter().any(|t| t.len() < 8) {
+            return Err(key_err("streams.tokens", "tokens must be at least 8 characters"));
+        }
+        if !matches!(self.streams.twilio_customer_track.as_str(), "inbound" | "outbound") {
+            return Err(key_err("streams.twilio_customer_track", "must be `inbound` or `outbound`"));
         }
         let l = &self.limits;
         if l.max_streams_per_call == 0 || l.max_streams_per_call > 64 {

@@ -98,6 +98,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(broker = ?b, node = %cfg.cluster.node, "whisper fan-out through the cluster broker");
         crate::io::broker::spawn(b, cfg.cluster.node.clone(), publisher.whisper.clone())
     });
+    let stream_stats = Arc::new(crate::io::stream::StreamStats::default());
+    let streams = crate::io::stream::StreamState {
+        tokens: Arc::new(cfg.streams.tokens.clone()),
+        twilio: Arc::new(crate::stream::twilio::TwilioConfig {
+            customer_track: cfg.streams.twilio_customer_track.clone(),
+            ..Default::default()
+        }),
+        max_streams: cfg.streams.max_streams,
+        tap: tap_tx.clone(),
+        ctl: Arc::new(Mutex::new(ctl_tx.clone())),
+        stats: stream_stats.clone(),
+        // Stream calls get ids of their own range (proxy from 1, ng from 2^32).
+        next_id: Arc::new(std::sync::atomic::AtomicU64::new(1 << 33)),
+    };
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
         MediaSettings {
@@ -142,6 +156,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 asr: asr_stats.clone(),
                 ng: (!cfg.ng.listen.is_empty()).then(|| ng_stats.clone()),
                 broker: broker_stats.clone(),
+                streams: Some(stream_stats.clone()),
             },
         );
         let whisper =
@@ -155,6 +170,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             asr: asr_stats,
             metrics: std::sync::Arc::new(registry),
             whisper,
+            streams,
         });
         tracing::info!(addr = %cfg.http.listen, "status endpoint listening");
         tokio::spawn(async move {

@@ -29,10 +29,12 @@ pub struct HttpState {
     /// Everything for /metrics.
     pub metrics: Arc<prometheus_client::registry::Registry>,
     pub whisper: crate::publish::whisper::WhisperState,
+    pub streams: crate::io::stream::StreamState,
 }
 
 pub fn router(state: HttpState) -> Router {
     let whisper = Router::new().route("/whisper", get(crate::publish::whisper::handler)).with_state(state.whisper.clone());
+    let streams = Router::new().route("/stream/twilio", get(crate::io::stream::twilio_handler)).with_state(state.streams.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -42,6 +44,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/records/:id", get(record))
         .with_state(state)
         .merge(whisper)
+        .merge(streams)
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl axum::response::IntoResponse {

@@ -4,3 +4,4 @@ pub mod broker;
 pub mod http;
 pub mod media;
 pub mod sip;
+pub mod stream;

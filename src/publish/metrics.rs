@@ -247,6 +247,8 @@ pub struct LiveCounters {
     pub ng: Option<Arc<crate::ng::core::NgStats>>,
     /// The cluster broker's counters (when `cluster.broker` is set).
     pub broker: Option<Arc<crate::io::broker::BrokerStats>>,
+    /// Media-stream inputs.
+    pub streams: Option<Arc<crate::io::stream::StreamStats>>,
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
@@ -356,6 +358,29 @@ impl Collector for LiveCounters {
             "In-dialog requests with SDP for a dialog this process did not know (after a restart), anchored anew",
             s.resumed_dialogs.load(Relaxed),
         )?;
+        if let Some(st) = &self.streams {
+            gauge(&mut enc, "streams_active", "Media-stream inputs connected now (Twilio Media Streams)", st.active.load(Relaxed) as f64)?;
+            counter(&mut enc, "streams_started", "Media streams accepted (a call each)", st.started.load(Relaxed))?;
+            counter(&mut enc, "stream_frames", "Audio frames received on media streams", st.frames.load(Relaxed))?;
+            counter(
+                &mut enc,
+                "stream_frames_dropped",
+                "Stream audio frames not analysed: the analysis queue was full",
+                st.frames_dropped.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "stream_malformed",
+                "Stream frames that were not the dialect's messages (skipped)",
+                st.malformed.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "streams_refused",
+                "Streams refused: unknown or missing token, or over streams.max_streams",
+                st.refused.load(Relaxed),
+            )?;
+        }
         if let Some(b) = &self.broker {
             gauge(&mut enc, "broker_connected", "1 while connected to the cluster broker", b.connected.load(Relaxed) as f64)?;
             counter(&mut enc, "broker_published", "Whisper messages published to the other nodes", b.published.load(Relaxed))?;

@@ -1,0 +1,138 @@
+//! Media-stream input driver: the WebSocket endpoints platforms stream call audio to
+//! (`/stream/twilio`), on the HTTP listener. Each connection is one call: the dialect core
+//! (`stream::twilio`) turns frames into events; the call is started in the analysis like any
+//! other (input `stream`), its µ-law audio goes to the analysis as RTP frames of a PCMU plan
+//! through the same bounded tap the relay uses (dropped and counted when analysis is behind),
+//! and the stream's end ends the call. One broken stream never affects another: each has its
+//! own task, and its malformed frames are counted and skipped.
+//!
+//! Not here: the dialects' message formats (stream::*), analysis.
+
+use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, Input, MediaFrame, MediaPlan, Party};
+use crate::stream::twilio::{TwilioConfig, TwilioSession};
+use crate::stream::StreamEvent;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Counters the metrics export.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub started: AtomicU64,
+    pub active: AtomicU64,
+    pub frames: AtomicU64,
+    /// Audio frames not analysed: the analysis queue was full.
+    pub frames_dropped: AtomicU64,
+    pub malformed: AtomicU64,
+    /// Streams refused: no or a wrong token, or over `streams.max_streams`.
+    pub refused: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct StreamState {
+    pub tokens: Arc<Vec<String>>,
+    pub twilio: Arc<TwilioConfig>,
+    pub max_streams: u64,
+    pub tap: mpsc::Sender<MediaFrame>,
+    /// std's Sender is not Sync on older toolchains: shared behind a mutex, used once per call.
+    pub ctl: Arc<Mutex<std::sync::mpsc::Sender<AnalysisCmd>>>,
+    pub stats: Arc<StreamStats>,
+    pub next_id: Arc<AtomicU64>,
+}
+
+impl StreamState {
+    fn cmd(&self, c: AnalysisCmd) {
+        let _ = self.ctl.lock().unwrap_or_else(|e| e.into_inner()).send(c);
+    }
+}
+
+/// The plan every µ-law stream negotiates: one audio stream, PCMU.
+fn pcmu_plan() -> MediaPlan {
+    let mut plan = MediaPlan::default();
+    if let Ok(s) = crate::sdp::parse(b"v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n") {
+        plan.learn(Party::Customer, &s);
+        plan.learn(Party::Agent, &s);
+    }
+    plan
+}
+
+pub async fn twilio_handler(ws: WebSocketUpgrade, State(s): State<StreamState>) -> Response {
+    if s.stats.active.load(Relaxed) >= s.max_streams {
+        s.stats.refused.fetch_add(1, Relaxed);
+        return (StatusCode::SERVICE_UNAVAILABLE, "stream limit reached\n").into_response();
+    }
+    ws.max_message_size(256 * 1024).on_upgrade(move |socket| serve_twilio(socket, s))
+}
+
+async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
+    let mut session = TwilioSession::default();
+    let mut call: Option<CallId> = None;
+    let mut reason = EndReason::Closed;
+    while let Some(msg) = socket.recv().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Binary(_)) => {
+                s.stats.malformed.fetch_add(1, Relaxed);
+                continue;
+            }
+            Ok(_) => continue,
+        };
+        match session.handle_text(&text, &s.twilio) {
+            Ok(StreamEvent::Start { agent_id, queue, token }) => {
+                if call.is_some() {
+                    s.stats.malformed.fetch_add(1, Relaxed);
+                    continue;
+                }
+                if !token.as_ref().is_some_and(|t| s.tokens.iter().any(|k| k == t)) {
+                    s.stats.refused.fetch_add(1, Relaxed);
+                    tracing::info!("media stream refused: unknown or missing token");
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                let id = CallId(s.next_id.fetch_add(1, Relaxed));
+                let meta = CallMeta { agent_id: agent_id.clone(), queue, customer_name: None, input: Input::Stream };
+                s.cmd(AnalysisCmd::Start { call: id, meta });
+                s.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
+                s.stats.started.fetch_add(1, Relaxed);
+                s.stats.active.fetch_add(1, Relaxed);
+                tracing::info!(call = %id, agent = %agent_id, "twilio media stream started");
+                call = Some(id);
+            }
+            Ok(StreamEvent::Audio { party, seq, timestamp_ms, payload }) => {
+                let Some(id) = call else { continue };
+                // The audio as the RTP the analysis already reads: PCMU, 8 kHz clock.
+                let packet = crate::rtp::build(0, seq as u16, (timestamp_ms * 8) as u32, 0x5100 + party.idx() as u32, &payload);
+                let Ok(header) = crate::rtp::parse_rtp(&packet) else { continue };
+                s.stats.frames.fetch_add(1, Relaxed);
+                match s.tap.try_reserve() {
+                    Ok(permit) => {
+                        permit.send(MediaFrame { call: id, party, stream: 0, arrival: Instant::now(), header, packet, encrypted: false })
+                    }
+                    Err(_) => {
+                        s.stats.frames_dropped.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            Ok(StreamEvent::Stop) => {
+                reason = EndReason::Bye;
+                break;
+            }
+            Ok(StreamEvent::Nothing) => {}
+            Err(e) => {
+                s.stats.malformed.fetch_add(1, Relaxed);
+                tracing::debug!(error = ?e, "media stream frame refused");
+            }
+        }
+    }
+    if let Some(id) = call {
+        s.cmd(AnalysisCmd::End { call: id, reason });
+        s.stats.active.fetch_sub(1, Relaxed);
+        tracing::info!(call = %id, reason = reason.label(), "media stream ended");
+    }
+}
