@@ -53,11 +53,21 @@ pub struct StreamsConfig {
     pub max_streams: u64,
     /// Twilio: the track that is the customer (`inbound`: the caller).
     pub twilio_customer_track: String,
+    /// TCP address for Asterisk AudioSocket legs; empty: off.
+    pub audiosocket_listen: String,
+    /// Sources allowed to connect AudioSocket legs (AudioSocket has no authentication).
+    pub audiosocket_allow: Vec<String>,
 }
 
 impl Default for StreamsConfig {
     fn default() -> Self {
-        StreamsConfig { tokens: Vec::new(), max_streams: 500, twilio_customer_track: "inbound".into() }
+        StreamsConfig {
+            tokens: Vec::new(),
+            max_streams: 500,
+            twilio_customer_track: "inbound".into(),
+            audiosocket_listen: String::new(),
+            audiosocket_allow: vec!["127.0.0.1".into()],
+        }
     }
 }
 
@@ -410,6 +420,12 @@ impl Config {
         }
         if self.streams.tokens.iter().any(|t| t.len() < 8) {
             return Err(key_err("streams.tokens", "tokens must be at least 8 characters"));
+        }
+        if !self.streams.audiosocket_listen.is_empty() && self.streams.audiosocket_listen.parse::<SocketAddr>().is_err() {
+            return Err(key_err("streams.audiosocket_listen", "is not ip:port (or empty to disable AudioSocket)"));
+        }
+        for a in &self.streams.audiosocket_allow {
+            SourcePattern::parse(a).ok_or_else(|| key_err("streams.audiosocket_allow", format!("`{a}` is not an ip or ip:port")))?;
         }
         if !matches!(self.streams.twilio_customer_track.as_str(), "inbound" | "outbound") {
             return Err(key_err("streams.twilio_customer_track", "must be `inbound` or `outbound`"));

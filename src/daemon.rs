@@ -112,6 +112,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         // Stream calls get ids of their own range (proxy from 1, ng from 2^32).
         next_id: Arc::new(std::sync::atomic::AtomicU64::new(1 << 33)),
     };
+    if !cfg.streams.audiosocket_listen.is_empty() {
+        let l = tokio::net::TcpListener::bind(&cfg.streams.audiosocket_listen)
+            .await
+            .with_context(|| format!("streams.audiosocket_listen: cannot bind {}", cfg.streams.audiosocket_listen))?;
+        let allow = cfg.streams.audiosocket_allow.iter().filter_map(|a| crate::net::SourcePattern::parse(a)).collect();
+        tracing::info!(addr = %cfg.streams.audiosocket_listen, "AudioSocket input listening");
+        tokio::spawn(crate::io::stream::run_audiosocket(l, streams.clone(), allow));
+    }
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
         MediaSettings {

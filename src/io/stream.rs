@@ -136,3 +136,132 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
         tracing::info!(call = %id, reason = reason.label(), "media stream ended");
     }
 }
+
+/// Legs of AudioSocket calls joined by their key (see `stream::audiosocket::join_key`).
+#[derive(Default)]
+pub struct AudioSocketCalls {
+    calls: Mutex<std::collections::HashMap<[u8; 16], (CallId, u8)>>,
+}
+
+/// Accept AudioSocket legs (Asterisk's `AudioSocket(uuid,host:port)`) from allowed sources.
+pub async fn run_audiosocket(listener: tokio::net::TcpListener, s: StreamState, allow: Vec<crate::net::SourcePattern>) {
+    let calls = Arc::new(AudioSocketCalls::default());
+    loop {
+        let Ok((sock, src)) = listener.accept().await else { continue };
+        if !allow.iter().any(|p| p.matches(src)) {
+            s.stats.refused.fetch_add(1, Relaxed);
+            tracing::debug!(source = %src.ip(), "AudioSocket connection from a source not in streams.audiosocket_allow");
+            continue;
+        }
+        if s.stats.active.load(Relaxed) >= s.max_streams {
+            s.stats.refused.fetch_add(1, Relaxed);
+            continue;
+        }
+        tokio::spawn(audiosocket_leg(sock, s.clone(), calls.clone()));
+    }
+}
+
+async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls: Arc<AudioSocketCalls>) {
+    use crate::stream::audiosocket::{join_key, Frame, Parser};
+    use tokio::io::AsyncReadExt;
+    let mut parser = Parser::default();
+    let mut buf = vec![0u8; 8192];
+    let mut leg: Option<([u8; 16], CallId, Party)> = None;
+    let (mut seq, mut ts) = (0u16, 0u32);
+    let mut hung_up = false;
+    'read: loop {
+        let n = match tokio::time::timeout(std::time::Duration::from_secs(30), sock.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        parser.push(&buf[..n]);
+        loop {
+            let frame = match parser.next() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    s.stats.malformed.fetch_add(1, Relaxed);
+                    tracing::debug!(error = e, "AudioSocket frame refused, leg closed");
+                    break 'read;
+                }
+            };
+            match (frame, &leg) {
+                (Frame::Uuid(uuid), None) => {
+                    let (key, party) = join_key(&uuid);
+                    let mut table = calls.calls.lock().unwrap_or_else(|e| e.into_inner());
+                    let id = match table.get_mut(&key) {
+                        Some((id, open)) => {
+                            *open += 1;
+                            *id
+                        }
+                        None => {
+                            let id = CallId(s.next_id.fetch_add(1, Relaxed));
+                            table.insert(key, (id, 1));
+                            let meta =
+                                CallMeta { agent_id: "unknown".into(), queue: "default".into(), customer_name: None, input: Input::Stream };
+                            s.cmd(AnalysisCmd::Start { call: id, meta });
+                            s.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
+                            s.stats.started.fetch_add(1, Relaxed);
+                            s.stats.active.fetch_add(1, Relaxed);
+                            tracing::info!(call = %id, "AudioSocket call started");
+                            id
+                        }
+                    };
+                    leg = Some((key, id, party));
+                }
+                (Frame::Audio(pcm), Some((_, id, party))) => {
+                    let payload: Vec<u8> = pcm.iter().map(|x| crate::codec::g711::encode_ulaw(*x)).collect();
+                    seq = seq.wrapping_add(1);
+                    let packet = crate::rtp::build(0, seq, ts, 0xa500 + party.idx() as u32, &payload);
+                    ts = ts.wrapping_add(pcm.len() as u32);
+                    let Ok(header) = crate::rtp::parse_rtp(&packet) else { continue };
+                    s.stats.frames.fetch_add(1, Relaxed);
+                    match s.tap.try_reserve() {
+                        Ok(permit) => permit.send(MediaFrame {
+                            call: *id,
+                            party: *party,
+                            stream: 0,
+                            arrival: Instant::now(),
+                            header,
+                            packet,
+                            encrypted: false,
+                        }),
+                        Err(_) => {
+                            s.stats.frames_dropped.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                (Frame::Hangup, _) => {
+                    hung_up = true;
+                    break 'read;
+                }
+                (Frame::Dtmf(_), _) => {}
+                (Frame::Error(_) | Frame::Unsupported(_), _) | (Frame::Uuid(_), Some(_)) | (Frame::Audio(_), None) => {
+                    s.stats.malformed.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+    // The leg is over; the call ends with its last leg.
+    if let Some((key, id, _)) = leg {
+        let last = {
+            let mut table = calls.calls.lock().unwrap_or_else(|e| e.into_inner());
+            match table.get_mut(&key) {
+                Some((_, open)) if *open > 1 => {
+                    *open -= 1;
+                    false
+                }
+                _ => {
+                    table.remove(&key);
+                    true
+                }
+            }
+        };
+        if last {
+            let reason = if hung_up { EndReason::Bye } else { EndReason::Closed };
+            s.cmd(AnalysisCmd::End { call: id, reason });
+            s.stats.active.fetch_sub(1, Relaxed);
+            tracing::info!(call = %id, reason = reason.label(), "AudioSocket call ended");
+        }
+    }
+}
