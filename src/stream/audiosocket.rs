@@ -58,13 +58,13 @@ impl Parser {
             UUID => Frame::Uuid(p.as_slice().try_into().map_err(|_| "UUID frame is not 16 bytes")?),
             DTMF => Frame::Dtmf(*p.first().ok_or("empty DTMF frame")?),
             SLIN8 => {
-                if p.len() % 2 != 0 {
+                if !p.len().is_multiple_of(2) {
                     return Err("odd audio length");
                 }
                 Frame::Audio(pcm(&p))
             }
             SLIN16 => {
-                if p.len() % 4 != 0 {
+                if !p.len().is_multiple_of(4) {
                     return Err("odd audio length");
                 }
                 // 16 kHz to 8 kHz: the mean of each pair (a two-tap low-pass, enough for VAD).
