@@ -53,6 +53,9 @@ pub struct StreamsConfig {
     pub max_streams: u64,
     /// Twilio: the track that is the customer (`inbound`: the caller).
     pub twilio_customer_track: String,
+    /// Stereo linear-PCM streams (jambonz, FreeSWITCH audio_fork): the channel that is the
+    /// customer, `left` (the caller) or `right`.
+    pub stereo_customer_channel: String,
     /// TCP address for Asterisk AudioSocket legs; empty: off.
     pub audiosocket_listen: String,
     /// Sources allowed to connect AudioSocket legs (AudioSocket has no authentication).
@@ -65,6 +68,7 @@ impl Default for StreamsConfig {
             tokens: Vec::new(),
             max_streams: 500,
             twilio_customer_track: "inbound".into(),
+            stereo_customer_channel: "left".into(),
             audiosocket_listen: String::new(),
             audiosocket_allow: vec!["127.0.0.1".into()],
         }
@@ -426,6 +430,9 @@ impl Config {
         }
         for a in &self.streams.audiosocket_allow {
             SourcePattern::parse(a).ok_or_else(|| key_err("streams.audiosocket_allow", format!("`{a}` is not an ip or ip:port")))?;
+        }
+        if !matches!(self.streams.stereo_customer_channel.as_str(), "left" | "right") {
+            return Err(key_err("streams.stereo_customer_channel", "must be `left` or `right`"));
         }
         if !matches!(self.streams.twilio_customer_track.as_str(), "inbound" | "outbound") {
             return Err(key_err("streams.twilio_customer_track", "must be `inbound` or `outbound`"));

@@ -111,6 +111,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         stats: stream_stats.clone(),
         // Stream calls get ids of their own range (proxy from 1, ng from 2^32).
         next_id: Arc::new(std::sync::atomic::AtomicU64::new(1 << 33)),
+        l16_customer_channel: usize::from(cfg.streams.stereo_customer_channel == "right"),
     };
     if !cfg.streams.audiosocket_listen.is_empty() {
         let l = tokio::net::TcpListener::bind(&cfg.streams.audiosocket_listen)

@@ -43,6 +43,8 @@ pub struct StreamState {
     pub ctl: Arc<Mutex<std::sync::mpsc::Sender<AnalysisCmd>>>,
     pub stats: Arc<StreamStats>,
     pub next_id: Arc<AtomicU64>,
+    /// Stereo linear-PCM streams: the channel (0 left, 1 right) that is the customer.
+    pub l16_customer_channel: usize,
 }
 
 impl StreamState {
@@ -263,5 +265,131 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls:
             s.stats.active.fetch_sub(1, Relaxed);
             tracing::info!(call = %id, reason = reason.label(), "AudioSocket call ended");
         }
+    }
+}
+
+/// URL query of the linear-PCM endpoints (audio_fork passes its settings this way; jambonz
+/// may too, and sends the rest as metadata).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct L16Query {
+    token: Option<String>,
+    rate: Option<u32>,
+    mix: Option<String>,
+    agent: Option<String>,
+    queue: Option<String>,
+}
+
+/// jambonz `listen` and FreeSWITCH mod_audio_fork: metadata text, then binary L16 frames.
+pub async fn l16_handler(
+    ws: WebSocketUpgrade,
+    State(s): State<StreamState>,
+    axum::extract::Query(q): axum::extract::Query<L16Query>,
+) -> Response {
+    if s.stats.active.load(Relaxed) >= s.max_streams {
+        s.stats.refused.fetch_add(1, Relaxed);
+        return (StatusCode::SERVICE_UNAVAILABLE, "stream limit reached\n").into_response();
+    }
+    ws.protocols(["audio.jambonz.org", "audiostream.drachtio.org"])
+        .max_message_size(1024 * 1024)
+        .on_upgrade(move |socket| serve_l16(socket, s, q))
+}
+
+async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
+    use crate::stream::l16::{L16Format, Mix};
+    let mut fmt = L16Format {
+        rate: q.rate.unwrap_or(8000),
+        mix: q.mix.as_deref().and_then(Mix::parse).unwrap_or(Mix::Stereo),
+        customer_channel: s.l16_customer_channel,
+        agent_id: crate::call::sanitize_label(q.agent.as_deref().unwrap_or("unknown")),
+        queue: q.queue.as_deref().map(crate::call::sanitize_label).unwrap_or_else(|| "default".into()),
+        token: q.token,
+    };
+    let mut call: Option<CallId> = None;
+    let mut ts = [0u32; 2];
+    let mut seq = [0u16; 2];
+    let mut reason = EndReason::Closed;
+    while let Some(msg) = socket.recv().await {
+        match msg {
+            Ok(Message::Text(t)) if call.is_none() => {
+                if fmt.apply_metadata(&t).is_err() {
+                    s.stats.malformed.fetch_add(1, Relaxed);
+                }
+            }
+            Ok(Message::Text(_)) => {
+                s.stats.malformed.fetch_add(1, Relaxed);
+            }
+            Ok(Message::Binary(data)) => {
+                let id = match call {
+                    Some(id) => id,
+                    None => {
+                        let refusal = if !fmt.token.as_ref().is_some_and(|t| s.tokens.iter().any(|k| k == t)) {
+                            Some("unknown or missing token")
+                        } else {
+                            fmt.refusal()
+                        };
+                        if let Some(why) = refusal {
+                            s.stats.refused.fetch_add(1, Relaxed);
+                            tracing::info!(reason = why, "linear-PCM media stream refused");
+                            let close = axum::extract::ws::CloseFrame { code: 1008, reason: why.into() };
+                            let _ = socket.send(Message::Close(Some(close))).await;
+                            return;
+                        }
+                        let id = CallId(s.next_id.fetch_add(1, Relaxed));
+                        let meta = CallMeta {
+                            agent_id: fmt.agent_id.clone(),
+                            queue: fmt.queue.clone(),
+                            customer_name: None,
+                            input: Input::Stream,
+                        };
+                        s.cmd(AnalysisCmd::Start { call: id, meta });
+                        s.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
+                        s.stats.started.fetch_add(1, Relaxed);
+                        s.stats.active.fetch_add(1, Relaxed);
+                        tracing::info!(call = %id, agent = %fmt.agent_id, rate = fmt.rate, "linear-PCM media stream started");
+                        call = Some(id);
+                        id
+                    }
+                };
+                let Ok(parties) = fmt.split(&data) else {
+                    s.stats.malformed.fetch_add(1, Relaxed);
+                    continue;
+                };
+                for party in Party::ALL {
+                    let pcm = &parties[party.idx()];
+                    let payload: Vec<u8> = pcm.iter().map(|x| crate::codec::g711::encode_ulaw(*x)).collect();
+                    let i = party.idx();
+                    seq[i] = seq[i].wrapping_add(1);
+                    let packet = crate::rtp::build(0, seq[i], ts[i], 0x1600 + i as u32, &payload);
+                    ts[i] = ts[i].wrapping_add(pcm.len() as u32);
+                    let Ok(header) = crate::rtp::parse_rtp(&packet) else { continue };
+                    s.stats.frames.fetch_add(1, Relaxed);
+                    match s.tap.try_reserve() {
+                        Ok(permit) => permit.send(MediaFrame {
+                            call: id,
+                            party,
+                            stream: 0,
+                            arrival: Instant::now(),
+                            header,
+                            packet,
+                            encrypted: false,
+                        }),
+                        Err(_) => {
+                            s.stats.frames_dropped.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+            Ok(Message::Close(_)) => {
+                reason = EndReason::Bye;
+                break;
+            }
+            Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    if let Some(id) = call {
+        s.cmd(AnalysisCmd::End { call: id, reason });
+        s.stats.active.fetch_sub(1, Relaxed);
+        tracing::info!(call = %id, reason = reason.label(), "linear-PCM media stream ended");
     }
 }

@@ -3,10 +3,12 @@
 //! domain's events ([`StreamEvent`]); the driver (`io::stream`) feeds them to the analysis as a
 //! call of input `stream`. Hearken only receives: nothing here can harm a call.
 //!
-//! Dialects today: Twilio Media Streams ([`twilio`]), Asterisk AudioSocket ([`audiosocket`]).
+//! Dialects today: Twilio Media Streams ([`twilio`]), jambonz `listen` and FreeSWITCH
+//! mod_audio_fork ([`l16`]), Asterisk AudioSocket ([`audiosocket`]).
 //! Not here: sockets and WebSocket framing (the driver), decoding (the analysis).
 
 pub mod audiosocket;
+pub mod l16;
 pub mod twilio;
 
 use crate::call::Party;
