@@ -78,7 +78,7 @@ impl L16Format {
 
     /// One binary frame: 8 kHz samples per party (customer, agent).
     pub fn split(&self, data: &[u8]) -> Result<[Vec<i16>; 2], FrameError> {
-        if data.len() % 4 != 0 || data.is_empty() {
+        if !data.len().is_multiple_of(4) || data.is_empty() {
             return Err(FrameError::BadPayload);
         }
         let decim = (self.rate / 8000).max(1) as usize;
