@@ -70,3 +70,13 @@ fn asr_bench_compares_gated_and_always_on() {
     assert_eq!(gated["pool"]["skipped_utterances"], 0);
     assert!(gated["recognizers_created"].as_u64().unwrap() <= 2, "at most one recognizer per leg: {v}");
 }
+
+#[test]
+fn stream_bench_runs_streams_into_calls() {
+    let v = run(env!("CARGO_BIN_EXE_stream-bench"), &["--streams", "3", "--seconds", "1", "--hearken", env!("CARGO_BIN_EXE_hearken")]);
+    assert_eq!(v["bench"], "streams");
+    assert_eq!(v["started"], 3.0, "{v}");
+    assert_eq!(v["frames"], 300.0, "3 streams × 2 tracks × 50 frames: {v}");
+    assert_eq!(v["records"], 3, "{v}");
+    assert_eq!(v["client_failures"], 0, "{v}");
+}
