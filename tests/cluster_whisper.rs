@@ -45,14 +45,6 @@ fn collect(mut ws: WebSocket<MaybeTlsStream<TcpStream>>, stop: mpsc::Receiver<()
     })
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 #[test]
 fn an_agent_on_node_a_hears_its_call_on_node_b_through_redis() {
     require("redis-server");

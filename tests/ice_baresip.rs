@@ -6,7 +6,7 @@
 //! flows through the relay and is analysed.
 
 mod common;
-use common::baresip::{corpus_call, metric};
+use common::baresip::corpus_call;
 use common::*;
 use serde_json::Value;
 use std::path::Path;

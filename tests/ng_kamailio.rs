@@ -60,10 +60,6 @@ impl Kamailio {
     }
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.split(' ').nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
 #[test]
 fn kamailio_drives_hearken_over_ng_and_the_call_is_measured() {
     require("kamailio");

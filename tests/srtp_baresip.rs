@@ -6,7 +6,7 @@
 //! tolerances, and meet the corpus truth for talk ratio.
 
 mod common;
-use common::baresip::{corpus_call, metric};
+use common::baresip::corpus_call;
 use common::*;
 use serde_json::Value;
 use std::path::Path;

@@ -15,14 +15,6 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 #[test]
 fn two_audiosocket_legs_are_one_analysed_call() {
     let (pbx, agent, as_port) = (free_port(), free_port(), free_port());
@@ -68,17 +60,7 @@ fn two_audiosocket_legs_are_one_analysed_call() {
     for s in socks.iter_mut() {
         s.write_all(&frame(HANGUP, &[])).unwrap();
     }
-    let mut rec = Value::Null;
-    wait_for(Duration::from_secs(30), "the call record", || {
-        let list: Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
-        match list["records"].as_array().and_then(|a| a.first()).and_then(|r| r["id"].as_u64()) {
-            Some(id) => {
-                rec = serde_json::from_str(&h.get(&format!("/records/{id}")).unwrap()).unwrap();
-                true
-            }
-            None => false,
-        }
-    });
+    let rec = latest_record(&h);
     assert_eq!(rec["input"], "stream");
     assert_eq!(rec["reason"], "bye");
     let s = &rec["summary"];

@@ -23,14 +23,6 @@ fn connect(port: u16, path: &str, protocol: &str) -> WebSocket<MaybeTlsStream<Tc
     ws
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// Stream d02 as stereo L16 at `rate` (16 kHz: each 8 kHz sample doubled), 20 ms per frame.
 fn stream(ws: &mut WebSocket<MaybeTlsStream<TcpStream>>, cust: &[i16], agent: &[i16], rate: usize) -> usize {
     let n = cust.len().max(agent.len()) / 160;

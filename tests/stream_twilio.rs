@@ -37,14 +37,6 @@ fn start(token: &str) -> String {
     .to_string()
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 #[test]
 fn a_twilio_stream_is_analysed_like_an_inline_call() {
     let (pbx, agent) = (free_port(), free_port());
@@ -107,17 +99,7 @@ fn a_twilio_stream_is_analysed_like_an_inline_call() {
     .unwrap();
     let _ = ws.close(None);
 
-    let mut rec = Value::Null;
-    wait_for(Duration::from_secs(30), "the stream's call record", || {
-        let list: Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
-        match list["records"].as_array().and_then(|a| a.first()).and_then(|r| r["id"].as_u64()) {
-            Some(id) => {
-                rec = serde_json::from_str(&h.get(&format!("/records/{id}")).unwrap()).unwrap();
-                true
-            }
-            None => false,
-        }
-    });
+    let rec = latest_record(&h);
     assert_eq!(rec["input"], "stream");
     assert_eq!(rec["agent_id"], "agent3");
     assert_eq!(rec["queue"], "sales");

@@ -48,6 +48,20 @@ pub struct StreamState {
 }
 
 impl StreamState {
+    /// One frame of µ-law audio of `party` into the analysis, as the PCMU RTP it already reads
+    /// (8 kHz clock): dropped and counted when the analysis is behind, never waited for.
+    fn tap_ulaw(&self, call: CallId, party: Party, seq: u16, ts: u32, payload: &[u8]) {
+        let packet = crate::rtp::build(0, seq, ts, 0x5100 + party.idx() as u32, payload);
+        let Ok(header) = crate::rtp::parse_rtp(&packet) else { return };
+        self.stats.frames.fetch_add(1, Relaxed);
+        match self.tap.try_reserve() {
+            Ok(permit) => permit.send(MediaFrame { call, party, stream: 0, arrival: Instant::now(), header, packet, encrypted: false }),
+            Err(_) => {
+                self.stats.frames_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     fn cmd(&self, c: AnalysisCmd) {
         let _ = self.ctl.lock().unwrap_or_else(|e| e.into_inner()).send(c);
     }
@@ -108,18 +122,7 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
             }
             Ok(StreamEvent::Audio { party, seq, timestamp_ms, payload }) => {
                 let Some(id) = call else { continue };
-                // The audio as the RTP the analysis already reads: PCMU, 8 kHz clock.
-                let packet = crate::rtp::build(0, seq as u16, (timestamp_ms * 8) as u32, 0x5100 + party.idx() as u32, &payload);
-                let Ok(header) = crate::rtp::parse_rtp(&packet) else { continue };
-                s.stats.frames.fetch_add(1, Relaxed);
-                match s.tap.try_reserve() {
-                    Ok(permit) => {
-                        permit.send(MediaFrame { call: id, party, stream: 0, arrival: Instant::now(), header, packet, encrypted: false })
-                    }
-                    Err(_) => {
-                        s.stats.frames_dropped.fetch_add(1, Relaxed);
-                    }
-                }
+                s.tap_ulaw(id, party, seq as u16, (timestamp_ms * 8) as u32, &payload);
             }
             Ok(StreamEvent::Stop) => {
                 reason = EndReason::Bye;
@@ -214,24 +217,8 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls:
                 (Frame::Audio(pcm), Some((_, id, party))) => {
                     let payload: Vec<u8> = pcm.iter().map(|x| crate::codec::g711::encode_ulaw(*x)).collect();
                     seq = seq.wrapping_add(1);
-                    let packet = crate::rtp::build(0, seq, ts, 0xa500 + party.idx() as u32, &payload);
+                    s.tap_ulaw(*id, *party, seq, ts, &payload);
                     ts = ts.wrapping_add(pcm.len() as u32);
-                    let Ok(header) = crate::rtp::parse_rtp(&packet) else { continue };
-                    s.stats.frames.fetch_add(1, Relaxed);
-                    match s.tap.try_reserve() {
-                        Ok(permit) => permit.send(MediaFrame {
-                            call: *id,
-                            party: *party,
-                            stream: 0,
-                            arrival: Instant::now(),
-                            header,
-                            packet,
-                            encrypted: false,
-                        }),
-                        Err(_) => {
-                            s.stats.frames_dropped.fetch_add(1, Relaxed);
-                        }
-                    }
                 }
                 (Frame::Hangup, _) => {
                     hung_up = true;
@@ -359,24 +346,8 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
                     let payload: Vec<u8> = pcm.iter().map(|x| crate::codec::g711::encode_ulaw(*x)).collect();
                     let i = party.idx();
                     seq[i] = seq[i].wrapping_add(1);
-                    let packet = crate::rtp::build(0, seq[i], ts[i], 0x1600 + i as u32, &payload);
+                    s.tap_ulaw(id, party, seq[i], ts[i], &payload);
                     ts[i] = ts[i].wrapping_add(pcm.len() as u32);
-                    let Ok(header) = crate::rtp::parse_rtp(&packet) else { continue };
-                    s.stats.frames.fetch_add(1, Relaxed);
-                    match s.tap.try_reserve() {
-                        Ok(permit) => permit.send(MediaFrame {
-                            call: id,
-                            party,
-                            stream: 0,
-                            arrival: Instant::now(),
-                            header,
-                            packet,
-                            encrypted: false,
-                        }),
-                        Err(_) => {
-                            s.stats.frames_dropped.fetch_add(1, Relaxed);
-                        }
-                    }
                 }
             }
             Ok(Message::Close(_)) => {

@@ -118,8 +118,3 @@ pub fn corpus_call(scenario: &str, account_params: &str, media_extra: &str) -> C
 fn hound_len(p: &Path) -> f64 {
     read_leg(p).len() as f64 / 8000.0
 }
-
-/// A counter's value in a Prometheus text exposition (0 when absent).
-pub fn metric(text: &str, name: &str) -> u64 {
-    text.lines().find(|l| l.starts_with(&format!("{name} "))).and_then(|l| l.split(' ').nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
-}

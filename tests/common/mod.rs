@@ -537,3 +537,28 @@ pub fn call_through(
     assert_eq!(s["relay"]["tap_dropped"], 0, "{s}");
     (cap, rec)
 }
+
+/// A counter's or gauge's value in a Prometheus text exposition (0 when absent).
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Wait for the newest call record on `h` and return it.
+pub fn latest_record(h: &Hearken) -> serde_json::Value {
+    let mut rec = serde_json::Value::Null;
+    wait_for(Duration::from_secs(30), "a call record", || {
+        let list: serde_json::Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
+        match list["records"].as_array().and_then(|a| a.first()).and_then(|r| r["id"].as_u64()) {
+            Some(id) => {
+                rec = serde_json::from_str(&h.get(&format!("/records/{id}")).unwrap()).unwrap();
+                true
+            }
+            None => false,
+        }
+    });
+    rec
+}
