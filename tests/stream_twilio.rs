@@ -50,6 +50,10 @@ fn a_twilio_stream_is_analysed_like_an_inline_call() {
     assert!(closed, "a wrong token closes the stream");
     wait_for(Duration::from_secs(5), "refusal counted", || metric(&h.get("/metrics").unwrap(), "hearken_streams_refused_total") == 1);
 
+    // A connection that never starts a call is closed after 10 s (it would otherwise hold a
+    // stream slot): opened now, checked at the end.
+    let idle = connect(h.http_port);
+
     let name = "d02_agent_interrupts";
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(name);
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
@@ -115,6 +119,8 @@ fn a_twilio_stream_is_analysed_like_an_inline_call() {
     assert_eq!(metric(&m, "hearken_stream_malformed_total"), 2, "{m}");
     assert_eq!(metric(&m, "hearken_stream_frames_dropped_total"), 0);
     assert_eq!(metric(&m, "hearken_stream_frames_total"), 2 * n as u64);
-    assert_eq!(metric(&m, "hearken_streams_active"), 0);
+    assert_eq!(metric(&m, "hearken_streams_active"), 0, "the idle connection was closed too");
+    assert_eq!(metric(&m, "hearken_streams_refused_total"), 2, "the bad token and the idle connection: {m}");
+    drop(idle);
     eprintln!("twilio stream: talk ratio {ratio} (truth {want}), interruptions {}", s["interruptions"]);
 }

@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 #[derive(Debug, Default)]
 pub struct StreamStats {
     pub started: AtomicU64,
+    /// Stream connections open now (counted from the upgrade or accept, so connections that
+    /// never start a call are bounded by `streams.max_streams` too).
     pub active: AtomicU64,
     pub frames: AtomicU64,
     /// Audio frames not analysed: the analysis queue was full.
@@ -46,6 +48,25 @@ pub struct StreamState {
     /// Stereo linear-PCM streams: the channel (0 left, 1 right) that is the customer.
     pub l16_customer_channel: usize,
 }
+
+/// One open stream connection: counted in `active` while it lives.
+struct Connection(Arc<StreamStats>);
+
+impl Connection {
+    fn open(stats: &Arc<StreamStats>) -> Connection {
+        stats.active.fetch_add(1, Relaxed);
+        Connection(stats.clone())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A stream must start its call within this long of connecting, or it is closed.
+const START_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl StreamState {
     /// One frame of µ-law audio of `party` into the analysis, as the PCMU RTP it already reads
@@ -86,10 +107,25 @@ pub async fn twilio_handler(ws: WebSocketUpgrade, State(s): State<StreamState>) 
 }
 
 async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
+    let _conn = Connection::open(&s.stats);
     let mut session = TwilioSession::default();
     let mut call: Option<CallId> = None;
     let mut reason = EndReason::Closed;
-    while let Some(msg) = socket.recv().await {
+    let opened = Instant::now();
+    loop {
+        let next = if call.is_none() {
+            match tokio::time::timeout(START_WITHIN.saturating_sub(opened.elapsed()), socket.recv()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    s.stats.refused.fetch_add(1, Relaxed);
+                    tracing::debug!("media stream closed: no start within 10 s");
+                    break;
+                }
+            }
+        } else {
+            socket.recv().await
+        };
+        let Some(msg) = next else { break };
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) | Err(_) => break,
@@ -116,7 +152,6 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
                 s.cmd(AnalysisCmd::Start { call: id, meta });
                 s.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
                 s.stats.started.fetch_add(1, Relaxed);
-                s.stats.active.fetch_add(1, Relaxed);
                 tracing::info!(call = %id, agent = %agent_id, "twilio media stream started");
                 call = Some(id);
             }
@@ -137,7 +172,6 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
     }
     if let Some(id) = call {
         s.cmd(AnalysisCmd::End { call: id, reason });
-        s.stats.active.fetch_sub(1, Relaxed);
         tracing::info!(call = %id, reason = reason.label(), "media stream ended");
     }
 }
@@ -167,6 +201,7 @@ pub async fn run_audiosocket(listener: tokio::net::TcpListener, s: StreamState, 
 }
 
 async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls: Arc<AudioSocketCalls>) {
+    let _conn = Connection::open(&s.stats);
     use crate::stream::audiosocket::{join_key, Frame, Parser};
     use tokio::io::AsyncReadExt;
     let mut parser = Parser::default();
@@ -175,7 +210,9 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls:
     let (mut seq, mut ts) = (0u16, 0u32);
     let mut hung_up = false;
     'read: loop {
-        let n = match tokio::time::timeout(std::time::Duration::from_secs(30), sock.read(&mut buf)).await {
+        // The UUID must come within START_WITHIN; after that a leg may be silent up to 30 s.
+        let wait = if leg.is_none() { START_WITHIN } else { std::time::Duration::from_secs(30) };
+        let n = match tokio::time::timeout(wait, sock.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
             _ => break,
         };
@@ -207,7 +244,6 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls:
                             s.cmd(AnalysisCmd::Start { call: id, meta });
                             s.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
                             s.stats.started.fetch_add(1, Relaxed);
-                            s.stats.active.fetch_add(1, Relaxed);
                             tracing::info!(call = %id, "AudioSocket call started");
                             id
                         }
@@ -249,7 +285,6 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls:
         if last {
             let reason = if hung_up { EndReason::Bye } else { EndReason::Closed };
             s.cmd(AnalysisCmd::End { call: id, reason });
-            s.stats.active.fetch_sub(1, Relaxed);
             tracing::info!(call = %id, reason = reason.label(), "AudioSocket call ended");
         }
     }
@@ -283,6 +318,8 @@ pub async fn l16_handler(
 
 async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
     use crate::stream::l16::{L16Format, Mix};
+    let _conn = Connection::open(&s.stats);
+    let opened = Instant::now();
     let mut fmt = L16Format {
         rate: q.rate.unwrap_or(8000),
         mix: q.mix.as_deref().and_then(Mix::parse).unwrap_or(Mix::Stereo),
@@ -295,7 +332,19 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
     let mut ts = [0u32; 2];
     let mut seq = [0u16; 2];
     let mut reason = EndReason::Closed;
-    while let Some(msg) = socket.recv().await {
+    loop {
+        let next = if call.is_none() {
+            match tokio::time::timeout(START_WITHIN.saturating_sub(opened.elapsed()), socket.recv()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    s.stats.refused.fetch_add(1, Relaxed);
+                    break;
+                }
+            }
+        } else {
+            socket.recv().await
+        };
+        let Some(msg) = next else { break };
         match msg {
             Ok(Message::Text(t)) if call.is_none() => {
                 if fmt.apply_metadata(&t).is_err() {
@@ -331,7 +380,6 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
                         s.cmd(AnalysisCmd::Start { call: id, meta });
                         s.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
                         s.stats.started.fetch_add(1, Relaxed);
-                        s.stats.active.fetch_add(1, Relaxed);
                         tracing::info!(call = %id, agent = %fmt.agent_id, rate = fmt.rate, "linear-PCM media stream started");
                         call = Some(id);
                         id
@@ -360,7 +408,6 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
     }
     if let Some(id) = call {
         s.cmd(AnalysisCmd::End { call: id, reason });
-        s.stats.active.fetch_sub(1, Relaxed);
         tracing::info!(call = %id, reason = reason.label(), "linear-PCM media stream ended");
     }
 }
