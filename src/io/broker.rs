@@ -61,6 +61,16 @@ fn decode(p: &[u8]) -> Option<(String, WhisperMsg)> {
     Some((node.to_string(), WhisperMsg { agent: agent.to_string(), json: json.to_string() }))
 }
 
+/// A message from the broker: to this node's subscribers, unless this node published it.
+fn deliver_remote(payload: &[u8], node: &str, hub: &WhisperHub, st: &BrokerStats) {
+    if let Some((from, m)) = decode(payload) {
+        if from != node {
+            st.received.fetch_add(1, Relaxed);
+            hub.deliver(Arc::new(m));
+        }
+    }
+}
+
 /// Start the fan-out: the hub's messages go out, the other nodes' come in.
 pub fn spawn(broker: Broker, node: String, hub: WhisperHub) -> Arc<BrokerStats> {
     let stats = Arc::new(BrokerStats::default());
@@ -163,12 +173,7 @@ async fn redis_session(
     let reader = async {
         loop {
             if let Some(p) = read_resp_message(&mut sub_rd).await? {
-                if let Some((from, m)) = decode(&p) {
-                    if from != node {
-                        st.received.fetch_add(1, Relaxed);
-                        hub.deliver(Arc::new(m));
-                    }
-                }
+                deliver_remote(&p, node, hub, st);
             }
         }
     };
@@ -243,12 +248,7 @@ async fn nats_session(
                 let mut payload = vec![0u8; n + 2];
                 rd.read_exact(&mut payload).await?;
                 payload.truncate(n);
-                if let Some((from, m)) = decode(&payload) {
-                    if from != node {
-                        st.received.fetch_add(1, Relaxed);
-                        hub.deliver(Arc::new(m));
-                    }
-                }
+                deliver_remote(&payload, node, hub, st);
             } else if l.starts_with("-ERR") {
                 tracing::warn!(error = l, "whisper broker error");
             }

@@ -363,23 +363,21 @@ impl CallTask {
                 _ = &mut timer, if armed.is_some() => {
                     armed = None;
                     if let Some(ev) = self.session.handle_timeout(Instant::now()) {
-                        reason = match ev {
+                        match ev {
                             MediaEvent::RtpTimeout => {
                                 tracing::info!("no media on any leg for the rtp timeout, media session ended");
                                 self.stats.rtp_timeouts.fetch_add(1, Relaxed);
-                                EndReason::RtpTimeout
                             }
                             MediaEvent::DeadLeg(side) => {
                                 tracing::info!(leg = side.name(), "leg sent nothing for the dead-leg timeout, media session ended");
                                 self.stats.dead_legs.fetch_add(1, Relaxed);
-                                EndReason::DeadLeg
                             }
                             MediaEvent::SetupTimeout => {
                                 tracing::info!("offer/answer never completed, media session ended");
                                 self.stats.setup_timeouts.fetch_add(1, Relaxed);
-                                EndReason::SetupTimeout
                             }
-                        };
+                        }
+                        reason = ev.end_reason();
                         let _ = self.ended.send((self.id, reason));
                         break;
                     }

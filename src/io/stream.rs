@@ -68,6 +68,22 @@ impl Drop for Connection {
 /// A stream must start its call within this long of connecting, or it is closed.
 const START_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The next WebSocket message; None when the connection is over, or when a stream that has not
+/// started its call yet passes `START_WITHIN` since it `opened` (closed and counted as refused).
+async fn next_message(socket: &mut WebSocket, started: bool, opened: Instant, stats: &StreamStats) -> Option<Result<Message, axum::Error>> {
+    if started {
+        return socket.recv().await;
+    }
+    match tokio::time::timeout(START_WITHIN.saturating_sub(opened.elapsed()), socket.recv()).await {
+        Ok(m) => m,
+        Err(_) => {
+            stats.refused.fetch_add(1, Relaxed);
+            tracing::debug!("media stream closed: no call started within 10 s");
+            None
+        }
+    }
+}
+
 impl StreamState {
     /// One frame of µ-law audio of `party` into the analysis, as the PCMU RTP it already reads
     /// (8 kHz clock): dropped and counted when the analysis is behind, never waited for.
@@ -81,6 +97,17 @@ impl StreamState {
                 self.stats.frames_dropped.fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// A stream's call starts: its id, the analysis told (a PCMU plan), counted.
+    fn start_call(&self, agent_id: String, queue: String) -> CallId {
+        let id = CallId(self.next_id.fetch_add(1, Relaxed));
+        tracing::info!(call = %id, agent = %agent_id, "media stream call started");
+        let meta = CallMeta { agent_id, queue, customer_name: None, input: Input::Stream };
+        self.cmd(AnalysisCmd::Start { call: id, meta });
+        self.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
+        self.stats.started.fetch_add(1, Relaxed);
+        id
     }
 
     fn cmd(&self, c: AnalysisCmd) {
@@ -112,20 +139,7 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
     let mut call: Option<CallId> = None;
     let mut reason = EndReason::Closed;
     let opened = Instant::now();
-    loop {
-        let next = if call.is_none() {
-            match tokio::time::timeout(START_WITHIN.saturating_sub(opened.elapsed()), socket.recv()).await {
-                Ok(m) => m,
-                Err(_) => {
-                    s.stats.refused.fetch_add(1, Relaxed);
-                    tracing::debug!("media stream closed: no start within 10 s");
-                    break;
-                }
-            }
-        } else {
-            socket.recv().await
-        };
-        let Some(msg) = next else { break };
+    while let Some(msg) = next_message(&mut socket, call.is_some(), opened, &s.stats).await {
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) | Err(_) => break,
@@ -147,13 +161,7 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
                     let _ = socket.send(Message::Close(None)).await;
                     return;
                 }
-                let id = CallId(s.next_id.fetch_add(1, Relaxed));
-                let meta = CallMeta { agent_id: agent_id.clone(), queue, customer_name: None, input: Input::Stream };
-                s.cmd(AnalysisCmd::Start { call: id, meta });
-                s.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
-                s.stats.started.fetch_add(1, Relaxed);
-                tracing::info!(call = %id, agent = %agent_id, "twilio media stream started");
-                call = Some(id);
+                call = Some(s.start_call(agent_id, queue));
             }
             Ok(StreamEvent::Audio { party, seq, timestamp_ms, payload }) => {
                 let Some(id) = call else { continue };
@@ -237,14 +245,8 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls:
                             *id
                         }
                         None => {
-                            let id = CallId(s.next_id.fetch_add(1, Relaxed));
+                            let id = s.start_call("unknown".into(), "default".into());
                             table.insert(key, (id, 1));
-                            let meta =
-                                CallMeta { agent_id: "unknown".into(), queue: "default".into(), customer_name: None, input: Input::Stream };
-                            s.cmd(AnalysisCmd::Start { call: id, meta });
-                            s.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
-                            s.stats.started.fetch_add(1, Relaxed);
-                            tracing::info!(call = %id, "AudioSocket call started");
                             id
                         }
                     };
@@ -332,19 +334,7 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
     let mut ts = [0u32; 2];
     let mut seq = [0u16; 2];
     let mut reason = EndReason::Closed;
-    loop {
-        let next = if call.is_none() {
-            match tokio::time::timeout(START_WITHIN.saturating_sub(opened.elapsed()), socket.recv()).await {
-                Ok(m) => m,
-                Err(_) => {
-                    s.stats.refused.fetch_add(1, Relaxed);
-                    break;
-                }
-            }
-        } else {
-            socket.recv().await
-        };
-        let Some(msg) = next else { break };
+    while let Some(msg) = next_message(&mut socket, call.is_some(), opened, &s.stats).await {
         match msg {
             Ok(Message::Text(t)) if call.is_none() => {
                 if fmt.apply_metadata(&t).is_err() {
@@ -370,17 +360,7 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
                             let _ = socket.send(Message::Close(Some(close))).await;
                             return;
                         }
-                        let id = CallId(s.next_id.fetch_add(1, Relaxed));
-                        let meta = CallMeta {
-                            agent_id: fmt.agent_id.clone(),
-                            queue: fmt.queue.clone(),
-                            customer_name: None,
-                            input: Input::Stream,
-                        };
-                        s.cmd(AnalysisCmd::Start { call: id, meta });
-                        s.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
-                        s.stats.started.fetch_add(1, Relaxed);
-                        tracing::info!(call = %id, agent = %fmt.agent_id, rate = fmt.rate, "linear-PCM media stream started");
+                        let id = s.start_call(fmt.agent_id.clone(), fmt.queue.clone());
                         call = Some(id);
                         id
                     }

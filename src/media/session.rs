@@ -289,6 +289,17 @@ pub enum MediaEvent {
     SetupTimeout,
 }
 
+impl MediaEvent {
+    /// How the call ended, for records, metrics and the control plane.
+    pub fn end_reason(self) -> crate::call::EndReason {
+        match self {
+            MediaEvent::RtpTimeout => crate::call::EndReason::RtpTimeout,
+            MediaEvent::DeadLeg(_) => crate::call::EndReason::DeadLeg,
+            MediaEvent::SetupTimeout => crate::call::EndReason::SetupTimeout,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct MediaSession {
     streams: Vec<Stream>,

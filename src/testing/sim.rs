@@ -15,7 +15,7 @@ use crate::analysis::pipeline::AnalysisConfig;
 use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, MediaControl, MediaPlan, OpenError, Party, StreamPorts};
 use crate::coach::CoachConfig;
 use crate::codec::g711;
-use crate::media::session::{MediaEvent, MediaPolicy, MediaSession, Port, Verdict};
+use crate::media::session::{MediaPolicy, MediaSession, Port, Verdict};
 use crate::net::SourcePattern;
 use crate::record::CallRecord;
 use crate::sdp::{self, RelayPorts};
@@ -243,12 +243,7 @@ impl Sim {
             let mut ended = Vec::new();
             for (id, (s, _, _)) in self.media.calls.iter_mut() {
                 if let Some(ev) = s.handle_timeout(self.now) {
-                    let reason = match ev {
-                        MediaEvent::RtpTimeout => EndReason::RtpTimeout,
-                        MediaEvent::DeadLeg(_) => EndReason::DeadLeg,
-                        MediaEvent::SetupTimeout => EndReason::SetupTimeout,
-                    };
-                    ended.push((*id, reason));
+                    ended.push((*id, ev.end_reason()));
                 }
             }
             for (id, reason) in ended {

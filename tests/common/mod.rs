@@ -562,3 +562,15 @@ pub fn latest_record(h: &Hearken) -> serde_json::Value {
     });
     rec
 }
+
+/// A record's talk ratio within 0.03 of the corpus truth and its interruption counts equal to
+/// the truth's (the corpus tolerances); returns the ratio for the report line.
+pub fn assert_meets_corpus(rec: &serde_json::Value, truth: &serde_json::Value, what: &str) -> f64 {
+    let (s, t) = (&rec["summary"], &truth["metrics"]);
+    let (ratio, want) = (s["talk_ratio_agent"].as_f64().unwrap(), t["talk_ratio_agent"].as_f64().unwrap());
+    assert!((ratio - want).abs() <= 0.03, "{what}: talk ratio {ratio} vs truth {want}");
+    for k in ["by_agent", "by_customer"] {
+        assert_eq!(s["interruptions"][k], t["interruptions"][k], "{what}: interruptions {k}");
+    }
+    ratio
+}
