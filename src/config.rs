@@ -636,6 +636,12 @@ mod tests {
         assert!(err("[media.interfaces.ext]\naddress = \"0.0.0.0\"\n").contains("media.interfaces.ext.advertise"));
         assert!(err("[limits]\nmax_streams_per_call = 0\n").contains("limits.max_streams_per_call"));
         assert!(err("[limits]\nnew_calls_per_source_per_s = -1\n").contains("limits.new_calls_per_source_per_s"));
+        assert!(err("[ng]\nlisten = \"localhost\"\n").contains("ng.listen"));
+        assert!(err("[ng]\nlisten = \"127.0.0.1:22222\"\nallow = [\"kamailio\"]\n").contains("ng.allow"));
+        assert!(err("[ng]\nlisten = \"127.0.0.1:22222\"\nteardown_url = \"https://k/RPC2\"\n").contains("ng.teardown_url"));
+        assert!(err("[sip]\nenabled = false\n").contains("sip.enabled"), "proxy off and no ng: nothing controls the relay");
+        assert!(err("[cluster]\nbroker = \"amqp://x:1\"\n").contains("cluster.broker"));
+        assert!(err("[streams]\ntokens = [\"short\"]\n").contains("streams.tokens"));
         let ok = Config::from_parts(
             "[media]\nagent_interface = \"ext\"\nlearning = \"strict\"\n[media.interfaces.ext]\naddress = \"0.0.0.0\"\nadvertise = \"203.0.113.4\"\n",
             std::iter::empty(),

@@ -79,9 +79,9 @@ fn cmd(command: &str, call: &str, from: &str, to: Option<&str>, body: Option<&st
 fn ng_replies_mean_what_rtpengines_mean() {
     let mut rtpe = Rtpengine::start(60);
     let ng_port = free_port();
-    let (pbx, agent) = (free_port(), free_port());
-    let _h =
-        Hearken::start_with(pbx, agent, media_range(40), "", &format!("[ng]\nlisten = \"127.0.0.1:{ng_port}\"\ndelete_delay_s = 0\n"), "");
+    // ng only: no SIP socket at all (sip.enabled = false).
+    let h = Hearken::start_ng_only(ng_port, media_range(40));
+    assert!(std::net::UdpSocket::bind(("127.0.0.1", h.sip_port)).is_ok(), "the SIP port is not bound when the proxy is off");
     let mut hk = NgClient::new(ng_port);
 
     let audio = "m=audio PORT RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
@@ -180,6 +180,14 @@ fn ng_replies_mean_what_rtpengines_mean() {
         assert_eq!((rd.str("result").as_deref(), hd.str("result").as_deref()), (Some("ok"), Some("ok")), "{name}: delete");
         eprintln!("{name}: {} steps, replies equal in meaning", steps.len());
     }
+    // A source outside ng.allow (127.0.0.3) gets no answer at all, and is counted.
+    let stranger = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
+    stranger.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    stranger.send_to(&hearken::ng::datagram("s1", &Ben::dict(&[("command", Ben::s("ping"))])), ("127.0.0.1", ng_port)).unwrap();
+    assert!(stranger.recv_from(&mut [0u8; 1024]).is_err(), "no reply to a source outside ng.allow");
+    wait_for(std::time::Duration::from_secs(5), "refusal counted", || {
+        metric(&h.get("/metrics").unwrap_or_default(), "hearken_ng_refused_total") == 1
+    });
     // Both answer an unknown call the same way: an error.
     let q = cmd("query", "never-offered", "x", None, None);
     assert_eq!(rtpe.call(&q).and_then(|r| r.str("result")).as_deref(), Some("error"));
