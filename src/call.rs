@@ -68,18 +68,41 @@ pub enum Input {
     /// Inline: the relay anchors both directions of the call (built-in SIP proxy).
     #[default]
     Relay,
+    /// The relay, driven by Kamailio/OpenSIPS over rtpengine's ng protocol.
+    Ng,
     /// A recording analysed offline (`hearken analyze`).
     File,
-    /// A media stream the platform sent (Twilio Media Streams, ...): Hearken only receives.
-    Stream,
+    /// Media streams the platform sends; Hearken only receives. Twilio Media Streams (and the
+    /// Telnyx / SignalWire equivalents).
+    Twilio,
+    /// jambonz `listen`.
+    Jambonz,
+    /// FreeSWITCH mod_audio_fork / mod_audio_stream.
+    #[serde(rename = "audio_fork")]
+    AudioFork,
+    /// Asterisk chan_websocket (and ARI external media over WebSocket).
+    #[serde(rename = "chan_websocket")]
+    ChanWebsocket,
+    /// Asterisk AudioSocket.
+    #[serde(rename = "audiosocket")]
+    AudioSocket,
+    /// Genesys Cloud AudioHook.
+    #[serde(rename = "audiohook")]
+    AudioHook,
 }
 
 impl Input {
     pub fn label(self) -> &'static str {
         match self {
             Input::Relay => "relay",
+            Input::Ng => "ng",
             Input::File => "file",
-            Input::Stream => "stream",
+            Input::Twilio => "twilio",
+            Input::Jambonz => "jambonz",
+            Input::AudioFork => "audio_fork",
+            Input::ChanWebsocket => "chan_websocket",
+            Input::AudioSocket => "audiosocket",
+            Input::AudioHook => "audiohook",
         }
     }
 }

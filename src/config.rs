@@ -60,6 +60,22 @@ pub struct StreamsConfig {
     pub audiosocket_listen: String,
     /// Sources allowed to connect AudioSocket legs (AudioSocket has no authentication).
     pub audiosocket_allow: Vec<String>,
+    /// Twilio account auth token: when set, Twilio streams must carry a valid
+    /// `X-Twilio-Signature` (besides the token parameter).
+    pub twilio_auth_token: String,
+    /// The public base URL the platforms connect to (`wss://media.example.com`), when Hearken is
+    /// behind a TLS proxy: request signatures are checked against it. Empty: from the Host header.
+    pub public_url: String,
+    /// Genesys AudioHook: the integration's API key; empty: `/stream/audiohook` is off.
+    pub audiohook_api_key: String,
+    /// Genesys AudioHook: the integration's client secret (base64, as Genesys shows it); when
+    /// set, every connection must carry a valid request signature.
+    pub audiohook_client_secret: String,
+    /// TLS listener for the stream endpoints only (`0.0.0.0:8443`); empty: off.
+    pub tls_listen: String,
+    /// PEM certificate chain and private key for `tls_listen`.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for StreamsConfig {
@@ -71,6 +87,13 @@ impl Default for StreamsConfig {
             stereo_customer_channel: "left".into(),
             audiosocket_listen: String::new(),
             audiosocket_allow: vec!["127.0.0.1".into()],
+            twilio_auth_token: String::new(),
+            public_url: String::new(),
+            audiohook_api_key: String::new(),
+            audiohook_client_secret: String::new(),
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -437,6 +460,32 @@ impl Config {
         if !matches!(self.streams.twilio_customer_track.as_str(), "inbound" | "outbound") {
             return Err(key_err("streams.twilio_customer_track", "must be `inbound` or `outbound`"));
         }
+        let st = &self.streams;
+        if !(st.public_url.is_empty() || st.public_url.starts_with("wss://") || st.public_url.starts_with("ws://")) {
+            return Err(key_err("streams.public_url", "must start with wss:// (or ws://)"));
+        }
+        if !st.audiohook_client_secret.is_empty() {
+            if st.audiohook_api_key.is_empty() {
+                return Err(key_err("streams.audiohook_client_secret", "is set but streams.audiohook_api_key is empty"));
+            }
+            if self.audiohook_secret().is_none() {
+                return Err(key_err("streams.audiohook_client_secret", "is not base64 (paste it as Genesys shows it)"));
+            }
+        }
+        if !st.audiohook_api_key.is_empty() && st.audiohook_api_key.len() < 8 {
+            return Err(key_err("streams.audiohook_api_key", "must be at least 8 characters"));
+        }
+        if !st.tls_listen.is_empty() {
+            if st.tls_listen.parse::<SocketAddr>().is_err() {
+                return Err(key_err("streams.tls_listen", "is not ip:port (or empty to disable TLS)"));
+            }
+            if let Err(e) = crate::io::tls::load(&st.tls_cert, &st.tls_key) {
+                return Err(key_err(e.key, e.why));
+            }
+        }
+        if st.tls_listen.is_empty() && (!st.tls_cert.is_empty() || !st.tls_key.is_empty()) {
+            return Err(key_err("streams.tls_listen", "is empty but streams.tls_cert / tls_key are set"));
+        }
         let l = &self.limits;
         if l.max_streams_per_call == 0 || l.max_streams_per_call > 64 {
             return Err(key_err("limits.max_streams_per_call", "must be between 1 and 64"));
@@ -524,6 +573,13 @@ impl Config {
             return Err(key_err("log.level", "is not a tracing filter"));
         }
         Ok(())
+    }
+
+    /// The AudioHook client secret, base64-decoded; None when unset or not base64.
+    pub fn audiohook_secret(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let s = self.streams.audiohook_client_secret.trim();
+        (!s.is_empty()).then(|| base64::engine::general_purpose::STANDARD.decode(s).ok()).flatten()
     }
 
     pub fn pbx_sources(&self) -> Result<Vec<SourcePattern>, ConfigError> {
@@ -642,6 +698,25 @@ mod tests {
         assert!(err("[sip]\nenabled = false\n").contains("sip.enabled"), "proxy off and no ng: nothing controls the relay");
         assert!(err("[cluster]\nbroker = \"amqp://x:1\"\n").contains("cluster.broker"));
         assert!(err("[streams]\ntokens = [\"short\"]\n").contains("streams.tokens"));
+        // Stream auth and TLS keys: each mistake names its key.
+        assert!(err("[streams]\npublic_url = \"https://x\"\n").contains("streams.public_url"));
+        assert!(err("[streams]\naudiohook_client_secret = \"c2VjcmV0\"\n").contains("streams.audiohook_client_secret"));
+        assert!(err("[streams]\naudiohook_api_key = \"key-12345\"\naudiohook_client_secret = \"not base64!\"\n")
+            .contains("streams.audiohook_client_secret"));
+        assert!(err("[streams]\naudiohook_api_key = \"short\"\n").contains("streams.audiohook_api_key"));
+        assert!(err("[streams]\ntls_listen = \"0.0.0.0\"\n").contains("streams.tls_listen"));
+        assert!(err("[streams]\ntls_listen = \"127.0.0.1:8443\"\n").contains("streams.tls_cert"));
+        assert!(err(
+            "[streams]\ntls_listen = \"127.0.0.1:8443\"\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n"
+        )
+        .contains("streams.tls_cert"));
+        assert!(err("[streams]\ntls_cert = \"/etc/cert.pem\"\n").contains("streams.tls_listen"));
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let j = junk.display();
+        assert!(err(&format!("[streams]\ntls_listen = \"127.0.0.1:8443\"\ntls_cert = \"{j}\"\ntls_key = \"{j}\"\n"))
+            .contains("streams.tls_cert"));
         let ok = Config::from_parts(
             "[media]\nagent_interface = \"ext\"\nlearning = \"strict\"\n[media.interfaces.ext]\naddress = \"0.0.0.0\"\nadvertise = \"203.0.113.4\"\n",
             std::iter::empty(),

@@ -112,7 +112,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         // Stream calls get ids of their own range (proxy from 1, ng from 2^32).
         next_id: Arc::new(std::sync::atomic::AtomicU64::new(1 << 33)),
         l16_customer_channel: usize::from(cfg.streams.stereo_customer_channel == "right"),
+        twilio_auth_token: (!cfg.streams.twilio_auth_token.is_empty()).then(|| Arc::new(cfg.streams.twilio_auth_token.clone())),
+        public_url: Arc::new(cfg.streams.public_url.clone()),
+        audiohook: (!cfg.streams.audiohook_api_key.is_empty()).then(|| {
+            Arc::new(crate::io::stream::AudioHookAuth { api_key: cfg.streams.audiohook_api_key.clone(), secret: cfg.audiohook_secret() })
+        }),
+        legs: Default::default(),
     };
+    if !cfg.streams.tls_listen.is_empty() {
+        let tls = crate::io::tls::load(&cfg.streams.tls_cert, &cfg.streams.tls_key).map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.why))?;
+        let l = tokio::net::TcpListener::bind(&cfg.streams.tls_listen)
+            .await
+            .with_context(|| format!("streams.tls_listen: cannot bind {}", cfg.streams.tls_listen))?;
+        tracing::info!(addr = %cfg.streams.tls_listen, "media-stream endpoints listening over TLS");
+        let max = cfg.streams.max_streams as usize + 64;
+        tokio::spawn(crate::io::tls::serve(l, tls, crate::io::stream::router(streams.clone()), max, stream_stats.clone()));
+    }
     if !cfg.streams.audiosocket_listen.is_empty() {
         let l = tokio::net::TcpListener::bind(&cfg.streams.audiosocket_listen)
             .await

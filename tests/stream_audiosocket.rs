@@ -61,7 +61,7 @@ fn two_audiosocket_legs_are_one_analysed_call() {
         s.write_all(&frame(HANGUP, &[])).unwrap();
     }
     let rec = latest_record(&h);
-    assert_eq!(rec["input"], "stream");
+    assert_eq!(rec["input"], "audiosocket");
     assert_eq!(rec["reason"], "bye");
     let s = &rec["summary"];
     let want = truth["metrics"]["talk_ratio_agent"].as_f64().unwrap();

@@ -108,7 +108,7 @@ fn jambonz_and_audio_fork_streams_are_analysed() {
     };
     let (r, r2) = (by_agent("agent4"), by_agent("agent6"));
     for (name, rec, agent_id) in [("jambonz", &r, "agent4"), ("audio_fork", &r2, "agent6")] {
-        assert_eq!(rec["input"], "stream", "{name}");
+        assert_eq!(rec["input"], name, "{name}");
         assert_eq!(rec["agent_id"], agent_id, "{name}");
         let ratio = assert_meets_corpus(rec, &truth, name);
         eprintln!("{name}: talk ratio {ratio} (truth {want})");

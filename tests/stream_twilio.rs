@@ -104,7 +104,7 @@ fn a_twilio_stream_is_analysed_like_an_inline_call() {
     let _ = ws.close(None);
 
     let rec = latest_record(&h);
-    assert_eq!(rec["input"], "stream");
+    assert_eq!(rec["input"], "twilio");
     assert_eq!(rec["agent_id"], "agent3");
     assert_eq!(rec["queue"], "sales");
     assert_eq!(rec["reason"], "bye", "stop ends the call");
@@ -119,4 +119,94 @@ fn a_twilio_stream_is_analysed_like_an_inline_call() {
     assert_eq!(metric(&m, "hearken_streams_refused_total"), 2, "the bad token and the idle connection: {m}");
     drop(idle);
     eprintln!("twilio stream: talk ratio {ratio} (truth {want}), interruptions {}", s["interruptions"]);
+}
+
+/// Twilio's `X-Twilio-Signature` on the upgrade: base64 HMAC-SHA1 of the stream URL keyed with
+/// the account's auth token (https://www.twilio.com/docs/usage/security#validating-requests),
+/// computed here from Twilio's description, not Hearken's code.
+fn signed(port: u16, url: &str, auth_token: &str) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, u16> {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://127.0.0.1:{port}/stream/twilio").into_client_request().unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth_token.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&key, url.as_bytes()).as_ref());
+    req.headers_mut().insert("X-Twilio-Signature", sig.parse().unwrap());
+    match tungstenite::connect(req) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn media(track: &str, k: usize, payload: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
+    json!({"event": "media", "sequenceNumber": (k + 2).to_string(), "media": {"track": track, "chunk": (k + 1).to_string(), "timestamp": (k * 20).to_string(), "payload": b64}, "streamSid": "MZtest"}).to_string()
+}
+
+#[test]
+fn twilio_signatures_are_checked_and_a_flooding_stream_harms_no_other() {
+    let (pbx, agent) = (free_port(), free_port());
+    let auth = "0123456789abcdef0123456789abcdef";
+    let h = Hearken::start(pbx, agent, &format!("[streams]\ntokens = [\"twilio-stream-token\"]\ntwilio_auth_token = \"{auth}\"\n"));
+    let port = h.http_port;
+    // No signature, a signature for another URL, a signature with another auth token: 403.
+    assert_eq!(
+        tungstenite::connect(format!("ws://127.0.0.1:{port}/stream/twilio"))
+            .err()
+            .map(|e| matches!(e, tungstenite::Error::Http(r) if r.status() == 403)),
+        Some(true)
+    );
+    let url = format!("wss://127.0.0.1:{port}/stream/twilio");
+    assert_eq!(signed(port, &format!("wss://127.0.0.1:{port}/stream/other"), auth).err(), Some(403));
+    assert_eq!(signed(port, &url, "fedcba9876543210fedcba9876543210").err(), Some(403));
+    assert_eq!(metric(&h.get("/metrics").unwrap(), "hearken_streams_refused_total"), 3);
+
+    // A well-behaved stream: 6 s of d01 in real time, while another stream floods.
+    let (_, cust, agent_pcm, _) = corpus_call("d01_quick_turns");
+    let mut good = signed(port, &url, auth).expect("a valid signature is accepted");
+    let mut flood = signed(port, &url, auth).unwrap();
+    good.send(Message::Text(start("twilio-stream-token").replace("agent3", "agent-good"))).unwrap();
+    flood.send(Message::Text(start("twilio-stream-token").replace("agent3", "agent-flood"))).unwrap();
+    let flooder = std::thread::spawn(move || {
+        // A minute of audio in well under a second, then junk messages.
+        let silence = [0xffu8; 160];
+        for k in 0..3000 {
+            flood.send(Message::Text(media("inbound", k, &silence))).unwrap();
+        }
+        for _ in 0..3000 {
+            flood.send(Message::Text(r#"{"event":"mark","mark":{"name":"x"}}"#.into())).unwrap();
+        }
+        let _ = flood.close(None);
+        while flood.read().is_ok() {}
+    });
+    let t0 = Instant::now();
+    for k in 0..300 {
+        for (track, pcm) in [("inbound", &cust), ("outbound", &agent_pcm)] {
+            let ulaw: Vec<u8> = frame_of(pcm, k).iter().map(|s| hearken::codec::g711::encode_ulaw(*s)).collect();
+            good.send(Message::Text(media(track, k, &ulaw))).unwrap();
+        }
+        pace(t0, 20 * (k as u64 + 1));
+    }
+    flooder.join().unwrap();
+    good.send(Message::Text(json!({"event": "stop", "sequenceNumber": "999", "streamSid": "MZtest", "stop": {}}).to_string())).unwrap();
+    let _ = good.close(None);
+
+    wait_for(Duration::from_secs(20), "both records", || {
+        let list: Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
+        list["records"].as_array().is_some_and(|a| a.len() == 2)
+    });
+    let list: Value = serde_json::from_str(&h.get("/records").unwrap()).unwrap();
+    let id = list["records"].as_array().unwrap().iter().find(|r| r["agent_id"] == "agent-good").unwrap()["id"].as_u64().unwrap();
+    let rec: Value = serde_json::from_str(&h.get(&format!("/records/{id}")).unwrap()).unwrap();
+    assert_eq!(rec["reason"], "bye", "the good stream ended with its stop");
+    assert!(rec["summary"]["talk_time_s"]["customer"].as_f64().unwrap() > 1.0, "{rec}");
+    assert!(rec["summary"]["talk_time_s"]["agent"].as_f64().unwrap() > 1.0, "{rec}");
+    let m = h.get("/metrics").unwrap();
+    let over = metric(&m, "hearken_stream_over_rate_total");
+    let frames = metric(&m, "hearken_stream_frames_total");
+    // The good stream's 600 frames all pass; of the flood's 3000, about the 10 s burst budget.
+    assert!(over >= 2000, "the flood was cut: {over} over rate\n{m}");
+    assert!((600 + 400..=600 + 700).contains(&frames), "good 600 + flood within its budget: {frames}");
+    assert_eq!(metric(&m, "hearken_stream_frames_dropped_total"), 0);
+    assert_eq!(metric(&m, "hearken_streams_active"), 0);
+    eprintln!("twilio flood: {over} messages/frames over rate, {frames} frames analysed");
 }

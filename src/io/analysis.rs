@@ -33,18 +33,19 @@ impl Publisher {
     /// One output of a call's core, published where it belongs.
     pub fn publish(&self, call: CallId, meta: &CallMeta, out: Output) {
         let (agent, queue) = (meta.agent_id.as_str(), meta.queue.as_str());
+        let who = crate::publish::metrics::Who::of(meta);
         let time = crate::sys::unix_now_s();
         match out {
             Output::Event(e) => {
-                self.metrics.record_event(agent, queue, &e);
+                self.metrics.record_event(who, &e);
                 self.whisper.send(&WhisperMessage::Event { call, agent: agent.into(), event: e, time });
             }
             Output::Phrase(e) => {
-                self.metrics.record_phrase(agent, queue, e.kind.label(), e.party);
+                self.metrics.record_phrase(who, e.kind.label(), e.party);
                 self.whisper.send(&WhisperMessage::Phrase { call, agent: agent.into(), kind: e.kind, party: e.party, at: e.at, time });
             }
             Output::Nudge(n) => {
-                self.metrics.record_nudge(agent, queue, n.kind.label());
+                self.metrics.record_nudge(who, n.kind.label());
                 tracing::debug!(%call, agent, kind = n.kind.label(), "nudge");
                 if !n.post_call {
                     if let Some((bus, samples)) = &self.cue {

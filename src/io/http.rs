@@ -34,11 +34,7 @@ pub struct HttpState {
 
 pub fn router(state: HttpState) -> Router {
     let whisper = Router::new().route("/whisper", get(crate::publish::whisper::handler)).with_state(state.whisper.clone());
-    let streams = Router::new()
-        .route("/stream/twilio", get(crate::io::stream::twilio_handler))
-        .route("/stream/jambonz", get(crate::io::stream::l16_handler))
-        .route("/stream/audiofork", get(crate::io::stream::l16_handler))
-        .with_state(state.streams.clone());
+    let streams = crate::io::stream::router(state.streams.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))

@@ -5,3 +5,4 @@ pub mod http;
 pub mod media;
 pub mod sip;
 pub mod stream;
+pub mod tls;

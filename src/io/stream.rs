@@ -1,20 +1,26 @@
 //! Media-stream input driver: the WebSocket endpoints platforms stream call audio to
-//! (`/stream/twilio`), on the HTTP listener. Each connection is one call: the dialect core
-//! (`stream::twilio`) turns frames into events; the call is started in the analysis like any
-//! other (input `stream`), its µ-law audio goes to the analysis as RTP frames of a PCMU plan
+//! ([`router`]: `/stream/twilio`, `/stream/jambonz`, `/stream/audiofork`, `/stream/asterisk`,
+//! `/stream/audiohook`, on the HTTP listener and, with `streams.tls_listen`, over TLS) and the
+//! AudioSocket TCP listener. Each connection is a call or one party of a call: the dialect core
+//! (`stream::*`) turns frames into events; the call is started in the analysis like any other
+//! (its input label the dialect), its audio goes to the analysis as RTP frames of a PCMU plan
 //! through the same bounded tap the relay uses (dropped and counted when analysis is behind),
 //! and the stream's end ends the call. One broken stream never affects another: each has its
-//! own task, and its malformed frames are counted and skipped.
+//! own task, its malformed frames are counted and skipped, and what it sends over its rate
+//! budget ([`crate::stream::RateGuard`]) is dropped and counted.
 //!
 //! Not here: the dialects' message formats (stream::*), analysis.
 
 use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, Input, MediaFrame, MediaPlan, Party};
 use crate::stream::twilio::{TwilioConfig, TwilioSession};
-use crate::stream::StreamEvent;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::StatusCode;
+use crate::stream::{RateGuard, StreamEvent};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -31,14 +37,35 @@ pub struct StreamStats {
     /// Audio frames not analysed: the analysis queue was full.
     pub frames_dropped: AtomicU64,
     pub malformed: AtomicU64,
-    /// Streams refused: no or a wrong token, or over `streams.max_streams`.
+    /// Streams refused: no or a wrong token or signature, a format that cannot be measured, or
+    /// over `streams.max_streams`.
     pub refused: AtomicU64,
+    /// Messages or audio over a stream's rate budget, dropped.
+    pub over_rate: AtomicU64,
+    /// TLS handshakes on `streams.tls_listen` that failed or timed out.
+    pub tls_handshake_failed: AtomicU64,
+}
+
+/// Genesys AudioHook credentials: the integration's API key and, when set, its client secret
+/// (base64-decoded), which makes the request signature mandatory.
+#[derive(Debug, Clone)]
+pub struct AudioHookAuth {
+    pub api_key: String,
+    pub secret: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
 pub struct StreamState {
     pub tokens: Arc<Vec<String>>,
     pub twilio: Arc<TwilioConfig>,
+    /// Twilio's auth token: when set, every Twilio stream must carry a valid
+    /// `X-Twilio-Signature`.
+    pub twilio_auth_token: Option<Arc<String>>,
+    /// The public `wss://host[:port]` the platforms are given (behind a TLS proxy); empty: taken
+    /// from the request's Host header. Used to check request signatures.
+    pub public_url: Arc<String>,
+    /// None: the AudioHook input is off.
+    pub audiohook: Option<Arc<AudioHookAuth>>,
     pub max_streams: u64,
     pub tap: mpsc::Sender<MediaFrame>,
     /// std's Sender is not Sync on older toolchains: shared behind a mutex, used once per call.
@@ -47,6 +74,19 @@ pub struct StreamState {
     pub next_id: Arc<AtomicU64>,
     /// Stereo linear-PCM streams: the channel (0 left, 1 right) that is the customer.
     pub l16_customer_channel: usize,
+    /// Inputs whose parties arrive on separate connections (AudioSocket, chan_websocket).
+    pub legs: Arc<Legs>,
+}
+
+/// The WebSocket stream endpoints.
+pub fn router(state: StreamState) -> Router {
+    Router::new()
+        .route("/stream/twilio", get(twilio_handler))
+        .route("/stream/jambonz", get(jambonz_handler))
+        .route("/stream/audiofork", get(audiofork_handler))
+        .route("/stream/asterisk", get(chanws_handler))
+        .route("/stream/audiohook", get(audiohook_handler))
+        .with_state(state)
 }
 
 /// One open stream connection: counted in `active` while it lives.
@@ -84,6 +124,93 @@ async fn next_message(socket: &mut WebSocket, started: bool, opened: Instant, st
     }
 }
 
+/// Equal, in time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// One connection's feed into the analysis: its rate budget and RTP numbering per party.
+struct Feed {
+    opened: Instant,
+    guard: RateGuard,
+    seq: [u16; 2],
+    ts: [u32; 2],
+}
+
+impl Feed {
+    fn new() -> Feed {
+        Feed { opened: Instant::now(), guard: RateGuard::default(), seq: [0; 2], ts: [0; 2] }
+    }
+
+    /// A message arrived: false (counted) when it is over the stream's message rate.
+    fn message(&mut self, s: &StreamState) -> bool {
+        let ok = self.guard.message(self.opened.elapsed());
+        if !ok {
+            s.stats.over_rate.fetch_add(1, Relaxed);
+        }
+        ok
+    }
+
+    /// `payload` (8 kHz µ-law) of `party` into the analysis, numbered in sequence, or at the
+    /// platform's own sequence number and timestamp (`at`). Over the audio budget: dropped and
+    /// counted.
+    fn audio(&mut self, s: &StreamState, call: CallId, party: Party, payload: &[u8], at: Option<(u16, u32)>) {
+        if payload.is_empty() {
+            return;
+        }
+        if !self.guard.audio(self.opened.elapsed(), party, payload.len() as f64 / 8.0) {
+            s.stats.over_rate.fetch_add(1, Relaxed);
+            return;
+        }
+        let i = party.idx();
+        let (seq, ts) = at.unwrap_or((self.seq[i].wrapping_add(1), self.ts[i]));
+        self.seq[i] = seq;
+        self.ts[i] = ts.wrapping_add(payload.len() as u32);
+        s.tap_ulaw(call, party, seq, ts, payload);
+    }
+}
+
+/// Calls whose parties arrive on separate connections, joined by a key.
+#[derive(Default)]
+pub struct Legs {
+    /// key → (call, parties connected now: bit per party)
+    calls: Mutex<HashMap<String, (CallId, u8)>>,
+}
+
+impl Legs {
+    /// `party` of the call `key` connected: its call (started by `start` for the first leg), or
+    /// None when that party of that call is already connected.
+    fn join(&self, key: &str, party: Party, start: impl FnOnce() -> CallId) -> Option<CallId> {
+        let mut t = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let bit = 1u8 << party.idx();
+        match t.get_mut(key) {
+            Some((_, mask)) if *mask & bit != 0 => None,
+            Some((id, mask)) => {
+                *mask |= bit;
+                Some(*id)
+            }
+            None => {
+                let id = start();
+                t.insert(key.to_string(), (id, bit));
+                Some(id)
+            }
+        }
+    }
+
+    /// `party` of `key` left: true when it was the call's last leg (the call ends).
+    fn leave(&self, key: &str, party: Party) -> bool {
+        let mut t = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((_, mask)) = t.get_mut(key) else { return false };
+        *mask &= !(1u8 << party.idx());
+        if *mask == 0 {
+            t.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl StreamState {
     /// One frame of µ-law audio of `party` into the analysis, as the PCMU RTP it already reads
     /// (8 kHz clock): dropped and counted when the analysis is behind, never waited for.
@@ -100,19 +227,64 @@ impl StreamState {
     }
 
     /// A stream's call starts: its id, the analysis told (a PCMU plan), counted.
-    fn start_call(&self, agent_id: String, queue: String) -> CallId {
+    fn start_call(&self, input: Input, agent_id: String, queue: String) -> CallId {
         let id = CallId(self.next_id.fetch_add(1, Relaxed));
-        tracing::info!(call = %id, agent = %agent_id, "media stream call started");
-        let meta = CallMeta { agent_id, queue, customer_name: None, input: Input::Stream };
+        tracing::info!(call = %id, agent = %agent_id, input = input.label(), "media stream call started");
+        let meta = CallMeta { agent_id, queue, customer_name: None, input };
         self.cmd(AnalysisCmd::Start { call: id, meta });
         self.cmd(AnalysisCmd::Negotiated { call: id, plan: pcmu_plan() });
         self.stats.started.fetch_add(1, Relaxed);
         id
     }
 
+    fn end_call(&self, id: CallId, reason: EndReason) {
+        self.cmd(AnalysisCmd::End { call: id, reason });
+        tracing::info!(call = %id, reason = reason.label(), "media stream call ended");
+    }
+
     fn cmd(&self, c: AnalysisCmd) {
         let _ = self.ctl.lock().unwrap_or_else(|e| e.into_inner()).send(c);
     }
+
+    fn token_ok(&self, t: Option<&str>) -> bool {
+        t.is_some_and(|t| self.tokens.iter().any(|k| same(k.as_bytes(), t.as_bytes())))
+    }
+
+    /// Over `streams.max_streams`: the 503 to answer (counted).
+    fn over_limit(&self) -> Option<Response> {
+        if self.stats.active.load(Relaxed) >= self.max_streams {
+            self.stats.refused.fetch_add(1, Relaxed);
+            return Some((StatusCode::SERVICE_UNAVAILABLE, "stream limit reached\n").into_response());
+        }
+        None
+    }
+
+    /// Refuse an upgrade request (counted).
+    fn refuse(&self, status: StatusCode, why: &'static str) -> Response {
+        self.stats.refused.fetch_add(1, Relaxed);
+        tracing::info!(reason = why, "media stream refused");
+        (status, format!("{why}\n")).into_response()
+    }
+
+    /// The URLs a platform may have signed for this request: the configured public URL, or
+    /// `wss://` + Host (with and without the default port, as Twilio's own validators try).
+    fn signed_urls(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> Vec<String> {
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        if !self.public_url.is_empty() {
+            return vec![format!("{}{pq}", self.public_url.trim_end_matches('/'))];
+        }
+        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let bare = host.strip_suffix(":443").unwrap_or(host);
+        vec![format!("wss://{bare}{pq}"), format!("wss://{bare}:443{pq}")]
+    }
+}
+
+/// Twilio's request signature: base64 HMAC-SHA1 of the URL, keyed with the auth token (a
+/// WebSocket upgrade is a GET: no parameters are appended).
+pub fn twilio_signature(auth_token: &str, url: &str) -> String {
+    use base64::Engine;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth_token.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&key, url.as_bytes()).as_ref())
 }
 
 /// The plan every µ-law stream negotiates: one audio stream, PCMU.
@@ -125,10 +297,15 @@ fn pcmu_plan() -> MediaPlan {
     plan
 }
 
-pub async fn twilio_handler(ws: WebSocketUpgrade, State(s): State<StreamState>) -> Response {
-    if s.stats.active.load(Relaxed) >= s.max_streams {
-        s.stats.refused.fetch_add(1, Relaxed);
-        return (StatusCode::SERVICE_UNAVAILABLE, "stream limit reached\n").into_response();
+pub async fn twilio_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    if let Some(r) = s.over_limit() {
+        return r;
+    }
+    if let Some(token) = &s.twilio_auth_token {
+        let sig = headers.get("x-twilio-signature").and_then(|h| h.to_str().ok()).unwrap_or_default();
+        if !s.signed_urls(&headers, &uri).iter().any(|u| same(twilio_signature(token, u).as_bytes(), sig.as_bytes())) {
+            return s.refuse(StatusCode::FORBIDDEN, "X-Twilio-Signature missing or not valid for this URL");
+        }
     }
     ws.max_message_size(256 * 1024).on_upgrade(move |socket| serve_twilio(socket, s))
 }
@@ -136,10 +313,10 @@ pub async fn twilio_handler(ws: WebSocketUpgrade, State(s): State<StreamState>) 
 async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
     let _conn = Connection::open(&s.stats);
     let mut session = TwilioSession::default();
+    let mut feed = Feed::new();
     let mut call: Option<CallId> = None;
     let mut reason = EndReason::Closed;
-    let opened = Instant::now();
-    while let Some(msg) = next_message(&mut socket, call.is_some(), opened, &s.stats).await {
+    while let Some(msg) = next_message(&mut socket, call.is_some(), feed.opened, &s.stats).await {
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) | Err(_) => break,
@@ -149,23 +326,26 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
             }
             Ok(_) => continue,
         };
+        if !feed.message(&s) {
+            continue;
+        }
         match session.handle_text(&text, &s.twilio) {
             Ok(StreamEvent::Start { agent_id, queue, token }) => {
                 if call.is_some() {
                     s.stats.malformed.fetch_add(1, Relaxed);
                     continue;
                 }
-                if !token.as_ref().is_some_and(|t| s.tokens.iter().any(|k| k == t)) {
+                if !s.token_ok(token.as_deref()) {
                     s.stats.refused.fetch_add(1, Relaxed);
                     tracing::info!("media stream refused: unknown or missing token");
                     let _ = socket.send(Message::Close(None)).await;
                     return;
                 }
-                call = Some(s.start_call(agent_id, queue));
+                call = Some(s.start_call(Input::Twilio, agent_id, queue));
             }
             Ok(StreamEvent::Audio { party, seq, timestamp_ms, payload }) => {
                 let Some(id) = call else { continue };
-                s.tap_ulaw(id, party, seq as u16, (timestamp_ms * 8) as u32, &payload);
+                feed.audio(&s, id, party, &payload, Some((seq as u16, (timestamp_ms * 8) as u32)));
             }
             Ok(StreamEvent::Stop) => {
                 reason = EndReason::Bye;
@@ -179,43 +359,42 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
         }
     }
     if let Some(id) = call {
-        s.cmd(AnalysisCmd::End { call: id, reason });
-        tracing::info!(call = %id, reason = reason.label(), "media stream ended");
+        s.end_call(id, reason);
     }
-}
-
-/// Legs of AudioSocket calls joined by their key (see `stream::audiosocket::join_key`).
-#[derive(Default)]
-pub struct AudioSocketCalls {
-    calls: Mutex<std::collections::HashMap<[u8; 16], (CallId, u8)>>,
 }
 
 /// Accept AudioSocket legs (Asterisk's `AudioSocket(uuid,host:port)`) from allowed sources.
 pub async fn run_audiosocket(listener: tokio::net::TcpListener, s: StreamState, allow: Vec<crate::net::SourcePattern>) {
-    let calls = Arc::new(AudioSocketCalls::default());
     loop {
-        let Ok((sock, src)) = listener.accept().await else { continue };
+        let (sock, src) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "AudioSocket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         if !allow.iter().any(|p| p.matches(src)) {
             s.stats.refused.fetch_add(1, Relaxed);
             tracing::debug!(source = %src.ip(), "AudioSocket connection from a source not in streams.audiosocket_allow");
             continue;
         }
-        if s.stats.active.load(Relaxed) >= s.max_streams {
-            s.stats.refused.fetch_add(1, Relaxed);
+        if s.over_limit().is_some() {
             continue;
         }
-        tokio::spawn(audiosocket_leg(sock, s.clone(), calls.clone()));
+        tokio::spawn(audiosocket_leg(sock, s.clone()));
     }
 }
 
-async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls: Arc<AudioSocketCalls>) {
+async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState) {
     let _conn = Connection::open(&s.stats);
     use crate::stream::audiosocket::{join_key, Frame, Parser};
     use tokio::io::AsyncReadExt;
     let mut parser = Parser::default();
     let mut buf = vec![0u8; 8192];
-    let mut leg: Option<([u8; 16], CallId, Party)> = None;
-    let (mut seq, mut ts) = (0u16, 0u32);
+    let mut leg: Option<(String, CallId, Party)> = None;
+    let mut feed = Feed::new();
     let mut hung_up = false;
     'read: loop {
         // The UUID must come within START_WITHIN; after that a leg may be silent up to 30 s.
@@ -235,28 +414,26 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls:
                     break 'read;
                 }
             };
+            if !feed.message(&s) {
+                continue;
+            }
             match (frame, &leg) {
                 (Frame::Uuid(uuid), None) => {
                     let (key, party) = join_key(&uuid);
-                    let mut table = calls.calls.lock().unwrap_or_else(|e| e.into_inner());
-                    let id = match table.get_mut(&key) {
-                        Some((id, open)) => {
-                            *open += 1;
-                            *id
-                        }
+                    let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                    let key = format!("audiosocket:{key}");
+                    match s.legs.join(&key, party, || s.start_call(Input::AudioSocket, "unknown".into(), "default".into())) {
+                        Some(id) => leg = Some((key, id, party)),
                         None => {
-                            let id = s.start_call("unknown".into(), "default".into());
-                            table.insert(key, (id, 1));
-                            id
+                            s.stats.refused.fetch_add(1, Relaxed);
+                            tracing::info!("AudioSocket leg refused: that party of the call is already connected");
+                            break 'read;
                         }
-                    };
-                    leg = Some((key, id, party));
+                    }
                 }
                 (Frame::Audio(pcm), Some((_, id, party))) => {
                     let payload: Vec<u8> = pcm.iter().map(|x| crate::codec::g711::encode_ulaw(*x)).collect();
-                    seq = seq.wrapping_add(1);
-                    s.tap_ulaw(*id, *party, seq, ts, &payload);
-                    ts = ts.wrapping_add(pcm.len() as u32);
+                    feed.audio(&s, *id, *party, &payload, None);
                 }
                 (Frame::Hangup, _) => {
                     hung_up = true;
@@ -270,58 +447,58 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState, calls:
         }
     }
     // The leg is over; the call ends with its last leg.
-    if let Some((key, id, _)) = leg {
-        let last = {
-            let mut table = calls.calls.lock().unwrap_or_else(|e| e.into_inner());
-            match table.get_mut(&key) {
-                Some((_, open)) if *open > 1 => {
-                    *open -= 1;
-                    false
-                }
-                _ => {
-                    table.remove(&key);
-                    true
-                }
-            }
-        };
-        if last {
-            let reason = if hung_up { EndReason::Bye } else { EndReason::Closed };
-            s.cmd(AnalysisCmd::End { call: id, reason });
-            tracing::info!(call = %id, reason = reason.label(), "AudioSocket call ended");
+    if let Some((key, id, party)) = leg {
+        if s.legs.leave(&key, party) {
+            s.end_call(id, if hung_up { EndReason::Bye } else { EndReason::Closed });
         }
     }
 }
 
 /// URL query of the linear-PCM endpoints (audio_fork passes its settings this way; jambonz
-/// may too, and sends the rest as metadata).
+/// may too, and sends the rest as metadata) and of chan_websocket (Asterisk appends the dial
+/// string's `v()` parameters).
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct L16Query {
+pub struct StreamQuery {
     token: Option<String>,
     rate: Option<u32>,
     mix: Option<String>,
     agent: Option<String>,
     queue: Option<String>,
+    /// chan_websocket: the key that joins the two parties' connections, and this one's party.
+    call: Option<String>,
+    party: Option<String>,
 }
 
-/// jambonz `listen` and FreeSWITCH mod_audio_fork: metadata text, then binary L16 frames.
-pub async fn l16_handler(
-    ws: WebSocketUpgrade,
-    State(s): State<StreamState>,
-    axum::extract::Query(q): axum::extract::Query<L16Query>,
-) -> Response {
-    if s.stats.active.load(Relaxed) >= s.max_streams {
-        s.stats.refused.fetch_add(1, Relaxed);
-        return (StatusCode::SERVICE_UNAVAILABLE, "stream limit reached\n").into_response();
+/// jambonz `listen`: metadata text, then binary L16 frames.
+async fn jambonz_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, Query(q): Query<StreamQuery>) -> Response {
+    l16_upgrade(ws, s, q, Input::Jambonz)
+}
+
+/// FreeSWITCH mod_audio_fork / mod_audio_stream: the same, settings in the query.
+async fn audiofork_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, Query(q): Query<StreamQuery>) -> Response {
+    l16_upgrade(ws, s, q, Input::AudioFork)
+}
+
+fn l16_upgrade(ws: WebSocketUpgrade, s: StreamState, q: StreamQuery, input: Input) -> Response {
+    if let Some(r) = s.over_limit() {
+        return r;
     }
     ws.protocols(["audio.jambonz.org", "audiostream.drachtio.org"])
         .max_message_size(1024 * 1024)
-        .on_upgrade(move |socket| serve_l16(socket, s, q))
+        .on_upgrade(move |socket| serve_l16(socket, s, q, input))
 }
 
-async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
+/// Close a stream with a reason the platform logs (1008: policy violation), counted refused.
+async fn close_refused(socket: &mut WebSocket, s: &StreamState, code: u16, why: &'static str) {
+    s.stats.refused.fetch_add(1, Relaxed);
+    tracing::info!(reason = why, "media stream refused");
+    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: why.into() }))).await;
+}
+
+async fn serve_l16(mut socket: WebSocket, s: StreamState, q: StreamQuery, input: Input) {
     use crate::stream::l16::{L16Format, Mix};
     let _conn = Connection::open(&s.stats);
-    let opened = Instant::now();
+    let mut feed = Feed::new();
     let mut fmt = L16Format {
         rate: q.rate.unwrap_or(8000),
         mix: q.mix.as_deref().and_then(Mix::parse).unwrap_or(Mix::Stereo),
@@ -331,10 +508,11 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
         token: q.token,
     };
     let mut call: Option<CallId> = None;
-    let mut ts = [0u32; 2];
-    let mut seq = [0u16; 2];
     let mut reason = EndReason::Closed;
-    while let Some(msg) = next_message(&mut socket, call.is_some(), opened, &s.stats).await {
+    while let Some(msg) = next_message(&mut socket, call.is_some(), feed.opened, &s.stats).await {
+        if matches!(msg, Ok(Message::Text(_) | Message::Binary(_))) && !feed.message(&s) {
+            continue;
+        }
         match msg {
             Ok(Message::Text(t)) if call.is_none() => {
                 if fmt.apply_metadata(&t).is_err() {
@@ -348,19 +526,12 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
                 let id = match call {
                     Some(id) => id,
                     None => {
-                        let refusal = if !fmt.token.as_ref().is_some_and(|t| s.tokens.iter().any(|k| k == t)) {
-                            Some("unknown or missing token")
-                        } else {
-                            fmt.refusal()
-                        };
+                        let refusal = if !s.token_ok(fmt.token.as_deref()) { Some("unknown or missing token") } else { fmt.refusal() };
                         if let Some(why) = refusal {
-                            s.stats.refused.fetch_add(1, Relaxed);
-                            tracing::info!(reason = why, "linear-PCM media stream refused");
-                            let close = axum::extract::ws::CloseFrame { code: 1008, reason: why.into() };
-                            let _ = socket.send(Message::Close(Some(close))).await;
+                            close_refused(&mut socket, &s, 1008, why).await;
                             return;
                         }
-                        let id = s.start_call(fmt.agent_id.clone(), fmt.queue.clone());
+                        let id = s.start_call(input, fmt.agent_id.clone(), fmt.queue.clone());
                         call = Some(id);
                         id
                     }
@@ -370,12 +541,8 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
                     continue;
                 };
                 for party in Party::ALL {
-                    let pcm = &parties[party.idx()];
-                    let payload: Vec<u8> = pcm.iter().map(|x| crate::codec::g711::encode_ulaw(*x)).collect();
-                    let i = party.idx();
-                    seq[i] = seq[i].wrapping_add(1);
-                    s.tap_ulaw(id, party, seq[i], ts[i], &payload);
-                    ts[i] = ts[i].wrapping_add(pcm.len() as u32);
+                    let payload: Vec<u8> = parties[party.idx()].iter().map(|x| crate::codec::g711::encode_ulaw(*x)).collect();
+                    feed.audio(&s, id, party, &payload, None);
                 }
             }
             Ok(Message::Close(_)) => {
@@ -387,7 +554,203 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: L16Query) {
         }
     }
     if let Some(id) = call {
-        s.cmd(AnalysisCmd::End { call: id, reason });
-        tracing::info!(call = %id, reason = reason.label(), "linear-PCM media stream ended");
+        s.end_call(id, reason);
+    }
+}
+
+/// The password of an `Authorization: Basic` header (Asterisk's websocket_client.conf
+/// `username`/`password`).
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let v = headers.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    text.split_once(':').map(|(_, p)| p.to_string())
+}
+
+/// Asterisk chan_websocket: one connection per party (see `stream::chanws`).
+async fn chanws_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, headers: HeaderMap, Query(q): Query<StreamQuery>) -> Response {
+    if let Some(r) = s.over_limit() {
+        return r;
+    }
+    if !s.token_ok(q.token.as_deref()) && !s.token_ok(basic_password(&headers).as_deref()) {
+        return s.refuse(StatusCode::UNAUTHORIZED, "unknown or missing token (v(token=...) or websocket_client.conf password)");
+    }
+    let party = match q.party.as_deref() {
+        Some("customer") => Party::Customer,
+        Some("agent") => Party::Agent,
+        _ => {
+            return s
+                .refuse(StatusCode::BAD_REQUEST, "party=customer or party=agent is required: a chan_websocket channel carries one voice")
+        }
+    };
+    let Some(key) = q.call.as_deref().filter(|k| !k.is_empty() && k.len() <= 128) else {
+        return s.refuse(StatusCode::BAD_REQUEST, "call=<key> is required: it joins the customer's and the agent's connections");
+    };
+    let key = format!("chan_websocket:{key}");
+    ws.protocols(["media"]).max_message_size(64 * 1024).on_upgrade(move |socket| serve_chanws(socket, s, q, key, party))
+}
+
+async fn serve_chanws(mut socket: WebSocket, s: StreamState, q: StreamQuery, key: String, party: Party) {
+    use crate::stream::chanws::{parse_control, Control, Format};
+    let _conn = Connection::open(&s.stats);
+    let mut feed = Feed::new();
+    let mut format: Option<Format> = None;
+    let mut call: Option<CallId> = None;
+    let mut down = crate::stream::Downsampler::new(8000);
+    let mut reason = EndReason::Closed;
+    while let Some(msg) = next_message(&mut socket, call.is_some(), feed.opened, &s.stats).await {
+        if matches!(msg, Ok(Message::Text(_) | Message::Binary(_))) && !feed.message(&s) {
+            continue;
+        }
+        match msg {
+            Ok(Message::Text(t)) => match parse_control(&t) {
+                Ok(Control::MediaStart { format: name }) if call.is_none() => {
+                    let Some(f) = Format::parse(&name) else {
+                        close_refused(&mut socket, &s, 1003, "media format not taken: use c(ulaw), c(alaw) or c(slin...)").await;
+                        return;
+                    };
+                    let agent = crate::call::sanitize_label(q.agent.as_deref().unwrap_or("unknown"));
+                    let queue = q.queue.as_deref().map(crate::call::sanitize_label).unwrap_or_else(|| "default".into());
+                    match s.legs.join(&key, party, || s.start_call(Input::ChanWebsocket, agent, queue)) {
+                        Some(id) => {
+                            (format, call) = (Some(f), Some(id));
+                            down = crate::stream::Downsampler::new(f.rate());
+                        }
+                        None => {
+                            close_refused(&mut socket, &s, 1008, "that party of this call is already connected").await;
+                            return;
+                        }
+                    }
+                }
+                Ok(Control::MediaStart { .. }) => {
+                    s.stats.malformed.fetch_add(1, Relaxed);
+                }
+                Ok(Control::Other(_)) => {}
+                Err(e) => {
+                    s.stats.malformed.fetch_add(1, Relaxed);
+                    tracing::debug!(error = ?e, "chan_websocket control message refused");
+                }
+            },
+            Ok(Message::Binary(data)) => {
+                let (Some(id), Some(f)) = (call, format) else {
+                    // Media before MEDIA_START: its format is not known yet.
+                    s.stats.malformed.fetch_add(1, Relaxed);
+                    continue;
+                };
+                match f.to_ulaw(&data, &mut down) {
+                    Ok((payload, _)) => feed.audio(&s, id, party, &payload, None),
+                    Err(_) => {
+                        s.stats.malformed.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            Ok(Message::Close(_)) => {
+                reason = EndReason::Bye;
+                break;
+            }
+            Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    if let Some(id) = call {
+        if s.legs.leave(&key, party) {
+            s.end_call(id, reason);
+        }
+    }
+}
+
+/// Genesys AudioHook: API key and (with a client secret) the RFC 9421 signature on the upgrade.
+async fn audiohook_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let Some(auth) = s.audiohook.clone() else {
+        return s.refuse(StatusCode::NOT_FOUND, "the AudioHook input is not configured (streams.audiohook_api_key)");
+    };
+    if let Some(r) = s.over_limit() {
+        return r;
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if !header("x-api-key").is_some_and(|k| same(k.as_bytes(), auth.api_key.as_bytes())) {
+        return s.refuse(StatusCode::UNAUTHORIZED, "X-API-KEY missing or unknown");
+    }
+    if let Some(secret) = &auth.secret {
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Err(why) = crate::stream::audiohook::verify_signature(&header, target, secret, crate::sys::unix_now_s() as u64) {
+            return s.refuse(StatusCode::UNAUTHORIZED, why);
+        }
+    }
+    let org = header("audiohook-organization-id").unwrap_or_default();
+    ws.max_message_size(256 * 1024).on_upgrade(move |socket| serve_audiohook(socket, s, org))
+}
+
+async fn serve_audiohook(mut socket: WebSocket, s: StreamState, org: String) {
+    use crate::stream::audiohook::{AudioHookSession, HookEvent};
+    let _conn = Connection::open(&s.stats);
+    let mut feed = Feed::new();
+    let mut session = AudioHookSession::default();
+    let mut call: Option<CallId> = None;
+    // A probe (or a refused session) has no call but is not idle either.
+    let mut opened = false;
+    let mut reason = EndReason::Closed;
+    while let Some(msg) = next_message(&mut socket, opened, feed.opened, &s.stats).await {
+        if matches!(msg, Ok(Message::Text(_) | Message::Binary(_))) && !feed.message(&s) {
+            continue;
+        }
+        match msg {
+            Ok(Message::Text(t)) => {
+                let (replies, ev) = session.handle_text(&t);
+                for r in replies {
+                    if socket.send(Message::Text(r)).await.is_err() {
+                        break;
+                    }
+                }
+                match ev {
+                    Ok(HookEvent::Start { agent_id, queue, probe, organization_id }) => {
+                        opened = true;
+                        if !org.is_empty() && organization_id != org {
+                            let d = session.disconnect("unauthorized", "organizationId differs from the Audiohook-Organization-Id header");
+                            let _ = socket.send(Message::Text(d)).await;
+                            s.stats.refused.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                        if probe {
+                            tracing::info!("AudioHook connection probe answered");
+                        } else {
+                            call = Some(s.start_call(Input::AudioHook, agent_id, queue));
+                        }
+                    }
+                    Ok(HookEvent::Refused(why)) => {
+                        opened = true;
+                        s.stats.refused.fetch_add(1, Relaxed);
+                        tracing::info!(reason = why, "AudioHook session refused");
+                    }
+                    Ok(HookEvent::Close) => {
+                        reason = EndReason::Bye;
+                        break;
+                    }
+                    Ok(HookEvent::Paused | HookEvent::Resumed | HookEvent::Nothing) => {}
+                    Err(e) => {
+                        s.stats.malformed.fetch_add(1, Relaxed);
+                        tracing::debug!(error = ?e, "AudioHook message refused");
+                    }
+                }
+            }
+            Ok(Message::Binary(data)) => match (call, session.handle_binary(&data)) {
+                (Some(id), Ok(parties)) => {
+                    for party in Party::ALL {
+                        feed.audio(&s, id, party, &parties[party.idx()], None);
+                    }
+                }
+                // A probe's or a refused session's audio is not measured.
+                (None, Ok(_)) => {}
+                (_, Err(_)) => {
+                    s.stats.malformed.fetch_add(1, Relaxed);
+                }
+            },
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    if let Some(id) = call {
+        s.end_call(id, reason);
     }
 }

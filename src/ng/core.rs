@@ -285,7 +285,7 @@ impl NgCore {
             let queue = msg.str(&self.cfg.queue_key).map(|q| sanitize_label(&q)).unwrap_or_else(|| "default".into());
             let id = CallId(self.next_call);
             self.next_call += 1;
-            let meta = CallMeta { agent_id, queue, customer_name: None, input: Input::Relay };
+            let meta = CallMeta { agent_id, queue, customer_name: None, input: Input::Ng };
             let mut tags = HashMap::new();
             tags.insert(from_tag.clone(), offerer);
             if let Some(t) = &to_tag {

@@ -31,12 +31,16 @@ use std::sync::{Arc, Mutex};
 pub struct AgentLabels {
     pub agent: String,
     pub queue: String,
+    /// How the call's audio arrived (`relay`, `ng`, `twilio`, ...: [`crate::call::Input`]).
+    pub input: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentPartyLabels {
     pub agent: String,
     pub queue: String,
+    /// How the call's audio arrived (`relay`, `ng`, `twilio`, ...: [`crate::call::Input`]).
+    pub input: String,
     /// customer or agent.
     pub party: String,
 }
@@ -45,6 +49,8 @@ pub struct AgentPartyLabels {
 pub struct AgentKindLabels {
     pub agent: String,
     pub queue: String,
+    /// How the call's audio arrived (`relay`, `ng`, `twilio`, ...: [`crate::call::Input`]).
+    pub input: String,
     pub kind: String,
     pub party: String,
 }
@@ -53,6 +59,8 @@ pub struct AgentKindLabels {
 pub struct NudgeLabels {
     pub agent: String,
     pub queue: String,
+    /// How the call's audio arrived (`relay`, `ng`, `twilio`, ...: [`crate::call::Input`]).
+    pub input: String,
     pub kind: String,
 }
 
@@ -136,61 +144,83 @@ impl Default for Metrics {
     }
 }
 
-fn al(agent: &str, queue: &str) -> AgentLabels {
-    AgentLabels { agent: agent.into(), queue: queue.into() }
+/// Who a call's figures are labelled with: agent, queue, input.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    pub agent: &'a str,
+    pub queue: &'a str,
+    pub input: crate::call::Input,
 }
-fn apl(agent: &str, queue: &str, party: Party) -> AgentPartyLabels {
-    AgentPartyLabels { agent: agent.into(), queue: queue.into(), party: party.name().into() }
+
+impl<'a> Who<'a> {
+    pub fn of(meta: &'a crate::call::CallMeta) -> Who<'a> {
+        Who { agent: &meta.agent_id, queue: &meta.queue, input: meta.input }
+    }
+}
+
+fn al(w: Who) -> AgentLabels {
+    AgentLabels { agent: w.agent.into(), queue: w.queue.into(), input: w.input.label().into() }
+}
+fn apl(w: Who, party: Party) -> AgentPartyLabels {
+    AgentPartyLabels { agent: w.agent.into(), queue: w.queue.into(), input: w.input.label().into(), party: party.name().into() }
 }
 
 impl Metrics {
     /// A live listening event of a call (counted as it happens, so wallboards move during calls).
-    pub fn record_event(&self, agent: &str, queue: &str, e: &TurnEvent) {
+    pub fn record_event(&self, w: Who, e: &TurnEvent) {
         match e {
             TurnEvent::Interruption { by, .. } => {
-                self.interruptions.get_or_create(&apl(agent, queue, *by)).inc();
+                self.interruptions.get_or_create(&apl(w, *by)).inc();
             }
             TurnEvent::Backchannel { by, .. } => {
-                self.backchannels.get_or_create(&apl(agent, queue, *by)).inc();
+                self.backchannels.get_or_create(&apl(w, *by)).inc();
             }
             TurnEvent::DeadAirStarted { .. } => {
-                self.dead_air_events.get_or_create(&al(agent, queue)).inc();
+                self.dead_air_events.get_or_create(&al(w)).inc();
             }
             TurnEvent::DeadAirEnded { duration_s, .. } => {
-                self.dead_air_seconds.get_or_create(&al(agent, queue)).inc_by(*duration_s);
+                self.dead_air_seconds.get_or_create(&al(w)).inc_by(*duration_s);
             }
             TurnEvent::Response { to, latency_s, .. } => {
-                self.response_latency.get_or_create(&apl(agent, queue, *to)).observe(latency_s.max(0.0));
+                self.response_latency.get_or_create(&apl(w, *to)).observe(latency_s.max(0.0));
             }
             TurnEvent::MonologueOverThreshold { party, .. } => {
-                self.monologues_over_threshold.get_or_create(&apl(agent, queue, *party)).inc();
+                self.monologues_over_threshold.get_or_create(&apl(w, *party)).inc();
             }
         }
     }
 
     /// A phrase hit (kind label from the phrase module).
-    pub fn record_phrase(&self, agent: &str, queue: &str, kind: &str, party: Party) {
+    pub fn record_phrase(&self, w: Who, kind: &str, party: Party) {
         self.phrase_hits
-            .get_or_create(&AgentKindLabels { agent: agent.into(), queue: queue.into(), kind: kind.into(), party: party.name().into() })
+            .get_or_create(&AgentKindLabels {
+                agent: w.agent.into(),
+                queue: w.queue.into(),
+                input: w.input.label().into(),
+                kind: kind.into(),
+                party: party.name().into(),
+            })
             .inc();
     }
 
-    pub fn record_nudge(&self, agent: &str, queue: &str, kind: &str) {
-        self.nudges.get_or_create(&NudgeLabels { agent: agent.into(), queue: queue.into(), kind: kind.into() }).inc();
+    pub fn record_nudge(&self, w: Who, kind: &str) {
+        self.nudges
+            .get_or_create(&NudgeLabels { agent: w.agent.into(), queue: w.queue.into(), input: w.input.label().into(), kind: kind.into() })
+            .inc();
     }
 
     /// End of a call: per-call figures.
     pub fn record_call(&self, r: &CallRecord) {
-        let (agent, queue, s) = (r.agent_id.as_str(), r.queue.as_str(), &r.summary);
+        let (w, s) = (Who { agent: &r.agent_id, queue: &r.queue, input: r.input }, &r.summary);
         let pace_wpm = r.phrases.as_ref().map_or([None, None], |p| [p.pace_wpm.customer, p.pace_wpm.agent]);
         self.calls_ended.get_or_create(&ReasonLabels { reason: r.reason.label().into() }).inc();
-        self.calls_analysed.get_or_create(&al(agent, queue)).inc();
+        self.calls_analysed.get_or_create(&al(w)).inc();
         if let Some(r) = s.turns.talk_ratio_agent {
-            self.talk_ratio_agent.get_or_create(&al(agent, queue)).observe(r);
+            self.talk_ratio_agent.get_or_create(&al(w)).observe(r);
         }
         for (p, wpm) in [(Party::Customer, pace_wpm[0]), (Party::Agent, pace_wpm[1])] {
-            if let Some(w) = wpm {
-                self.pace.get_or_create(&apl(agent, queue, p)).observe(w);
+            if let Some(wpm) = wpm {
+                self.pace.get_or_create(&apl(w, p)).observe(wpm);
             }
         }
         let no_quality = crate::analysis::live::LegQuality::default();
@@ -359,8 +389,18 @@ impl Collector for LiveCounters {
             s.resumed_dialogs.load(Relaxed),
         )?;
         if let Some(st) = &self.streams {
-            gauge(&mut enc, "streams_active", "Media-stream inputs connected now (Twilio Media Streams)", st.active.load(Relaxed) as f64)?;
-            counter(&mut enc, "streams_started", "Media streams accepted (a call each)", st.started.load(Relaxed))?;
+            gauge(
+                &mut enc,
+                "streams_active",
+                "Media-stream input connections open now (all dialects, AudioSocket legs)",
+                st.active.load(Relaxed) as f64,
+            )?;
+            counter(
+                &mut enc,
+                "streams_started",
+                "Media-stream calls started (a call each; two legs of one call count once)",
+                st.started.load(Relaxed),
+            )?;
             counter(&mut enc, "stream_frames", "Audio frames received on media streams", st.frames.load(Relaxed))?;
             counter(
                 &mut enc,
@@ -377,8 +417,20 @@ impl Collector for LiveCounters {
             counter(
                 &mut enc,
                 "streams_refused",
-                "Streams refused: unknown or missing token, or over streams.max_streams",
+                "Streams refused: a wrong or missing token, API key or signature, a format that cannot give turn metrics, a duplicate leg, or over streams.max_streams",
                 st.refused.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "stream_over_rate",
+                "Stream messages or audio over a stream's rate budget (dropped)",
+                st.over_rate.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "stream_tls_handshake_failed",
+                "TLS handshakes on streams.tls_listen that failed or timed out",
+                st.tls_handshake_failed.load(Relaxed),
             )?;
         }
         if let Some(b) = &self.broker {

@@ -1,8 +1,9 @@
 //! Asterisk AudioSocket (res_audiosocket / chan_audiosocket): a TCP stream per call leg of
 //! frames `type (1 byte) | length (2 bytes, big-endian) | payload`. Types: 0x00 hang-up, 0x01
 //! the leg's UUID (16 bytes, first), 0x03 DTMF, 0x10 signed linear 16-bit little-endian mono at
-//! 8 kHz, 0x11–0x18 the same at 12/16/24/32/44.1/48/96/192 kHz (added in 2025), 0xff error.
-//! Hearken takes 8 kHz as it is and 16 kHz halved; other rates are counted as unsupported.
+//! 8 kHz, 0x11–0x18 the same at 12/16/24/32/44.1/48/96/192 kHz (added in 2025; the values of
+//! `enum ast_audiosocket_msg_kind` in Asterisk's `include/asterisk/res_audiosocket.h`), 0xff
+//! error. Hearken analyses at 8 kHz: higher rates are brought down to it ([`super::to_8k`]).
 //!
 //! Two legs make one call: AudioSocket carries no metadata beyond the UUID, so the dialplan
 //! gives both legs of a call the same UUID except for its last hex digit, whose low bit says
@@ -17,15 +18,31 @@ pub const SLIN8: u8 = 0x10;
 pub const SLIN16: u8 = 0x12;
 pub const ERROR: u8 = 0xff;
 
+/// The sample rate of an audio frame type, None for other types.
+pub fn rate_of(kind: u8) -> Option<u32> {
+    Some(match kind {
+        0x10 => 8000,
+        0x11 => 12000,
+        0x12 => 16000,
+        0x13 => 24000,
+        0x14 => 32000,
+        0x15 => 44100,
+        0x16 => 48000,
+        0x17 => 96000,
+        0x18 => 192000,
+        _ => return None,
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Hangup,
     Uuid([u8; 16]),
     Dtmf(u8),
-    /// 8 kHz samples (16 kHz input already halved).
+    /// 8 kHz samples (higher rates already brought down), and the ms of audio they hold.
     Audio(Vec<i16>),
     Error(u8),
-    /// A type this input does not take (other sample rates, future types): counted, skipped.
+    /// A type this input does not take (future types): counted, skipped.
     Unsupported(u8),
 }
 
@@ -33,6 +50,8 @@ pub enum Frame {
 #[derive(Debug, Default)]
 pub struct Parser {
     buf: Vec<u8>,
+    /// Brings higher rates down to 8 kHz (a leg that changes rate gets a new one).
+    down: Option<super::Downsampler>,
 }
 
 impl Parser {
@@ -57,18 +76,16 @@ impl Parser {
             HANGUP => Frame::Hangup,
             UUID => Frame::Uuid(p.as_slice().try_into().map_err(|_| "UUID frame is not 16 bytes")?),
             DTMF => Frame::Dtmf(*p.first().ok_or("empty DTMF frame")?),
-            SLIN8 => {
+            kind if rate_of(kind).is_some() => {
                 if !p.len().is_multiple_of(2) {
                     return Err("odd audio length");
                 }
-                Frame::Audio(pcm(&p))
-            }
-            SLIN16 => {
-                if !p.len().is_multiple_of(4) {
-                    return Err("odd audio length");
-                }
-                // 16 kHz to 8 kHz: the mean of each pair (a two-tap low-pass, enough for VAD).
-                Frame::Audio(pcm(&p).chunks_exact(2).map(|s| ((s[0] as i32 + s[1] as i32) / 2) as i16).collect())
+                let rate = rate_of(kind).unwrap_or(8000);
+                let down = match &mut self.down {
+                    Some(d) if d.rate() == rate => d,
+                    d => d.insert(super::Downsampler::new(rate)),
+                };
+                Frame::Audio(down.push(&pcm(&p)))
             }
             ERROR => Frame::Error(p.first().copied().unwrap_or(0)),
             other => Frame::Unsupported(other),
@@ -105,7 +122,8 @@ mod tests {
         bytes.extend(frame(SLIN8, &pcm));
         bytes.extend(frame(DTMF, b"5"));
         bytes.extend(frame(SLIN16, &[1, 0, 3, 0]));
-        bytes.extend(frame(0x16, &[0; 8]));
+        bytes.extend(frame(0x16, &[0; 24]));
+        bytes.extend(frame(0x42, &[0; 8]));
         bytes.extend(frame(HANGUP, &[]));
         let mut p = Parser::default();
         let mut got = Vec::new();
@@ -119,8 +137,9 @@ mod tests {
         assert_eq!(got[1], Frame::Audio((0..160i16).map(|s| s * 10).collect()));
         assert_eq!(got[2], Frame::Dtmf(b'5'));
         assert_eq!(got[3], Frame::Audio(vec![2]));
-        assert_eq!(got[4], Frame::Unsupported(0x16));
-        assert_eq!(got[5], Frame::Hangup);
+        assert_eq!(got[4], Frame::Audio(vec![0, 0]), "48 kHz: 6 samples make one at 8 kHz");
+        assert_eq!(got[5], Frame::Unsupported(0x42));
+        assert_eq!(got[6], Frame::Hangup);
         let (k1, p1) = join_key(&uuid);
         let mut other = uuid;
         other[15] = 0x20;
@@ -132,5 +151,18 @@ mod tests {
         bad = Parser::default();
         bad.push(&frame(SLIN8, &[1, 2, 3]));
         assert!(bad.next().is_err());
+        // Every rate Asterisk sends is taken: 20 ms at each gives 160 samples at 8 kHz.
+        for kind in 0x10..=0x18u8 {
+            let rate = rate_of(kind).unwrap();
+            let mut p = Parser::default();
+            let mut n = 0;
+            for _ in 0..50 {
+                p.push(&frame(kind, &vec![0u8; rate as usize / 50 * 2]));
+                if let Some(Frame::Audio(a)) = p.next().unwrap() {
+                    n += a.len();
+                }
+            }
+            assert!((7999..=8000).contains(&n), "kind {kind:#x}: {n} samples in a second");
+        }
     }
 }

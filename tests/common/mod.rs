@@ -574,3 +574,29 @@ pub fn assert_meets_corpus(rec: &serde_json::Value, truth: &serde_json::Value, w
     }
     ratio
 }
+
+/// A corpus call: its truth and both legs' 8 kHz samples (customer, agent), and its length in
+/// 20 ms frames.
+pub fn corpus_call(name: &str) -> (serde_json::Value, Vec<i16>, Vec<i16>, usize) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(name);
+    let truth = serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
+    let (c, a) = (read_leg(&dir.join("customer.wav")), read_leg(&dir.join("agent.wav")));
+    let n = c.len().max(a.len()).div_ceil(160);
+    (truth, c, a, n)
+}
+
+/// Frame `k` (20 ms, 160 samples, zero-padded past the end) of a leg.
+pub fn frame_of(pcm: &[i16], k: usize) -> [i16; 160] {
+    let mut f = [0i16; 160];
+    if let Some(src) = pcm.get((k * 160).min(pcm.len())..((k + 1) * 160).min(pcm.len())) {
+        f[..src.len()].copy_from_slice(src);
+    }
+    f
+}
+
+/// Real time: wait until `ms` after `t0`.
+pub fn pace(t0: std::time::Instant, ms: u64) {
+    if let Some(d) = (t0 + Duration::from_millis(ms)).checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(d);
+    }
+}

@@ -1,0 +1,94 @@
+//! TLS for the stream endpoints (`streams.tls_listen`): platforms such as Twilio and Genesys
+//! connect from the internet and only speak `wss://`. A plain TCP accept loop, a rustls
+//! handshake (bounded in time and in connections), then the same axum router over HTTP/1.1
+//! with WebSocket upgrades.
+//!
+//! Not here: what the endpoints do (io::stream).
+
+use crate::io::stream::StreamStats;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A config key and why its value cannot be used.
+#[derive(Debug)]
+pub struct LoadError {
+    pub key: &'static str,
+    pub why: String,
+}
+
+/// The server config from a PEM certificate chain and private key.
+pub fn load(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, LoadError> {
+    let err = |key: &'static str, why: String| LoadError { key, why };
+    if cert.is_empty() {
+        return Err(err("streams.tls_cert", "is required with streams.tls_listen".into()));
+    }
+    if key.is_empty() {
+        return Err(err("streams.tls_key", "is required with streams.tls_listen".into()));
+    }
+    let pem = std::fs::read(cert).map_err(|e| err("streams.tls_cert", format!("cannot read {cert}: {e}")))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| err("streams.tls_cert", format!("{cert} is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(err("streams.tls_cert", format!("{cert} holds no certificate")));
+    }
+    let pem = std::fs::read(key).map_err(|e| err("streams.tls_key", format!("cannot read {key}: {e}")))?;
+    let private = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| err("streams.tls_key", format!("{key} is not PEM: {e}")))?
+        .ok_or_else(|| err("streams.tls_key", format!("{key} holds no private key")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("streams.tls_cert", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|e| err("streams.tls_key", format!("does not match the certificate or is not usable: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// Serve `app` over TLS on `listener`: at most `max_connections` at once (more are closed and
+/// counted as refused streams), handshakes within 10 s (failures counted).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    max_connections: usize,
+    stats: Arc<StreamStats>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "TLS stream listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            stats.refused.fetch_add(1, Relaxed);
+            continue;
+        };
+        let (acceptor, app, stats) = (acceptor.clone(), app.clone(), stats.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                _ => {
+                    stats.tls_handshake_failed.fetch_add(1, Relaxed);
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .with_upgrades();
+            let _ = conn.await;
+        });
+    }
+}
