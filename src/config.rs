@@ -445,6 +445,9 @@ impl Config {
         if self.cluster.node.is_empty() || self.cluster.node.contains(['\n', ' ']) {
             return Err(key_err("cluster.node", "must be a non-empty name without spaces"));
         }
+        if !(1..=100_000).contains(&self.streams.max_streams) {
+            return Err(key_err("streams.max_streams", "must be between 1 and 100000"));
+        }
         if self.streams.tokens.iter().any(|t| t.len() < 8) {
             return Err(key_err("streams.tokens", "tokens must be at least 8 characters"));
         }
@@ -699,6 +702,7 @@ mod tests {
         assert!(err("[cluster]\nbroker = \"amqp://x:1\"\n").contains("cluster.broker"));
         assert!(err("[streams]\ntokens = [\"short\"]\n").contains("streams.tokens"));
         // Stream auth and TLS keys: each mistake names its key.
+        assert!(err("[streams]\nmax_streams = 0\n").contains("streams.max_streams"));
         assert!(err("[streams]\npublic_url = \"https://x\"\n").contains("streams.public_url"));
         assert!(err("[streams]\naudiohook_client_secret = \"c2VjcmV0\"\n").contains("streams.audiohook_client_secret"));
         assert!(err("[streams]\naudiohook_api_key = \"key-12345\"\naudiohook_client_secret = \"not base64!\"\n")

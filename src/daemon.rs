@@ -99,26 +99,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         crate::io::broker::spawn(b, cfg.cluster.node.clone(), publisher.whisper.clone())
     });
     let stream_stats = Arc::new(crate::io::stream::StreamStats::default());
-    let streams = crate::io::stream::StreamState {
-        tokens: Arc::new(cfg.streams.tokens.clone()),
-        twilio: Arc::new(crate::stream::twilio::TwilioConfig {
-            customer_track: cfg.streams.twilio_customer_track.clone(),
-            ..Default::default()
-        }),
-        max_streams: cfg.streams.max_streams,
-        tap: tap_tx.clone(),
-        ctl: Arc::new(Mutex::new(ctl_tx.clone())),
-        stats: stream_stats.clone(),
+    let mut streams = crate::io::stream::StreamState::new(
+        cfg.streams.tokens.clone(),
+        crate::stream::twilio::TwilioConfig { customer_track: cfg.streams.twilio_customer_track.clone(), ..Default::default() },
+        cfg.streams.max_streams,
+        tap_tx.clone(),
+        ctl_tx.clone(),
+        stream_stats.clone(),
         // Stream calls get ids of their own range (proxy from 1, ng from 2^32).
-        next_id: Arc::new(std::sync::atomic::AtomicU64::new(1 << 33)),
-        l16_customer_channel: usize::from(cfg.streams.stereo_customer_channel == "right"),
-        twilio_auth_token: (!cfg.streams.twilio_auth_token.is_empty()).then(|| Arc::new(cfg.streams.twilio_auth_token.clone())),
-        public_url: Arc::new(cfg.streams.public_url.clone()),
-        audiohook: (!cfg.streams.audiohook_api_key.is_empty()).then(|| {
-            Arc::new(crate::io::stream::AudioHookAuth { api_key: cfg.streams.audiohook_api_key.clone(), secret: cfg.audiohook_secret() })
-        }),
-        legs: Default::default(),
-    };
+        1 << 33,
+        usize::from(cfg.streams.stereo_customer_channel == "right"),
+    );
+    streams.twilio_auth_token = (!cfg.streams.twilio_auth_token.is_empty()).then(|| Arc::new(cfg.streams.twilio_auth_token.clone()));
+    streams.public_url = Arc::new(cfg.streams.public_url.clone());
+    streams.audiohook = (!cfg.streams.audiohook_api_key.is_empty()).then(|| {
+        Arc::new(crate::io::stream::AudioHookAuth { api_key: cfg.streams.audiohook_api_key.clone(), secret: cfg.audiohook_secret() })
+    });
     if !cfg.streams.tls_listen.is_empty() {
         let tls = crate::io::tls::load(&cfg.streams.tls_cert, &cfg.streams.tls_key).map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.why))?;
         let l = tokio::net::TcpListener::bind(&cfg.streams.tls_listen)
@@ -198,7 +194,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
         tracing::info!(addr = %cfg.http.listen, "status endpoint listening");
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
         });
     }
     tracing::info!(

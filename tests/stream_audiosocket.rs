@@ -71,15 +71,3 @@ fn two_audiosocket_legs_are_one_analysed_call() {
     assert_eq!(metric(&m, "hearken_stream_frames_total"), 2 * n as u64);
     eprintln!("audiosocket: talk ratio {ratio} (truth {want}), interruptions {}", s["interruptions"]);
 }
-
-/// A TCP connection from a chosen loopback source address (std cannot bind before connecting;
-/// tokio's TcpSocket can).
-fn connect_from(src_ip: &str, port: u16) -> Option<TcpStream> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-    rt.block_on(async {
-        let s = tokio::net::TcpSocket::new_v4().ok()?;
-        s.bind(format!("{src_ip}:0").parse().ok()?).ok()?;
-        let st = s.connect(format!("127.0.0.1:{port}").parse().ok()?).await.ok()?;
-        st.into_std().ok()
-    })
-}

@@ -7,8 +7,8 @@
 //! `MEDIA_START` (plain text on one leg, the JSON form `f(json)` on the other), then the
 //! channel's audio as headerless binary frames (ulaw on one leg, slin16 on the other), 20 ms
 //! each in real time, and ends with a close frame (1000). The two connections are one call; its
-//! record meets the corpus tolerances. A wrong password, a missing party and a second
-//! connection for the same party are refused; media before MEDIA_START is counted.
+//! record meets the corpus tolerances. A wrong password, a missing party, a second
+//! connection for the same party and a leg from another address are refused; media before MEDIA_START is counted.
 
 mod common;
 use base64::Engine;
@@ -58,6 +58,20 @@ fn two_chan_websocket_channels_are_one_analysed_call() {
         "MEDIA_START connection_id:5f0c3e1a-8f7a-4a6e-9d55-0d1f6b7c2a11 channel:WebSocket/hearken/0x7f3a5c00a1b0 channel_id:pbx1-1732812345.102 format:ulaw optimal_frame_size:160 ptime:20".into(),
     ))
     .unwrap();
+    // Someone else with a valid token, from another address, tries to take the agent's place in
+    // this call: refused (a call's legs come from the address of its first leg).
+    let mut req = format!("ws://127.0.0.1:{port}/stream/asterisk?{}&token=asterisk-ws-secret", q("agent")).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "media".parse().unwrap());
+    let (mut squat, _) = tungstenite::client(req, connect_from("127.0.0.3", port).expect("connect from 127.0.0.3")).unwrap();
+    squat
+        .send(Message::Text(
+            "MEDIA_START connection_id:y channel:WebSocket/x/0x2 channel_id:evil-1.1 format:ulaw optimal_frame_size:160 ptime:20".into(),
+        ))
+        .unwrap();
+    match squat.read() {
+        Ok(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1008, "{f:?}"),
+        other => panic!("a leg from another address should be refused, got {other:?}"),
+    }
     // The agent's channel: token in the v() parameters, f(json) control, slin16.
     let mut a = connect(port, &format!("{}&token=asterisk-ws-secret", q("agent")), None).unwrap();
     a.send(Message::Text(
@@ -103,7 +117,7 @@ fn two_chan_websocket_channels_are_one_analysed_call() {
     assert_eq!(metric(&m, "hearken_streams_started_total"), 1, "two connections, one call: {m}");
     assert_eq!(metric(&m, "hearken_stream_malformed_total"), 1, "the frame before MEDIA_START");
     assert_eq!(metric(&m, "hearken_stream_frames_total"), 2 * n as u64);
-    assert_eq!(metric(&m, "hearken_streams_refused_total"), 3, "wrong password, no party, duplicate leg: {m}");
+    assert_eq!(metric(&m, "hearken_streams_refused_total"), 4, "wrong password, no party, another address, duplicate leg: {m}");
     assert!(m.contains("input=\"chan_websocket\""), "per-call metrics carry the input label");
     eprintln!("chan_websocket: talk ratio {ratio} (truth {}), {n} frames per leg", truth["metrics"]["talk_ratio_agent"]);
 }

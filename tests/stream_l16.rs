@@ -81,9 +81,22 @@ fn jambonz_and_audio_fork_streams_are_analysed() {
         Ok(Message::Close(Some(f))) => assert!(f.reason.contains("turn metrics"), "{f:?}"),
         other => panic!("a mixed stream is refused with its reason: {other:?}"),
     }
-    let mut bad = connect(h.http_port, "/stream/audiofork?token=nope-nope-nope&mix=stereo&rate=8000", "audiostream.drachtio.org");
+    // A wrong token in the URL is refused before the upgrade; one in jambonz metadata with the
+    // first audio frame.
+    let mut req =
+        format!("ws://127.0.0.1:{}/stream/audiofork?token=nope-nope-nope&mix=stereo&rate=8000", h.http_port).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "audiostream.drachtio.org".parse().unwrap());
+    match tungstenite::connect(req) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("a wrong URL token gets 401: {:?}", other.map(|_| ())),
+    }
+    let mut bad = connect(h.http_port, "/stream/jambonz", "audio.jambonz.org");
+    bad.send(Message::Text(json!({"sampleRate": 8000, "mixType": "stereo", "token": "nope-nope-nope"}).to_string())).unwrap();
     bad.send(Message::Binary(vec![0; 640])).unwrap();
-    assert!(matches!(bad.read(), Ok(Message::Close(_)) | Err(_)));
+    match bad.read() {
+        Ok(Message::Close(Some(f))) => assert!(f.reason.contains("token"), "{f:?}"),
+        other => panic!("a wrong metadata token closes the stream with the reason: {other:?}"),
+    }
 
     // jambonz listen (metadata with the application's keys, then stereo 8 kHz) and FreeSWITCH
     // uuid_audio_fork (settings in the URL, stereo 16 kHz), at the same time.
@@ -115,7 +128,7 @@ fn jambonz_and_audio_fork_streams_are_analysed() {
     }
     assert_eq!(r["queue"], "support");
     let m = h.get("/metrics").unwrap();
-    assert_eq!(metric(&m, "hearken_streams_refused_total"), 2, "{m}");
+    assert_eq!(metric(&m, "hearken_streams_refused_total"), 3, "mixed, URL token, metadata token: {m}");
     assert_eq!(metric(&m, "hearken_streams_started_total"), 2);
     assert!(metric(&m, "hearken_stream_frames_total") >= 4 * n as u64);
 }

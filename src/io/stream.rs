@@ -15,15 +15,16 @@ use crate::call::{AnalysisCmd, CallId, CallMeta, EndReason, Input, MediaFrame, M
 use crate::stream::twilio::{TwilioConfig, TwilioSession};
 use crate::stream::{RateGuard, StreamEvent};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Counters the metrics export.
@@ -42,8 +43,11 @@ pub struct StreamStats {
     pub refused: AtomicU64,
     /// Messages or audio over a stream's rate budget, dropped.
     pub over_rate: AtomicU64,
-    /// TLS handshakes on `streams.tls_listen` that failed or timed out.
+    /// TLS handshakes on `streams.tls_listen` that failed or timed out, or were refused over
+    /// the per-source handshake cap.
     pub tls_handshake_failed: AtomicU64,
+    /// Started streams closed because nothing arrived for `IDLE_LIMIT`.
+    pub idle_closed: AtomicU64,
 }
 
 /// Genesys AudioHook credentials: the integration's API key and, when set, its client secret
@@ -76,7 +80,52 @@ pub struct StreamState {
     pub l16_customer_channel: usize,
     /// Inputs whose parties arrive on separate connections (AudioSocket, chan_websocket).
     pub legs: Arc<Legs>,
+    /// `streams.max_streams` slots: a connection holds one from its upgrade or accept on.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Connections per source that have not started a call yet (bounded per source, so nobody
+    /// can hold every slot with connections that never authenticate).
+    pub pending: PendingTable,
+    /// AudioHook signature nonces seen in the last 30 s (a signed request is not replayable).
+    pub nonces: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+impl StreamState {
+    /// A state with the given settings and fresh counters, slots and tables.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tokens: Vec<String>,
+        twilio: TwilioConfig,
+        max_streams: u64,
+        tap: mpsc::Sender<MediaFrame>,
+        ctl: std::sync::mpsc::Sender<AnalysisCmd>,
+        stats: Arc<StreamStats>,
+        first_id: u64,
+        l16_customer_channel: usize,
+    ) -> StreamState {
+        StreamState {
+            tokens: Arc::new(tokens),
+            twilio: Arc::new(twilio),
+            twilio_auth_token: None,
+            public_url: Arc::new(String::new()),
+            audiohook: None,
+            max_streams,
+            tap,
+            ctl: Arc::new(Mutex::new(ctl)),
+            stats,
+            next_id: Arc::new(AtomicU64::new(first_id)),
+            l16_customer_channel,
+            legs: Default::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(max_streams.min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize)),
+            pending: Default::default(),
+            nonces: Default::default(),
+        }
+    }
+}
+
+/// Connections one source may have open before they start a call.
+const PENDING_PER_SOURCE: u32 = 16;
+/// A started stream with nothing arriving for this long is closed.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// The WebSocket stream endpoints.
 pub fn router(state: StreamState) -> Router {
@@ -89,34 +138,65 @@ pub fn router(state: StreamState) -> Router {
         .with_state(state)
 }
 
-/// One open stream connection: counted in `active` while it lives.
-struct Connection(Arc<StreamStats>);
+/// One open stream connection: it holds a `streams.max_streams` slot and, until its call
+/// starts, one of its source's pending places; counted in `active` while it lives.
+pub struct Connection {
+    stats: Arc<StreamStats>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    pending: Option<(PendingTable, IpAddr)>,
+}
+
+/// Not-started connections per source.
+type PendingTable = Arc<Mutex<HashMap<IpAddr, u32>>>;
+
+/// The answer to a connection over a limit.
+fn unavailable(why: &'static str) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
+}
 
 impl Connection {
-    fn open(stats: &Arc<StreamStats>) -> Connection {
-        stats.active.fetch_add(1, Relaxed);
-        Connection(stats.clone())
+    /// The connection started its call: it no longer counts against its source's pending budget.
+    fn started(&mut self) {
+        if let Some((table, ip)) = self.pending.take() {
+            let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = t.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    t.remove(&ip);
+                }
+            }
+        }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Relaxed);
+        self.started();
+        self.stats.active.fetch_sub(1, Relaxed);
     }
 }
 
 /// A stream must start its call within this long of connecting, or it is closed.
-const START_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+const START_WITHIN: Duration = Duration::from_secs(10);
 
-/// The next WebSocket message; None when the connection is over, or when a stream that has not
-/// started its call yet passes `START_WITHIN` since it `opened` (closed and counted as refused).
+/// The next WebSocket message; None when the connection is over, when a stream that has not
+/// started its call yet passes `START_WITHIN` since it `opened` (closed and counted as refused:
+/// a firm deadline, however many frames it sends), or when a started one is silent for
+/// `IDLE_LIMIT` (closed and counted).
 async fn next_message(socket: &mut WebSocket, started: bool, opened: Instant, stats: &StreamStats) -> Option<Result<Message, axum::Error>> {
-    if started {
-        return socket.recv().await;
-    }
-    match tokio::time::timeout(START_WITHIN.saturating_sub(opened.elapsed()), socket.recv()).await {
-        Ok(m) => m,
-        Err(_) => {
+    let limit = if started { Some(IDLE_LIMIT) } else { START_WITHIN.checked_sub(opened.elapsed()) };
+    let r = match limit {
+        Some(l) if !l.is_zero() => tokio::time::timeout(l, socket.recv()).await.ok(),
+        _ => None,
+    };
+    match r {
+        Some(m) => m,
+        None if started => {
+            stats.idle_closed.fetch_add(1, Relaxed);
+            tracing::debug!("media stream closed: nothing received for 60 s");
+            None
+        }
+        None => {
             stats.refused.fetch_add(1, Relaxed);
             tracing::debug!("media stream closed: no call started within 10 s");
             None
@@ -155,43 +235,47 @@ impl Feed {
     /// platform's own sequence number and timestamp (`at`). Over the audio budget: dropped and
     /// counted.
     fn audio(&mut self, s: &StreamState, call: CallId, party: Party, payload: &[u8], at: Option<(u16, u32)>) {
-        if payload.is_empty() {
-            return;
-        }
-        if !self.guard.audio(self.opened.elapsed(), party, payload.len() as f64 / 8.0) {
-            s.stats.over_rate.fetch_add(1, Relaxed);
-            return;
-        }
         let i = party.idx();
-        let (seq, ts) = at.unwrap_or((self.seq[i].wrapping_add(1), self.ts[i]));
-        self.seq[i] = seq;
-        self.ts[i] = ts.wrapping_add(payload.len() as u32);
-        s.tap_ulaw(call, party, seq, ts, payload);
+        let (mut seq, mut ts) = at.unwrap_or((self.seq[i].wrapping_add(1), self.ts[i]));
+        // At most 100 ms per analysis frame: a sender's huge frame takes no more of the shared
+        // queue than its audio is worth.
+        for chunk in payload.chunks(800) {
+            // The timeline moves on even for audio dropped over the budget.
+            self.seq[i] = seq;
+            self.ts[i] = ts.wrapping_add(chunk.len() as u32);
+            if self.guard.audio(self.opened.elapsed(), party, chunk.len() as f64 / 8.0) {
+                s.tap_ulaw(call, party, seq, ts, chunk);
+            } else {
+                s.stats.over_rate.fetch_add(1, Relaxed);
+            }
+            (seq, ts) = (seq.wrapping_add(1), self.ts[i]);
+        }
     }
 }
 
 /// Calls whose parties arrive on separate connections, joined by a key.
 #[derive(Default)]
 pub struct Legs {
-    /// key → (call, parties connected now: bit per party)
-    calls: Mutex<HashMap<String, (CallId, u8)>>,
+    /// key → (call, parties connected now: bit per party, the source of the first leg)
+    calls: Mutex<HashMap<String, (CallId, u8, IpAddr)>>,
 }
 
 impl Legs {
-    /// `party` of the call `key` connected: its call (started by `start` for the first leg), or
-    /// None when that party of that call is already connected.
-    fn join(&self, key: &str, party: Party, start: impl FnOnce() -> CallId) -> Option<CallId> {
+    /// `party` of the call `key` connected from `src`: its call (started by `start` for the
+    /// first leg), or None when that party of that call is already connected, or the call's
+    /// first leg came from another address (a key cannot be taken over from elsewhere).
+    fn join(&self, key: &str, party: Party, src: IpAddr, start: impl FnOnce() -> CallId) -> Option<CallId> {
         let mut t = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         let bit = 1u8 << party.idx();
         match t.get_mut(key) {
-            Some((_, mask)) if *mask & bit != 0 => None,
-            Some((id, mask)) => {
+            Some((_, mask, first)) if *mask & bit != 0 || *first != src => None,
+            Some((id, mask, _)) => {
                 *mask |= bit;
                 Some(*id)
             }
             None => {
                 let id = start();
-                t.insert(key.to_string(), (id, bit));
+                t.insert(key.to_string(), (id, bit, src));
                 Some(id)
             }
         }
@@ -200,7 +284,7 @@ impl Legs {
     /// `party` of `key` left: true when it was the call's last leg (the call ends).
     fn leave(&self, key: &str, party: Party) -> bool {
         let mut t = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((_, mask)) = t.get_mut(key) else { return false };
+        let Some((_, mask, _)) = t.get_mut(key) else { return false };
         *mask &= !(1u8 << party.idx());
         if *mask == 0 {
             t.remove(key);
@@ -250,13 +334,26 @@ impl StreamState {
         t.is_some_and(|t| self.tokens.iter().any(|k| same(k.as_bytes(), t.as_bytes())))
     }
 
-    /// Over `streams.max_streams`: the 503 to answer (counted).
-    fn over_limit(&self) -> Option<Response> {
-        if self.stats.active.load(Relaxed) >= self.max_streams {
-            self.stats.refused.fetch_add(1, Relaxed);
-            return Some((StatusCode::SERVICE_UNAVAILABLE, "stream limit reached\n").into_response());
+    /// A slot for a new connection from `src`, or why not (counted; answered 503): over
+    /// `streams.max_streams`, or `src` already has `PENDING_PER_SOURCE` connections that have
+    /// not started a call.
+    pub fn admit(&self, src: IpAddr) -> Result<Connection, &'static str> {
+        let busy = |s: &StreamState, why: &'static str| {
+            s.stats.refused.fetch_add(1, Relaxed);
+            tracing::debug!(reason = why, "media stream connection refused");
+            why
+        };
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else { return Err(busy(self, "stream limit reached")) };
+        {
+            let mut t = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let n = t.entry(src).or_insert(0);
+            if *n >= PENDING_PER_SOURCE {
+                return Err(busy(self, "too many connections from this source that have not started a call"));
+            }
+            *n += 1;
         }
-        None
+        self.stats.active.fetch_add(1, Relaxed);
+        Ok(Connection { stats: self.stats.clone(), _slot: slot, pending: Some((self.pending.clone(), src)) })
     }
 
     /// Refuse an upgrade request (counted).
@@ -274,8 +371,13 @@ impl StreamState {
             return vec![format!("{}{pq}", self.public_url.trim_end_matches('/'))];
         }
         let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default();
-        let bare = host.strip_suffix(":443").unwrap_or(host);
-        vec![format!("wss://{bare}{pq}"), format!("wss://{bare}:443{pq}")]
+        match host.strip_suffix(":443") {
+            Some(bare) => vec![format!("wss://{bare}{pq}"), format!("wss://{host}{pq}")],
+            // With no port, Twilio may have signed the URL with or without the default one;
+            // another port is part of the URL as it is.
+            None if !host.contains(':') || host.ends_with(']') => vec![format!("wss://{host}{pq}"), format!("wss://{host}:443{pq}")],
+            None => vec![format!("wss://{host}{pq}")],
+        }
     }
 }
 
@@ -297,21 +399,27 @@ fn pcmu_plan() -> MediaPlan {
     plan
 }
 
-pub async fn twilio_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
-    if let Some(r) = s.over_limit() {
-        return r;
-    }
+pub async fn twilio_handler(
+    ws: WebSocketUpgrade,
+    State(s): State<StreamState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     if let Some(token) = &s.twilio_auth_token {
         let sig = headers.get("x-twilio-signature").and_then(|h| h.to_str().ok()).unwrap_or_default();
         if !s.signed_urls(&headers, &uri).iter().any(|u| same(twilio_signature(token, u).as_bytes(), sig.as_bytes())) {
             return s.refuse(StatusCode::FORBIDDEN, "X-Twilio-Signature missing or not valid for this URL");
         }
     }
-    ws.max_message_size(256 * 1024).on_upgrade(move |socket| serve_twilio(socket, s))
+    let conn = match s.admit(peer.ip()) {
+        Ok(c) => c,
+        Err(why) => return unavailable(why),
+    };
+    ws.max_message_size(256 * 1024).max_frame_size(256 * 1024).on_upgrade(move |socket| serve_twilio(socket, s, conn))
 }
 
-async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
-    let _conn = Connection::open(&s.stats);
+async fn serve_twilio(mut socket: WebSocket, s: StreamState, mut conn: Connection) {
     let mut session = TwilioSession::default();
     let mut feed = Feed::new();
     let mut call: Option<CallId> = None;
@@ -342,6 +450,7 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState) {
                     return;
                 }
                 call = Some(s.start_call(Input::Twilio, agent_id, queue));
+                conn.started();
             }
             Ok(StreamEvent::Audio { party, seq, timestamp_ms, payload }) => {
                 let Some(id) = call else { continue };
@@ -380,15 +489,12 @@ pub async fn run_audiosocket(listener: tokio::net::TcpListener, s: StreamState, 
             tracing::debug!(source = %src.ip(), "AudioSocket connection from a source not in streams.audiosocket_allow");
             continue;
         }
-        if s.over_limit().is_some() {
-            continue;
-        }
-        tokio::spawn(audiosocket_leg(sock, s.clone()));
+        let Ok(conn) = s.admit(src.ip()) else { continue };
+        tokio::spawn(audiosocket_leg(sock, src.ip(), s.clone(), conn));
     }
 }
 
-async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState) {
-    let _conn = Connection::open(&s.stats);
+async fn audiosocket_leg(mut sock: tokio::net::TcpStream, src: IpAddr, s: StreamState, mut conn: Connection) {
     use crate::stream::audiosocket::{join_key, Frame, Parser};
     use tokio::io::AsyncReadExt;
     let mut parser = Parser::default();
@@ -398,7 +504,7 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState) {
     let mut hung_up = false;
     'read: loop {
         // The UUID must come within START_WITHIN; after that a leg may be silent up to 30 s.
-        let wait = if leg.is_none() { START_WITHIN } else { std::time::Duration::from_secs(30) };
+        let wait = if leg.is_none() { START_WITHIN.saturating_sub(feed.opened.elapsed()) } else { Duration::from_secs(30) };
         let n = match tokio::time::timeout(wait, sock.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
             _ => break,
@@ -422,8 +528,11 @@ async fn audiosocket_leg(mut sock: tokio::net::TcpStream, s: StreamState) {
                     let (key, party) = join_key(&uuid);
                     let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
                     let key = format!("audiosocket:{key}");
-                    match s.legs.join(&key, party, || s.start_call(Input::AudioSocket, "unknown".into(), "default".into())) {
-                        Some(id) => leg = Some((key, id, party)),
+                    match s.legs.join(&key, party, src, || s.start_call(Input::AudioSocket, "unknown".into(), "default".into())) {
+                        Some(id) => {
+                            leg = Some((key, id, party));
+                            conn.started();
+                        }
                         None => {
                             s.stats.refused.fetch_add(1, Relaxed);
                             tracing::info!("AudioSocket leg refused: that party of the call is already connected");
@@ -470,22 +579,39 @@ pub struct StreamQuery {
 }
 
 /// jambonz `listen`: metadata text, then binary L16 frames.
-async fn jambonz_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, Query(q): Query<StreamQuery>) -> Response {
-    l16_upgrade(ws, s, q, Input::Jambonz)
+async fn jambonz_handler(
+    ws: WebSocketUpgrade,
+    State(s): State<StreamState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    l16_upgrade(ws, s, peer, q, Input::Jambonz)
 }
 
 /// FreeSWITCH mod_audio_fork / mod_audio_stream: the same, settings in the query.
-async fn audiofork_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, Query(q): Query<StreamQuery>) -> Response {
-    l16_upgrade(ws, s, q, Input::AudioFork)
+async fn audiofork_handler(
+    ws: WebSocketUpgrade,
+    State(s): State<StreamState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    l16_upgrade(ws, s, peer, q, Input::AudioFork)
 }
 
-fn l16_upgrade(ws: WebSocketUpgrade, s: StreamState, q: StreamQuery, input: Input) -> Response {
-    if let Some(r) = s.over_limit() {
-        return r;
+fn l16_upgrade(ws: WebSocketUpgrade, s: StreamState, peer: SocketAddr, q: StreamQuery, input: Input) -> Response {
+    // A token in the URL is checked before the upgrade (jambonz may send it in the metadata
+    // instead, checked with the first audio).
+    if q.token.is_some() && !s.token_ok(q.token.as_deref()) {
+        return s.refuse(StatusCode::UNAUTHORIZED, "unknown token");
     }
+    let conn = match s.admit(peer.ip()) {
+        Ok(c) => c,
+        Err(why) => return unavailable(why),
+    };
     ws.protocols(["audio.jambonz.org", "audiostream.drachtio.org"])
         .max_message_size(1024 * 1024)
-        .on_upgrade(move |socket| serve_l16(socket, s, q, input))
+        .max_frame_size(1024 * 1024)
+        .on_upgrade(move |socket| serve_l16(socket, s, conn, q, input))
 }
 
 /// Close a stream with a reason the platform logs (1008: policy violation), counted refused.
@@ -495,9 +621,9 @@ async fn close_refused(socket: &mut WebSocket, s: &StreamState, code: u16, why: 
     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: why.into() }))).await;
 }
 
-async fn serve_l16(mut socket: WebSocket, s: StreamState, q: StreamQuery, input: Input) {
+async fn serve_l16(mut socket: WebSocket, s: StreamState, mut conn: Connection, q: StreamQuery, input: Input) {
     use crate::stream::l16::{L16Format, Mix};
-    let _conn = Connection::open(&s.stats);
+    let mut down = [crate::stream::Downsampler::new(8000), crate::stream::Downsampler::new(8000)];
     let mut feed = Feed::new();
     let mut fmt = L16Format {
         rate: q.rate.unwrap_or(8000),
@@ -532,6 +658,8 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: StreamQuery, input:
                             return;
                         }
                         let id = s.start_call(input, fmt.agent_id.clone(), fmt.queue.clone());
+                        conn.started();
+                        down = [crate::stream::Downsampler::new(fmt.rate), crate::stream::Downsampler::new(fmt.rate)];
                         call = Some(id);
                         id
                     }
@@ -541,7 +669,8 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, q: StreamQuery, input:
                     continue;
                 };
                 for party in Party::ALL {
-                    let payload: Vec<u8> = parties[party.idx()].iter().map(|x| crate::codec::g711::encode_ulaw(*x)).collect();
+                    let pcm = down[party.idx()].push(&parties[party.idx()]);
+                    let payload: Vec<u8> = pcm.iter().map(|x| crate::codec::g711::encode_ulaw(*x)).collect();
                     feed.audio(&s, id, party, &payload, None);
                 }
             }
@@ -569,10 +698,13 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Asterisk chan_websocket: one connection per party (see `stream::chanws`).
-async fn chanws_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, headers: HeaderMap, Query(q): Query<StreamQuery>) -> Response {
-    if let Some(r) = s.over_limit() {
-        return r;
-    }
+async fn chanws_handler(
+    ws: WebSocketUpgrade,
+    State(s): State<StreamState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Response {
     if !s.token_ok(q.token.as_deref()) && !s.token_ok(basic_password(&headers).as_deref()) {
         return s.refuse(StatusCode::UNAUTHORIZED, "unknown or missing token (v(token=...) or websocket_client.conf password)");
     }
@@ -588,12 +720,18 @@ async fn chanws_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, head
         return s.refuse(StatusCode::BAD_REQUEST, "call=<key> is required: it joins the customer's and the agent's connections");
     };
     let key = format!("chan_websocket:{key}");
-    ws.protocols(["media"]).max_message_size(64 * 1024).on_upgrade(move |socket| serve_chanws(socket, s, q, key, party))
+    let conn = match s.admit(peer.ip()) {
+        Ok(c) => c,
+        Err(why) => return unavailable(why),
+    };
+    ws.protocols(["media"])
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+        .on_upgrade(move |socket| serve_chanws(socket, s, conn, peer.ip(), q, key, party))
 }
 
-async fn serve_chanws(mut socket: WebSocket, s: StreamState, q: StreamQuery, key: String, party: Party) {
+async fn serve_chanws(mut socket: WebSocket, s: StreamState, mut conn: Connection, src: IpAddr, q: StreamQuery, key: String, party: Party) {
     use crate::stream::chanws::{parse_control, Control, Format};
-    let _conn = Connection::open(&s.stats);
     let mut feed = Feed::new();
     let mut format: Option<Format> = None;
     let mut call: Option<CallId> = None;
@@ -612,13 +750,20 @@ async fn serve_chanws(mut socket: WebSocket, s: StreamState, q: StreamQuery, key
                     };
                     let agent = crate::call::sanitize_label(q.agent.as_deref().unwrap_or("unknown"));
                     let queue = q.queue.as_deref().map(crate::call::sanitize_label).unwrap_or_else(|| "default".into());
-                    match s.legs.join(&key, party, || s.start_call(Input::ChanWebsocket, agent, queue)) {
+                    match s.legs.join(&key, party, src, || s.start_call(Input::ChanWebsocket, agent, queue)) {
                         Some(id) => {
+                            conn.started();
                             (format, call) = (Some(f), Some(id));
                             down = crate::stream::Downsampler::new(f.rate());
                         }
                         None => {
-                            close_refused(&mut socket, &s, 1008, "that party of this call is already connected").await;
+                            close_refused(
+                                &mut socket,
+                                &s,
+                                1008,
+                                "that party of this call is already connected (or the call is another source's)",
+                            )
+                            .await;
                             return;
                         }
                     }
@@ -661,37 +806,58 @@ async fn serve_chanws(mut socket: WebSocket, s: StreamState, q: StreamQuery, key
 }
 
 /// Genesys AudioHook: API key and (with a client secret) the RFC 9421 signature on the upgrade.
-async fn audiohook_handler(ws: WebSocketUpgrade, State(s): State<StreamState>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+async fn audiohook_handler(
+    ws: WebSocketUpgrade,
+    State(s): State<StreamState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     let Some(auth) = s.audiohook.clone() else {
         return s.refuse(StatusCode::NOT_FOUND, "the AudioHook input is not configured (streams.audiohook_api_key)");
     };
-    if let Some(r) = s.over_limit() {
-        return r;
-    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     if !header("x-api-key").is_some_and(|k| same(k.as_bytes(), auth.api_key.as_bytes())) {
         return s.refuse(StatusCode::UNAUTHORIZED, "X-API-KEY missing or unknown");
     }
+    let Some(org) = header("audiohook-organization-id") else {
+        return s.refuse(StatusCode::UNAUTHORIZED, "Audiohook-Organization-Id missing");
+    };
     if let Some(secret) = &auth.secret {
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
-        if let Err(why) = crate::stream::audiohook::verify_signature(&header, target, secret, crate::sys::unix_now_s() as u64) {
-            return s.refuse(StatusCode::UNAUTHORIZED, why);
+        // Behind a proxy, the authority the client signed is the public URL's.
+        let authority = match s.public_url.split_once("://") {
+            Some((_, rest)) => rest.split('/').next().unwrap_or_default().to_string(),
+            None => header("host").unwrap_or_default(),
+        };
+        match crate::stream::audiohook::verify_signature(&header, target, &authority, secret, crate::sys::unix_now_s() as u64) {
+            Err(why) => return s.refuse(StatusCode::UNAUTHORIZED, why),
+            Ok(nonce) => {
+                let mut seen = s.nonces.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                seen.retain(|_, t| now.duration_since(*t) < Duration::from_secs(30));
+                if seen.insert(nonce, now).is_some() {
+                    return s.refuse(StatusCode::UNAUTHORIZED, "signature replayed (nonce already seen)");
+                }
+            }
         }
     }
-    let org = header("audiohook-organization-id").unwrap_or_default();
-    ws.max_message_size(256 * 1024).on_upgrade(move |socket| serve_audiohook(socket, s, org))
+    let conn = match s.admit(peer.ip()) {
+        Ok(c) => c,
+        Err(why) => return unavailable(why),
+    };
+    ws.max_message_size(256 * 1024).max_frame_size(256 * 1024).on_upgrade(move |socket| serve_audiohook(socket, s, conn, org))
 }
 
-async fn serve_audiohook(mut socket: WebSocket, s: StreamState, org: String) {
+async fn serve_audiohook(mut socket: WebSocket, s: StreamState, mut conn: Connection, org: String) {
     use crate::stream::audiohook::{AudioHookSession, HookEvent};
-    let _conn = Connection::open(&s.stats);
     let mut feed = Feed::new();
-    let mut session = AudioHookSession::default();
+    let mut session = AudioHookSession::new(Some(org));
     let mut call: Option<CallId> = None;
-    // A probe (or a refused session) has no call but is not idle either.
-    let mut opened = false;
     let mut reason = EndReason::Closed;
-    while let Some(msg) = next_message(&mut socket, opened, feed.opened, &s.stats).await {
+    // A probe or a refused session starts no call: the start deadline still closes it if the
+    // client does not.
+    while let Some(msg) = next_message(&mut socket, call.is_some(), feed.opened, &s.stats).await {
         if matches!(msg, Ok(Message::Text(_) | Message::Binary(_))) && !feed.message(&s) {
             continue;
         }
@@ -704,25 +870,19 @@ async fn serve_audiohook(mut socket: WebSocket, s: StreamState, org: String) {
                     }
                 }
                 match ev {
-                    Ok(HookEvent::Start { agent_id, queue, probe, organization_id }) => {
-                        opened = true;
-                        if !org.is_empty() && organization_id != org {
-                            let d = session.disconnect("unauthorized", "organizationId differs from the Audiohook-Organization-Id header");
-                            let _ = socket.send(Message::Text(d)).await;
-                            s.stats.refused.fetch_add(1, Relaxed);
-                            continue;
-                        }
+                    Ok(HookEvent::Start { agent_id, queue, probe, .. }) => {
                         if probe {
                             tracing::info!("AudioHook connection probe answered");
                         } else {
                             call = Some(s.start_call(Input::AudioHook, agent_id, queue));
+                            conn.started();
                         }
                     }
                     Ok(HookEvent::Refused(why)) => {
-                        opened = true;
                         s.stats.refused.fetch_add(1, Relaxed);
                         tracing::info!(reason = why, "AudioHook session refused");
                     }
+                    Ok(HookEvent::ClientError(code)) => tracing::info!(code, "AudioHook client reported an error"),
                     Ok(HookEvent::Close) => {
                         reason = EndReason::Bye;
                         break;
@@ -740,7 +900,7 @@ async fn serve_audiohook(mut socket: WebSocket, s: StreamState, org: String) {
                         feed.audio(&s, id, party, &parties[party.idx()], None);
                     }
                 }
-                // A probe's or a refused session's audio is not measured.
+                // A probe's audio is not measured.
                 (None, Ok(_)) => {}
                 (_, Err(_)) => {
                     s.stats.malformed.fetch_add(1, Relaxed);
@@ -749,6 +909,9 @@ async fn serve_audiohook(mut socket: WebSocket, s: StreamState, org: String) {
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => {}
         }
+    }
+    if session.seq_gaps > 0 {
+        tracing::debug!(gaps = session.seq_gaps, "AudioHook client sequence numbers had gaps");
     }
     if let Some(id) = call {
         s.end_call(id, reason);

@@ -47,8 +47,13 @@ pub fn load(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, LoadErro
     Ok(Arc::new(config))
 }
 
+/// TLS handshakes one source may have in progress at once.
+const HANDSHAKES_PER_SOURCE: u32 = 8;
+
 /// Serve `app` over TLS on `listener`: at most `max_connections` at once (more are closed and
-/// counted as refused streams), handshakes within 10 s (failures counted).
+/// counted as refused streams), handshakes within 5 s and at most `HANDSHAKES_PER_SOURCE` in
+/// progress per source (failures and refusals counted), so idle connections cannot hold the
+/// listener shut.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -57,9 +62,10 @@ pub async fn serve(
     stats: Arc<StreamStats>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.min(tokio::sync::Semaphore::MAX_PERMITS)));
+    let handshaking: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>> = Default::default();
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors or similar: back off instead of spinning.
@@ -72,16 +78,34 @@ pub async fn serve(
             stats.refused.fetch_add(1, Relaxed);
             continue;
         };
-        let (acceptor, app, stats) = (acceptor.clone(), app.clone(), stats.clone());
+        {
+            let mut h = handshaking.lock().unwrap_or_else(|e| e.into_inner());
+            let n = h.entry(peer.ip()).or_insert(0);
+            if *n >= HANDSHAKES_PER_SOURCE {
+                stats.tls_handshake_failed.fetch_add(1, Relaxed);
+                continue;
+            }
+            *n += 1;
+        }
+        let (acceptor, app, stats, handshaking) = (acceptor.clone(), app.clone(), stats.clone(), handshaking.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                _ => {
-                    stats.tls_handshake_failed.fetch_add(1, Relaxed);
-                    return;
+            let r = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await;
+            {
+                let mut h = handshaking.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = h.get_mut(&peer.ip()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        h.remove(&peer.ip());
+                    }
                 }
+            }
+            let Ok(Ok(tls)) = r else {
+                stats.tls_handshake_failed.fetch_add(1, Relaxed);
+                return;
             };
+            // The handlers see the client's address as on the plain listener.
+            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let service = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -428,8 +428,14 @@ impl Collector for LiveCounters {
             )?;
             counter(
                 &mut enc,
+                "stream_idle_closed",
+                "Started streams closed because nothing arrived for 60 s",
+                st.idle_closed.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
                 "stream_tls_handshake_failed",
-                "TLS handshakes on streams.tls_listen that failed or timed out",
+                "TLS handshakes on streams.tls_listen that failed, timed out (5 s) or were over the per-source cap",
                 st.tls_handshake_failed.load(Relaxed),
             )?;
         }

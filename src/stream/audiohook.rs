@@ -37,8 +37,11 @@ pub enum HookEvent {
     Resumed,
     /// The client closed the session (`close`); `closed` has been answered.
     Close,
-    /// The session cannot be measured: the reason has been sent in a `disconnect`.
+    /// The session cannot be measured (or is not allowed): the reason has been sent in a
+    /// `disconnect`.
     Refused(&'static str),
+    /// The client reported an error (`error` message): its code.
+    ClientError(u64),
     Nothing,
 }
 
@@ -47,6 +50,8 @@ enum State {
     Opening,
     Open,
     Paused,
+    /// Refused at `open`: nothing more is taken but `ping` and `close`.
+    Refused,
     Closed,
 }
 
@@ -60,19 +65,35 @@ pub struct AudioHookSession {
     server_seq: u64,
     /// For each interleaved channel, the party it carries.
     channels: Vec<Party>,
-    /// Client messages whose `seq` did not follow the previous one (counted, not fatal).
+    /// Client messages whose `seq` did not follow the previous one (logged, not fatal).
     pub seq_gaps: u64,
+    /// The organization the upgrade request was signed for: `open` must name the same one.
+    organization: Option<String>,
 }
 
 impl Default for AudioHookSession {
     fn default() -> Self {
-        AudioHookSession { state: State::Opening, id: String::new(), client_seq: 0, server_seq: 0, channels: Vec::new(), seq_gaps: 0 }
+        AudioHookSession::new(None)
     }
 }
 
 const NULL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
 impl AudioHookSession {
+    /// A session whose `open` must name `organization` (the `Audiohook-Organization-Id` the
+    /// upgrade request was authenticated with), when given.
+    pub fn new(organization: Option<String>) -> AudioHookSession {
+        AudioHookSession {
+            state: State::Opening,
+            id: String::new(),
+            client_seq: 0,
+            server_seq: 0,
+            channels: Vec::new(),
+            seq_gaps: 0,
+            organization,
+        }
+    }
+
     /// A server message of `kind` with `parameters`, numbered and acknowledging `clientseq`.
     fn message(&mut self, kind: &str, clientseq: u64, parameters: Value) -> String {
         self.server_seq += 1;
@@ -95,7 +116,7 @@ impl AudioHookSession {
         let (Some(kind), Some(seq)) = (v.get("type").and_then(Value::as_str), v.get("seq").and_then(Value::as_u64)) else {
             return (Vec::new(), Err(FrameError::MissingField));
         };
-        if seq != self.client_seq + 1 {
+        if Some(seq) != self.client_seq.checked_add(1) {
             self.seq_gaps += 1;
         }
         self.client_seq = seq;
@@ -123,14 +144,21 @@ impl AudioHookSession {
                 (vec![self.message("closed", seq, json!({}))], Ok(HookEvent::Close))
             }
             ("update", _) | ("discarded", _) => (Vec::new(), Ok(HookEvent::Nothing)),
-            ("error", _) => (Vec::new(), Err(FrameError::UnknownEvent)),
-            ("open", _) => (Vec::new(), Err(FrameError::UnknownEvent)),
+            ("error", _) => {
+                let code = params.get("code").and_then(Value::as_u64).unwrap_or(0);
+                (Vec::new(), Ok(HookEvent::ClientError(code)))
+            }
             _ => (Vec::new(), Err(FrameError::UnknownEvent)),
         }
     }
 
     fn open(&mut self, seq: u64, p: &Value) -> (Vec<String>, Result<HookEvent, FrameError>) {
         let organization_id = p.get("organizationId").and_then(Value::as_str).unwrap_or_default().to_string();
+        if self.organization.as_ref().is_some_and(|o| *o != organization_id) {
+            self.state = State::Refused;
+            let why = "organizationId differs from the Audiohook-Organization-Id the request was signed with";
+            return (vec![self.disconnect("unauthorized", why)], Ok(HookEvent::Refused(why)));
+        }
         let conversation = p.get("conversationId").and_then(Value::as_str).unwrap_or_default();
         let probe = conversation == NULL_UUID;
         let offers = p.get("media").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -150,6 +178,7 @@ impl AudioHookSession {
                 return (vec![self.message("opened", seq, json!({"startPaused": false, "media": []}))], Ok(HookEvent::Nothing));
             }
             let why = "no PCMU 8 kHz stereo media with the external and internal channels offered: turn metrics need both parties apart";
+            self.state = State::Refused;
             return (vec![self.disconnect("error", why)], Ok(HookEvent::Refused(why)));
         };
         self.channels = channels_of(&media);
@@ -173,8 +202,8 @@ impl AudioHookSession {
         match self.state {
             State::Open => {}
             State::Opening => return Err(FrameError::NotStarted),
-            // Audio while paused or after close: the protocol forbids it.
-            State::Paused | State::Closed => return Err(FrameError::Unsupported),
+            // Audio while paused, refused or after close: the protocol forbids it.
+            State::Paused | State::Refused | State::Closed => return Err(FrameError::Unsupported),
         }
         let n = self.channels.len();
         if n == 0 || data.is_empty() || !data.len().is_multiple_of(n) {
@@ -210,25 +239,50 @@ fn channels_of(media: &Value) -> Vec<Party> {
 const COVERED: [&str; 6] =
     ["@request-target", "@authority", "audiohook-organization-id", "audiohook-session-id", "audiohook-correlation-id", "x-api-key"];
 
+/// The members of an RFC 8941 dictionary header (`label=value, label=value`), split at commas
+/// outside quotes and parentheses.
+fn dictionary(v: &str) -> Vec<(&str, &str)> {
+    let (mut out, mut start, mut depth, mut quoted) = (Vec::new(), 0, 0i32, false);
+    for (i, c) in v.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                out.push(&v[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&v[start..]);
+    out.into_iter().filter_map(|m| m.trim().split_once('=')).map(|(k, v)| (k.trim(), v.trim())).collect()
+}
+
 /// Check an upgrade request's RFC 9421 signature. `header` looks a request header up by its
-/// lower-case name; `target` is the path and query; `secret` the decoded client secret;
-/// `now` unix seconds. A signature may be at most 10 s old (3 s of clock skew allowed).
-pub fn verify_signature(header: &dyn Fn(&str) -> Option<String>, target: &str, secret: &[u8], now: u64) -> Result<(), &'static str> {
+/// lower-case name; `target` is the path and query; `authority` the host the client addressed
+/// (the Host header, or the configured public URL's host behind a proxy); `secret` the decoded
+/// client secret; `now` unix seconds. A signature may be at most 10 s old (3 s of clock skew
+/// allowed). Returns the signature's nonce, for the caller's replay check.
+pub fn verify_signature(
+    header: &dyn Fn(&str) -> Option<String>,
+    target: &str,
+    authority: &str,
+    secret: &[u8],
+    now: u64,
+) -> Result<String, &'static str> {
     let input = header("signature-input").ok_or("no Signature-Input")?;
     let sig = header("signature").ok_or("no Signature")?;
-    // One signature, labelled: `label=(components);params` and `label=:base64:`.
-    let (label, params) = input.split_once('=').ok_or("Signature-Input is not label=value")?;
-    let label = label.trim();
-    let sig = sig
-        .split(',')
-        .find_map(|s| s.trim().strip_prefix(label).and_then(|r| r.strip_prefix('=')))
-        .ok_or("no Signature for the Signature-Input label")?;
-    let mac = sig.trim().strip_prefix(':').and_then(|s| s.strip_suffix(':')).ok_or("Signature is not a byte sequence")?;
+    // The first signature of the request and the Signature member of the same label.
+    let inputs = dictionary(&input);
+    let (label, list) = *inputs.first().ok_or("Signature-Input is not label=value")?;
+    let sigs = dictionary(&sig);
+    let mac = sigs.iter().find(|(l, _)| *l == label).map(|(_, v)| *v).ok_or("no Signature for the Signature-Input label")?;
+    let mac = mac.strip_prefix(':').and_then(|s| s.strip_suffix(':')).ok_or("Signature is not a byte sequence")?;
     let mac = {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.decode(mac).map_err(|_| "Signature is not base64")?
     };
-    let list = params.trim();
     let inner = list.strip_prefix('(').and_then(|r| r.split_once(')')).ok_or("Signature-Input has no component list")?;
     let components: Vec<&str> = inner.0.split_whitespace().map(|c| c.trim_matches('"')).collect();
     if COVERED.iter().any(|c| !components.contains(c)) {
@@ -237,7 +291,9 @@ pub fn verify_signature(header: &dyn Fn(&str) -> Option<String>, target: &str, s
     let mut p = std::collections::HashMap::new();
     for kv in inner.1.split(';').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').ok_or("bad signature parameter")?;
-        p.insert(k.trim(), v.trim().trim_matches('"'));
+        if p.insert(k.trim(), v.trim().trim_matches('"')).is_some() {
+            return Err("a signature parameter is repeated");
+        }
     }
     if p.get("alg").is_some_and(|a| *a != "hmac-sha256") {
         return Err("signature algorithm is not hmac-sha256");
@@ -245,15 +301,14 @@ pub fn verify_signature(header: &dyn Fn(&str) -> Option<String>, target: &str, s
     if p.get("keyid").copied() != header("x-api-key").as_deref() {
         return Err("keyid is not the X-API-KEY");
     }
-    if p.get("nonce").is_none_or(|n| n.len() < 22) {
-        return Err("nonce missing or too short");
-    }
+    let nonce = p.get("nonce").filter(|n| n.len() >= 22).ok_or("nonce missing or too short")?.to_string();
     let created: u64 = p.get("created").and_then(|c| c.parse().ok()).ok_or("no created time")?;
-    if created > now + 3 || now > created + 10 + 3 {
+    if created > now.saturating_add(3) || now > created.saturating_add(13) {
         return Err("signature too old or from the future");
     }
-    if let Some(exp) = p.get("expires").and_then(|e| e.parse::<u64>().ok()) {
-        if now > exp + 3 {
+    if let Some(exp) = p.get("expires") {
+        let exp: u64 = exp.parse().map_err(|_| "expires is not a number")?;
+        if now > exp.saturating_add(3) {
             return Err("signature expired");
         }
     }
@@ -261,14 +316,15 @@ pub fn verify_signature(header: &dyn Fn(&str) -> Option<String>, target: &str, s
     for c in &components {
         let value = match *c {
             "@request-target" => target.to_string(),
-            "@authority" => header("host").ok_or("no Host")?.to_ascii_lowercase(),
+            "@authority" => authority.to_ascii_lowercase(),
             name => header(name).ok_or("a covered header is missing")?.trim().to_string(),
         };
         base.push_str(&format!("\"{c}\": {value}\n"));
     }
     base.push_str(&format!("\"@signature-params\": {list}"));
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    ring::hmac::verify(&key, base.as_bytes(), &mac).map_err(|_| "signature does not match")
+    ring::hmac::verify(&key, base.as_bytes(), &mac).map_err(|_| "signature does not match")?;
+    Ok(nonce)
 }
 
 #[cfg(test)]
@@ -297,16 +353,32 @@ mod tests {
         // The AudioHook documentation's example (also the reference implementation's test).
         let secret = b"MySuperSecretKeyTellNo-1!2@3#4$5";
         let target = "/api/v1/voicebiometrics/ws";
-        assert_eq!(verify_signature(&headers(&[]), target, secret, 1641013205), Ok(()));
+        let host = "audiohook.example.com";
+        let verify = |h: &dyn Fn(&str) -> Option<String>, target: &str, secret: &[u8], now: u64| {
+            verify_signature(h, target, host, secret, now).map(|_| ())
+        };
+        assert_eq!(verify_signature(&headers(&[]), target, host, secret, 1641013205), Ok("VGhpc0lzQVVuaXF1ZU5vbmNl".into()));
+        assert!(verify_signature(&headers(&[]), target, "other.example.com", secret, 1641013205).is_err());
         // Anything changed fails.
-        assert!(verify_signature(&headers(&[]), "/other", secret, 1641013205).is_err());
-        assert!(verify_signature(&headers(&[]), target, b"another secret", 1641013205).is_err());
-        assert!(verify_signature(&headers(&[("audiohook-session-id", "x")]), target, secret, 1641013205).is_err());
-        assert_eq!(verify_signature(&headers(&[]), target, secret, 1641013300), Err("signature too old or from the future"));
-        assert_eq!(verify_signature(&headers(&[("x-api-key", "other")]), target, secret, 1641013205), Err("keyid is not the X-API-KEY"));
+        assert!(verify(&headers(&[]), "/other", secret, 1641013205).is_err());
+        assert!(verify(&headers(&[]), target, b"another secret", 1641013205).is_err());
+        assert!(verify(&headers(&[("audiohook-session-id", "x")]), target, secret, 1641013205).is_err());
+        assert_eq!(verify(&headers(&[]), target, secret, 1641013300), Err("signature too old or from the future"));
+        assert_eq!(verify(&headers(&[("x-api-key", "other")]), target, secret, 1641013205), Err("keyid is not the X-API-KEY"));
+        // A second signature in the headers does not disturb the first.
+        let two_in = format!("{}, sig2=(\"@authority\");keyid=\"k\";created=1", headers(&[])("signature-input").unwrap());
+        let two_sig = format!("{}, sig2=:AAAA:", headers(&[])("signature").unwrap());
+        assert_eq!(verify(&headers(&[("signature-input", &two_in), ("signature", &two_sig)]), target, secret, 1641013205), Ok(()));
+        // Overflowing or malformed times are refused, not a panic.
+        let huge = headers(&[])("signature-input").unwrap().replace("expires=3282026430", "expires=18446744073709551615");
+        assert!(verify(&headers(&[("signature-input", &huge)]), target, secret, 1641013205).is_err(), "the MAC no longer matches");
+        let bad = headers(&[])("signature-input").unwrap().replace("expires=3282026430", "expires=soon");
+        assert_eq!(verify(&headers(&[("signature-input", &bad)]), target, secret, 1641013205), Err("expires is not a number"));
+        let dup = headers(&[])("signature-input").unwrap().replace(";alg=", ";created=1641013200;alg=");
+        assert_eq!(verify(&headers(&[("signature-input", &dup)]), target, secret, 1641013205), Err("a signature parameter is repeated"));
         let fewer = "sig1=(\"@request-target\" \"@authority\");keyid=\"SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh\";nonce=\"VGhpc0lzQVVuaXF1ZU5vbmNl\";alg=\"hmac-sha256\";created=1641013200";
-        assert!(verify_signature(&headers(&[("signature-input", fewer)]), target, secret, 1641013205).is_err());
-        assert_eq!(verify_signature(&headers(&[("signature", "sig1=:!!:")]), target, secret, 1641013205), Err("Signature is not base64"));
+        assert!(verify(&headers(&[("signature-input", fewer)]), target, secret, 1641013205).is_err());
+        assert_eq!(verify(&headers(&[("signature", "sig1=:!!:")]), target, secret, 1641013205), Err("Signature is not base64"));
     }
 
     fn open(conversation: &str, media: &str) -> String {
@@ -385,6 +457,16 @@ mod tests {
         assert!(matches!(ev, Ok(HookEvent::Refused(_))));
         let d: Value = serde_json::from_str(&r[0]).unwrap();
         assert_eq!((d["type"].as_str(), d["parameters"]["reason"].as_str()), (Some("disconnect"), Some("error")));
+        // An open for another organization than the signed one: disconnected as unauthorized.
+        let mut o = AudioHookSession::new(Some("another-org".into()));
+        let (r, ev) = o.handle_text(&open("090eaa2f-72fa-480a-83e0-8667ff89c0ec", OFFER));
+        assert!(matches!(ev, Ok(HookEvent::Refused(_))));
+        assert!(r[0].contains("\"unauthorized\"") && !r.iter().any(|m| m.contains("\"opened\"")));
+        assert_eq!(o.handle_binary(&[1, 2]), Err(FrameError::Unsupported));
+        // A huge seq does not overflow.
+        let (_, ev) = o.handle_text(r#"{"type":"ping","seq":18446744073709551615}"#);
+        let (_, ev2) = o.handle_text(r#"{"type":"ping","seq":1}"#);
+        assert_eq!((ev, ev2), (Ok(HookEvent::Nothing), Ok(HookEvent::Nothing)));
         // Internal first is taken too, channels mapped by name.
         let mut i = AudioHookSession::default();
         let _ = i.handle_text(&open(

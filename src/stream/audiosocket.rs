@@ -50,12 +50,16 @@ pub enum Frame {
 #[derive(Debug, Default)]
 pub struct Parser {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf` (consumed bytes are dropped once per push).
+    at: usize,
     /// Brings higher rates down to 8 kHz (a leg that changes rate gets a new one).
     down: Option<super::Downsampler>,
 }
 
 impl Parser {
     pub fn push(&mut self, data: &[u8]) {
+        self.buf.drain(..self.at);
+        self.at = 0;
         self.buf.extend_from_slice(data);
     }
 
@@ -63,14 +67,16 @@ impl Parser {
     /// what its type says (the connection is then closed).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Frame>, &'static str> {
-        if self.buf.len() < 3 {
+        let b = &self.buf[self.at..];
+        if b.len() < 3 {
             return Ok(None);
         }
-        let (kind, len) = (self.buf[0], u16::from_be_bytes([self.buf[1], self.buf[2]]) as usize);
-        if self.buf.len() < 3 + len {
+        let (kind, len) = (b[0], u16::from_be_bytes([b[1], b[2]]) as usize);
+        if b.len() < 3 + len {
             return Ok(None);
         }
-        let p: Vec<u8> = self.buf.drain(..3 + len).skip(3).collect();
+        let p: Vec<u8> = b[3..3 + len].to_vec();
+        self.at += 3 + len;
         let pcm = |p: &[u8]| -> Vec<i16> { p.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect() };
         Ok(Some(match kind {
             HANGUP => Frame::Hangup,

@@ -33,14 +33,15 @@ impl Format {
             "ulaw" => Format::Ulaw,
             "alaw" => Format::Alaw,
             "slin" => Format::Slin(8000),
-            _ => {
-                let khz: u32 = name.strip_prefix("slin")?.parse().ok()?;
-                let rate = if khz == 44 { 44100 } else { khz * 1000 };
-                if !matches!(rate, 12000 | 16000 | 24000 | 32000 | 44100 | 48000 | 96000 | 192000) {
-                    return None;
-                }
-                Format::Slin(rate)
-            }
+            "slin12" => Format::Slin(12000),
+            "slin16" => Format::Slin(16000),
+            "slin24" => Format::Slin(24000),
+            "slin32" => Format::Slin(32000),
+            "slin44" => Format::Slin(44100),
+            "slin48" => Format::Slin(48000),
+            "slin96" => Format::Slin(96000),
+            "slin192" => Format::Slin(192000),
+            _ => return None,
         })
     }
 
@@ -136,6 +137,7 @@ mod tests {
         assert_eq!(Format::parse("slin44"), Some(Format::Slin(44100)));
         assert_eq!(Format::parse("opus"), None);
         assert_eq!(Format::parse("slin7"), None);
+        assert_eq!(Format::parse("slin4294968"), None);
         let mut p = super::super::Downsampler::new(16000);
         assert_eq!(Format::Ulaw.to_ulaw(&[0xff; 160], &mut p), Ok((vec![0xff; 160], 20.0)));
         let (mu, ms) = Format::Alaw.to_ulaw(&[0xd5; 160], &mut p).unwrap();

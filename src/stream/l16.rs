@@ -48,7 +48,7 @@ impl L16Format {
     pub fn apply_metadata(&mut self, text: &str) -> Result<(), FrameError> {
         let v: Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
         if let Some(r) = v.get("sampleRate").and_then(Value::as_u64) {
-            self.rate = r as u32;
+            self.rate = u32::try_from(r).map_err(|_| FrameError::Unsupported)?;
         }
         if let Some(m) = v.get("mixType").and_then(Value::as_str) {
             self.mix = Mix::parse(m).ok_or(FrameError::Unsupported)?;
@@ -76,23 +76,19 @@ impl L16Format {
         }
     }
 
-    /// One binary frame: 8 kHz samples per party (customer, agent).
+    /// One binary frame: samples per party (customer, agent) at the stream's rate (the driver
+    /// brings them to 8 kHz with a [`super::Downsampler`] per party, carried across frames).
     pub fn split(&self, data: &[u8]) -> Result<[Vec<i16>; 2], FrameError> {
         if !data.len().is_multiple_of(4) || data.is_empty() {
             return Err(FrameError::BadPayload);
         }
-        let decim = (self.rate / 8000).max(1) as usize;
-        let mut out = [Vec::with_capacity(data.len() / 4 / decim), Vec::with_capacity(data.len() / 4 / decim)];
-        // Interleaved L/R; decimate to 8 kHz by averaging each group (a box low-pass, enough for
-        // voice activity).
-        let frames: Vec<[i16; 2]> =
-            data.chunks_exact(4).map(|b| [i16::from_le_bytes([b[0], b[1]]), i16::from_le_bytes([b[2], b[3]])]).collect();
-        for group in frames.chunks(decim) {
-            for ch in 0..2 {
-                let sum: i32 = group.iter().map(|f| f[ch] as i32).sum();
-                let party = if ch == self.customer_channel { Party::Customer } else { Party::Agent };
-                out[party.idx()].push((sum / group.len() as i32) as i16);
-            }
+        let mut out = [Vec::with_capacity(data.len() / 4), Vec::with_capacity(data.len() / 4)];
+        let customer = self.customer_channel.min(1);
+        for b in data.chunks_exact(4) {
+            let (l, r) = (i16::from_le_bytes([b[0], b[1]]), i16::from_le_bytes([b[2], b[3]]));
+            let (c, a) = if customer == 0 { (l, r) } else { (r, l) };
+            out[Party::Customer.idx()].push(c);
+            out[Party::Agent.idx()].push(a);
         }
         Ok(out)
     }
@@ -118,7 +114,9 @@ mod tests {
         // Two 16 kHz stereo frames: L = 100, 300; R = -2, -4 → one 8 kHz sample each.
         let data: Vec<u8> = [100i16, -2, 300, -4].iter().flat_map(|s| s.to_le_bytes()).collect();
         let [c, a] = f.split(&data).unwrap();
-        assert_eq!((c, a), (vec![200], vec![-3]));
+        assert_eq!((&c, &a), (&vec![100, 300], &vec![-2, -4]));
+        let mut d = [crate::stream::Downsampler::new(16000), crate::stream::Downsampler::new(16000)];
+        assert_eq!((d[0].push(&c), d[1].push(&a)), (vec![200], vec![-3]));
         assert_eq!(f.split(&[1, 2, 3]), Err(FrameError::BadPayload));
         let mut m = fmt();
         m.apply_metadata(r#"{"mixType":"mixed"}"#).unwrap();

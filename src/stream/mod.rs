@@ -74,11 +74,12 @@ impl Bucket {
 /// Messages a stream may send per second (Twilio sends 50 per track, AudioHook and chan_websocket
 /// about 50), and how many at once after a stall.
 pub const MAX_MESSAGES_PER_S: f64 = 250.0;
-const MESSAGE_BURST: f64 = 1000.0;
+const MESSAGE_BURST: f64 = 400.0;
 /// Audio a stream may deliver per second of wall time, per party: real time with a margin...
 const AUDIO_RATE: f64 = 1.25;
-/// ... and, at once, up to this much buffered audio (a platform catching up after a stall).
-const AUDIO_BURST_MS: f64 = 10_000.0;
+/// ... and, at once, up to this much buffered audio (a platform catching up after a stall; kept
+/// small because the analysis queue is shared with every other call).
+const AUDIO_BURST_MS: f64 = 4_000.0;
 
 /// Bounds one stream's input: messages per second and audio per second of wall time, per
 /// party. What is over is dropped and counted; the stream goes on. Time is passed in (the
@@ -163,15 +164,15 @@ mod tests {
             let now = Duration::from_millis(i * 20);
             assert!(g.message(now) && g.audio(now, Party::Customer, 20.0) && g.audio(now, Party::Agent, 20.0), "frame {i}");
         }
-        // A catch-up burst of 8 s of buffered audio at one instant passes too...
+        // A catch-up burst of 3 s of buffered audio at one instant passes too...
         let now = Duration::from_secs(600);
-        assert_eq!((0..400).filter(|_| g.audio(now, Party::Customer, 20.0)).count(), 400);
+        assert_eq!((0..150).filter(|_| g.audio(now, Party::Customer, 20.0)).count(), 150);
         // ...but a flood (a minute of audio in a second) is cut to the budget.
         let mut g = RateGuard::default();
         let passed = (0..3000).filter(|i| g.audio(Duration::from_millis(i / 3), Party::Agent, 20.0)).count();
-        assert!((500..=600).contains(&passed), "{passed} of 3000 frames passed");
+        assert!((200..=300).contains(&passed), "{passed} of 3000 frames passed");
         let messages = (0..5000).filter(|i| g.message(Duration::from_millis(i / 5))).count();
-        assert!((1000..=1300).contains(&messages), "{messages}");
+        assert!((400..=700).contains(&messages), "{messages}");
     }
 
     #[test]

@@ -600,3 +600,16 @@ pub fn pace(t0: std::time::Instant, ms: u64) {
         std::thread::sleep(d);
     }
 }
+
+/// A blocking TCP connection to 127.0.0.1:`port` from the loopback source address `src_ip`
+/// (another "host" on loopback).
+pub fn connect_from(src_ip: &str, port: u16) -> Option<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let st = rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().ok()?;
+        s.bind(format!("{src_ip}:0").parse().ok()?).ok()?;
+        s.connect(format!("127.0.0.1:{port}").parse().ok()?).await.ok()?.into_std().ok()
+    })?;
+    st.set_nonblocking(false).ok()?;
+    Some(st)
+}
