@@ -89,6 +89,8 @@ pub enum Input {
     /// Genesys Cloud AudioHook.
     #[serde(rename = "audiohook")]
     AudioHook,
+    /// A SIPREC recording session (RFC 7866) an SBC or proxy forks to Hearken.
+    Siprec,
 }
 
 impl Input {
@@ -103,6 +105,7 @@ impl Input {
             Input::ChanWebsocket => "chan_websocket",
             Input::AudioSocket => "audiosocket",
             Input::AudioHook => "audiohook",
+            Input::Siprec => "siprec",
         }
     }
 }
@@ -141,11 +144,14 @@ pub enum EndReason {
     Closed,
     /// A recording or file ran out (offline analysis).
     EndOfInput,
+    /// The recorded call was handed to another agent (SIPREC metadata): this agent's part
+    /// ends here, the next agent's starts as a call of its own.
+    Transfer,
 }
 
 impl EndReason {
-    pub const LABELS: [&'static str; 9] =
-        ["bye", "cancelled", "rejected", "sip_timeout", "rtp_timeout", "dead_leg", "setup_timeout", "closed", "end_of_input"];
+    pub const LABELS: [&'static str; 10] =
+        ["bye", "cancelled", "rejected", "sip_timeout", "rtp_timeout", "dead_leg", "setup_timeout", "closed", "end_of_input", "transfer"];
     pub fn label(self) -> &'static str {
         match self {
             EndReason::Bye => "bye",
@@ -157,6 +163,7 @@ impl EndReason {
             EndReason::SetupTimeout => "setup_timeout",
             EndReason::Closed => "closed",
             EndReason::EndOfInput => "end_of_input",
+            EndReason::Transfer => "transfer",
         }
     }
     /// Inverse of [`Self::label`] (a `rejected` reason read back has lost its status: 0).
@@ -171,6 +178,7 @@ impl EndReason {
             "setup_timeout" => EndReason::SetupTimeout,
             "closed" => EndReason::Closed,
             "end_of_input" => EndReason::EndOfInput,
+            "transfer" => EndReason::Transfer,
             _ => return None,
         })
     }

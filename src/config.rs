@@ -40,6 +40,47 @@ pub struct Config {
     pub ng: NgConfigFile,
     pub cluster: ClusterConfig,
     pub streams: StreamsConfig,
+    pub siprec: SiprecConfig,
+}
+
+/// `[siprec]`: the SIPREC recording server on the SIP listener (`sip.listen`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiprecConfig {
+    /// Answer recording sessions (INVITEs with recording metadata, `Require: siprec` or
+    /// `+sip.src`) from the sources in `allow`.
+    pub enabled: bool,
+    /// Recording clients (SBC / proxy addresses) allowed; others get 403.
+    pub allow: Vec<String>,
+    /// Concurrent recording sessions; more get 503.
+    pub max_sessions: usize,
+    /// AoR patterns (`*`, `?`) of participants that are agents, e.g. `sip:*@agents.example.com`.
+    pub agent_aor: Vec<String>,
+    /// AoR patterns of participants that are customers (when agents cannot be told by AoR).
+    pub customer_aor: Vec<String>,
+    /// When no pattern or sender flag decides: the m-line that carries the customer, `first`
+    /// (the caller's, the recording clients' default) or `second`.
+    pub customer_stream: String,
+    /// A header of the recording INVITE (or re-INVITE) that names the agent, e.g. `X-Agent-Id`;
+    /// empty: the agent participant's AoR user part.
+    pub agent_id_header: String,
+    /// A header that names the queue; empty: `default`.
+    pub queue_header: String,
+}
+
+impl Default for SiprecConfig {
+    fn default() -> Self {
+        SiprecConfig {
+            enabled: false,
+            allow: Vec::new(),
+            max_sessions: 500,
+            agent_aor: Vec::new(),
+            customer_aor: Vec::new(),
+            customer_stream: "first".into(),
+            agent_id_header: String::new(),
+            queue_header: String::new(),
+        }
+    }
 }
 
 /// `[streams]`: media-stream inputs (Twilio Media Streams on `/stream/twilio` of http.listen).
@@ -445,6 +486,26 @@ impl Config {
         if self.cluster.node.is_empty() || self.cluster.node.contains(['\n', ' ']) {
             return Err(key_err("cluster.node", "must be a non-empty name without spaces"));
         }
+        if self.siprec.enabled {
+            if !self.sip.enabled {
+                return Err(key_err("siprec.enabled", "the recording server answers on the SIP listener: sip.enabled must be true"));
+            }
+            if self.siprec.allow.is_empty() {
+                return Err(key_err(
+                    "siprec.allow",
+                    "must list the recording clients' addresses (SIPREC has no other authentication here)",
+                ));
+            }
+        }
+        for a in &self.siprec.allow {
+            SourcePattern::parse(a).ok_or_else(|| key_err("siprec.allow", format!("`{a}` is not an ip or ip:port")))?;
+        }
+        if !matches!(self.siprec.customer_stream.as_str(), "first" | "second") {
+            return Err(key_err("siprec.customer_stream", "must be `first` or `second`"));
+        }
+        if self.siprec.max_sessions == 0 {
+            return Err(key_err("siprec.max_sessions", "must be at least 1"));
+        }
         if !(1..=100_000).contains(&self.streams.max_streams) {
             return Err(key_err("streams.max_streams", "must be between 1 and 100000"));
         }
@@ -703,6 +764,11 @@ mod tests {
         assert!(err("[streams]\ntokens = [\"short\"]\n").contains("streams.tokens"));
         // Stream auth and TLS keys: each mistake names its key.
         assert!(err("[streams]\nmax_streams = 0\n").contains("streams.max_streams"));
+        assert!(err("[siprec]\nenabled = true\n").contains("siprec.allow"));
+        assert!(err("[siprec]\nallow = [\"sbc.example\"]\n").contains("siprec.allow"));
+        assert!(err("[siprec]\ncustomer_stream = \"third\"\n").contains("siprec.customer_stream"));
+        assert!(err("[sip]\nenabled = false\n[ng]\nlisten = \"127.0.0.1:2223\"\n[siprec]\nenabled = true\nallow = [\"10.0.0.1\"]\n")
+            .contains("siprec.enabled"));
         assert!(err("[streams]\npublic_url = \"https://x\"\n").contains("streams.public_url"));
         assert!(err("[streams]\naudiohook_client_secret = \"c2VjcmV0\"\n").contains("streams.audiohook_client_secret"));
         assert!(err("[streams]\naudiohook_api_key = \"key-12345\"\naudiohook_client_secret = \"not base64!\"\n")

@@ -132,6 +132,45 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(addr = %cfg.streams.audiosocket_listen, "AudioSocket input listening");
         tokio::spawn(crate::io::stream::run_audiosocket(l, streams.clone(), allow));
     }
+    // The SIPREC recording server: on the SIP listener, media from the relay's port pool.
+    let srs_stats = Arc::new(crate::siprec::core::SrsStats::default());
+    let srs = cfg.siprec.enabled.then(|| {
+        let allow: Vec<_> = cfg.siprec.allow.iter().filter_map(|a| crate::net::SourcePattern::parse(a)).collect();
+        let (timeouts_tx, timeouts) = mpsc::unbounded_channel();
+        let rec = crate::io::siprec::RecorderDriver::new(
+            pool.clone(),
+            cfg.media_bind(crate::call::Party::Customer),
+            allow.clone(),
+            tap_tx.clone(),
+            ctl_tx.clone(),
+            Duration::from_secs(cfg.media.rtp_timeout_s.max(1)),
+            timeouts_tx,
+            srs_stats.clone(),
+        );
+        let none = |h: &str| (!h.is_empty()).then(|| h.to_string());
+        let core = crate::siprec::core::SrsCore::new(
+            crate::siprec::core::SrsConfig {
+                host: cfg.sip_advertise().to_string(),
+                port: local.port(),
+                media_host: cfg.media_advertise_for(crate::call::Party::Customer),
+                allow,
+                max_sessions: cfg.siprec.max_sessions,
+                roles: crate::siprec::metadata::Roles {
+                    agent_aor: cfg.siprec.agent_aor.clone(),
+                    customer_aor: cfg.siprec.customer_aor.clone(),
+                    customer_stream: usize::from(cfg.siprec.customer_stream == "second"),
+                },
+                agent_id_header: none(&cfg.siprec.agent_id_header),
+                queue_header: none(&cfg.siprec.queue_header),
+            },
+            srs_stats.clone(),
+            // Recorded calls get ids of their own range.
+            1 << 34,
+        );
+        tracing::info!(sip = %local, "SIPREC recording server on");
+        crate::io::sip::SrsDriver { core, rec, timeouts }
+    });
+    let recv_stats = srs.as_ref().map(|s| s.rec.stats.clone());
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let media = MediaManager::new(
         MediaSettings {
@@ -177,6 +216,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 ng: (!cfg.ng.listen.is_empty()).then(|| ng_stats.clone()),
                 broker: broker_stats.clone(),
                 streams: Some(stream_stats.clone()),
+                siprec: recv_stats.map(|r| (srs_stats.clone(), r)),
             },
         );
         let whisper =
@@ -235,7 +275,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if !cfg.sip.enabled {
         tracing::info!("SIP proxy off (sip.enabled = false): ng only");
     }
-    let driver = SipDriver { proxy, media, udp, tcp, ng, media_ended: ended_rx };
+    let driver = SipDriver { proxy, media, udp, tcp, ng, srs, media_ended: ended_rx };
     tokio::select! {
         _ = driver.run() => {}
         _ = shutdown_signal() => tracing::info!("shutting down"),

@@ -20,6 +20,7 @@ pub mod record;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;
+pub mod siprec;
 pub mod stream;
 pub mod sys;
 #[cfg(test)]

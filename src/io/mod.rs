@@ -4,5 +4,6 @@ pub mod broker;
 pub mod http;
 pub mod media;
 pub mod sip;
+pub mod siprec;
 pub mod stream;
 pub mod tls;

@@ -31,7 +31,17 @@ pub struct SipDriver {
     pub udp: Option<Arc<UdpSocket>>,
     pub tcp: Option<TcpListener>,
     pub ng: Option<NgDriver>,
+    /// The SIPREC recording server, when on.
+    pub srs: Option<SrsDriver>,
     pub media_ended: mpsc::UnboundedReceiver<(crate::call::CallId, crate::call::EndReason)>,
+}
+
+/// The SIPREC recording server: its SIP core, its receive side, and the sessions whose media
+/// timed out.
+pub struct SrsDriver {
+    pub core: crate::siprec::core::SrsCore,
+    pub rec: crate::io::siprec::RecorderDriver,
+    pub timeouts: mpsc::UnboundedReceiver<u64>,
 }
 
 /// The ng socket, its core and who may send commands.
@@ -46,6 +56,13 @@ pub struct NgDriver {
 async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match s {
         Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_timeout(s: Option<&mut SrsDriver>) -> Option<u64> {
+    match s {
+        Some(s) => s.timeouts.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -78,6 +95,9 @@ impl SipDriver {
         tokio::pin!(timer);
         loop {
             let mut next = self.proxy.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            if let Some(t) = self.srs.as_ref().and_then(|s| s.core.poll_timeout()) {
+                next = next.min(t);
+            }
             if let Some(ng) = &self.ng {
                 // Delete delays, and a regular sweep of the reply cache.
                 next = next.min(ng.core.poll_timeout().unwrap_or(next)).min(Instant::now() + Duration::from_secs(5));
@@ -123,6 +143,12 @@ impl SipDriver {
                         None => tracing::debug!("next hop did not resolve"),
                     },
                 },
+                Some(rs) = recv_timeout(self.srs.as_mut()) => {
+                    if let Some(srs) = self.srs.as_mut() {
+                        let actions = srs.core.handle_media_timeout(rs, &mut srs.rec);
+                        self.send_actions(actions, &mut st);
+                    }
+                }
                 Some((id, reason)) = self.media_ended.recv() => {
                     self.media.forget(id, reason);
                     let ended = self.ng.as_mut().and_then(|n| n.core.handle_media_ended(id).map(|d| (d, n.teardown_url.clone(), n.core.stats.clone())));
@@ -179,6 +205,10 @@ impl SipDriver {
                     let now = Instant::now();
                     let actions = self.proxy.handle_timeout(now, &mut self.media);
                     self.send_actions(actions, &mut st);
+                    if let Some(srs) = self.srs.as_mut() {
+                        let actions = srs.core.handle_timeout(now, &mut srs.rec);
+                        self.send_actions(actions, &mut st);
+                    }
                     if let Some(ng) = self.ng.as_mut() {
                         ng.core.handle_timeout(now, &mut self.media);
                     }
@@ -193,7 +223,10 @@ impl SipDriver {
             return;
         }
         let actions = match Message::parse(data) {
-            Ok(msg) => self.proxy.handle_message(msg, peer, Instant::now(), &mut self.media),
+            Ok(msg) => match self.srs.as_mut() {
+                Some(srs) if srs.core.claims(&msg, &peer) => srs.core.handle_message(msg, peer, Instant::now(), &mut srs.rec),
+                _ => self.proxy.handle_message(msg, peer, Instant::now(), &mut self.media),
+            },
             Err(e) => {
                 tracing::debug!(error = %e, transport = ?peer.transport, "malformed SIP message");
                 self.proxy.handle_malformed(data, peer, &e.to_string())

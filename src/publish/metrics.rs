@@ -279,6 +279,8 @@ pub struct LiveCounters {
     pub broker: Option<Arc<crate::io::broker::BrokerStats>>,
     /// Media-stream inputs.
     pub streams: Option<Arc<crate::io::stream::StreamStats>>,
+    /// The SIPREC recording server (when `siprec.enabled`).
+    pub siprec: Option<(Arc<crate::siprec::core::SrsStats>, Arc<crate::io::siprec::RecvStats>)>,
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
@@ -388,6 +390,58 @@ impl Collector for LiveCounters {
             "In-dialog requests with SDP for a dialog this process did not know (after a restart), anchored anew",
             s.resumed_dialogs.load(Relaxed),
         )?;
+        if let Some((r, m)) = &self.siprec {
+            gauge(&mut enc, "siprec_sessions_active", "SIPREC recording sessions up now", r.active.load(Relaxed) as f64)?;
+            counter(&mut enc, "siprec_sessions", "SIPREC recording sessions answered", r.sessions.load(Relaxed))?;
+            counter(&mut enc, "siprec_refused", "Recording INVITEs from sources not in siprec.allow (403)", r.refused.load(Relaxed))?;
+            counter(
+                &mut enc,
+                "siprec_malformed",
+                "Recording INVITEs with a body or SDP that cannot be read (400)",
+                r.malformed.load(Relaxed),
+            )?;
+            counter(&mut enc, "siprec_unsupported", "Recording INVITEs with no audio Hearken decodes (488)", r.unsupported.load(Relaxed))?;
+            counter(&mut enc, "siprec_busy", "Recording INVITEs over siprec.max_sessions or without ports (503)", r.busy.load(Relaxed))?;
+            counter(
+                &mut enc,
+                "siprec_duplicates",
+                "Recording sessions of a call already recorded (kept as standby copies)",
+                r.duplicates.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "siprec_unmeasured",
+                "Recording sessions answered but not measured (one mixed stream)",
+                r.unmeasured.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "siprec_metadata_errors",
+                "Recording metadata documents that could not be read",
+                r.metadata_errors.load(Relaxed),
+            )?;
+            counter(&mut enc, "siprec_transfers", "Recorded calls handed to another agent (metadata update)", r.transfers.load(Relaxed))?;
+            counter(&mut enc, "siprec_pauses", "Recording sessions paused by the recording client", r.pauses.load(Relaxed))?;
+            counter(&mut enc, "siprec_packets", "RTP packets received on recording sessions", m.packets.load(Relaxed))?;
+            counter(
+                &mut enc,
+                "siprec_foreign_packets",
+                "Packets on recording ports from a source that is neither the session's SDP address nor an allowed client (dropped)",
+                m.foreign.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "siprec_malformed_packets",
+                "Packets on recording ports that were not RTP or did not decrypt",
+                m.malformed.load(Relaxed),
+            )?;
+            counter(
+                &mut enc,
+                "siprec_tap_dropped",
+                "Recording packets not analysed: the analysis queue was full",
+                m.tap_dropped.load(Relaxed),
+            )?;
+        }
         if let Some(st) = &self.streams {
             gauge(
                 &mut enc,

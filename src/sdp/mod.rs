@@ -60,6 +60,8 @@ pub struct Media {
     pub rtpmap: Vec<(u8, String)>,
     /// `a=crypto` lines (SDES, RFC 4568): the keys this side sends with.
     pub crypto: Vec<Crypto>,
+    /// `a=label` (RFC 4574): how SIPREC metadata names this m-line's stream.
+    pub label: Option<String>,
 }
 
 /// One `a=crypto:<tag> <suite> inline:<key||salt base64>[|lifetime][|MKI:len] ...` line.
@@ -145,6 +147,7 @@ pub fn parse(sdp: &[u8]) -> Result<Session, SdpError> {
                         direction: session_dir,
                         rtpmap: Vec::new(),
                         crypto: Vec::new(),
+                        label: None,
                     },
                     None,
                     false,
@@ -163,6 +166,7 @@ pub fn parse(sdp: &[u8]) -> Result<Session, SdpError> {
                         m.0.rtcp_port = Some(p.parse().map_err(|_| SdpError::BadLine(n))?);
                     }
                     ("rtcp-mux", Some(m)) => m.0.rtcp_mux = true,
+                    ("label", Some(m)) => m.0.label = Some(val.trim().to_string()),
                     // Unparseable crypto lines are ignored (the stream is then not analysed).
                     ("crypto", Some(m)) => m.0.crypto.extend(parse_crypto(val)),
                     ("rtpmap", Some(m)) => {
