@@ -66,6 +66,14 @@ pub struct SiprecConfig {
     pub agent_id_header: String,
     /// A header that names the queue; empty: `default`.
     pub queue_header: String,
+    /// SIP over TLS for recording clients (`0.0.0.0:5061`); empty: off.
+    pub tls_listen: String,
+    /// PEM certificate chain and key for `tls_listen`.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// PEM CA certificates: when set, recording clients must present a certificate signed by
+    /// one of them (mutual TLS).
+    pub tls_client_ca: String,
 }
 
 impl Default for SiprecConfig {
@@ -79,6 +87,10 @@ impl Default for SiprecConfig {
             customer_stream: "first".into(),
             agent_id_header: String::new(),
             queue_header: String::new(),
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
         }
     }
 }
@@ -503,6 +515,15 @@ impl Config {
         if !matches!(self.siprec.customer_stream.as_str(), "first" | "second") {
             return Err(key_err("siprec.customer_stream", "must be `first` or `second`"));
         }
+        let sr = &self.siprec;
+        if !sr.tls_listen.is_empty() {
+            if sr.tls_listen.parse::<SocketAddr>().is_err() {
+                return Err(key_err("siprec.tls_listen", "is not ip:port (or empty to disable SIP over TLS)"));
+            }
+            if let Err(e) = crate::io::tls::load("siprec", &sr.tls_cert, &sr.tls_key, &sr.tls_client_ca) {
+                return Err(key_err(&e.key, e.why));
+            }
+        }
         if self.siprec.max_sessions == 0 {
             return Err(key_err("siprec.max_sessions", "must be at least 1"));
         }
@@ -543,8 +564,8 @@ impl Config {
             if st.tls_listen.parse::<SocketAddr>().is_err() {
                 return Err(key_err("streams.tls_listen", "is not ip:port (or empty to disable TLS)"));
             }
-            if let Err(e) = crate::io::tls::load(&st.tls_cert, &st.tls_key) {
-                return Err(key_err(e.key, e.why));
+            if let Err(e) = crate::io::tls::load("streams", &st.tls_cert, &st.tls_key, "") {
+                return Err(key_err(&e.key, e.why));
             }
         }
         if st.tls_listen.is_empty() && (!st.tls_cert.is_empty() || !st.tls_key.is_empty()) {
@@ -767,6 +788,8 @@ mod tests {
         assert!(err("[siprec]\nenabled = true\n").contains("siprec.allow"));
         assert!(err("[siprec]\nallow = [\"sbc.example\"]\n").contains("siprec.allow"));
         assert!(err("[siprec]\ncustomer_stream = \"third\"\n").contains("siprec.customer_stream"));
+        assert!(err("[siprec]\ntls_listen = \"127.0.0.1:5061\"\n").contains("siprec.tls_cert"));
+        assert!(err("[siprec]\ntls_listen = \"nope\"\n").contains("siprec.tls_listen"));
         assert!(err("[sip]\nenabled = false\n[ng]\nlisten = \"127.0.0.1:2223\"\n[siprec]\nenabled = true\nallow = [\"10.0.0.1\"]\n")
             .contains("siprec.enabled"));
         assert!(err("[streams]\npublic_url = \"https://x\"\n").contains("streams.public_url"));

@@ -116,7 +116,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Arc::new(crate::io::stream::AudioHookAuth { api_key: cfg.streams.audiohook_api_key.clone(), secret: cfg.audiohook_secret() })
     });
     if !cfg.streams.tls_listen.is_empty() {
-        let tls = crate::io::tls::load(&cfg.streams.tls_cert, &cfg.streams.tls_key).map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.why))?;
+        let tls = crate::io::tls::load("streams", &cfg.streams.tls_cert, &cfg.streams.tls_key, "")
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.why))?;
         let l = tokio::net::TcpListener::bind(&cfg.streams.tls_listen)
             .await
             .with_context(|| format!("streams.tls_listen: cannot bind {}", cfg.streams.tls_listen))?;
@@ -275,7 +276,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if !cfg.sip.enabled {
         tracing::info!("SIP proxy off (sip.enabled = false): ng only");
     }
-    let driver = SipDriver { proxy, media, udp, tcp, ng, srs, media_ended: ended_rx };
+    let tls = if cfg.siprec.enabled && !cfg.siprec.tls_listen.is_empty() {
+        let sr = &cfg.siprec;
+        let config = crate::io::tls::load("siprec", &sr.tls_cert, &sr.tls_key, &sr.tls_client_ca)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.why))?;
+        let l = tokio::net::TcpListener::bind(&sr.tls_listen)
+            .await
+            .with_context(|| format!("siprec.tls_listen: cannot bind {}", sr.tls_listen))?;
+        tracing::info!(addr = %sr.tls_listen, mutual = !sr.tls_client_ca.is_empty(), "SIP over TLS for recording clients");
+        Some((l, config))
+    } else {
+        None
+    };
+    let driver = SipDriver { proxy, media, udp, tcp, ng, srs, tls, media_ended: ended_rx };
     tokio::select! {
         _ = driver.run() => {}
         _ = shutdown_signal() => tracing::info!("shutting down"),

@@ -156,7 +156,12 @@ fn wait_records(h: &Hearken, n: usize) -> Vec<Value> {
 
 #[test]
 fn vendor_recording_sessions_are_analysed_like_inline_calls() {
-    let h = hearken("");
+    let h = hearken("[whisper.agents]\nagent7 = \"agent7-whisper-token\"\n");
+    // agent7's whisper channel: the agent named by the recording metadata gets its calls.
+    let (mut whisper, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/whisper?token=agent7-whisper-token", h.http_port)).unwrap();
+    if let tungstenite::stream::MaybeTlsStream::Plain(t) = whisper.get_mut() {
+        t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
     let (truth, cust, agent, n) = corpus_call("d02_agent_interrupts");
     let call_ms = (n as u64) * 5;
     for (i, (file, boundary, headers)) in [
@@ -188,6 +193,17 @@ fn vendor_recording_sessions_are_analysed_like_inline_calls() {
         assert_eq!(rec["reason"], "bye", "{file}");
         let ratio = assert_meets_corpus(rec, &truth, file);
         eprintln!("siprec {file}: talk ratio {ratio} (truth {})", truth["metrics"]["talk_ratio_agent"]);
+    }
+    let mut ends = 0;
+    while ends < 3 {
+        let msg = whisper.read().expect("whisper messages for agent7");
+        if let tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "call_end" {
+                assert_eq!(v["agent"], "agent7");
+                ends += 1;
+            }
+        }
     }
     let m = h.get("/metrics").unwrap();
     assert_eq!(metric(&m, "hearken_siprec_sessions_total"), 3);
@@ -430,4 +446,86 @@ fn confused_and_hostile_recording_clients_get_clear_answers() {
     wait_for(Duration::from_secs(40), "unACKed session ended", || {
         metric(&h.get("/metrics").unwrap(), "hearken_siprec_sessions_active") == 0
     });
+}
+
+/// SIP over TLS with client certificates: a recording client whose certificate is signed by
+/// `siprec.tls_client_ca` records; one without a certificate, or with one from another CA, does
+/// not get past the handshake.
+#[test]
+fn recording_clients_over_mutual_tls() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let ca = |name: &str| {
+        let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("Recording clients CA");
+    let (other_ca, other_key) = ca("Someone else's CA");
+    let client = |issuer: &rcgen::Certificate, issuer_key: &rcgen::KeyPair| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["sbc1.example.com".into()]).unwrap().signed_by(&key, issuer, issuer_key).unwrap();
+        (cert, key)
+    };
+    let write = |name: &str, pem: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pem).unwrap();
+        p.display().to_string()
+    };
+    let (cert, key, cafile) =
+        (write("srs.pem", server.cert.pem()), write("srs.key", server.key_pair.serialize_pem()), write("ca.pem", ca_cert.pem()));
+    let tls_port = free_port();
+    let h = hearken(&format!(
+        "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\ntls_client_ca = \"{cafile}\"\n"
+    ));
+    let connect = |client_cert: Option<(rcgen::Certificate, rcgen::KeyPair)>| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(server.cert.der().clone()).unwrap();
+        let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let cfg = match client_cert {
+            Some((c, k)) => {
+                b.with_client_auth_cert(vec![c.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(k.serialize_der().into())).unwrap()
+            }
+            None => b.with_no_client_auth(),
+        };
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+        rustls::StreamOwned::new(conn, tcp)
+    };
+    let body = fixture("rfc7866.body").replace("[media_port1]", "40100").replace("[media_port2]", "40102");
+    let invite = |call_id: &str| {
+        format!(
+            "INVITE sip:srs@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK{call_id}\r\nFrom: <sip:src@sbc1.example.com>;tag=t1\r\nTo: <sip:srs@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nRequire: siprec\r\nContact: <sips:src@127.0.0.1:5061>;+sip.src\r\nContent-Type: multipart/mixed;boundary=hearken-siprec-boundary\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let exchange = |s: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, msg: &str| -> Option<String> {
+        s.write_all(msg.as_bytes()).ok()?;
+        let mut buf = vec![0u8; 8192];
+        let n = s.read(&mut buf).ok()?;
+        (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).to_string())
+    };
+    // A client with a certificate from the configured CA: answered.
+    let mut good = connect(Some(client(&ca_cert, &ca_key)));
+    let ok = exchange(&mut good, &invite("tls-1")).expect("a response over TLS");
+    assert!(ok.starts_with("SIP/2.0 200") && ok.contains("a=recvonly"), "{ok}");
+    let tag = ok.lines().find(|l| l.starts_with("To:")).and_then(|l| l.split("tag=").nth(1)).unwrap().trim().to_string();
+    let bye = format!(
+        "BYE sip:srs@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKtlsbye\r\nFrom: <sip:src@sbc1.example.com>;tag=t1\r\nTo: <sip:srs@127.0.0.1>;tag={tag}\r\nCall-ID: tls-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert!(exchange(&mut good, &bye).expect("BYE answered").starts_with("SIP/2.0 200"));
+    // No certificate, or one from another CA: no SIP at all.
+    assert_eq!(exchange(&mut connect(None), &invite("tls-2")), None, "no client certificate");
+    assert_eq!(exchange(&mut connect(Some(client(&other_ca, &other_key))), &invite("tls-3")), None, "a certificate from another CA");
+    assert_eq!(metric(&h.get("/metrics").unwrap(), "hearken_siprec_sessions_total"), 1);
+    assert!(h.log().contains("handshake failed"), "refused handshakes are logged");
 }

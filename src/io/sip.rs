@@ -33,6 +33,8 @@ pub struct SipDriver {
     pub ng: Option<NgDriver>,
     /// The SIPREC recording server, when on.
     pub srs: Option<SrsDriver>,
+    /// SIP over TLS (recording clients), when configured: its listener and server config.
+    pub tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
     pub media_ended: mpsc::UnboundedReceiver<(crate::call::CallId, crate::call::EndReason)>,
 }
 
@@ -129,9 +131,28 @@ impl SipDriver {
                 a = accept_opt(self.tcp.as_ref()) => {
                     if let Ok((stream, addr)) = a {
                         let id = next_conn.fetch_add(1, Relaxed);
+                        let _ = stream.set_nodelay(true);
                         let writer = spawn_conn(stream, addr, id, tx.clone());
                         st.conns.insert(id, writer);
                         st.by_addr.insert(addr, id);
+                    }
+                }
+                a = accept_opt(self.tls.as_ref().map(|t| &t.0)) => {
+                    if let (Ok((stream, addr)), Some((_, cfg))) = (a, self.tls.as_ref()) {
+                        // The handshake runs on its own task; the connection joins once it is
+                        // up (a client without a valid certificate, when one is required, never
+                        // gets that far).
+                        let (acceptor, tx, id) = (tokio_rustls::TlsAcceptor::from(cfg.clone()), tx.clone(), next_conn.fetch_add(1, Relaxed));
+                        tokio::spawn(async move {
+                            let _ = stream.set_nodelay(true);
+                            match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => {
+                                    let writer = spawn_conn(tls, addr, id, tx.clone());
+                                    let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
+                                }
+                                _ => tracing::info!(source = %addr.ip(), "SIP over TLS: handshake failed (or no valid client certificate)"),
+                            }
+                        });
                     }
                 }
                 Some(ev) = rx.recv() => match ev {
@@ -276,6 +297,7 @@ fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Op
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
                     Ok(Ok(stream)) => {
+                        let _ = stream.set_nodelay(true);
                         let writer = spawn_conn(stream, addr, id, tx.clone());
                         let _ = writer.send(data).await;
                         let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
@@ -288,9 +310,11 @@ fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Op
 }
 
 /// Reader + writer tasks for one TCP connection. Returns the writer's queue.
-fn spawn_conn(stream: TcpStream, addr: SocketAddr, id: u64, events: mpsc::Sender<Event>) -> mpsc::Sender<Vec<u8>> {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+fn spawn_conn<S>(stream: S, addr: SocketAddr, id: u64, events: mpsc::Sender<Event>) -> mpsc::Sender<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
     tokio::spawn(async move {
         while let Some(d) = wrx.recv().await {

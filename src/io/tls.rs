@@ -13,37 +13,57 @@ use std::time::Duration;
 /// A config key and why its value cannot be used.
 #[derive(Debug)]
 pub struct LoadError {
-    pub key: &'static str,
+    pub key: String,
     pub why: String,
 }
 
-/// The server config from a PEM certificate chain and private key.
-pub fn load(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, LoadError> {
-    let err = |key: &'static str, why: String| LoadError { key, why };
+fn certs_of(path: &str, key: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, LoadError> {
+    let err = |why: String| LoadError { key: key.to_string(), why };
+    let pem = std::fs::read(path).map_err(|e| err(format!("cannot read {path}: {e}")))?;
+    let certs: Vec<_> =
+        rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<_, _>>().map_err(|e| err(format!("{path} is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(err(format!("{path} holds no certificate")));
+    }
+    Ok(certs)
+}
+
+/// The server config from a PEM certificate chain and private key (config keys
+/// `<section>.tls_cert` / `<section>.tls_key`) and, when `client_ca` is set
+/// (`<section>.tls_client_ca`), client certificates required and verified against it.
+pub fn load(section: &str, cert: &str, key: &str, client_ca: &str) -> Result<Arc<rustls::ServerConfig>, LoadError> {
+    let k = |name: &str| format!("{section}.{name}");
+    let err = |key: String, why: String| LoadError { key, why };
     if cert.is_empty() {
-        return Err(err("streams.tls_cert", "is required with streams.tls_listen".into()));
+        return Err(err(k("tls_cert"), "is required with a TLS listener".into()));
     }
     if key.is_empty() {
-        return Err(err("streams.tls_key", "is required with streams.tls_listen".into()));
+        return Err(err(k("tls_key"), "is required with a TLS listener".into()));
     }
-    let pem = std::fs::read(cert).map_err(|e| err("streams.tls_cert", format!("cannot read {cert}: {e}")))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| err("streams.tls_cert", format!("{cert} is not PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(err("streams.tls_cert", format!("{cert} holds no certificate")));
-    }
-    let pem = std::fs::read(key).map_err(|e| err("streams.tls_key", format!("cannot read {key}: {e}")))?;
+    let certs = certs_of(cert, &k("tls_cert"))?;
+    let pem = std::fs::read(key).map_err(|e| err(k("tls_key"), format!("cannot read {key}: {e}")))?;
     let private = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| err("streams.tls_key", format!("{key} is not PEM: {e}")))?
-        .ok_or_else(|| err("streams.tls_key", format!("{key} holds no private key")))?;
+        .map_err(|e| err(k("tls_key"), format!("{key} is not PEM: {e}")))?
+        .ok_or_else(|| err(k("tls_key"), format!("{key} holds no private key")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| err("streams.tls_cert", e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| err(k("tls_cert"), e.to_string()))?;
+    let builder = if client_ca.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs_of(client_ca, &k("tls_client_ca"))? {
+            roots.add(c).map_err(|e| err(k("tls_client_ca"), format!("not a usable CA certificate: {e}")))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| err(k("tls_client_ca"), e.to_string()))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let config = builder
         .with_single_cert(certs, private)
-        .map_err(|e| err("streams.tls_key", format!("does not match the certificate or is not usable: {e}")))?;
+        .map_err(|e| err(k("tls_key"), format!("does not match the certificate or is not usable: {e}")))?;
     Ok(Arc::new(config))
 }
 
