@@ -204,6 +204,32 @@ async fn next_message(socket: &mut WebSocket, started: bool, opened: Instant, st
     }
 }
 
+/// A stream connection's frame, once past its deadlines and rate budget.
+enum Frame {
+    Text(String),
+    Binary(Vec<u8>),
+    /// The sender closed the connection cleanly (a close frame).
+    Closed,
+}
+
+/// The next text or binary frame within the connection's message budget (frames over it are
+/// dropped and counted), or `Frame::Closed`; None when the connection broke or a deadline of
+/// [`next_message`] passed.
+async fn next_frame(socket: &mut WebSocket, started: bool, feed: &mut Feed, s: &StreamState) -> Option<Frame> {
+    loop {
+        let frame = match next_message(socket, started, feed.opened, &s.stats).await? {
+            Ok(Message::Text(t)) => Frame::Text(t),
+            Ok(Message::Binary(b)) => Frame::Binary(b),
+            Ok(Message::Close(_)) => return Some(Frame::Closed),
+            Err(_) => return None,
+            Ok(_) => continue,
+        };
+        if feed.message(s) {
+            return Some(frame);
+        }
+    }
+}
+
 /// Equal, in time that does not depend on where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
@@ -424,19 +450,15 @@ async fn serve_twilio(mut socket: WebSocket, s: StreamState, mut conn: Connectio
     let mut feed = Feed::new();
     let mut call: Option<CallId> = None;
     let mut reason = EndReason::Closed;
-    while let Some(msg) = next_message(&mut socket, call.is_some(), feed.opened, &s.stats).await {
-        let text = match msg {
-            Ok(Message::Text(t)) => t,
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(Message::Binary(_)) => {
+    while let Some(frame) = next_frame(&mut socket, call.is_some(), &mut feed, &s).await {
+        let text = match frame {
+            Frame::Text(t) => t,
+            Frame::Closed => break,
+            Frame::Binary(_) => {
                 s.stats.malformed.fetch_add(1, Relaxed);
                 continue;
             }
-            Ok(_) => continue,
         };
-        if !feed.message(&s) {
-            continue;
-        }
         match session.handle_text(&text, &s.twilio) {
             Ok(StreamEvent::Start { agent_id, queue, token }) => {
                 if call.is_some() {
@@ -635,20 +657,17 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, mut conn: Connection, 
     };
     let mut call: Option<CallId> = None;
     let mut reason = EndReason::Closed;
-    while let Some(msg) = next_message(&mut socket, call.is_some(), feed.opened, &s.stats).await {
-        if matches!(msg, Ok(Message::Text(_) | Message::Binary(_))) && !feed.message(&s) {
-            continue;
-        }
-        match msg {
-            Ok(Message::Text(t)) if call.is_none() => {
+    while let Some(frame) = next_frame(&mut socket, call.is_some(), &mut feed, &s).await {
+        match frame {
+            Frame::Text(t) if call.is_none() => {
                 if fmt.apply_metadata(&t).is_err() {
                     s.stats.malformed.fetch_add(1, Relaxed);
                 }
             }
-            Ok(Message::Text(_)) => {
+            Frame::Text(_) => {
                 s.stats.malformed.fetch_add(1, Relaxed);
             }
-            Ok(Message::Binary(data)) => {
+            Frame::Binary(data) => {
                 let id = match call {
                     Some(id) => id,
                     None => {
@@ -674,12 +693,10 @@ async fn serve_l16(mut socket: WebSocket, s: StreamState, mut conn: Connection, 
                     feed.audio(&s, id, party, &payload, None);
                 }
             }
-            Ok(Message::Close(_)) => {
+            Frame::Closed => {
                 reason = EndReason::Bye;
                 break;
             }
-            Err(_) => break,
-            Ok(_) => {}
         }
     }
     if let Some(id) = call {
@@ -737,12 +754,9 @@ async fn serve_chanws(mut socket: WebSocket, s: StreamState, mut conn: Connectio
     let mut call: Option<CallId> = None;
     let mut down = crate::stream::Downsampler::new(8000);
     let mut reason = EndReason::Closed;
-    while let Some(msg) = next_message(&mut socket, call.is_some(), feed.opened, &s.stats).await {
-        if matches!(msg, Ok(Message::Text(_) | Message::Binary(_))) && !feed.message(&s) {
-            continue;
-        }
-        match msg {
-            Ok(Message::Text(t)) => match parse_control(&t) {
+    while let Some(frame) = next_frame(&mut socket, call.is_some(), &mut feed, &s).await {
+        match frame {
+            Frame::Text(t) => match parse_control(&t) {
                 Ok(Control::MediaStart { format: name }) if call.is_none() => {
                     let Some(f) = Format::parse(&name) else {
                         close_refused(&mut socket, &s, 1003, "media format not taken: use c(ulaw), c(alaw) or c(slin...)").await;
@@ -777,7 +791,7 @@ async fn serve_chanws(mut socket: WebSocket, s: StreamState, mut conn: Connectio
                     tracing::debug!(error = ?e, "chan_websocket control message refused");
                 }
             },
-            Ok(Message::Binary(data)) => {
+            Frame::Binary(data) => {
                 let (Some(id), Some(f)) = (call, format) else {
                     // Media before MEDIA_START: its format is not known yet.
                     s.stats.malformed.fetch_add(1, Relaxed);
@@ -790,12 +804,10 @@ async fn serve_chanws(mut socket: WebSocket, s: StreamState, mut conn: Connectio
                     }
                 }
             }
-            Ok(Message::Close(_)) => {
+            Frame::Closed => {
                 reason = EndReason::Bye;
                 break;
             }
-            Err(_) => break,
-            Ok(_) => {}
         }
     }
     if let Some(id) = call {
@@ -857,12 +869,9 @@ async fn serve_audiohook(mut socket: WebSocket, s: StreamState, mut conn: Connec
     let mut reason = EndReason::Closed;
     // A probe or a refused session starts no call: the start deadline still closes it if the
     // client does not.
-    while let Some(msg) = next_message(&mut socket, call.is_some(), feed.opened, &s.stats).await {
-        if matches!(msg, Ok(Message::Text(_) | Message::Binary(_))) && !feed.message(&s) {
-            continue;
-        }
-        match msg {
-            Ok(Message::Text(t)) => {
+    while let Some(frame) = next_frame(&mut socket, call.is_some(), &mut feed, &s).await {
+        match frame {
+            Frame::Text(t) => {
                 let (replies, ev) = session.handle_text(&t);
                 for r in replies {
                     if socket.send(Message::Text(r)).await.is_err() {
@@ -894,7 +903,7 @@ async fn serve_audiohook(mut socket: WebSocket, s: StreamState, mut conn: Connec
                     }
                 }
             }
-            Ok(Message::Binary(data)) => match (call, session.handle_binary(&data)) {
+            Frame::Binary(data) => match (call, session.handle_binary(&data)) {
                 (Some(id), Ok(parties)) => {
                     for party in Party::ALL {
                         feed.audio(&s, id, party, &parties[party.idx()], None);
@@ -906,8 +915,7 @@ async fn serve_audiohook(mut socket: WebSocket, s: StreamState, mut conn: Connec
                     s.stats.malformed.fetch_add(1, Relaxed);
                 }
             },
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => {}
+            Frame::Closed => break,
         }
     }
     if session.seq_gaps > 0 {
