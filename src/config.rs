@@ -225,6 +225,11 @@ pub struct SipConfig {
     pub advertise: Option<IpAddr>,
     /// Seconds a finished transaction is remembered for retransmissions (64×T1 = 32 s).
     pub transaction_linger_s: u64,
+    /// Timer C (RFC 3261 §16.6): seconds an INVITE may wait for a provisional or final response
+    /// before it is CANCELled downstream and answered 408 upstream; over 180.
+    pub timer_c_s: u64,
+    /// Other names of this proxy (hostnames, aliases) recognised in Route and Request-URI.
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +252,10 @@ pub struct AgentsConfig {
     pub agent_id_header: Option<String>,
     /// Header carrying the queue (e.g. `X-Queue`); default queue is `default`.
     pub queue_header: Option<String>,
+    /// Networks (CIDR) agents' requests may come from; requests from elsewhere that are not the
+    /// PBX get 403. Default: private, loopback and link-local networks. `["0.0.0.0/0", "::/0"]`
+    /// allows any.
+    pub allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -345,7 +354,14 @@ pub struct LogConfig {
 
 impl Default for SipConfig {
     fn default() -> Self {
-        SipConfig { enabled: true, listen: "127.0.0.1:5060".parse().unwrap(), advertise: None, transaction_linger_s: 32 }
+        SipConfig {
+            enabled: true,
+            listen: "127.0.0.1:5060".parse().unwrap(),
+            advertise: None,
+            transaction_linger_s: 32,
+            timer_c_s: 185,
+            aliases: Vec::new(),
+        }
     }
 }
 impl Default for PbxConfig {
@@ -498,6 +514,10 @@ impl Config {
         if self.cluster.node.is_empty() || self.cluster.node.contains(['\n', ' ']) {
             return Err(key_err("cluster.node", "must be a non-empty name without spaces"));
         }
+        if self.sip.timer_c_s <= 180 || self.sip.timer_c_s > 3600 {
+            return Err(key_err("sip.timer_c_s", "must be over 180 (RFC 3261 §16.6: more than 3 minutes) and at most 3600"));
+        }
+        self.agent_sources()?;
         if self.siprec.enabled {
             if !self.sip.enabled {
                 return Err(key_err("siprec.enabled", "the recording server answers on the SIP listener: sip.enabled must be true"));
@@ -667,6 +687,19 @@ impl Config {
         (!s.is_empty()).then(|| base64::engine::general_purpose::STANDARD.decode(s).ok()).flatten()
     }
 
+    /// `agents.allow` as networks (default: private networks).
+    pub fn agent_sources(&self) -> Result<Vec<crate::net::Net>, ConfigError> {
+        match &self.agents.allow {
+            None => Ok(crate::net::PRIVATE_NETS.iter().filter_map(|n| crate::net::Net::parse(n)).collect()),
+            Some(list) => list
+                .iter()
+                .map(|n| {
+                    crate::net::Net::parse(n).ok_or_else(|| key_err("agents.allow", format!("`{n}` is not an address or CIDR network")))
+                })
+                .collect(),
+        }
+    }
+
     pub fn pbx_sources(&self) -> Result<Vec<SourcePattern>, ConfigError> {
         self.pbx
             .addresses
@@ -786,6 +819,8 @@ mod tests {
         // Stream auth and TLS keys: each mistake names its key.
         assert!(err("[streams]\nmax_streams = 0\n").contains("streams.max_streams"));
         assert!(err("[siprec]\nenabled = true\n").contains("siprec.allow"));
+        assert!(err("[sip]\ntimer_c_s = 60\n").contains("sip.timer_c_s"));
+        assert!(err("[agents]\nallow = [\"10.0.0.0/40\"]\n").contains("agents.allow"));
         assert!(err("[siprec]\nallow = [\"sbc.example\"]\n").contains("siprec.allow"));
         assert!(err("[siprec]\ncustomer_stream = \"third\"\n").contains("siprec.customer_stream"));
         assert!(err("[siprec]\ntls_listen = \"127.0.0.1:5061\"\n").contains("siprec.tls_cert"));

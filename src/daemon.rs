@@ -200,6 +200,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             queue_header: cfg.agents.queue_header.clone(),
             linger: Duration::from_secs(cfg.sip.transaction_linger_s),
             new_calls_per_source_per_s: cfg.limits.new_calls_per_source_per_s,
+            timer_c: Duration::from_secs(cfg.sip.timer_c_s),
+            agent_sources: cfg.agent_sources()?,
+            aliases: cfg.sip.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
         },
         sip_stats.clone(),
     );

@@ -427,6 +427,9 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
         queue_header: Some("X-Queue".into()),
         linger: Duration::from_secs(32),
         new_calls_per_source_per_s: 0.0,
+        timer_c: Duration::from_secs(180),
+        agent_sources: Vec::new(),
+        aliases: Vec::new(),
     };
     let stats = Arc::new(SipStats::default());
     let mut proxy = Proxy::new(cfg, stats.clone());
@@ -491,7 +494,11 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
             b'T' => {
                 let secs = std::str::from_utf8(body).ok().and_then(|s| s.trim().parse::<u16>().ok()).unwrap_or(1);
                 now += Duration::from_secs(u64::from(secs));
-                proxy.handle_timeout(now, &mut media);
+                for action in proxy.handle_timeout(now, &mut media) {
+                    let Action::Send { to, data } = &action;
+                    check_sent(to, data);
+                    run.sent.push(action);
+                }
                 continue;
             }
             b'X' => {

@@ -16,10 +16,27 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 enum Event {
-    Message { data: Vec<u8>, peer: Peer },
-    ConnUp { id: u64, addr: SocketAddr, writer: mpsc::Sender<Vec<u8>> },
-    ConnDown { id: u64 },
-    Resolved { target: Target, addr: Option<SocketAddr>, data: Vec<u8> },
+    Message {
+        data: Vec<u8>,
+        peer: Peer,
+    },
+    ConnUp {
+        id: u64,
+        addr: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    ConnDown {
+        id: u64,
+    },
+    Resolved {
+        target: Target,
+        addr: Option<SocketAddr>,
+        data: Vec<u8>,
+    },
+    /// A message could not be sent: its next hop did not resolve or a TCP connect failed.
+    Unreachable {
+        data: Vec<u8>,
+    },
 }
 
 /// The control-plane task: the SIP proxy (when enabled) and the ng server (when configured)
@@ -161,8 +178,16 @@ impl SipDriver {
                     Event::ConnDown { id } => { st.conns.remove(&id); st.by_addr.retain(|_, v| *v != id); }
                     Event::Resolved { target, addr, data } => match addr {
                         Some(a) => send_to_addr(&mut st, a, target.transport, None, data),
-                        None => tracing::debug!("next hop did not resolve"),
+                        None => {
+                            tracing::debug!("next hop did not resolve");
+                            let actions = self.proxy.handle_unreachable(&data, &mut self.media);
+                            self.send_actions(actions, &mut st);
+                        }
                     },
+                    Event::Unreachable { data } => {
+                        let actions = self.proxy.handle_unreachable(&data, &mut self.media);
+                        self.send_actions(actions, &mut st);
+                    }
                 },
                 Some(rs) = recv_timeout(self.srs.as_mut()) => {
                     if let Some(srs) = self.srs.as_mut() {
@@ -302,7 +327,10 @@ fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Op
                         let _ = writer.send(data).await;
                         let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
                     }
-                    _ => tracing::debug!("tcp connect to next hop failed"),
+                    _ => {
+                        tracing::debug!("tcp connect to next hop failed");
+                        let _ = tx.send(Event::Unreachable { data }).await;
+                    }
                 }
             });
         }

@@ -374,6 +374,37 @@ impl Collector for LiveCounters {
         counter(&mut enc, "sip_rate_limited", "New calls answered 503 by the per-source rate limit", s.rate_limited.load(Relaxed))?;
         counter(
             &mut enc,
+            "sip_client_retransmissions",
+            "Requests Hearken forwarded again over UDP because no response came (Timers A and E)",
+            s.client_retransmissions.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_timeouts",
+            "Transactions answered 408 upstream (no response: Timers B/F; no final: Timer C, with a CANCEL downstream)",
+            s.timeouts.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_unreachable",
+            "Requests whose next hop did not resolve or connect: 503 upstream",
+            s.unreachable.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_forbidden",
+            "Requests from sources that are neither the PBX nor in agents.allow: 403",
+            s.forbidden.load(Relaxed),
+        )?;
+        counter(&mut enc, "sip_loops", "Requests that came back through Hearken: 482", s.loops.load(Relaxed))?;
+        counter(
+            &mut enc,
+            "sip_invalid",
+            "Requests that parsed but cannot be handled (bad Via or Request-URI, control characters, unknown URI scheme, Proxy-Require): 400/416/420",
+            s.invalid.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "sip_over_limit",
             "New calls refused by limits.max_calls (503) or limits.max_streams_per_call (488)",
             s.over_limit.load(Relaxed),

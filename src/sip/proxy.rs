@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 
 const BRANCH_PREFIX: &str = "z9hG4bKhk";
 /// Timer C (RFC 3261 §16.6 step 11): how long an INVITE may stay unanswered.
-const TIMER_C: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -102,6 +101,13 @@ pub enum Action {
     Send { to: Dest, data: Vec<u8> },
 }
 
+impl Action {
+    pub fn data(&self) -> Vec<u8> {
+        let Action::Send { data, .. } = self;
+        data.clone()
+    }
+}
+
 /// Counters the driver exports.
 #[derive(Debug, Default)]
 pub struct SipStats {
@@ -124,6 +130,20 @@ pub struct SipStats {
     /// In-dialog requests with SDP for a dialog Hearken did not know (after a restart), anchored
     /// anew.
     pub resumed_dialogs: AtomicU64,
+    /// Requests forwarded again over UDP because no response came (Timers A and E).
+    pub client_retransmissions: AtomicU64,
+    /// Transactions that got no response (Timers B and F) or no final one (Timer C): answered
+    /// 408 upstream.
+    pub timeouts: AtomicU64,
+    /// Requests whose next hop did not resolve or could not be connected: answered 503.
+    pub unreachable: AtomicU64,
+    /// Requests from sources that are neither the PBX nor in `agents.allow`: 403.
+    pub forbidden: AtomicU64,
+    /// Requests that came back to Hearken (loop): 482.
+    pub loops: AtomicU64,
+    /// Requests that parsed but cannot be handled as they are (bad Via or Request-URI, control
+    /// characters, an unknown URI scheme, Proxy-Require): 400, 416 or 420, never forwarded.
+    pub invalid: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +162,13 @@ pub struct ProxyConfig {
     pub linger: Duration,
     /// New calls per second one source IP may start (0: no limit); burst twice that.
     pub new_calls_per_source_per_s: f64,
+    /// Timer C (RFC 3261 §16.6 step 11): how long an INVITE may go without a provisional or
+    /// final response before Hearken CANCELs it downstream and answers 408 upstream.
+    pub timer_c: Duration,
+    /// Networks agents' requests may come from (others get 403); empty: any.
+    pub agent_sources: Vec<crate::net::Net>,
+    /// Names of this proxy (hostnames, aliases) besides its address, for Route and Request-URI.
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -157,9 +184,16 @@ struct Txn {
     generated: bool,
     initial_invite: bool,
     expires: Instant,
-    /// A request we send ourselves over UDP is retransmitted until a final response (Timer E:
-    /// next time, interval).
+    /// A request we send over UDP — ours, or one we forward — is retransmitted until a response
+    /// (Timers A and E: next time, interval).
     retx: Option<(Instant, Duration)>,
+    /// When the transaction gives up without a response (Timers B and F; for an INVITE, without
+    /// any response at all).
+    give_up: Option<Instant>,
+    /// A provisional response came.
+    provisional: bool,
+    /// Timer C fired after a provisional: the CANCEL went downstream, the final is awaited.
+    cancelled: bool,
 }
 
 #[derive(Debug)]
@@ -356,7 +390,52 @@ impl Proxy {
     }
 
     fn is_us(&self, host: &str, port: Option<u16>) -> bool {
-        host.trim_matches(['[', ']']).parse::<IpAddr>().ok() == Some(self.cfg.host) && port.unwrap_or(5060) == self.cfg.port
+        let h = host.trim_matches(['[', ']']);
+        let named = h.parse::<IpAddr>().ok() == Some(self.cfg.host) || self.cfg.aliases.iter().any(|a| a.eq_ignore_ascii_case(h));
+        named && port.unwrap_or(5060) == self.cfg.port
+    }
+
+    /// Why a request cannot be handled as it is, as the status and reason to answer (RFC 3261
+    /// §16.3, §8.2.2): a top Via without a usable host or port, a Request-URI that is not a URI
+    /// (400) or of a scheme a SIP proxy cannot route (416), control characters in a header (400),
+    /// a `Proxy-Require` (420: this proxy supports no extension that needs it).
+    fn check_request(&self, msg: &Message) -> Option<(u16, &'static str)> {
+        let top = msg.values("via").into_iter().next()?;
+        let via = Via::parse(&top);
+        let host_ok = via.as_ref().is_some_and(|v| {
+            !v.host.is_empty()
+                && v.host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:_".contains(&b))
+                && v.branch.as_deref() != Some("")
+        });
+        if !host_ok {
+            return Some((400, "Bad Via"));
+        }
+        if let Some(rport) = param(&top, "rport") {
+            if !rport.is_empty() && rport.parse::<u16>().is_err() {
+                return Some((400, "Bad Via rport"));
+            }
+        }
+        if msg.headers.iter().any(|h| h.value.bytes().any(|b| b == 0 || (b.is_ascii_control() && b != b'\t'))) {
+            return Some((400, "Control Characters In Header"));
+        }
+        let uri = msg.uri().unwrap_or("");
+        let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("sip" | "sips") => {
+                if SipUri::parse(uri).is_none_or(|u| u.host.is_empty()) {
+                    return Some((400, "Bad Request-URI"));
+                }
+            }
+            Some("tel") => {}
+            Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) => {
+                return Some((416, "Unsupported URI Scheme"));
+            }
+            _ => return Some((400, "Bad Request-URI")),
+        }
+        if !msg.values("proxy-require").is_empty() {
+            return Some((420, "Bad Extension"));
+        }
+        None
     }
 
     fn handle_request(&mut self, mut msg: Message, from: Peer, now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
@@ -368,6 +447,38 @@ impl Proxy {
             return vec![self.local(&msg, from, 400, "CSeq Method Mismatch")];
         }
         let side = self.side_of(from.addr);
+        // Who may be an agent: the PBX's trust in its proxy must not be lent to any source.
+        if side == Party::Agent && !self.cfg.agent_sources.is_empty() && !self.cfg.agent_sources.iter().any(|n| n.contains(from.addr.ip()))
+        {
+            self.stats.forbidden.fetch_add(1, Relaxed);
+            tracing::debug!(source = %from.addr.ip(), "request from a source that is neither the PBX nor in agents.allow: 403");
+            return if method == "ACK" { Vec::new() } else { vec![self.local(&msg, from, 403, "Forbidden")] };
+        }
+        if let Some((code, reason)) = self.check_request(&msg) {
+            self.stats.invalid.fetch_add(1, Relaxed);
+            if method == "ACK" {
+                return Vec::new();
+            }
+            let mut r = match Message::parse(&self.local(&msg, from, code, reason).data()) {
+                Ok(r) => r,
+                Err(_) => return Vec::new(),
+            };
+            if code == 420 {
+                r.push_back("Unsupported", msg.values("proxy-require").join(", "));
+            }
+            return vec![Action::Send { to: Dest::Peer(from), data: r.to_bytes() }];
+        }
+        // A request that already went through us twice is looping (§16.3 step 4).
+        let ours = msg
+            .values("via")
+            .iter()
+            .filter_map(|v| Via::parse(v))
+            .filter(|v| v.branch.as_deref().is_some_and(|b| b.starts_with(BRANCH_PREFIX)) && self.is_us(&v.host, v.port))
+            .count();
+        if ours >= 2 {
+            self.stats.loops.fetch_add(1, Relaxed);
+            return if method == "ACK" { Vec::new() } else { vec![self.local(&msg, from, 482, "Loop Detected")] };
+        }
         let branch = self.derive_branch(&msg);
 
         // A retransmission of a request we already handle (RFC 3261 §17.2).
@@ -557,8 +668,15 @@ impl Proxy {
         }
         out.push(Action::Send { to: Dest::Target(target.clone()), data: data.clone() });
         if method != "ACK" {
-            let life = if method == "INVITE" { TIMER_C } else { self.cfg.linger };
+            let life = if method == "INVITE" { self.cfg.timer_c } else { self.cfg.linger };
             self.arm((branch.clone(), method.clone()), now + life);
+            // Over UDP, the forwarded request is sent again until a response comes (§17.1).
+            let retx = (target.transport == Transport::Udp).then_some((now + T1, T1));
+            if let Some((at, _)) = retx {
+                self.arm((branch.clone(), method.clone()), at);
+            }
+            let give_up = now + 64 * T1;
+            self.arm((branch.clone(), method.clone()), give_up);
             self.txns.insert(
                 (branch, method),
                 Txn {
@@ -571,7 +689,10 @@ impl Proxy {
                     generated: false,
                     initial_invite,
                     expires: now + life,
-                    retx: None,
+                    retx,
+                    give_up: Some(give_up),
+                    provisional: false,
+                    cancelled: false,
                 },
             );
         }
@@ -583,17 +704,26 @@ impl Proxy {
         let Some(t) = self.txns.get(&key) else {
             return vec![self.local(&msg, from, 481, "Call/Transaction Does Not Exist")];
         };
-        let mut out = vec![self.local(&msg, from, 200, "OK")];
+        let ok = self.local(&msg, from, 200, "OK");
         if t.final_seen {
-            return out;
+            return vec![ok];
         }
-        let Some((dest, bytes)) = t.forwarded.clone() else {
-            return out;
-        };
-        let Ok(inv) = Message::parse(&bytes) else {
-            return out;
-        };
-        // §9.1: same Request-URI, Call-ID, To, From, CSeq number and top Via; Route copied.
+        let mut out = vec![ok.clone()];
+        out.extend(self.cancel_downstream(&key, from, now));
+        // A retransmission of this CANCEL gets the same 200 (§17.2.3), it is not sent on again.
+        if let (Some(t), Action::Send { data, .. }) = (self.txns.get_mut(&(branch, "CANCEL".into())), ok) {
+            t.last_response = Some(data);
+        }
+        out
+    }
+
+    /// A CANCEL for the INVITE transaction `key`, as it was forwarded (§9.1: same Request-URI,
+    /// Call-ID, To, From, CSeq number and top Via; Route copied), kept as a generated
+    /// transaction (retransmitted over UDP; its responses stop here).
+    fn cancel_downstream(&mut self, key: &(String, String), upstream: Peer, now: Instant) -> Option<Action> {
+        let t = self.txns.get(key)?;
+        let (dest, bytes) = t.forwarded.clone()?;
+        let inv = Message::parse(&bytes).ok()?;
         let mut headers = Vec::new();
         for h in &inv.headers {
             match h.key().as_str() {
@@ -611,25 +741,74 @@ impl Proxy {
         cancel.push_back("Max-Forwards", "70");
         cancel.push_back("CSeq", format!("{} CANCEL", inv.cseq().map(|c| c.0).unwrap_or(1)));
         let data = cancel.to_bytes();
-        out.push(Action::Send { to: dest.clone(), data: data.clone() });
-        let call_id = t.call_id.clone();
-        let side = t.side;
-        self.arm((branch.clone(), "CANCEL".into()), now + self.cfg.linger);
+        let (call_id, side) = (t.call_id.clone(), t.side);
+        let udp = matches!(&dest, Dest::Target(t) if t.transport == Transport::Udp)
+            || matches!(&dest, Dest::Peer(p) if p.transport == Transport::Udp);
+        let retx = udp.then_some((now + T1, T1));
+        let ckey = (key.0.clone(), "CANCEL".to_string());
+        self.arm(ckey.clone(), now + self.cfg.linger);
+        if let Some((at, _)) = retx {
+            self.arm(ckey.clone(), at);
+        }
         self.txns.insert(
-            (branch, "CANCEL".into()),
+            ckey,
             Txn {
-                upstream: from,
+                upstream,
                 side,
                 call_id,
-                forwarded: Some((dest, data)),
+                forwarded: Some((dest.clone(), data.clone())),
                 last_response: None,
                 final_seen: false,
                 generated: true,
                 initial_invite: false,
                 expires: now + self.cfg.linger,
-                retx: None,
+                retx,
+                give_up: None,
+                provisional: false,
+                cancelled: false,
             },
         );
+        Some(Action::Send { to: dest, data })
+    }
+
+    /// A final response `code` to the upstream side of transaction `key`, built from the request
+    /// as forwarded (our Via removed), remembered for retransmissions.
+    fn respond_upstream(&mut self, key: &(String, String), code: u16, reason: &str) -> Option<Action> {
+        let t = self.txns.get_mut(key)?;
+        let (_, bytes) = t.forwarded.as_ref()?;
+        let mut req = Message::parse(bytes).ok()?;
+        req.pop_first_value("via");
+        if req.values("via").is_empty() || key.1 == "ACK" {
+            return None;
+        }
+        let r = req.response(code, reason, None).to_bytes();
+        t.last_response = Some(r.clone());
+        t.final_seen = true;
+        t.retx = None;
+        Some(Action::Send { to: Dest::Peer(t.upstream), data: r })
+    }
+
+    /// The driver could not deliver a request we forwarded (its next hop did not resolve, or a
+    /// TCP connection to it failed): 503 upstream (§16.9), and the call ends if it was one.
+    pub fn handle_unreachable(&mut self, data: &[u8], media: &mut dyn MediaControl) -> Vec<Action> {
+        let Ok(msg) = Message::parse(data) else { return Vec::new() };
+        let (Some(method), Some(branch)) =
+            (msg.method().map(str::to_string), msg.values("via").first().and_then(|v| Via::parse(v)).and_then(|v| v.branch))
+        else {
+            return Vec::new();
+        };
+        let key = (branch, method);
+        let Some(t) = self.txns.get(&key) else { return Vec::new() };
+        if t.final_seen || t.generated {
+            return Vec::new();
+        }
+        let (call_id, initial) = (t.call_id.clone(), t.initial_invite);
+        self.stats.unreachable.fetch_add(1, Relaxed);
+        tracing::info!(method = %key.1, "next hop unreachable: 503 upstream");
+        let out = self.respond_upstream(&key, 503, "Service Unavailable").into_iter().collect();
+        if initial {
+            self.end_call(&call_id, EndReason::Rejected(503), media);
+        }
         out
     }
 
@@ -674,6 +853,38 @@ impl Proxy {
             return Vec::new();
         }
         let (upstream, req_side, mut call_id, initial) = (t.upstream, t.side, t.call_id.clone(), t.initial_invite);
+        // Client transaction timers (§17.1): an INVITE stops retransmitting at any response and
+        // restarts Timer C at each provisional (§16.7 step 2); a non-INVITE retransmits at T2
+        // after a provisional and stops at the final.
+        let timer_c = self.cfg.timer_c;
+        let mut rearm = Vec::new();
+        if let Some(t) = self.txns.get_mut(&key) {
+            if method == "INVITE" {
+                t.retx = None;
+                t.give_up = None;
+                if (101..200).contains(&code) && !t.final_seen && !t.cancelled {
+                    t.expires = now + timer_c;
+                    rearm.push(t.expires);
+                }
+            } else if code < 200 {
+                if let Some((at, _)) = t.retx {
+                    t.retx = Some((at.max(now), T2));
+                }
+            } else {
+                t.retx = None;
+                t.give_up = None;
+            }
+            if code < 200 {
+                t.provisional = true;
+            }
+        }
+        for at in rearm {
+            self.arm(key.clone(), at);
+        }
+        // 100 Trying is hop by hop: it stops here (§16.7 step 5).
+        if code == 100 {
+            return Vec::new();
+        }
         if msg.values("via").is_empty() {
             return Vec::new();
         }
@@ -962,6 +1173,9 @@ impl Proxy {
                 forwarded: Some((dest.clone(), data.clone())),
                 last_response: None,
                 final_seen: false,
+                give_up: None,
+                provisional: false,
+                cancelled: false,
                 generated: true,
                 initial_invite: false,
                 expires,
@@ -989,7 +1203,7 @@ impl Proxy {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let mut txn = None;
         while let Some(std::cmp::Reverse((at, key))) = self.timers.peek() {
-            if self.txns.get(key).is_some_and(|t| t.expires == *at || t.retx.is_some_and(|r| r.0 == *at)) {
+            if self.txns.get(key).is_some_and(|t| t.expires == *at || t.give_up == Some(*at) || t.retx.is_some_and(|r| r.0 == *at)) {
                 txn = Some(*at);
                 break;
             }
@@ -1021,16 +1235,64 @@ impl Proxy {
             }
             let Some(std::cmp::Reverse((at, key))) = self.timers.pop() else { break };
             let Some(t) = self.txns.get_mut(&key) else { continue };
-            if t.retx.is_some_and(|r| r.0 == at) && t.expires != at {
-                if let (Some((_, interval)), false, Some((dest, data))) = (t.retx, t.final_seen, t.forwarded.clone()) {
-                    let next = (interval * 2).min(T2);
+            // Timers A and E: send the request again (an INVITE stops at its first response).
+            if t.retx.is_some_and(|r| r.0 == at) {
+                let invite = key.1 == "INVITE";
+                if let (Some((_, interval)), false, Some((dest, data))) =
+                    (t.retx, t.final_seen || (invite && t.provisional), t.forwarded.clone())
+                {
+                    let next = if invite { interval * 2 } else { (interval * 2).min(T2) };
                     t.retx = Some((at + next, next));
+                    if !t.generated {
+                        self.stats.client_retransmissions.fetch_add(1, Relaxed);
+                    }
                     out.push(Action::Send { to: dest, data });
                     self.arm(key, at + next);
+                } else {
+                    t.retx = None;
                 }
                 continue;
             }
+            // Timers B and F: no response at all (INVITE) or no final (others): 408 upstream.
+            if t.give_up == Some(at) {
+                t.give_up = None;
+                if t.final_seen || t.generated {
+                    continue;
+                }
+                let (call_id, initial) = (t.call_id.clone(), t.initial_invite);
+                t.expires = at + self.cfg.linger;
+                self.stats.timeouts.fetch_add(1, Relaxed);
+                tracing::info!(method = %key.1, "no response downstream within 64*T1: 408 upstream");
+                out.extend(self.respond_upstream(&key, 408, "Request Timeout"));
+                if initial || key.1 == "BYE" {
+                    self.end_call(&call_id, EndReason::SipTimeout, media);
+                }
+                self.arm(key, at + self.cfg.linger);
+                continue;
+            }
             if t.expires != at {
+                continue;
+            }
+            // Timer C (§16.8): a provisional came but no final: CANCEL downstream and wait for
+            // its 487 a while; no provisional (or still nothing after the CANCEL): 408 upstream.
+            if key.1 == "INVITE" && !t.final_seen && !t.generated {
+                let (upstream, call_id, initial) = (t.upstream, t.call_id.clone(), t.initial_invite);
+                self.stats.timeouts.fetch_add(1, Relaxed);
+                if t.provisional && !t.cancelled {
+                    t.cancelled = true;
+                    t.expires = at + 64 * T1;
+                    tracing::info!("Timer C: no final response, CANCEL downstream");
+                    self.arm(key.clone(), at + 64 * T1);
+                    out.extend(self.cancel_downstream(&key, upstream, at));
+                    continue;
+                }
+                t.expires = at + self.cfg.linger;
+                tracing::info!("Timer C: no final response, 408 upstream");
+                out.extend(self.respond_upstream(&key, 408, "Request Timeout"));
+                if initial {
+                    self.end_call(&call_id, EndReason::SipTimeout, media);
+                }
+                self.arm(key, at + self.cfg.linger);
                 continue;
             }
             if let Some(t) = self.txns.remove(&key) {
@@ -1181,6 +1443,9 @@ mod tests {
                 queue_header: None,
                 linger: Duration::from_secs(32),
                 new_calls_per_source_per_s: 0.0,
+                timer_c: Duration::from_secs(180),
+                agent_sources: Vec::new(),
+                aliases: Vec::new(),
             },
             Arc::new(SipStats::default()),
         )
@@ -1267,17 +1532,139 @@ mod tests {
         assert_eq!(m.closed, vec![(CallId(1), EndReason::Cancelled)]);
     }
 
+    /// Send `text` (LF line ends) from `from` and return what the proxy sends.
+    fn req(p: &mut Proxy, m: &mut FakeMedia, from: &str, t: Instant, text: &str) -> Vec<(Dest, Message)> {
+        let text = text.replace('\n', "\r\n");
+        sent(&p.handle_message(Message::parse(text.as_bytes()).unwrap(), peer(from), t, m))
+    }
+
     #[test]
-    fn unanswered_invite_times_out_after_timer_c() {
+    fn forwarded_requests_are_retransmitted_and_time_out_with_408() {
+        // An INVITE nobody answers: sent again at T1, 2T1, 4T1 … (Timer A), 408 upstream at
+        // 64×T1 (Timer B) and the call ends; no forwarding of it after that.
         let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
         p.handle_message(invite(), peer(PBX), t0, &mut m);
-        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(180)), "Timer C is the next deadline");
-        p.handle_timeout(t0 + Duration::from_secs(179), &mut m);
-        assert!(m.closed.is_empty());
-        p.handle_timeout(t0 + Duration::from_secs(181), &mut m);
+        let mut sends = Vec::new();
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(40) {
+            t += Duration::from_millis(50);
+            sends.extend(sent(&p.handle_timeout(t, &mut m)).into_iter().map(|(d, msg)| (t.duration_since(t0).as_millis(), d, msg)));
+        }
+        let invites: Vec<u128> = sends.iter().filter(|(_, _, msg)| msg.method() == Some("INVITE")).map(|(ms, _, _)| *ms).collect();
+        assert_eq!(invites.len(), 6, "retransmitted at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s: {invites:?}");
+        assert!((450..=550).contains(&invites[0]) && (1450..=1550).contains(&invites[1]));
+        let r408: Vec<_> = sends.iter().filter(|(_, _, msg)| msg.status() == Some(408)).collect();
+        assert_eq!(r408.len(), 1);
+        assert_eq!(r408[0].1, Dest::Peer(peer(PBX)));
+        assert_eq!(r408[0].2.values("via").len(), 1, "our Via removed");
         assert_eq!(m.closed, vec![(CallId(1), EndReason::SipTimeout)]);
-        assert_eq!(p.transaction_count(), 0);
-        assert_eq!(p.poll_timeout(), None);
+        assert_eq!(p.stats.client_retransmissions.load(Relaxed), 6);
+        // The PBX retransmits its INVITE: it gets the 408 again, nothing goes to the agent.
+        let again = sent(&p.handle_message(invite(), peer(PBX), t, &mut m));
+        assert_eq!(again.iter().map(|(_, m)| m.status()).collect::<Vec<_>>(), vec![Some(408)]);
+    }
+
+    #[test]
+    fn timer_c_cancels_downstream_then_answers_408_and_a_provisional_resets_it() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let out = sent(&p.handle_message(invite(), peer(PBX), t0, &mut m));
+        let fwd = out[1].1.clone();
+        // The agent's 100 stops the retransmissions and is not forwarded; its 180 is.
+        let trying = sent(&p.handle_message(fwd.response(100, "Trying", None), peer(AGENT), t0, &mut m));
+        assert!(trying.is_empty(), "100 Trying is hop by hop");
+        let ringing = sent(&p.handle_message(fwd.response(180, "Ringing", Some("ag")), peer(AGENT), t0 + Duration::from_secs(1), &mut m));
+        assert_eq!(ringing[0].1.status(), Some(180));
+        assert!(sent(&p.handle_timeout(t0 + Duration::from_secs(60), &mut m)).is_empty(), "no retransmission after a response");
+        // Another provisional at 100 s restarts Timer C: nothing at 181 s.
+        p.handle_message(fwd.response(183, "Session Progress", Some("ag")), peer(AGENT), t0 + Duration::from_secs(100), &mut m);
+        assert!(sent(&p.handle_timeout(t0 + Duration::from_secs(181), &mut m)).is_empty());
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(280)));
+        // Timer C: CANCEL downstream (retransmitted over UDP), the call still up.
+        let c = sent(&p.handle_timeout(t0 + Duration::from_secs(280), &mut m));
+        assert_eq!((c.len(), c[0].1.method()), (1, Some("CANCEL")));
+        assert_eq!(c[0].0, Dest::Target(Target::parse("10.0.0.2:5060").unwrap()));
+        assert!(m.closed.is_empty());
+        assert_eq!(sent(&p.handle_timeout(t0 + Duration::from_millis(280_500), &mut m))[0].1.method(), Some("CANCEL"));
+        // No 487 either: 408 upstream 64×T1 later, the call ends.
+        let mut last = Vec::new();
+        let mut t = t0 + Duration::from_secs(281);
+        while t < t0 + Duration::from_secs(315) {
+            t += Duration::from_millis(100);
+            last.extend(sent(&p.handle_timeout(t, &mut m)));
+        }
+        assert_eq!(last.iter().filter(|(_, x)| x.status() == Some(408)).count(), 1);
+        assert_eq!(m.closed, vec![(CallId(1), EndReason::SipTimeout)]);
+    }
+
+    #[test]
+    fn a_retransmitted_cancel_is_answered_not_sent_on_again() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let out = sent(&p.handle_message(invite(), peer(PBX), t0, &mut m));
+        p.handle_message(out[1].1.response(180, "Ringing", Some("ag")), peer(AGENT), t0, &mut m);
+        let cancel = "CANCEL sip:agent42@10.0.0.9 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc\nFrom: <sip:cust@pbx>;tag=1\nTo: <sip:agent42@pbx>\nCall-ID: call-1\nCSeq: 1 CANCEL\nContent-Length: 0\n\n";
+        let first = req(&mut p, &mut m, PBX, t0, cancel);
+        assert_eq!(
+            first.iter().map(|(_, x)| (x.status(), x.method())).collect::<Vec<_>>(),
+            vec![(Some(200), None), (None, Some("CANCEL"))]
+        );
+        let again = req(&mut p, &mut m, PBX, t0 + Duration::from_millis(500), cancel);
+        assert_eq!(again.iter().map(|(_, x)| x.status()).collect::<Vec<_>>(), vec![Some(200)], "answered again, not forwarded");
+    }
+
+    #[test]
+    fn unreachable_next_hop_answers_503() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let out = p.handle_message(invite(), peer(PBX), t0, &mut m);
+        let forwarded = out[1].data();
+        let back = sent(&p.handle_unreachable(&forwarded, &mut m));
+        assert_eq!((back[0].0.clone(), back[0].1.status()), (Dest::Peer(peer(PBX)), Some(503)));
+        assert_eq!(m.closed, vec![(CallId(1), EndReason::Rejected(503))]);
+        assert!(p.handle_unreachable(&forwarded, &mut m).is_empty(), "once");
+    }
+
+    #[test]
+    fn junk_unusual_and_hostile_requests() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let base = |ruri: &str, via: &str, extra: &str| {
+            format!("INVITE {ruri} SIP/2.0\nVia: {via}\nFrom: <sip:cust@pbx>;tag=1\nTo: <sip:agent42@pbx>\nCall-ID: j-{}\nCSeq: 1 INVITE\nMax-Forwards: 70\n{extra}Content-Length: 0\n\n", ruri.len() + via.len() + extra.len())
+        };
+        let good_via = "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKj1";
+        for (ruri, via, extra, want) in [
+            ("sip:agent42@10.0.0.9", "SIP/2.0/UDP ;;;;branch=z9hG4bKx", "", 400),
+            ("sip:agent42@10.0.0.9", "SIP/2.0/UDP 10.0.0.1:99999;branch=z9hG4bKx", "", 400),
+            ("sip:agent42@10.0.0.9", "SIP/2.0/UDP 10.0.0.1;rport=abc;branch=z9hG4bKx", "", 400),
+            ("sip::::::", good_via, "", 400),
+            ("mailto:agent42@example.com", good_via, "", 416),
+            ("sip:agent42@10.0.0.9", good_via, "Proxy-Require: foo, bar\n", 420),
+            ("sip:agent42@10.0.0.9", good_via, "X-Evil: a\u{0}b\n", 400),
+        ] {
+            let out = req(&mut p, &mut m, PBX, t0, &base(ruri, via, extra));
+            assert_eq!(out.len(), 1, "{ruri} {via} {extra:?}: answered, not forwarded: {out:?}");
+            assert_eq!(out[0].1.status(), Some(want), "{ruri} {via} {extra:?}");
+            if want == 420 {
+                assert_eq!(out[0].1.header("unsupported"), Some("foo, bar"));
+            }
+        }
+        assert!(m.opened.is_empty(), "no junk rang a phone");
+        // A tel: URI is routable.
+        assert_eq!(req(&mut p, &mut m, PBX, t0, &base("tel:+15551230000", good_via, "")).len(), 2);
+        // A request that already passed us twice is a loop.
+        let looped = format!(
+            "SIP/2.0/UDP 10.0.0.9:5060;branch={BRANCH_PREFIX}1\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch={BRANCH_PREFIX}2\nVia: {good_via}"
+        );
+        let out = req(&mut p, &mut m, PBX, t0, &base("sip:agent42@10.0.0.9", &looped, ""));
+        assert_eq!(out[0].1.status(), Some(482));
+        // A source that is neither the PBX nor an allowed agent network: 403.
+        let mut strict = proxy();
+        strict.cfg.agent_sources = vec![crate::net::Net::parse("10.0.0.0/24").unwrap()];
+        let out = req(&mut strict, &mut m, "192.0.2.66:5060", t0, &base("sip:100@10.0.0.9", good_via, ""));
+        assert_eq!((out.len(), out[0].1.status()), (1, Some(403)));
+        assert_eq!(strict.stats.forbidden.load(Relaxed), 1);
+        // Our hostname in a Route is us (no loop through DNS).
+        let mut named = proxy();
+        named.cfg.aliases = vec!["sbc.example.com".into()];
+        let out = req(&mut named, &mut m, PBX, t0, &base("sip:agent42@10.0.0.9", good_via, "Route: <sip:sbc.example.com;lr>\n"));
+        assert!(out[1].1.values("route").is_empty(), "our own Route entry removed");
     }
 
     #[test]

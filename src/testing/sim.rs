@@ -116,6 +116,9 @@ impl Sim {
                 queue_header: None,
                 linger: Duration::from_secs(32),
                 new_calls_per_source_per_s: 0.0,
+                timer_c: Duration::from_secs(180),
+                agent_sources: Vec::new(),
+                aliases: Vec::new(),
             },
             Arc::new(SipStats::default()),
         );
@@ -544,15 +547,40 @@ mod tests {
         assert!(t.talk_time_s.customer > 2.0 && t.talk_time_s.customer < 3.2, "only the PBX's audio: {:?}", t.talk_time_s);
     }
 
-    /// An INVITE nobody answers ends at Timer C, driven by the proxy's own deadline.
+    /// An INVITE the agent never answers: sent again until 64×T1, then 408 to the PBX and the
+    /// call ends (Timer B), driven by the proxy's own deadlines.
     #[test]
-    fn unanswered_invite_ends_at_timer_c() {
+    fn an_unanswered_invite_is_retried_then_answered_408() {
         let mut sim = Sim::new();
         sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKinv7", None, Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
-        assert_eq!(sim.proxy.poll_timeout(), Some(sim.t0 + Duration::from_secs(180)));
-        sim.run_for(Duration::from_secs(181), |_| {});
+        sim.run_for(Duration::from_secs(33), |_| {});
+        assert_eq!(sim.agent_inbox.iter().filter(|m| m.method() == Some("INVITE")).count(), 7, "the first and six retransmissions");
+        assert!(sim.pbx_inbox.iter().any(|m| m.status() == Some(408)));
         assert_eq!(sim.media_calls(), 0);
         assert_eq!(sim.records()[0].reason, EndReason::SipTimeout);
+    }
+
+    /// A lossy link: the first two INVITEs towards the agent are lost. The third arrives and the
+    /// call connects and is measured, instead of being lost with the first datagram.
+    #[test]
+    fn a_lost_invite_is_sent_again_and_the_call_connects() {
+        let mut sim = Sim::new();
+        sim.sip(Party::Customer, &pbx_request("INVITE", 1, "z9hG4bKlost", None, Some(&offer_sdp("10.0.0.1", 4000, 0, ""))));
+        sim.agent_inbox.clear();
+        // Lost: whatever reached the agent in the next second.
+        sim.run_for(Duration::from_millis(1000), |_| {});
+        sim.agent_inbox.clear();
+        sim.run_for(Duration::from_millis(600), |_| {});
+        assert_eq!(sim.agent_inbox.iter().filter(|m| m.method() == Some("INVITE")).count(), 1, "the third try, at 1.5 s");
+        let ok = agent_response(&sim, 200, "OK", Some(&offer_sdp("10.0.0.2", 5000, 0, "")));
+        sim.sip(Party::Agent, &ok);
+        sim.sip(Party::Customer, &pbx_request("ACK", 1, "z9hG4bKlosta", Some("a1"), None));
+        let id = *sim.analysis.keys().next().unwrap();
+        sim.talk(id, Duration::from_secs(3), 0, Some(true), Some(false));
+        assert!(sim.pbx_inbox.iter().any(|m| m.status() == Some(200)));
+        assert_eq!(sim.media_calls(), 1, "the call is up");
+        pbx_hangs_up(&mut sim, 2, "z9hG4bKlostb");
+        assert_eq!(sim.records()[0].reason, EndReason::Bye);
     }
 
     // ---------------------------------------------------------------------------------------
