@@ -328,11 +328,29 @@ pub struct LimitsConfig {
     /// New calls per second that one source address other than the PBX (`pbx.addresses`) may
     /// start (burst: twice this; over: 503 with Retry-After). 0 disables the limit.
     pub new_calls_per_source_per_s: f64,
+    /// SIP requests per second one source other than the PBX may send (burst twice this);
+    /// over it, requests are dropped unanswered (as Kamailio's pike does). 0 disables.
+    pub requests_per_source_per_s: f64,
+    /// SIP transactions held at once; new requests over it get 503.
+    pub max_transactions: usize,
+    /// SIP TCP/TLS connections at once; more are closed at accept.
+    pub max_sip_connections: usize,
+    /// Seconds a SIP TCP/TLS connection may stay silent before it is closed (phones keep their
+    /// connections alive with CRLF pings well within this).
+    pub sip_idle_timeout_s: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_calls: 0, max_streams_per_call: 4, new_calls_per_source_per_s: 20.0 }
+        LimitsConfig {
+            max_calls: 0,
+            max_streams_per_call: 4,
+            new_calls_per_source_per_s: 20.0,
+            requests_per_source_per_s: 200.0,
+            max_transactions: 100_000,
+            max_sip_connections: 1000,
+            sip_idle_timeout_s: 600,
+        }
     }
 }
 
@@ -592,6 +610,18 @@ impl Config {
             return Err(key_err("streams.tls_listen", "is empty but streams.tls_cert / tls_key are set"));
         }
         let l = &self.limits;
+        if l.requests_per_source_per_s < 0.0 || !l.requests_per_source_per_s.is_finite() {
+            return Err(key_err("limits.requests_per_source_per_s", "must be 0 (off) or a positive rate"));
+        }
+        if l.max_transactions < 100 {
+            return Err(key_err("limits.max_transactions", "must be at least 100"));
+        }
+        if l.max_sip_connections == 0 {
+            return Err(key_err("limits.max_sip_connections", "must be at least 1"));
+        }
+        if l.sip_idle_timeout_s < 30 {
+            return Err(key_err("limits.sip_idle_timeout_s", "must be at least 30 (keep-alives come every 25–120 s)"));
+        }
         if l.max_streams_per_call == 0 || l.max_streams_per_call > 64 {
             return Err(key_err("limits.max_streams_per_call", "must be between 1 and 64"));
         }

@@ -203,6 +203,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             timer_c: Duration::from_secs(cfg.sip.timer_c_s),
             agent_sources: cfg.agent_sources()?,
             aliases: cfg.sip.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            requests_per_source_per_s: cfg.limits.requests_per_source_per_s,
+            max_transactions: cfg.limits.max_transactions,
         },
         sip_stats.clone(),
     );
@@ -291,7 +293,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let driver = SipDriver { proxy, media, udp, tcp, ng, srs, tls, media_ended: ended_rx };
+    let limits = crate::io::sip::ConnLimits {
+        max_connections: cfg.limits.max_sip_connections,
+        idle: Duration::from_secs(cfg.limits.sip_idle_timeout_s),
+    };
+    let driver = SipDriver { proxy, media, udp, tcp, ng, srs, tls, limits, media_ended: ended_rx };
     tokio::select! {
         _ = driver.run() => {}
         _ = shutdown_signal() => tracing::info!("shutting down"),

@@ -430,6 +430,8 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
         timer_c: Duration::from_secs(180),
         agent_sources: Vec::new(),
         aliases: Vec::new(),
+        requests_per_source_per_s: 0.0,
+        max_transactions: 100_000,
     };
     let stats = Arc::new(SipStats::default());
     let mut proxy = Proxy::new(cfg, stats.clone());

@@ -52,6 +52,7 @@ pub struct SipDriver {
     pub srs: Option<SrsDriver>,
     /// SIP over TLS (recording clients), when configured: its listener and server config.
     pub tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
+    pub limits: ConnLimits,
     pub media_ended: mpsc::UnboundedReceiver<(crate::call::CallId, crate::call::EndReason)>,
 }
 
@@ -86,10 +87,30 @@ async fn recv_timeout(s: Option<&mut SrsDriver>) -> Option<u64> {
     }
 }
 
-async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+/// Accept on `l` (never, without one), not before `pause` (set after an accept error, so a
+/// listener out of descriptors backs off instead of spinning).
+async fn accept_opt(l: Option<&TcpListener>, pause: Option<tokio::time::Instant>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match l {
-        Some(l) => l.accept().await,
+        Some(l) => {
+            if let Some(p) = pause {
+                tokio::time::sleep_until(p).await;
+            }
+            l.accept().await
+        }
         None => std::future::pending().await,
+    }
+}
+
+/// Bounds on SIP connections: how many at once, and how long one may stay silent.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_connections: usize,
+    pub idle: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits { max_connections: 1000, idle: Duration::from_secs(600) }
     }
 }
 
@@ -108,6 +129,11 @@ impl SipDriver {
         let mut st =
             State { tx: tx.clone(), conns: HashMap::new(), by_addr: HashMap::new(), next_conn: next_conn.clone(), udp: self.udp.clone() };
         let mut buf = vec![0u8; MAX_MESSAGE];
+        // Connections open now (TCP and TLS), and when accepting may resume after an error.
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut accept_pause: Option<tokio::time::Instant> = None;
+        let limits = self.limits;
+        let stats = self.proxy.stats.clone();
         let mut ng_buf = vec![0u8; 65536];
         // The proxy's next transaction deadline; a far-off sleep when it has none.
         let timer = tokio::time::sleep(Duration::from_secs(3600));
@@ -145,26 +171,46 @@ impl SipDriver {
                         }
                     }
                 }
-                a = accept_opt(self.tcp.as_ref()) => {
-                    if let Ok((stream, addr)) = a {
-                        let id = next_conn.fetch_add(1, Relaxed);
-                        let _ = stream.set_nodelay(true);
-                        let writer = spawn_conn(stream, addr, id, tx.clone());
-                        st.conns.insert(id, writer);
-                        st.by_addr.insert(addr, id);
+                a = accept_opt(self.tcp.as_ref(), accept_pause) => {
+                    accept_pause = None;
+                    match a {
+                        Err(e) => {
+                            stats.accept_errors.fetch_add(1, Relaxed);
+                            tracing::warn!(error = %e, "SIP TCP accept failed; pausing accepts 100 ms");
+                            accept_pause = Some(tokio::time::Instant::now() + Duration::from_millis(100));
+                        }
+                        Ok(_) if open.load(Relaxed) >= limits.max_connections => {
+                            // Dropping the stream closes it: descriptors stay for calls' media.
+                            stats.connections_refused.fetch_add(1, Relaxed);
+                        }
+                        Ok((stream, addr)) => {
+                            let id = next_conn.fetch_add(1, Relaxed);
+                            let _ = stream.set_nodelay(true);
+                            let writer = spawn_conn(stream, addr, id, tx.clone(), Some((open.clone(), limits.idle, stats.clone())));
+                            st.conns.insert(id, writer);
+                            st.by_addr.insert(addr, id);
+                        }
                     }
                 }
-                a = accept_opt(self.tls.as_ref().map(|t| &t.0)) => {
-                    if let (Ok((stream, addr)), Some((_, cfg))) = (a, self.tls.as_ref()) {
+                a = accept_opt(self.tls.as_ref().map(|t| &t.0), accept_pause) => {
+                    let a = a.ok().filter(|_| {
+                        let ok = open.load(Relaxed) < limits.max_connections;
+                        if !ok {
+                            stats.connections_refused.fetch_add(1, Relaxed);
+                        }
+                        ok
+                    });
+                    if let (Some((stream, addr)), Some((_, cfg))) = (a, self.tls.as_ref()) {
                         // The handshake runs on its own task; the connection joins once it is
                         // up (a client without a valid certificate, when one is required, never
                         // gets that far).
                         let (acceptor, tx, id) = (tokio_rustls::TlsAcceptor::from(cfg.clone()), tx.clone(), next_conn.fetch_add(1, Relaxed));
+                        let guard = (open.clone(), limits.idle, stats.clone());
                         tokio::spawn(async move {
                             let _ = stream.set_nodelay(true);
                             match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => {
-                                    let writer = spawn_conn(tls, addr, id, tx.clone());
+                                    let writer = spawn_conn(tls, addr, id, tx.clone(), Some(guard));
                                     let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
                                 }
                                 _ => tracing::info!(source = %addr.ip(), "SIP over TLS: handshake failed (or no valid client certificate)"),
@@ -323,7 +369,7 @@ fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Op
                 match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
                     Ok(Ok(stream)) => {
                         let _ = stream.set_nodelay(true);
-                        let writer = spawn_conn(stream, addr, id, tx.clone());
+                        let writer = spawn_conn(stream, addr, id, tx.clone(), None);
                         let _ = writer.send(data).await;
                         let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
                     }
@@ -338,11 +384,18 @@ fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Op
 }
 
 /// Reader + writer tasks for one TCP connection. Returns the writer's queue.
-fn spawn_conn<S>(stream: S, addr: SocketAddr, id: u64, events: mpsc::Sender<Event>) -> mpsc::Sender<Vec<u8>>
+/// An accepted connection's bookkeeping: the open-connection count it holds a place in (given
+/// back when it ends), its idle timeout, and the counters.
+type ConnGuard = (Arc<std::sync::atomic::AtomicUsize>, Duration, Arc<crate::sip::proxy::SipStats>);
+
+fn spawn_conn<S>(stream: S, addr: SocketAddr, id: u64, events: mpsc::Sender<Event>, guard: Option<ConnGuard>) -> mpsc::Sender<Vec<u8>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
+    if let Some((open, _, _)) = &guard {
+        open.fetch_add(1, Relaxed);
+    }
     let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
     tokio::spawn(async move {
         while let Some(d) = wrx.recv().await {
@@ -351,18 +404,41 @@ where
             }
         }
     });
+    let pong = wtx.clone();
     tokio::spawn(async move {
+        /// Gives the connection's place back however the reader ends.
+        struct Release(Option<Arc<std::sync::atomic::AtomicUsize>>);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                if let Some(open) = &self.0 {
+                    open.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+        let _release = Release(guard.as_ref().map(|g| g.0.clone()));
+        let idle = guard.as_ref().map_or(Duration::from_secs(24 * 3600), |g| g.1);
         let mut framer = StreamFramer::default();
         let mut chunk = vec![0u8; 16 * 1024];
         let peer = Peer { addr, transport: Transport::Tcp, conn: Some(id) };
         loop {
-            let n = match rd.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            let n = match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    if let Some((_, _, stats)) = &guard {
+                        stats.idle_connections_closed.fetch_add(1, Relaxed);
+                    }
+                    break;
+                }
             };
             framer.push(&chunk[..n]);
             loop {
-                match framer.next() {
+                let next = framer.next();
+                // RFC 5626 §4.4.1: a double-CRLF ping gets a CRLF pong.
+                for _ in 0..std::mem::take(&mut framer.pings) {
+                    let _ = pong.try_send(b"\r\n".to_vec());
+                }
+                match next {
                     Ok(Some(data)) => {
                         if events.send(Event::Message { data, peer }).await.is_err() {
                             return;
@@ -388,6 +464,8 @@ where
 #[derive(Default)]
 pub struct StreamFramer {
     buf: Vec<u8>,
+    /// Double-CRLF keep-alive pings seen between messages, not yet answered.
+    pub pings: usize,
 }
 
 impl StreamFramer {
@@ -400,6 +478,9 @@ impl StreamFramer {
     pub fn next(&mut self) -> Result<Option<Vec<u8>>, Vec<u8>> {
         // Leading CRLFs are keep-alives between messages.
         let skip = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        if skip >= 4 {
+            self.pings += self.buf[..skip].windows(4).filter(|w| w == b"\r\n\r\n").count().max(1).min(skip / 4);
+        }
         self.buf.drain(..skip);
         let Some(end) = header_end(&self.buf) else {
             if self.buf.len() > MAX_MESSAGE {
@@ -423,6 +504,20 @@ impl StreamFramer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn double_crlf_pings_are_counted_for_a_pong() {
+        let mut f = StreamFramer::default();
+        f.push(b"\r\n\r\n");
+        assert_eq!((f.next(), f.pings), (Ok(None), 1));
+        f.pings = 0;
+        f.push(b"\r\n\r\nOPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(f.next(), Ok(Some(_))));
+        assert_eq!(f.pings, 1);
+        f.pings = 0;
+        f.push(b"\r\n");
+        assert_eq!((f.next(), f.pings), (Ok(None), 0), "a single CRLF (a pong) is not a ping");
+    }
 
     #[test]
     fn frames_by_content_length_across_chunks() {

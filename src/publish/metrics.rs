@@ -399,6 +399,36 @@ impl Collector for LiveCounters {
         counter(&mut enc, "sip_loops", "Requests that came back through Hearken: 482", s.loops.load(Relaxed))?;
         counter(
             &mut enc,
+            "sip_flood_dropped",
+            "Requests dropped unanswered: their source was over limits.requests_per_source_per_s",
+            s.flood_dropped.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_over_transactions",
+            "Requests answered 503: the transaction table was full",
+            s.over_transactions.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_connections_refused",
+            "SIP TCP/TLS connections closed at accept: over limits.max_sip_connections",
+            s.connections_refused.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_idle_connections_closed",
+            "SIP TCP/TLS connections closed after limits.sip_idle_timeout_s of silence",
+            s.idle_connections_closed.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_accept_errors",
+            "accept() errors on the SIP TCP listeners (each pauses accepting 100 ms)",
+            s.accept_errors.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "sip_invalid",
             "Requests that parsed but cannot be handled (bad Via or Request-URI, control characters, unknown URI scheme, Proxy-Require): 400/416/420",
             s.invalid.load(Relaxed),

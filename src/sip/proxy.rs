@@ -144,6 +144,17 @@ pub struct SipStats {
     /// Requests that parsed but cannot be handled as they are (bad Via or Request-URI, control
     /// characters, an unknown URI scheme, Proxy-Require): 400, 416 or 420, never forwarded.
     pub invalid: AtomicU64,
+    /// Requests dropped unanswered: their source (not the PBX) sent over
+    /// `limits.requests_per_source_per_s`.
+    pub flood_dropped: AtomicU64,
+    /// Requests answered 503 because the transaction table was full.
+    pub over_transactions: AtomicU64,
+    /// TCP/TLS connections closed at accept: over `limits.max_sip_connections`.
+    pub connections_refused: AtomicU64,
+    /// TCP/TLS connections closed after `limits.sip_idle_timeout_s` without data.
+    pub idle_connections_closed: AtomicU64,
+    /// accept() errors on the SIP TCP listeners (each pauses accepting 100 ms).
+    pub accept_errors: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +180,11 @@ pub struct ProxyConfig {
     pub agent_sources: Vec<crate::net::Net>,
     /// Names of this proxy (hostnames, aliases) besides its address, for Route and Request-URI.
     pub aliases: Vec<String>,
+    /// Requests per second one source other than the PBX may send (0: no limit); burst twice
+    /// that. Over it, requests are dropped unanswered, as Kamailio's pike does.
+    pub requests_per_source_per_s: f64,
+    /// Transactions held at once; new requests over it get 503.
+    pub max_transactions: usize,
 }
 
 #[derive(Debug)]
@@ -262,6 +278,8 @@ pub struct Proxy {
     call_timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, CallId)>>,
     /// New-call token buckets per source IP: (tokens, last refill).
     buckets: HashMap<IpAddr, (f64, Instant)>,
+    /// Request token buckets per source IP (flood limit).
+    req_buckets: HashMap<IpAddr, (f64, Instant)>,
     next_call: u64,
     pub stats: Arc<SipStats>,
 }
@@ -278,6 +296,7 @@ impl Proxy {
             dialogs: HashMap::new(),
             call_timers: Default::default(),
             buckets: HashMap::new(),
+            req_buckets: HashMap::new(),
             next_call: 1,
             stats,
         }
@@ -311,7 +330,32 @@ impl Proxy {
         vec![Action::Send { to: Dest::Peer(from), data: r.to_bytes() }]
     }
 
+    /// Whether a request from `ip` (not the PBX) is within `requests_per_source_per_s`.
+    fn within_request_rate(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let rate = self.cfg.requests_per_source_per_s;
+        if rate <= 0.0 {
+            return true;
+        }
+        if self.req_buckets.len() > 100_000 {
+            // A spread-out flood: forget the old buckets rather than grow without bound.
+            self.req_buckets.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(2));
+        }
+        let (tokens, last) = self.req_buckets.entry(ip).or_insert((rate * 2.0, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate * 2.0);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     pub fn handle_message(&mut self, msg: Message, from: Peer, now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
+        if msg.is_request() && self.side_of(from.addr) == Party::Agent && !self.within_request_rate(from.addr.ip(), now) {
+            self.stats.flood_dropped.fetch_add(1, Relaxed);
+            return Vec::new();
+        }
         if msg.is_request() {
             self.stats.requests.fetch_add(1, Relaxed);
             self.handle_request(msg, from, now, media)
@@ -505,6 +549,10 @@ impl Proxy {
             None => msg.set("max-forwards", "Max-Forwards", "70"),
         }
 
+        if method != "ACK" && self.txns.len() >= self.cfg.max_transactions {
+            self.stats.over_transactions.fetch_add(1, Relaxed);
+            return vec![self.local_retry(&msg, from, 503, "Transaction Table Full", Some(5))];
+        }
         if method == "CANCEL" {
             return self.handle_cancel(msg, from, branch, now);
         }
@@ -1446,6 +1494,8 @@ mod tests {
                 timer_c: Duration::from_secs(180),
                 agent_sources: Vec::new(),
                 aliases: Vec::new(),
+                requests_per_source_per_s: 0.0,
+                max_transactions: 100_000,
             },
             Arc::new(SipStats::default()),
         )
@@ -1665,6 +1715,32 @@ mod tests {
         named.cfg.aliases = vec!["sbc.example.com".into()];
         let out = req(&mut named, &mut m, PBX, t0, &base("sip:agent42@10.0.0.9", good_via, "Route: <sip:sbc.example.com;lr>\n"));
         assert!(out[1].1.values("route").is_empty(), "our own Route entry removed");
+    }
+
+    #[test]
+    fn a_flooding_source_is_dropped_and_the_transaction_table_is_bounded() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        p.cfg.requests_per_source_per_s = 50.0;
+        let options = |i: u32| {
+            format!("OPTIONS sip:10.0.0.9 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.77;branch=z9hG4bKfl{i}\nFrom: <sip:x@y>;tag=1\nTo: <sip:10.0.0.9>\nCall-ID: fl{i}\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n")
+        };
+        let answered = (0..1000).filter(|i| !req(&mut p, &mut m, "10.0.0.77:5060", t0, &options(*i)).is_empty()).count();
+        assert_eq!(answered, 100, "the burst (twice the rate) passes, the rest is dropped");
+        assert_eq!(p.stats.flood_dropped.load(Relaxed), 900);
+        // A second later the source has a second's worth again; the PBX is never limited.
+        let later =
+            (1000..1100).filter(|i| !req(&mut p, &mut m, "10.0.0.77:5060", t0 + Duration::from_secs(1), &options(*i)).is_empty()).count();
+        assert_eq!(later, 50);
+        assert!((0..300).all(|i| !req(&mut p, &mut m, PBX, t0, &options(5000 + i).replace("10.0.0.77", "10.0.0.1")).is_empty()));
+        // The transaction table is bounded: over it, 503.
+        let mut small = proxy();
+        small.cfg.max_transactions = 10;
+        for i in 0..10 {
+            req(&mut small, &mut m, PBX, t0, &options(i).replace("10.0.0.77", "10.0.0.1"));
+        }
+        let out = req(&mut small, &mut m, PBX, t0, &options(99).replace("10.0.0.77", "10.0.0.1"));
+        assert_eq!(out[0].1.status(), Some(503));
+        assert_eq!(small.stats.over_transactions.load(Relaxed), 1);
     }
 
     #[test]

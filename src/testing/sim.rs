@@ -119,6 +119,8 @@ impl Sim {
                 timer_c: Duration::from_secs(180),
                 agent_sources: Vec::new(),
                 aliases: Vec::new(),
+                requests_per_source_per_s: 0.0,
+                max_transactions: 100_000,
             },
             Arc::new(SipStats::default()),
         );
