@@ -256,6 +256,9 @@ pub struct AgentsConfig {
     /// PBX get 403. Default: private, loopback and link-local networks. `["0.0.0.0/0", "::/0"]`
     /// allows any.
     pub allow: Option<Vec<String>>,
+    /// When agents' REGISTERs get Hearken's Path: `always` (default: a phone that does not say
+    /// `Supported: path` is then still reached through Hearken), `when_supported`, `never`.
+    pub path: crate::sip::proxy::PathMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -205,6 +205,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             aliases: cfg.sip.aliases.iter().map(|a| a.to_ascii_lowercase()).collect(),
             requests_per_source_per_s: cfg.limits.requests_per_source_per_s,
             max_transactions: cfg.limits.max_transactions,
+            path: cfg.agents.path,
         },
         sip_stats.clone(),
     );

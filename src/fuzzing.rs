@@ -432,6 +432,7 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
         aliases: Vec::new(),
         requests_per_source_per_s: 0.0,
         max_transactions: 100_000,
+        path: crate::sip::proxy::PathMode::WhenSupported,
     };
     let stats = Arc::new(SipStats::default());
     let mut proxy = Proxy::new(cfg, stats.clone());

@@ -185,6 +185,21 @@ pub struct ProxyConfig {
     pub requests_per_source_per_s: f64,
     /// Transactions held at once; new requests over it get 503.
     pub max_transactions: usize,
+    /// When agents' REGISTERs get a Path (RFC 3327) so the registrar reaches them through us.
+    pub path: PathMode,
+}
+
+/// `agents.path`: when a REGISTER from an agent gets our Path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMode {
+    /// Always (a phone that does not say `Supported: path` would otherwise be reached directly,
+    /// bypassing Hearken); the registrar must accept Path without it, as Kamailio's does.
+    #[default]
+    Always,
+    /// Only when the phone says `Supported: path` (for registrars that enforce RFC 3327 §5.2).
+    WhenSupported,
+    Never,
 }
 
 #[derive(Debug)]
@@ -697,10 +712,22 @@ impl Proxy {
         let host = self.host_text();
         msg.push_front("Via", format!("SIP/2.0/{} {host}:{};branch={branch}", target.transport.via_name(), self.cfg.port));
         if matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY") {
-            let t = if target.transport == Transport::Tcp || upstream_transport == Transport::Tcp { ";transport=tcp" } else { "" };
-            msg.push_front("Record-Route", format!("<sip:{host}:{};lr{t}>", self.cfg.port));
+            let rr = |t: Transport| format!("<sip:{host}:{};lr{}>", self.cfg.port, if t == Transport::Tcp { ";transport=tcp" } else { "" });
+            if target.transport == upstream_transport {
+                msg.push_front("Record-Route", rr(target.transport));
+            } else {
+                // RFC 5658 double Record-Route: each side is told the transport it reaches us
+                // by (the callee reads the top entry, the caller the bottom one).
+                msg.push_front("Record-Route", rr(upstream_transport));
+                msg.push_front("Record-Route", rr(target.transport));
+            }
         }
-        if method == "REGISTER" && side == Party::Agent && msg.values("supported").iter().any(|s| s.eq_ignore_ascii_case("path")) {
+        let path = match self.cfg.path {
+            PathMode::Always => true,
+            PathMode::WhenSupported => msg.values("supported").iter().any(|s| s.eq_ignore_ascii_case("path")),
+            PathMode::Never => false,
+        };
+        if method == "REGISTER" && side == Party::Agent && path {
             // RFC 3327: the registrar sends requests for this contact back through us.
             msg.push_front("Path", format!("<sip:{host}:{};lr>", self.cfg.port));
         }
@@ -1111,7 +1138,9 @@ impl Proxy {
         let raw = if let Some(h) = self.cfg.agent_id_header.as_deref().and_then(|h| msg.header(&h.to_ascii_lowercase())) {
             Some(h.to_string())
         } else if sender == Party::Customer {
-            msg.uri().and_then(SipUri::parse).and_then(|u| u.user).or_else(|| msg.header("to").and_then(SipUri::parse).and_then(|u| u.user))
+            // The dialled address of record (To), not the Request-URI: once the registrar has
+            // resolved the AoR, the Request-URI is the phone's Contact (`agent7-0x55be…`).
+            msg.header("to").and_then(SipUri::parse).and_then(|u| u.user).or_else(|| msg.uri().and_then(SipUri::parse).and_then(|u| u.user))
         } else {
             msg.header("from").and_then(SipUri::parse).and_then(|u| u.user)
         };
@@ -1496,6 +1525,7 @@ mod tests {
                 aliases: Vec::new(),
                 requests_per_source_per_s: 0.0,
                 max_transactions: 100_000,
+                path: crate::sip::proxy::PathMode::WhenSupported,
             },
             Arc::new(SipStats::default()),
         )
@@ -1741,6 +1771,30 @@ mod tests {
         let out = req(&mut small, &mut m, PBX, t0, &options(99).replace("10.0.0.77", "10.0.0.1"));
         assert_eq!(out[0].1.status(), Some(503));
         assert_eq!(small.stats.over_transactions.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn path_for_every_agent_register_and_double_record_route_across_transports() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        p.cfg.path = PathMode::Always;
+        let reg = "REGISTER sip:pbx SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.2;rport;branch=z9hG4bKrp\nFrom: <sip:agent7@pbx>;tag=9\nTo: <sip:agent7@pbx>\nCall-ID: rp1\nCSeq: 1 REGISTER\nContact: <sip:agent7-0x55be@10.0.0.2:5062>\nContent-Length: 0\n\n";
+        let out = req(&mut p, &mut m, AGENT, t0, reg);
+        assert!(out[0].1.header("path").is_some(), "a phone without Supported: path still gets our Path");
+        p.cfg.path = PathMode::WhenSupported;
+        let out = req(&mut p, &mut m, AGENT, t0, &reg.replace("rp1", "rp2").replace("z9hG4bKrp", "z9hG4bKrq"));
+        assert!(out[0].1.header("path").is_none());
+        // The PBX's INVITE to a registered phone: the agent id is the dialled AoR, not the Contact.
+        let inv = "INVITE sip:agent7-0x55be@10.0.0.2:5062 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKaor\nFrom: <sip:cust@pbx>;tag=1\nTo: <sip:agent7@pbx>\nCall-ID: aor1\nCSeq: 1 INVITE\nMax-Forwards: 70\nContent-Length: 0\n\n";
+        req(&mut p, &mut m, PBX, t0, inv);
+        assert_eq!(p.active_calls().next().map(|c| c.agent_id.clone()), Some("agent7".into()));
+        // PBX over UDP, agents over TCP: two Record-Routes, each with its side's transport.
+        let mut tcp = proxy();
+        tcp.cfg.agents_route = Target::parse("sip:10.0.0.2:5060;transport=tcp");
+        let out = sent(&tcp.handle_message(invite(), peer(PBX), t0, &mut m));
+        let rr = out[1].1.values("record-route");
+        assert_eq!(rr, vec!["<sip:10.0.0.9:5060;lr;transport=tcp>".to_string(), "<sip:10.0.0.9:5060;lr>".to_string()], "top for the callee (TCP)");
+        let same = sent(&proxy().handle_message(invite(), peer(PBX), t0, &mut m));
+        assert_eq!(same[1].1.values("record-route").len(), 1, "one entry when both sides use the same transport");
     }
 
     #[test]

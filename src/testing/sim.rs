@@ -121,6 +121,7 @@ impl Sim {
                 aliases: Vec::new(),
                 requests_per_source_per_s: 0.0,
                 max_transactions: 100_000,
+                path: crate::sip::proxy::PathMode::WhenSupported,
             },
             Arc::new(SipStats::default()),
         );
