@@ -1792,7 +1792,11 @@ mod tests {
         tcp.cfg.agents_route = Target::parse("sip:10.0.0.2:5060;transport=tcp");
         let out = sent(&tcp.handle_message(invite(), peer(PBX), t0, &mut m));
         let rr = out[1].1.values("record-route");
-        assert_eq!(rr, vec!["<sip:10.0.0.9:5060;lr;transport=tcp>".to_string(), "<sip:10.0.0.9:5060;lr>".to_string()], "top for the callee (TCP)");
+        assert_eq!(
+            rr,
+            vec!["<sip:10.0.0.9:5060;lr;transport=tcp>".to_string(), "<sip:10.0.0.9:5060;lr>".to_string()],
+            "top for the callee (TCP)"
+        );
         let same = sent(&proxy().handle_message(invite(), peer(PBX), t0, &mut m));
         assert_eq!(same[1].1.values("record-route").len(), 1, "one entry when both sides use the same transport");
     }
