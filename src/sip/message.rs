@@ -435,7 +435,15 @@ pub struct Via {
 
 impl Via {
     pub fn parse(v: &str) -> Option<Via> {
-        let (proto, rest) = v.trim().split_once(char::is_whitespace)?;
+        // LWS may surround the slashes of the sent-protocol (`SIP / 2.0 / UDP`, RFC 3261 §25.1).
+        let mut norm = String::with_capacity(v.len());
+        for part in v.trim().split('/') {
+            if !norm.is_empty() {
+                norm.push('/');
+            }
+            norm.push_str(if norm.is_empty() { part.trim_end() } else { part.trim() });
+        }
+        let (proto, rest) = norm.split_once(char::is_whitespace)?;
         let transport = proto.rsplit('/').next()?.to_ascii_uppercase();
         let rest = rest.trim();
         let (hostport, _) = rest.split_once(';').unwrap_or((rest, ""));

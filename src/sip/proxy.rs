@@ -225,6 +225,8 @@ struct Txn {
     provisional: bool,
     /// Timer C fired after a provisional: the CANCEL went downstream, the final is awaited.
     cancelled: bool,
+    /// Hearken answered it itself (408, 503): the ACK of that answer stops here.
+    local_final: bool,
 }
 
 #[derive(Debug)]
@@ -340,7 +342,9 @@ impl Proxy {
             return Vec::new();
         };
         self.stats.answered_locally.fetch_add(1, Relaxed);
-        let mut r = req.response(400, "Bad Request", None);
+        // A request of another SIP version gets 505 (RFC 3261 §8.2.2.1... §21.5.7).
+        let other_version = matches!(&req.start, StartLine::Request { version, .. } if version != "SIP/2.0");
+        let mut r = if other_version { req.response(505, "Version Not Supported", None) } else { req.response(400, "Bad Request", None) };
         r.push_back("Warning", format!("399 hearken \"{why}\""));
         vec![Action::Send { to: Dest::Peer(from), data: r.to_bytes() }]
     }
@@ -474,14 +478,57 @@ impl Proxy {
                 return Some((400, "Bad Via rport"));
             }
         }
-        if msg.headers.iter().any(|h| h.value.bytes().any(|b| b == 0 || (b.is_ascii_control() && b != b'\t'))) {
+        // Control characters only as quoted-pairs (`\` followed by the byte, RFC 3261 §25.1).
+        let stray_control = |v: &str| {
+            v.as_bytes().windows(2).any(|w| w[1] != b'\t' && w[1].is_ascii_control() && w[0] != b'\\')
+                || v.as_bytes().first().is_some_and(|b| *b != b'\t' && b.is_ascii_control())
+        };
+        if msg.headers.iter().any(|h| stray_control(&h.value)) {
             return Some((400, "Control Characters In Header"));
+        }
+        // Empty header-field separators (`;;`, `,,`, a trailing `;`).
+        for name in ["via", "contact"] {
+            let raw: Vec<&str> = msg.headers.iter().filter(|h| h.key() == name).map(|h| h.value.as_str()).collect();
+            if raw.iter().any(|v| {
+                let v = v.trim();
+                v.contains(";;") || v.ends_with(';') || v.ends_with(',') || v.contains(",,") || v.contains(";,") || v.contains(",;")
+            }) {
+                return Some((400, "Empty Header Field Separators"));
+            }
+        }
+        // Single-value headers given more than once, or with several values.
+        for name in ["from", "to", "call-id", "cseq", "max-forwards", "content-length", "content-type"] {
+            if msg.headers.iter().filter(|h| h.key() == name).count() > 1 || split_values(msg.header(name).unwrap_or("")).len() > 1 {
+                return Some((400, "Multiple Values In Single-Value Header"));
+            }
+        }
+        // Quotes must balance in name-addr headers (an unterminated display name).
+        for name in ["from", "to", "contact", "route", "record-route"] {
+            for h in msg.headers.iter().filter(|h| h.key() == name) {
+                let mut open = false;
+                let mut escaped = false;
+                for b in h.value.bytes() {
+                    match (escaped, b) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') if open => escaped = true,
+                        (false, b'"') => open = !open,
+                        _ => {}
+                    }
+                }
+                if open {
+                    return Some((400, "Unterminated Quoted String"));
+                }
+            }
+        }
+        if msg.cseq().is_none() {
+            return Some((400, "Bad CSeq"));
         }
         let uri = msg.uri().unwrap_or("");
         let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
         match scheme.as_deref() {
             Some("sip" | "sips") => {
-                if SipUri::parse(uri).is_none_or(|u| u.host.is_empty()) {
+                // An IPv6 host must be in brackets (RFC 5118 §4.2): a colon left in the host.
+                if SipUri::parse(uri).is_none_or(|u| u.host.is_empty() || (u.host.contains(':') && !uri.contains('['))) {
                     return Some((400, "Bad Request-URI"));
                 }
             }
@@ -539,6 +586,10 @@ impl Proxy {
             return if method == "ACK" { Vec::new() } else { vec![self.local(&msg, from, 482, "Loop Detected")] };
         }
         let branch = self.derive_branch(&msg);
+        // The ACK of a non-2xx final Hearken sent itself is hop by hop: it stops here (§17.2.1).
+        if method == "ACK" && self.txns.get(&(branch.clone(), "INVITE".to_string())).is_some_and(|t| t.local_final) {
+            return Vec::new();
+        }
 
         // A retransmission of a request we already handle (RFC 3261 §17.2).
         if method != "ACK" {
@@ -768,6 +819,7 @@ impl Proxy {
                     give_up: Some(give_up),
                     provisional: false,
                     cancelled: false,
+                    local_final: false,
                 },
             );
         }
@@ -841,6 +893,7 @@ impl Proxy {
                 give_up: None,
                 provisional: false,
                 cancelled: false,
+                local_final: false,
             },
         );
         Some(Action::Send { to: dest, data })
@@ -859,6 +912,7 @@ impl Proxy {
         let r = req.response(code, reason, None).to_bytes();
         t.last_response = Some(r.clone());
         t.final_seen = true;
+        t.local_final = true;
         t.retx = None;
         Some(Action::Send { to: Dest::Peer(t.upstream), data: r })
     }
@@ -1253,6 +1307,7 @@ impl Proxy {
                 give_up: None,
                 provisional: false,
                 cancelled: false,
+                local_final: false,
                 generated: true,
                 initial_invite: false,
                 expires,
@@ -1433,10 +1488,12 @@ fn display_name(v: &str) -> Option<String> {
 fn salvage_request(raw: &[u8]) -> Option<Message> {
     let text = String::from_utf8_lossy(&raw[..raw.len().min(super::message::MAX_MESSAGE)]);
     let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
-    let first = lines.next()?;
+    let first = lines.next()?.trim_end();
     let mut parts = first.split(' ');
     let method = parts.next()?;
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || !first.ends_with("SIP/2.0") {
+    let version = first.rsplit(' ').next().unwrap_or("");
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)) || !version.starts_with("SIP/")
+    {
         return None;
     }
     let mut headers = Vec::new();
@@ -1452,7 +1509,7 @@ fn salvage_request(raw: &[u8]) -> Option<Message> {
         }
     }
     let m = Message {
-        start: StartLine::Request { method: method.into(), uri: "sip:invalid".into(), version: "SIP/2.0".into() },
+        start: StartLine::Request { method: method.into(), uri: "sip:invalid".into(), version: version.into() },
         headers,
         body: Vec::new(),
     };
@@ -1642,6 +1699,9 @@ mod tests {
         // The PBX retransmits its INVITE: it gets the 408 again, nothing goes to the agent.
         let again = sent(&p.handle_message(invite(), peer(PBX), t, &mut m));
         assert_eq!(again.iter().map(|(_, m)| m.status()).collect::<Vec<_>>(), vec![Some(408)]);
+        // The PBX's ACK of that 408 stops at Hearken.
+        let ack = "ACK sip:agent42@10.0.0.9 SIP/2.0\nv: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc\nf: <sip:cust@pbx>;tag=1\nt: <sip:agent42@pbx>\ni: call-1\nCSeq: 1 ACK\nContent-Length: 0\n\n";
+        assert!(req(&mut p, &mut m, PBX, t, ack).is_empty());
     }
 
     #[test]
