@@ -427,12 +427,7 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
         queue_header: Some("X-Queue".into()),
         linger: Duration::from_secs(32),
         new_calls_per_source_per_s: 0.0,
-        timer_c: Duration::from_secs(180),
-        agent_sources: Vec::new(),
-        aliases: Vec::new(),
-        requests_per_source_per_s: 0.0,
-        max_transactions: 100_000,
-        path: crate::sip::proxy::PathMode::WhenSupported,
+        guards: Default::default(),
     };
     let stats = Arc::new(SipStats::default());
     let mut proxy = Proxy::new(cfg, stats.clone());

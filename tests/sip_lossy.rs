@@ -16,13 +16,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Relays datagrams between `front` (facing Hearken) and `back` (facing the agent at
-/// `agent_port`), dropping one in five of those towards the agent (deterministic sequence).
-/// Returns the counts of relayed and dropped datagrams.
-fn lossy_forwarder(front: UdpSocket, back: UdpSocket, hearken_sip: u16, agent_port: u16, stop: Arc<AtomicBool>) -> Arc<[AtomicU64; 2]> {
+/// `agent_port`), dropping one in five of those towards the agent and, with `both_ways`, of
+/// those back (deterministic sequences). Returns the counts of relayed and dropped datagrams.
+fn lossy_forwarder(
+    front: UdpSocket,
+    back: UdpSocket,
+    hearken_sip: u16,
+    agent_port: u16,
+    both_ways: bool,
+    stop: Arc<AtomicBool>,
+) -> Arc<[AtomicU64; 2]> {
     let counts: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     for (from, to, dest, seed) in [
         (front.try_clone().unwrap(), back.try_clone().unwrap(), (AGENT_IP, agent_port), Some(7u64)),
-        (back, front, (PBX_IP, hearken_sip), None),
+        (back, front, (PBX_IP, hearken_sip), both_ways.then_some(11u64)),
     ] {
         let (stop, counts) = (stop.clone(), counts.clone());
         from.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
@@ -67,7 +74,7 @@ fn invites_to_the_agent_lost() {
     let h = Hearken::start_with(pbx, fwd, media_range(120), "", "", "");
     let back = UdpSocket::bind((AGENT_IP, 0)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let counts = lossy_forwarder(front, back, h.sip_port, agent, stop.clone());
+    let counts = lossy_forwarder(front, back, h.sip_port, agent, false, stop.clone());
     let dir = tempfile::tempdir().unwrap();
     let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42010".into())]);
     let uac = scenario(
@@ -176,27 +183,7 @@ fn lost_both_ways() {
     let h = Hearken::start_with(pbx, fwd, media_range(120), "", "", "");
     let back = UdpSocket::bind((AGENT_IP, 0)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-    for (from, to, dest, seed) in
-        [(front.try_clone().unwrap(), back.try_clone().unwrap(), (AGENT_IP, agent), 7u64), (back, front, (PBX_IP, h.sip_port), 11u64)]
-    {
-        let (stop, counts) = (stop.clone(), counts.clone());
-        from.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        std::thread::spawn(move || {
-            let mut rng = seed;
-            let mut buf = vec![0u8; 65536];
-            while !stop.load(Relaxed) {
-                let Ok(n) = from.recv(&mut buf) else { continue };
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                if (rng >> 33) % 5 == 0 {
-                    counts[1].fetch_add(1, Relaxed);
-                    continue;
-                }
-                counts[0].fetch_add(1, Relaxed);
-                let _ = to.send_to(&buf[..n], dest);
-            }
-        });
-    }
+    let counts = lossy_forwarder(front, back, h.sip_port, agent, true, stop.clone());
     let phone = careful_agent(agent_sock, fwd, stop.clone());
     let dir = tempfile::tempdir().unwrap();
     let uac = scenario(

@@ -173,6 +173,13 @@ pub struct ProxyConfig {
     pub linger: Duration,
     /// New calls per second one source IP may start (0: no limit); burst twice that.
     pub new_calls_per_source_per_s: f64,
+    /// Timers, who may be an agent, flood limits (defaults: [`ProxyGuards::default`]).
+    pub guards: ProxyGuards,
+}
+
+/// The proxy's timers and protections.
+#[derive(Debug, Clone)]
+pub struct ProxyGuards {
     /// Timer C (RFC 3261 §16.6 step 11): how long an INVITE may go without a provisional or
     /// final response before Hearken CANCELs it downstream and answers 408 upstream.
     pub timer_c: Duration,
@@ -187,6 +194,21 @@ pub struct ProxyConfig {
     pub max_transactions: usize,
     /// When agents' REGISTERs get a Path (RFC 3327) so the registrar reaches them through us.
     pub path: PathMode,
+}
+
+impl Default for ProxyGuards {
+    /// Lenient settings for tests and tools: Timer C 180 s, any agent source, no rate limit,
+    /// Path only when the phone supports it.
+    fn default() -> Self {
+        ProxyGuards {
+            timer_c: Duration::from_secs(180),
+            agent_sources: Vec::new(),
+            aliases: Vec::new(),
+            requests_per_source_per_s: 0.0,
+            max_transactions: 100_000,
+            path: PathMode::WhenSupported,
+        }
+    }
 }
 
 /// `agents.path`: when a REGISTER from an agent gets our Path.
@@ -351,7 +373,7 @@ impl Proxy {
 
     /// Whether a request from `ip` (not the PBX) is within `requests_per_source_per_s`.
     fn within_request_rate(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let rate = self.cfg.requests_per_source_per_s;
+        let rate = self.cfg.guards.requests_per_source_per_s;
         if rate <= 0.0 {
             return true;
         }
@@ -454,7 +476,7 @@ impl Proxy {
 
     fn is_us(&self, host: &str, port: Option<u16>) -> bool {
         let h = host.trim_matches(['[', ']']);
-        let named = h.parse::<IpAddr>().ok() == Some(self.cfg.host) || self.cfg.aliases.iter().any(|a| a.eq_ignore_ascii_case(h));
+        let named = h.parse::<IpAddr>().ok() == Some(self.cfg.host) || self.cfg.guards.aliases.iter().any(|a| a.eq_ignore_ascii_case(h));
         named && port.unwrap_or(5060) == self.cfg.port
     }
 
@@ -554,7 +576,9 @@ impl Proxy {
         }
         let side = self.side_of(from.addr);
         // Who may be an agent: the PBX's trust in its proxy must not be lent to any source.
-        if side == Party::Agent && !self.cfg.agent_sources.is_empty() && !self.cfg.agent_sources.iter().any(|n| n.contains(from.addr.ip()))
+        if side == Party::Agent
+            && !self.cfg.guards.agent_sources.is_empty()
+            && !self.cfg.guards.agent_sources.iter().any(|n| n.contains(from.addr.ip()))
         {
             self.stats.forbidden.fetch_add(1, Relaxed);
             tracing::debug!(source = %from.addr.ip(), "request from a source that is neither the PBX nor in agents.allow: 403");
@@ -615,7 +639,7 @@ impl Proxy {
             None => msg.set("max-forwards", "Max-Forwards", "70"),
         }
 
-        if method != "ACK" && self.txns.len() >= self.cfg.max_transactions {
+        if method != "ACK" && self.txns.len() >= self.cfg.guards.max_transactions {
             self.stats.over_transactions.fetch_add(1, Relaxed);
             return vec![self.local_retry(&msg, from, 503, "Transaction Table Full", Some(5))];
         }
@@ -773,7 +797,7 @@ impl Proxy {
                 msg.push_front("Record-Route", rr(target.transport));
             }
         }
-        let path = match self.cfg.path {
+        let path = match self.cfg.guards.path {
             PathMode::Always => true,
             PathMode::WhenSupported => msg.values("supported").iter().any(|s| s.eq_ignore_ascii_case("path")),
             PathMode::Never => false,
@@ -794,7 +818,7 @@ impl Proxy {
         }
         out.push(Action::Send { to: Dest::Target(target.clone()), data: data.clone() });
         if method != "ACK" {
-            let life = if method == "INVITE" { self.cfg.timer_c } else { self.cfg.linger };
+            let life = if method == "INVITE" { self.cfg.guards.timer_c } else { self.cfg.linger };
             self.arm((branch.clone(), method.clone()), now + life);
             // Over UDP, the forwarded request is sent again until a response comes (§17.1).
             let retx = (target.transport == Transport::Udp).then_some((now + T1, T1));
@@ -985,7 +1009,7 @@ impl Proxy {
         // Client transaction timers (§17.1): an INVITE stops retransmitting at any response and
         // restarts Timer C at each provisional (§16.7 step 2); a non-INVITE retransmits at T2
         // after a provisional and stops at the final.
-        let timer_c = self.cfg.timer_c;
+        let timer_c = self.cfg.guards.timer_c;
         let mut rearm = Vec::new();
         if let Some(t) = self.txns.get_mut(&key) {
             if method == "INVITE" {
@@ -1577,12 +1601,7 @@ mod tests {
                 queue_header: None,
                 linger: Duration::from_secs(32),
                 new_calls_per_source_per_s: 0.0,
-                timer_c: Duration::from_secs(180),
-                agent_sources: Vec::new(),
-                aliases: Vec::new(),
-                requests_per_source_per_s: 0.0,
-                max_transactions: 100_000,
-                path: crate::sip::proxy::PathMode::WhenSupported,
+                guards: Default::default(),
             },
             Arc::new(SipStats::default()),
         )
@@ -1796,13 +1815,13 @@ mod tests {
         assert_eq!(out[0].1.status(), Some(482));
         // A source that is neither the PBX nor an allowed agent network: 403.
         let mut strict = proxy();
-        strict.cfg.agent_sources = vec![crate::net::Net::parse("10.0.0.0/24").unwrap()];
+        strict.cfg.guards.agent_sources = vec![crate::net::Net::parse("10.0.0.0/24").unwrap()];
         let out = req(&mut strict, &mut m, "192.0.2.66:5060", t0, &base("sip:100@10.0.0.9", good_via, ""));
         assert_eq!((out.len(), out[0].1.status()), (1, Some(403)));
         assert_eq!(strict.stats.forbidden.load(Relaxed), 1);
         // Our hostname in a Route is us (no loop through DNS).
         let mut named = proxy();
-        named.cfg.aliases = vec!["sbc.example.com".into()];
+        named.cfg.guards.aliases = vec!["sbc.example.com".into()];
         let out = req(&mut named, &mut m, PBX, t0, &base("sip:agent42@10.0.0.9", good_via, "Route: <sip:sbc.example.com;lr>\n"));
         assert!(out[1].1.values("route").is_empty(), "our own Route entry removed");
     }
@@ -1810,7 +1829,7 @@ mod tests {
     #[test]
     fn a_flooding_source_is_dropped_and_the_transaction_table_is_bounded() {
         let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
-        p.cfg.requests_per_source_per_s = 50.0;
+        p.cfg.guards.requests_per_source_per_s = 50.0;
         let options = |i: u32| {
             format!("OPTIONS sip:10.0.0.9 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.77;branch=z9hG4bKfl{i}\nFrom: <sip:x@y>;tag=1\nTo: <sip:10.0.0.9>\nCall-ID: fl{i}\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n")
         };
@@ -1824,7 +1843,7 @@ mod tests {
         assert!((0..300).all(|i| !req(&mut p, &mut m, PBX, t0, &options(5000 + i).replace("10.0.0.77", "10.0.0.1")).is_empty()));
         // The transaction table is bounded: over it, 503.
         let mut small = proxy();
-        small.cfg.max_transactions = 10;
+        small.cfg.guards.max_transactions = 10;
         for i in 0..10 {
             req(&mut small, &mut m, PBX, t0, &options(i).replace("10.0.0.77", "10.0.0.1"));
         }
@@ -1836,11 +1855,11 @@ mod tests {
     #[test]
     fn path_for_every_agent_register_and_double_record_route_across_transports() {
         let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
-        p.cfg.path = PathMode::Always;
+        p.cfg.guards.path = PathMode::Always;
         let reg = "REGISTER sip:pbx SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.2;rport;branch=z9hG4bKrp\nFrom: <sip:agent7@pbx>;tag=9\nTo: <sip:agent7@pbx>\nCall-ID: rp1\nCSeq: 1 REGISTER\nContact: <sip:agent7-0x55be@10.0.0.2:5062>\nContent-Length: 0\n\n";
         let out = req(&mut p, &mut m, AGENT, t0, reg);
         assert!(out[0].1.header("path").is_some(), "a phone without Supported: path still gets our Path");
-        p.cfg.path = PathMode::WhenSupported;
+        p.cfg.guards.path = PathMode::WhenSupported;
         let out = req(&mut p, &mut m, AGENT, t0, &reg.replace("rp1", "rp2").replace("z9hG4bKrp", "z9hG4bKrq"));
         assert!(out[0].1.header("path").is_none());
         // The PBX's INVITE to a registered phone: the agent id is the dialled AoR, not the Contact.

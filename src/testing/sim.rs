@@ -116,12 +116,7 @@ impl Sim {
                 queue_header: None,
                 linger: Duration::from_secs(32),
                 new_calls_per_source_per_s: 0.0,
-                timer_c: Duration::from_secs(180),
-                agent_sources: Vec::new(),
-                aliases: Vec::new(),
-                requests_per_source_per_s: 0.0,
-                max_transactions: 100_000,
-                path: crate::sip::proxy::PathMode::WhenSupported,
+                guards: Default::default(),
             },
             Arc::new(SipStats::default()),
         );
