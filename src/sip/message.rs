@@ -308,6 +308,28 @@ impl Message {
         Some(first)
     }
 
+    /// Remove the last value of a multi-valued header (the last Route). Returns it.
+    pub fn pop_last_value(&mut self, key: &str) -> Option<String> {
+        let idx = self.headers.iter().rposition(|h| h.key() == key)?;
+        let mut vals = split_values(&self.headers[idx].value);
+        let last = vals.pop();
+        if vals.is_empty() {
+            self.headers.remove(idx);
+        } else {
+            let h = &mut self.headers[idx];
+            h.value = vals.join(", ");
+            h.raw = None;
+        }
+        last
+    }
+
+    /// Replace the Request-URI of a request.
+    pub fn set_uri(&mut self, new: String) {
+        if let StartLine::Request { uri, .. } = &mut self.start {
+            *uri = new;
+        }
+    }
+
     /// Replace the first value of a multi-valued header.
     pub fn replace_first_value(&mut self, key: &str, new: String) {
         if let Some(h) = self.headers.iter_mut().find(|h| h.key() == key) {

@@ -647,6 +647,16 @@ impl Proxy {
             return self.handle_cancel(msg, from, branch, now);
         }
 
+        // A strict router (RFC 2543) put our Record-Route URI into the Request-URI and the real
+        // target last in Route: restore it (§16.4).
+        let ruri_is_us = msg.uri().and_then(SipUri::parse).is_some_and(|u| self.is_us(&u.host, u.port) && u.user.is_none());
+        if ruri_is_us && !msg.values("route").is_empty() {
+            if let Some(last) = msg.pop_last_value("route") {
+                let uri = last.trim();
+                let uri = uri.strip_prefix('<').and_then(|u| u.split_once('>')).map_or(uri, |(u, _)| u);
+                msg.set_uri(uri.to_string());
+            }
+        }
         // Route pre-processing: drop Route entries that name us (§16.4, loose routing).
         loop {
             let routes = msg.values("route");
@@ -1878,6 +1888,18 @@ mod tests {
         );
         let same = sent(&proxy().handle_message(invite(), peer(PBX), t0, &mut m));
         assert_eq!(same[1].1.values("record-route").len(), 1, "one entry when both sides use the same transport");
+    }
+
+    #[test]
+    fn a_strict_routers_request_uri_is_restored() {
+        // An RFC 2543 strict router puts our Record-Route URI into the Request-URI and the
+        // remote target last in Route.
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let bye = "BYE sip:10.0.0.9:5060;lr SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKsr1\nFrom: <sip:cust@pbx>;tag=1\nTo: <sip:agent42@pbx>;tag=ag\nCall-ID: strict-1\nCSeq: 2 BYE\nMax-Forwards: 70\nRoute: <sip:agent42@10.0.0.2:5062>\nContent-Length: 0\n\n";
+        let out = req(&mut p, &mut m, PBX, t0, bye);
+        assert_eq!(out[0].1.uri(), Some("sip:agent42@10.0.0.2:5062"), "{:?}", out[0].1);
+        assert!(out[0].1.values("route").is_empty());
+        assert_eq!(out[0].0, Dest::Target(Target::parse("10.0.0.2:5062").unwrap()));
     }
 
     #[test]
