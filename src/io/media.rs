@@ -141,31 +141,11 @@ impl MediaManager {
         MediaManager { settings, pool, calls: HashMap::new(), tap, stats, ended, registry: Default::default(), analysis, cues }
     }
 
-    /// Bind one port pair facing `side`: RTP on `p`, RTCP on `p + 1`.
-    fn bind_pair(&self, p: u16, side: Party) -> Option<(UdpSocket, UdpSocket)> {
-        let bind = |port| -> std::io::Result<UdpSocket> {
-            let s = std::net::UdpSocket::bind(SocketAddr::new(self.settings.bind[side.idx()], port))?;
-            s.set_nonblocking(true)?;
-            UdpSocket::from_std(s)
-        };
-        Some((bind(p).ok()?, bind(p + 1).ok()?))
-    }
-
     fn take_pair(&self, taken: &mut Vec<u16>, side: Party) -> Option<(u16, UdpSocket, UdpSocket)> {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        for _ in 0..pool.capacity() {
-            let p = pool.take(now)?;
-            match self.bind_pair(p, side) {
-                Some((a, b)) => {
-                    taken.push(p);
-                    return Some((p, a, b));
-                }
-                // Someone else holds it: leave it for later.
-                None => pool.skip(p, now),
-            }
-        }
-        None
+        let pair = take_bound_pair(&mut pool, self.settings.bind[side.idx()], Instant::now())?;
+        taken.push(pair.0);
+        Some(pair)
     }
 
     fn allocate_stream(&self) -> Result<StreamSockets, OpenError> {
@@ -187,6 +167,29 @@ impl MediaManager {
             }
         }
     }
+}
+
+/// Bind one port pair on `ip`: RTP on `p`, RTCP on `p + 1`.
+pub fn bind_pair(ip: IpAddr, p: u16) -> Option<(UdpSocket, UdpSocket)> {
+    let bind = |port| -> std::io::Result<UdpSocket> {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+        s.set_nonblocking(true)?;
+        UdpSocket::from_std(s)
+    };
+    Some((bind(p).ok()?, bind(p + 1).ok()?))
+}
+
+/// Take a port pair from `pool` and bind it on `ip`: pairs someone else holds are left for
+/// later (skipped), and None when the pool has no pair left to try.
+pub fn take_bound_pair(pool: &mut PortPool, ip: IpAddr, now: Instant) -> Option<(u16, UdpSocket, UdpSocket)> {
+    for _ in 0..pool.capacity() {
+        let p = pool.take(now)?;
+        match bind_pair(ip, p) {
+            Some((a, b)) => return Some((p, a, b)),
+            None => pool.skip(p, now),
+        }
+    }
+    None
 }
 
 impl MediaControl for MediaManager {

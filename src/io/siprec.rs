@@ -13,7 +13,7 @@ use crate::media::srtp::SrtpRx;
 use crate::net::SourcePattern;
 use crate::siprec::core::{Recorder, RsMedia, SrsStats};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,15 +77,6 @@ impl RecorderDriver {
             srs,
         }
     }
-
-    fn bind_pair(&self, p: u16) -> Option<(UdpSocket, UdpSocket)> {
-        let bind = |port| -> std::io::Result<UdpSocket> {
-            let s = std::net::UdpSocket::bind(SocketAddr::new(self.bind, port))?;
-            s.set_nonblocking(true)?;
-            UdpSocket::from_std(s)
-        };
-        Some((bind(p).ok()?, bind(p + 1).ok()?))
-    }
 }
 
 impl Recorder for RecorderDriver {
@@ -93,19 +84,10 @@ impl Recorder for RecorderDriver {
         let mut got = Vec::new();
         let now = Instant::now();
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        'ports: for _ in 0..n {
-            for _ in 0..pool.capacity() {
-                let Some(p) = pool.take(now) else { break 'ports };
-                match self.bind_pair(p) {
-                    Some(socks) => {
-                        self.bound.insert(p, socks);
-                        got.push(p);
-                        continue 'ports;
-                    }
-                    None => pool.skip(p, now),
-                }
-            }
-            break;
+        for _ in 0..n {
+            let Some((p, rtp, rtcp)) = crate::io::media::take_bound_pair(&mut pool, self.bind, now) else { break };
+            self.bound.insert(p, (rtp, rtcp));
+            got.push(p);
         }
         if got.len() < n {
             for p in got {
@@ -192,32 +174,34 @@ async fn receive(
             _ = rtcp.recv_from(&mut rtcp_buf) => continue,
             r = cfg.changed() => { if r.is_err() { return } continue }
         };
-        let (call, stream) = {
+        // What this port carries now, read in place (no per-packet copy of the stream's key):
+        // the decryption context follows a key change.
+        let (call, party, source, active, encrypted) = {
             let c = cfg.borrow();
             let Some(s) = c.streams.get(index) else { continue };
-            (c.call, s.clone())
+            match &s.key {
+                Some(key) if srtp.as_ref().is_none_or(|r| r.key() != key) => srtp = SrtpRx::new(key),
+                Some(_) => {}
+                None => srtp = None,
+            }
+            (c.call, s.party, s.source, s.active, s.key.is_some())
         };
-        if src.ip() != stream.source && !allow.iter().any(|p| p.matches(src)) {
+        if src.ip() != source && !allow.iter().any(|p| p.matches(src)) {
             stats.foreign.fetch_add(1, Relaxed);
             continue;
         }
         stats.packets.fetch_add(1, Relaxed);
         last.store(t0.elapsed().as_millis() as u64, Relaxed);
-        let (Some(call), Some(party), true) = (call, stream.party, stream.active) else { continue };
-        let packet = match &stream.key {
-            Some(key) => {
-                if srtp.as_ref().is_none_or(|r| r.key() != key) {
-                    srtp = SrtpRx::new(key);
+        let (Some(call), Some(party), true) = (call, party, active) else { continue };
+        let packet = match encrypted {
+            true => match srtp.as_mut().map(|r| r.decrypt(&buf[..n])) {
+                Some(Ok(p)) => p,
+                _ => {
+                    stats.malformed.fetch_add(1, Relaxed);
+                    continue;
                 }
-                match srtp.as_mut().map(|r| r.decrypt(&buf[..n])) {
-                    Some(Ok(p)) => p,
-                    _ => {
-                        stats.malformed.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                }
-            }
-            None => buf[..n].to_vec(),
+            },
+            false => buf[..n].to_vec(),
         };
         let Ok(header) = crate::rtp::parse_rtp(&packet) else {
             stats.malformed.fetch_add(1, Relaxed);

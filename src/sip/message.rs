@@ -292,27 +292,25 @@ impl Message {
     /// that header line. Returns the removed value.
     pub fn pop_first_value(&mut self, key: &str) -> Option<String> {
         let idx = self.headers.iter().position(|h| h.key() == key)?;
-        let mut vals = split_values(&self.headers[idx].value);
-        if vals.is_empty() {
-            self.headers.remove(idx);
-            return None;
-        }
-        let first = vals.remove(0);
-        if vals.is_empty() {
-            self.headers.remove(idx);
-        } else {
-            let h = &mut self.headers[idx];
-            h.value = vals.join(", ");
-            h.raw = None;
-        }
-        Some(first)
+        self.take_value(idx, false)
     }
 
     /// Remove the last value of a multi-valued header (the last Route). Returns it.
     pub fn pop_last_value(&mut self, key: &str) -> Option<String> {
         let idx = self.headers.iter().rposition(|h| h.key() == key)?;
+        self.take_value(idx, true)
+    }
+
+    /// Take the first or last value out of header line `idx`; a line left empty goes.
+    fn take_value(&mut self, idx: usize, last: bool) -> Option<String> {
         let mut vals = split_values(&self.headers[idx].value);
-        let last = vals.pop();
+        let taken = if last {
+            vals.pop()
+        } else if vals.is_empty() {
+            None
+        } else {
+            Some(vals.remove(0))
+        };
         if vals.is_empty() {
             self.headers.remove(idx);
         } else {
@@ -320,7 +318,7 @@ impl Message {
             h.value = vals.join(", ");
             h.raw = None;
         }
-        last
+        taken
     }
 
     /// Replace the Request-URI of a request.
