@@ -92,6 +92,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cue,
         coach: std::sync::Arc::new(cfg.coach.clone()),
         records: records.clone(),
+        live: Default::default(),
     };
     crate::io::analysis::spawn(cfg.analysis.clone(), asr, publisher.clone(), tap_rx, ctl_rx);
     let broker_stats = crate::io::broker::parse_url(&cfg.cluster.broker).map(|b| {
@@ -173,7 +174,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let recv_stats = srs.as_ref().map(|s| s.rec.stats.clone());
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
-    let media = MediaManager::new(
+    let mut media = MediaManager::new(
         MediaSettings {
             bind: [cfg.media_bind(crate::call::Party::Customer), cfg.media_bind(crate::call::Party::Agent)],
             policy: cfg.media_policy(),
@@ -188,6 +189,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ctl_tx,
         cues,
     );
+    // One list of live calls for `/calls`: the relay's entries and every other input's.
+    media.registry = publisher.live.clone();
     let proxy = Proxy::new(
         ProxyConfig {
             host: cfg.sip_advertise(),

@@ -529,3 +529,311 @@ fn recording_clients_over_mutual_tls() {
     assert_eq!(metric(&h.get("/metrics").unwrap(), "hearken_siprec_sessions_total"), 1);
     assert!(h.log().contains("handshake failed"), "refused handshakes are logged");
 }
+
+/// SIPREC over a lossy UDP link: a forwarder in the test drops one datagram in five, both ways,
+/// between sipp (the SRC) and Hearken. Every recording session still starts and ends: sipp
+/// retransmits its INVITE and BYE, Hearken its 200 until the ACK and, for a BYE whose 200 was
+/// lost, the 200 again (not 481).
+#[test]
+fn recording_sessions_over_a_lossy_link() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let h = hearken("");
+    let fwd = UdpSocket::bind("127.0.0.1:0").unwrap();
+    fwd.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let fwd_addr = fwd.local_addr().unwrap();
+    let sipp_port = free_port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let relay = {
+        let (stop, dropped, sip) = (stop.clone(), dropped.clone(), h.sip_port);
+        std::thread::spawn(move || {
+            let (mut rng, mut buf) = (5u64, vec![0u8; 65536]);
+            while !stop.load(Relaxed) {
+                let Ok((n, from)) = fwd.recv_from(&mut buf) else { continue };
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                if (rng >> 33) % 5 == 0 {
+                    dropped.fetch_add(1, Relaxed);
+                    continue;
+                }
+                let to = if from.port() == sip { ("127.0.0.1", sipp_port) } else { ("127.0.0.1", sip) };
+                let _ = fwd.send_to(&buf[..n], to);
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Each session records a call of its own (its own sipSessionID and group).
+    let body = fixture("rfc7866.body")
+        .replace("[media_port1]", "40400")
+        .replace("[media_port2]", "40402")
+        .replace("<sipSessionID>6f1c2a9e", "<sipSessionID>[call_number]-6f1c2a9e")
+        .replace("group_id=\"XS4Kk8QXSwih9uO5fC1OEA==\"", "group_id=\"[call_number]-XS4Kk8QXSwih9uO5fC1OEA==\"");
+    let scen = scenario(
+        dir.path(),
+        "src_siprec.xml",
+        &[
+            ("HEADERS", "Require: siprec\n      Contact: <sip:src@[local_ip]:[local_port]>;+sip.src".into()),
+            ("BOUNDARY", "hearken-siprec-boundary".into()),
+            ("BODY", body.trim_end().to_string()),
+            ("PHASES", "  <pause milliseconds=\"1500\"/>\n".into()),
+        ],
+    );
+    let sessions = 20;
+    let out = sipp_run(
+        dir.path(),
+        &scen,
+        sipp_port,
+        &fwd_addr.to_string(),
+        &["-m", &sessions.to_string(), "-r", "4", "-l", "10"],
+        Duration::from_secs(180),
+    );
+    stop.store(true, Relaxed);
+    relay.join().unwrap();
+    out.unwrap_or_else(|e| panic!("every session over the lossy link: {e}\n{}", h.log()));
+    wait_for(Duration::from_secs(40), "every session ended", || metric(&h.get("/metrics").unwrap(), "hearken_siprec_sessions_active") == 0);
+    let m = h.get("/metrics").unwrap();
+    assert_eq!(metric(&m, "hearken_siprec_sessions_total"), sessions, "{m}");
+    let recs = wait_records(&h, sessions as usize);
+    let byes = recs.iter().filter(|r| r["reason"] == "bye").count();
+    eprintln!("siprec lossy link: {sessions} of {sessions} sessions, {byes} ended by BYE, {} datagrams dropped", dropped.load(Relaxed));
+    assert_eq!(byes, sessions as usize, "every session ended by its BYE");
+    assert!(dropped.load(Relaxed) >= 20, "the link lost datagrams");
+}
+
+/// Hearken is killed (SIGKILL) in the middle of a recording session and started again. The
+/// recording client keeps streaming to the old ports for a while (nothing answers there, and
+/// nothing is analysed from it), its BYE for the old session gets 481 (the dialog is gone, as
+/// RFC 3261 says), and the recording session it starts again is analysed from then on. (The
+/// record of the part before the crash needs durable records, issue 15.)
+#[test]
+fn restart_during_a_recording_session() {
+    let mut h = hearken("");
+    let (_truth, cust, agent, n) = corpus_call("d02_agent_interrupts");
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = sip.local_addr().unwrap();
+    let media = [UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap()];
+    let body = fixture("rfc7866.body")
+        .replace("[media_port1]", &media[0].local_addr().unwrap().port().to_string())
+        .replace("[media_port2]", &media[1].local_addr().unwrap().port().to_string())
+        .replace("\r\n", "\n");
+    let request = |h: &Hearken, m: String| -> String {
+        let m = m.replace("{IP}", "127.0.0.1").replace("{PORT}", &me.port().to_string()).replace('\n', "\r\n");
+        sip.send_to(m.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
+        let mut buf = [0u8; 8192];
+        loop {
+            let k = sip.recv(&mut buf).expect("a response");
+            let r = String::from_utf8_lossy(&buf[..k]).to_string();
+            if !r.starts_with("SIP/2.0 100") {
+                return r;
+            }
+        }
+    };
+    let ports = |ok: &str| -> Vec<u16> {
+        ok.lines().filter_map(|l| l.strip_prefix("m=audio ")).filter_map(|l| l.split(' ').next()?.parse().ok()).collect()
+    };
+    let tag = |ok: &str| ok.lines().find(|l| l.starts_with("To:")).and_then(|l| l.split("tag=").nth(1)).unwrap().trim().to_string();
+    let ct = "multipart/mixed;boundary=hearken-siprec-boundary";
+    let in_dialog = |method: &str, call_id: &str, cseq: u32, tag: &str| {
+        format!(
+            "{method} sip:srs@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {{IP}}:{{PORT}};branch=z9hG4bK{method}{call_id}\nFrom: <sip:src@{{IP}}>;tag=t1\nTo: <sip:srs@127.0.0.1>;tag={tag}\nCall-ID: {call_id}\nCSeq: {cseq} {method}\nMax-Forwards: 70\nContent-Length: 0\n\n"
+        )
+    };
+    let stream = |ports: &[u16], frames: std::ops::Range<usize>| {
+        let start = Instant::now();
+        for (i, k) in frames.enumerate() {
+            for (leg, pcm) in [&cust, &agent].iter().enumerate() {
+                let ulaw: Vec<u8> = frame_of(pcm, k).iter().map(|s| hearken::codec::g711::encode_ulaw(*s)).collect();
+                let pkt = hearken::rtp::build(0, k as u16, k as u32 * 160, 0x5150 + leg as u32, &ulaw);
+                let _ = media[leg].send_to(&pkt, ("127.0.0.1", ports[leg]));
+            }
+            pace(start, 5 * (i as u64 + 1));
+        }
+    };
+
+    let ok = request(&h, invite("before-crash", ct, &body));
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let (old_ports, old_tag) = (ports(&ok), tag(&ok));
+    sip.send_to(
+        in_dialog("ACK", "before-crash", 1, &old_tag)
+            .replace("{IP}", "127.0.0.1")
+            .replace("{PORT}", &me.port().to_string())
+            .replace('\n', "\r\n")
+            .as_bytes(),
+        ("127.0.0.1", h.sip_port),
+    )
+    .unwrap();
+    let half = n / 2;
+    stream(&old_ports, 0..half);
+    assert_eq!(h.calls().len(), 1, "the recording session is a live call");
+
+    h.kill9_and_restart();
+    // The client has not noticed: its audio keeps going to the old ports for a second.
+    stream(&old_ports, half..half + 50);
+    assert!(h.calls().is_empty(), "no call from audio without a session: {:?}", h.calls());
+    let gone = request(&h, in_dialog("BYE", "before-crash", 2, &old_tag));
+    assert!(gone.starts_with("SIP/2.0 481"), "the old dialog is gone: {gone}");
+
+    // The client records the call again, with a new session: analysed from there on.
+    let ok = request(&h, invite("after-restart", ct, &body));
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let (new_ports, new_tag) = (ports(&ok), tag(&ok));
+    sip.send_to(
+        in_dialog("ACK", "after-restart", 1, &new_tag)
+            .replace("{IP}", "127.0.0.1")
+            .replace("{PORT}", &me.port().to_string())
+            .replace('\n', "\r\n")
+            .as_bytes(),
+        ("127.0.0.1", h.sip_port),
+    )
+    .unwrap();
+    stream(&new_ports, half + 50..n);
+    let bye = request(&h, in_dialog("BYE", "after-restart", 2, &new_tag));
+    assert!(bye.starts_with("SIP/2.0 200"), "{bye}");
+    let recs = wait_records(&h, 1);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let rec = &recs[0];
+    assert_eq!((rec["input"].as_str(), rec["agent_id"].as_str(), rec["reason"].as_str()), (Some("siprec"), Some("agent7"), Some("bye")));
+    let dur = rec["summary"]["call_duration_s"].as_f64().unwrap();
+    let expect = (n - half - 50) as f64 * 0.02;
+    assert!((dur - expect).abs() < 1.5, "the record covers the audio after the restart: {dur} s, expected about {expect} s");
+    let m = h.get("/metrics").unwrap();
+    assert_eq!(metric(&m, "hearken_siprec_sessions_total"), 1);
+    assert_eq!(metric(&m, "hearken_siprec_sessions_active"), 0);
+    eprintln!("siprec restart: old BYE 481, new session analysed, record {dur:.1} s (expected {expect:.1} s)");
+}
+
+/// The recording client OpenSIPS's `siprec` module is, with its media plane real: a call runs
+/// through rtpengine (offer/answer as a proxy's rtpengine module sends them), and the recording
+/// session is set up the way OpenSIPS does it (modules/siprec, read from its source at
+/// 8f4f1e1b; OpenSIPS itself is not packaged for Debian): rtpengine `subscribe request` with
+/// flags `all` and `siprec` gives the SDP (one `m=` per party, `a=label`, `a=sendonly`,
+/// connection lines per m-line), the INVITE carries it and the metadata OpenSIPS writes
+/// (`OSS-unique-boundary-42`, lowercase `datamode`, single-quoted namespace, tab indents, labels
+/// tied to participants through rtpengine's `tag-medias`), and Hearken's answer goes back to
+/// rtpengine as `subscribe answer`. The audio Hearken analyses is what rtpengine forks.
+#[test]
+fn opensips_style_recording_with_rtpengine_forking_the_media() {
+    use common::rtpengine::Rtpengine;
+    use hearken::ng::Ben;
+    let mut rtp = Rtpengine::start(30);
+    let h = hearken("");
+    let (truth, cust, agent, n) = corpus_call("d06_response_latency");
+    let (cs, ag) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+    let call_id = "a84b4c76e66710@pc33.example.com";
+    let (cust_to, agent_to) =
+        rtp.setup(call_id, ("127.0.0.1", cs.local_addr().unwrap().port()), ("127.0.0.1", ag.local_addr().unwrap().port()));
+
+    let sub = rtp
+        .call(&Ben::dict(&[
+            ("command", Ben::s("subscribe request")),
+            ("call-id", Ben::s(call_id)),
+            ("flags", Ben::List(vec![Ben::s("all"), Ben::s("siprec")])),
+        ]))
+        .expect("subscribe request answered");
+    assert_eq!(sub.str("result").as_deref(), Some("ok"), "{sub:?}");
+    let sdp = sub.str("sdp").unwrap();
+    let sub_tag = sub.str("to-tag").unwrap();
+    // rtpengine's labels per monologue tag: the caller (from-tag `pbx`) is the customer.
+    let mut labels = std::collections::HashMap::new();
+    if let Some(Ben::List(tms)) = sub.get("tag-medias") {
+        for tm in tms {
+            if let Some(Ben::List(ms)) = tm.get("medias") {
+                for m in ms {
+                    labels.insert(tm.str("tag").unwrap(), m.str("label").unwrap());
+                }
+            }
+        }
+    }
+    let (cl, al) = (labels["pbx"].clone(), labels["agent"].clone());
+    assert!(sdp.contains(&format!("a=label:{cl}")) && sdp.contains("a=sendonly"), "{sdp}");
+
+    let (sess, p_cust, p_agent, s_cust, s_agent) = (
+        "Hx0pGJ3bQkC2C6b3bnqS3w==",
+        "t7b1p4n0SYqkK1xq8M8m2g==",
+        "Zk0dV2m+RZ2sXh2mD8L0vA==",
+        "Q1n2m0pZQ4yH7hQ6cVb5dA==",
+        "uD3kz1Y7T0qf9cJrW2m3xg==",
+    );
+    let at = "2026-11-29T16:15:26+0000";
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<recording xmlns='urn:ietf:params:xml:ns:recording:1'>\r\n\
+         \t<datamode>complete</datamode>\r\n\
+         \t<session session_id=\"{sess}\">\r\n\t\t<sipSessionID>{call_id}</sipSessionID>\r\n\t</session>\r\n\
+         \t<participant participant_id=\"{p_cust}\">\r\n\t\t<nameID aor=\"sip:+15551234567@carrier.example.net\">\r\n\t\t\t<name>Alice</name>\r\n\t\t</nameID>\r\n\t</participant>\r\n\
+         \t<participant participant_id=\"{p_agent}\">\r\n\t\t<nameID aor=\"sip:agent7@agents.example.com\"/>\r\n\t</participant>\r\n\
+         \t<stream stream_id=\"{s_cust}\" session_id=\"{sess}\">\r\n\t\t<label>{cl}</label>\r\n\t</stream>\r\n\
+         \t<stream stream_id=\"{s_agent}\" session_id=\"{sess}\">\r\n\t\t<label>{al}</label>\r\n\t</stream>\r\n\
+         \t<sessionrecordingassoc session_id=\"{sess}\">\r\n\t\t<associate-time>{at}</associate-time>\r\n\t</sessionrecordingassoc>\r\n\
+         \t<participantsessionassoc participant_id=\"{p_cust}\" session_id=\"{sess}\">\r\n\t\t<associate-time>{at}</associate-time>\r\n\t</participantsessionassoc>\r\n\
+         \t<participantsessionassoc participant_id=\"{p_agent}\" session_id=\"{sess}\">\r\n\t\t<associate-time>{at}</associate-time>\r\n\t</participantsessionassoc>\r\n\
+         \t<participantstreamassoc participant_id=\"{p_cust}\">\r\n\t\t<send>{s_cust}</send>\r\n\t\t<recv>{s_agent}</recv>\r\n\t</participantstreamassoc>\r\n\
+         \t<participantstreamassoc participant_id=\"{p_agent}\">\r\n\t\t<send>{s_agent}</send>\r\n\t\t<recv>{s_cust}</recv>\r\n\t</participantstreamassoc>\r\n\
+         </recording>"
+    );
+    let b = "OSS-unique-boundary-42";
+    let body = format!(
+        "--{b}\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--{b}\r\nContent-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-session\r\n\r\n{xml}\r\n--{b}--\r\n"
+    );
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = sip.local_addr().unwrap();
+    let srs = format!("sip:srs@127.0.0.1:{}", h.sip_port);
+    let (rs_call, from_tag) = ("B2B.421.7784823.1764433000.1804289383", "9f86d081884c7d659a2feaa0c55ad015-a1b2");
+    let invite = format!(
+        "INVITE {srs} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK1a2b.3c4d.0\r\nTo: <{srs}>\r\nFrom: <{srs}>;tag={from_tag}\r\n\
+         CSeq: 1 INVITE\r\nCall-ID: {rs_call}\r\nMax-Forwards: 70\r\nContent-Length: {}\r\nUser-Agent: OpenSIPS (4.0.0 (x86_64/linux))\r\n\
+         Require: siprec\r\nContent-Type: multipart/mixed;boundary={b}\r\nContact: <sip:{me}>;+sip.src\r\n\r\n{body}",
+        body.len()
+    );
+    sip.send_to(invite.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
+    let mut buf = [0u8; 8192];
+    let ok = loop {
+        let k = sip.recv(&mut buf).expect("the SRS answers");
+        let r = String::from_utf8_lossy(&buf[..k]).to_string();
+        if !r.starts_with("SIP/2.0 100") {
+            break r;
+        }
+    };
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}\n{}", h.log());
+    let tag = ok.lines().find(|l| l.starts_with("To:")).and_then(|l| l.split("tag=").nth(1)).unwrap().trim().to_string();
+    let answer_sdp = ok.split("\r\n\r\n").nth(1).unwrap().to_string();
+    let in_dialog = |method: &str, cseq: u32| {
+        format!(
+            "{method} {srs} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{method}.{cseq}\r\nTo: <{srs}>;tag={tag}\r\nFrom: <{srs}>;tag={from_tag}\r\n\
+             CSeq: {cseq} {method}\r\nCall-ID: {rs_call}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\nContact: <sip:{me}>;+sip.src\r\n\r\n"
+        )
+    };
+    sip.send_to(in_dialog("ACK", 1).as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
+    let ans = rtp
+        .call(&Ben::dict(&[
+            ("command", Ben::s("subscribe answer")),
+            ("call-id", Ben::s(call_id)),
+            ("to-tag", Ben::s(&sub_tag)),
+            ("sdp", Ben::s(&answer_sdp)),
+        ]))
+        .expect("subscribe answer answered");
+    assert_eq!(ans.str("result").as_deref(), Some("ok"), "{ans:?}\n{answer_sdp}");
+
+    // The call's audio through rtpengine, 4× real time; rtpengine forks it to Hearken.
+    let start = Instant::now();
+    for k in 0..n {
+        for (sock, pcm, to, ssrc) in [(&cs, &cust, cust_to, 0x1111u32), (&ag, &agent, agent_to, 0x2222)] {
+            let ulaw: Vec<u8> = frame_of(pcm, k).iter().map(|s| hearken::codec::g711::encode_ulaw(*s)).collect();
+            sock.send_to(&hearken::rtp::build(0, k as u16, k as u32 * 160, ssrc, &ulaw), ("127.0.0.1", to)).unwrap();
+        }
+        pace(start, 5 * (k as u64 + 1));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    sip.send_to(in_dialog("BYE", 2).as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
+    let k = sip.recv(&mut buf).expect("BYE answered");
+    assert!(String::from_utf8_lossy(&buf[..k]).starts_with("SIP/2.0 200"));
+    let recs = wait_records(&h, 1);
+    let rec = &recs[0];
+    assert_eq!((rec["input"].as_str(), rec["agent_id"].as_str(), rec["reason"].as_str()), (Some("siprec"), Some("agent7"), Some("bye")));
+    let ratio = assert_meets_corpus(rec, &truth, "rtpengine-forked SIPREC");
+    eprintln!(
+        "siprec via rtpengine subscribe (labels customer {cl}, agent {al}): talk ratio {ratio} (truth {})",
+        truth["metrics"]["talk_ratio_agent"]
+    );
+}

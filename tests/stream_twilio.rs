@@ -247,3 +247,65 @@ fn twilio_signatures_are_checked_and_a_flooding_stream_harms_no_other() {
     assert_eq!(metric(&m, "hearken_streams_active"), 0);
     eprintln!("twilio flood: {over} messages/frames over rate, {frames} frames analysed");
 }
+
+/// Hearken is killed (SIGKILL) in the middle of a live stream and started again. The platform
+/// side notices at once (its socket fails, nothing hangs), the call is gone from `/calls` of the
+/// new process, and the stream the platform opens again for the same call (a new `streamSid`,
+/// as a `<Start><Stream>` issued again gives) is analysed from there on. (The record of the
+/// part before the crash needs durable records, issue 15.)
+#[test]
+fn restart_during_a_live_stream() {
+    let (pbx, agent) = (free_port(), free_port());
+    let mut h = Hearken::start(pbx, agent, "[streams]\ntokens = [\"twilio-stream-token\"]\n");
+    let (_truth, cust, agent_pcm, _n) = corpus_call("d01_quick_turns");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let frame = |track: &str, k: usize, sid: &str| {
+        let pcm = if track == "inbound" { &cust } else { &agent_pcm };
+        let payload: Vec<u8> = frame_of(pcm, k).iter().map(|s| hearken::codec::g711::encode_ulaw(*s)).collect();
+        json!({"event": "media", "sequenceNumber": (k + 2).to_string(), "media": {"track": track, "chunk": (k + 1).to_string(), "timestamp": (k * 20).to_string(), "payload": b64.encode(&payload)}, "streamSid": sid}).to_string()
+    };
+    let open = |h: &Hearken, sid: &str| {
+        let mut ws = connect(h.http_port);
+        ws.send(Message::Text(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}).to_string())).unwrap();
+        ws.send(Message::Text(start("twilio-stream-token").replace("MZtest", sid))).unwrap();
+        ws
+    };
+    // Real time, frames `from..to`; the first send error (the server gone) ends it early.
+    let play = |ws: &mut WebSocket<MaybeTlsStream<TcpStream>>, from: usize, to: usize, sid: &str| -> Result<(), tungstenite::Error> {
+        let t0 = Instant::now();
+        for k in from..to {
+            ws.send(Message::Text(frame("inbound", k, sid)))?;
+            ws.send(Message::Text(frame("outbound", k, sid)))?;
+            pace(t0, 20 * (k - from + 1) as u64);
+        }
+        Ok(())
+    };
+
+    let mut ws = open(&h, "MZbefore");
+    play(&mut ws, 0, 150, "MZbefore").unwrap();
+    let calls = h.calls();
+    assert!(calls.len() == 1 && calls[0]["input"] == "twilio" && calls[0]["agent_id"] == "agent3", "{calls:?}");
+
+    h.kill9_and_restart();
+    let t = Instant::now();
+    let err = play(&mut ws, 150, 400, "MZbefore").expect_err("the platform's socket fails when Hearken is gone");
+    eprintln!("twilio restart: the platform saw {err} after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(2), "the platform notices at once, not after a timeout: {:?}", t.elapsed());
+    assert!(h.calls().is_empty(), "{:?}", h.calls());
+
+    let mut ws = open(&h, "MZafter");
+    play(&mut ws, 400, 650, "MZafter").unwrap();
+    ws.send(Message::Text(
+        json!({"event": "stop", "sequenceNumber": "999", "streamSid": "MZafter", "stop": {"accountSid": "ACtest", "callSid": "CAtest"}})
+            .to_string(),
+    ))
+    .unwrap();
+    let _ = ws.close(None);
+    let rec = latest_record(&h);
+    assert_eq!((rec["input"].as_str(), rec["agent_id"].as_str(), rec["reason"].as_str()), (Some("twilio"), Some("agent3"), Some("bye")));
+    let dur = rec["summary"]["call_duration_s"].as_f64().unwrap();
+    assert!((dur - 5.0).abs() < 1.0, "the record covers the stream after the restart: {dur} s");
+    assert!(h.calls().is_empty());
+    let m = h.get("/metrics").unwrap();
+    assert_eq!(metric(&m, "hearken_stream_frames_total"), 500, "{m}");
+}

@@ -27,6 +27,8 @@ pub struct Publisher {
     /// Nudge policy settings.
     pub coach: Arc<crate::coach::CoachConfig>,
     pub records: Records,
+    /// The live calls of every input, for `/calls` (the relay adds its per-stream counters).
+    pub live: crate::io::media::Registry,
 }
 
 impl Publisher {
@@ -127,6 +129,12 @@ impl Driver {
                     queue: meta.queue.clone(),
                     time: crate::sys::unix_now_s(),
                 });
+                {
+                    let mut live = self.publisher.live.lock().unwrap_or_else(|e| e.into_inner());
+                    let snap = live.entry(call).or_insert_with(|| crate::io::media::CallSnapshot { id: call, ..Default::default() });
+                    snap.agent_id.clone_from(&meta.agent_id);
+                    snap.input = meta.input;
+                }
                 let settings = self.asr.as_ref().map(|a| &a.settings);
                 self.calls.entry(call).or_insert_with(|| CallCore::new(call, meta, &self.cfg, &self.publisher.coach, settings, now));
                 call
@@ -138,6 +146,7 @@ impl Driver {
                 call
             }
             AnalysisCmd::End { call, reason } => {
+                self.publisher.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&call);
                 let unix = crate::sys::unix_now_s() as u64;
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.handle_end(reason, now, unix, Self::sink(&self.asr));

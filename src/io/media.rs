@@ -26,6 +26,8 @@ use tokio::sync::mpsc;
 pub struct CallSnapshot {
     pub id: CallId,
     pub agent_id: String,
+    /// How the call's audio arrives (`relay`, `ng`, `siprec`, `twilio`, …).
+    pub input: crate::call::Input,
     pub streams: Vec<StreamSnapshot>,
     pub on_hold: bool,
 }

@@ -95,6 +95,8 @@ const T1: Duration = Duration::from_millis(500);
 const T2: Duration = Duration::from_secs(4);
 /// At most this many audio m-lines in a recording session.
 const MAX_MLINES: usize = 4;
+/// Ended sessions remembered for retransmitted BYEs (a bound against a BYE flood).
+const MAX_ENDED: usize = 10_000;
 
 /// A 2xx being retransmitted until its ACK (UDP).
 #[derive(Debug)]
@@ -146,6 +148,9 @@ pub struct SrsCore {
     /// Call-ID → session.
     sessions: HashMap<String, Session>,
     groups: HashMap<String, Group>,
+    /// Call-ID → (when, CSeq of the BYE that ended it): a retransmitted BYE (its 200 lost)
+    /// gets 200 again for 64·T1 (RFC 3261 §17.2.2, Timer J) instead of 481.
+    ended: HashMap<String, (Instant, u32)>,
     next_rs: u64,
     next_call: u64,
     tag_seed: u64,
@@ -160,14 +165,23 @@ fn rand_u64() -> u64 {
 impl SrsCore {
     /// Calls get ids from `first_call` (a range of their own).
     pub fn new(cfg: SrsConfig, stats: Arc<SrsStats>, first_call: u64) -> SrsCore {
-        SrsCore { cfg, stats, sessions: HashMap::new(), groups: HashMap::new(), next_rs: 1, next_call: first_call, tag_seed: rand_u64() }
+        SrsCore {
+            cfg,
+            stats,
+            sessions: HashMap::new(),
+            groups: HashMap::new(),
+            ended: HashMap::new(),
+            next_rs: 1,
+            next_call: first_call,
+            tag_seed: rand_u64(),
+        }
     }
 
     /// Whether a message is the recording server's: a recording INVITE (metadata part,
     /// `Require: siprec` or `+sip.src` in Contact), anything in one of its dialogs, or an
     /// OPTIONS ping from a recording client.
     pub fn claims(&self, msg: &Message, peer: &Peer) -> bool {
-        if self.sessions.contains_key(msg.call_id()) {
+        if self.sessions.contains_key(msg.call_id()) || self.ended.contains_key(msg.call_id()) {
             return true;
         }
         match msg.method() {
@@ -245,7 +259,14 @@ impl SrsCore {
                 true => {
                     let out = vec![Self::reply(&msg, &peer, 200, "OK", None)];
                     self.end_session(&call_id, EndReason::Bye, rec);
+                    if self.ended.len() < MAX_ENDED {
+                        self.ended.insert(call_id, (now, msg.cseq().map_or(0, |c| c.0)));
+                    }
                     out
+                }
+                // The same BYE again: its 200 was lost.
+                false if self.ended.get(&call_id).is_some_and(|(_, c)| Some(*c) == msg.cseq().map(|c| c.0)) => {
+                    vec![Self::reply(&msg, &peer, 200, "OK", None)]
                 }
                 false => vec![Self::reply(&msg, &peer, 481, "Call/Transaction Does Not Exist", None)],
             },
@@ -670,11 +691,13 @@ impl SrsCore {
 
     /// The next 2xx retransmission due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions.values().filter_map(|s| s.pending.as_ref().map(|p| p.next)).min()
+        let pending = self.sessions.values().filter_map(|s| s.pending.as_ref().map(|p| p.next));
+        pending.chain(self.ended.values().map(|(t, _)| *t + T1 * 64)).min()
     }
 
     /// Retransmit 2xx not yet ACKed; a session whose ACK never comes ends.
     pub fn handle_timeout(&mut self, now: Instant, rec: &mut dyn Recorder) -> Vec<Action> {
+        self.ended.retain(|_, (t, _)| now.saturating_duration_since(*t) < T1 * 64);
         let mut out = Vec::new();
         let mut dead = Vec::new();
         for (k, s) in self.sessions.iter_mut() {
@@ -830,6 +853,17 @@ mod tests {
         assert_eq!(ok.status(), Some(200));
         assert!(matches!(r.cmds.last(), Some(AnalysisCmd::End { call: c2, reason: EndReason::Bye }) if *c2 == call2));
         assert_eq!((r.closed.clone(), c.active_sessions()), (vec![1], 0));
+        // Its 200 was lost: the same BYE again gets 200 (nothing ends twice); another CSeq, or
+        // the same after Timer J (32 s), gets 481.
+        let cmds = r.cmds.len();
+        let again = sent(&c.handle_message(request("BYE", "rs1", 104, Some(&tag), "application/sdp", ""), peer(), t0, &mut r));
+        assert_eq!((again.status(), r.cmds.len()), (Some(200), cmds));
+        let other = sent(&c.handle_message(request("BYE", "rs1", 105, Some(&tag), "application/sdp", ""), peer(), t0, &mut r));
+        assert_eq!(other.status(), Some(481));
+        assert_eq!(c.poll_timeout(), Some(t0 + T1 * 64));
+        c.handle_timeout(t0 + T1 * 64, &mut r);
+        let late = sent(&c.handle_message(request("BYE", "rs1", 104, Some(&tag), "application/sdp", ""), peer(), t0, &mut r));
+        assert_eq!((late.status(), c.poll_timeout()), (Some(481), None));
     }
 
     #[test]
