@@ -341,6 +341,11 @@ pub struct LimitsConfig {
     /// Seconds a SIP TCP/TLS connection may stay silent before it is closed (phones keep their
     /// connections alive with CRLF pings well within this).
     pub sip_idle_timeout_s: u64,
+    /// Distinct agent ids exported as Prometheus label values; calls of further agents are
+    /// labelled `other` (`hearken_label_overflow_total`). Agent ids come from the wire.
+    pub max_agent_labels: usize,
+    /// Distinct queue names exported as label values; further queues are labelled `other`.
+    pub max_queue_labels: usize,
 }
 
 impl Default for LimitsConfig {
@@ -353,6 +358,8 @@ impl Default for LimitsConfig {
             max_transactions: 100_000,
             max_sip_connections: 1000,
             sip_idle_timeout_s: 600,
+            max_agent_labels: 5000,
+            max_queue_labels: 500,
         }
     }
 }
@@ -618,6 +625,10 @@ impl Config {
         }
         if l.max_transactions < 100 {
             return Err(key_err("limits.max_transactions", "must be at least 100"));
+        }
+        if l.max_agent_labels == 0 || l.max_queue_labels == 0 {
+            let key = if l.max_agent_labels == 0 { "limits.max_agent_labels" } else { "limits.max_queue_labels" };
+            return Err(key_err(key, "must be at least 1"));
         }
         if l.max_sip_connections == 0 {
             return Err(key_err("limits.max_sip_connections", "must be at least 1"));

@@ -87,7 +87,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None
     };
     let publisher = crate::io::analysis::Publisher {
-        metrics: Default::default(),
+        metrics: crate::publish::metrics::Metrics {
+            labels: std::sync::Arc::new(crate::publish::metrics::LabelCap::new(cfg.limits.max_agent_labels, cfg.limits.max_queue_labels)),
+            ..Default::default()
+        },
         whisper: Default::default(),
         cue,
         coach: std::sync::Arc::new(cfg.coach.clone()),

@@ -35,7 +35,7 @@ impl Publisher {
     /// One output of a call's core, published where it belongs.
     pub fn publish(&self, call: CallId, meta: &CallMeta, out: Output) {
         let (agent, queue) = (meta.agent_id.as_str(), meta.queue.as_str());
-        let who = crate::publish::metrics::Who::of(meta);
+        let who = self.metrics.who(&meta.agent_id, &meta.queue, meta.input);
         let time = crate::sys::unix_now_s();
         match out {
             Output::Event(e) => {

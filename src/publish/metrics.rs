@@ -120,6 +120,39 @@ pub struct Metrics {
     pub rtp_mos: HistFamily<LegLabels>,
     pub nudges: Family<NudgeLabels, Counter>,
     pub calls_ended: Family<ReasonLabels, Counter>,
+    /// Bounds the agent and queue label values (they come from the wire on every input).
+    pub labels: std::sync::Arc<LabelCap>,
+}
+
+/// At most `max_agents` distinct agent label values and `max_queues` queue values are
+/// exported; calls of agents or queues beyond them are labelled `other` and counted, so a
+/// sender that invents ids cannot blow up Prometheus.
+pub struct LabelCap {
+    seen: std::sync::Mutex<(std::collections::HashSet<String>, std::collections::HashSet<String>)>,
+    pub max_agents: usize,
+    pub max_queues: usize,
+    pub overflow: Counter,
+}
+
+impl LabelCap {
+    pub fn new(max_agents: usize, max_queues: usize) -> LabelCap {
+        LabelCap { seen: Default::default(), max_agents, max_queues, overflow: Counter::default() }
+    }
+
+    /// `agent` and `queue` as exported: themselves, or `other` over the caps.
+    pub fn bound<'a>(&self, agent: &'a str, queue: &'a str) -> (&'a str, &'a str) {
+        let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (agents, queues) = &mut *g;
+        let keep = |set: &mut std::collections::HashSet<String>, v: &'a str, max: usize| -> &'a str {
+            if set.contains(v) || (set.len() < max && set.insert(v.to_string())) {
+                v
+            } else {
+                self.overflow.inc();
+                "other"
+            }
+        };
+        (keep(agents, agent, self.max_agents), keep(queues, queue, self.max_queues))
+    }
 }
 
 impl Default for Metrics {
@@ -140,6 +173,7 @@ impl Default for Metrics {
             rtp_mos: Family::new_with_constructor(mos_hist),
             nudges: Family::default(),
             calls_ended: Family::default(),
+            labels: std::sync::Arc::new(LabelCap::new(5000, 500)),
         }
     }
 }
@@ -152,9 +186,11 @@ pub struct Who<'a> {
     pub input: crate::call::Input,
 }
 
-impl<'a> Who<'a> {
-    pub fn of(meta: &'a crate::call::CallMeta) -> Who<'a> {
-        Who { agent: &meta.agent_id, queue: &meta.queue, input: meta.input }
+impl Metrics {
+    /// The labels of a call's figures, within the label caps.
+    pub fn who<'a>(&self, agent: &'a str, queue: &'a str, input: crate::call::Input) -> Who<'a> {
+        let (agent, queue) = self.labels.bound(agent, queue);
+        Who { agent, queue, input }
     }
 }
 
@@ -211,7 +247,7 @@ impl Metrics {
 
     /// End of a call: per-call figures.
     pub fn record_call(&self, r: &CallRecord) {
-        let (w, s) = (Who { agent: &r.agent_id, queue: &r.queue, input: r.input }, &r.summary);
+        let (w, s) = (self.who(&r.agent_id, &r.queue, r.input), &r.summary);
         let pace_wpm = r.phrases.as_ref().map_or([None, None], |p| [p.pace_wpm.customer, p.pace_wpm.agent]);
         self.calls_ended.get_or_create(&ReasonLabels { reason: r.reason.label().into() }).inc();
         self.calls_analysed.get_or_create(&al(w)).inc();
@@ -237,6 +273,11 @@ impl Metrics {
 
     pub fn register(&self, r: &mut Registry) {
         r.register("calls_analysed", "Calls analysed, by agent and queue", self.calls_analysed.clone());
+        r.register(
+            "label_overflow",
+            "Calls whose agent or queue label was exported as `other`: over limits.max_agent_labels / max_queue_labels",
+            self.labels.overflow.clone(),
+        );
         r.register(
             "calls_ended",
             "Calls ended, by reason (bye, cancelled, rejected, sip_timeout, rtp_timeout, dead_leg, setup_timeout, closed)",
@@ -615,4 +656,19 @@ pub fn encode(r: &Registry) -> String {
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, r);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_and_queue_labels_are_capped() {
+        let cap = LabelCap::new(2, 1);
+        assert_eq!(cap.bound("a1", "q1"), ("a1", "q1"));
+        assert_eq!(cap.bound("a2", "q2"), ("a2", "other"));
+        assert_eq!(cap.bound("a3", "q1"), ("other", "q1"));
+        assert_eq!(cap.bound("a1", "q1"), ("a1", "q1"), "known values stay");
+        assert_eq!(cap.overflow.get(), 2);
+    }
 }
