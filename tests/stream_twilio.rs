@@ -271,11 +271,11 @@ fn restart_during_a_live_stream() {
         ws
     };
     // Real time, frames `from..to`; the first send error (the server gone) ends it early.
-    let play = |ws: &mut WebSocket<MaybeTlsStream<TcpStream>>, from: usize, to: usize, sid: &str| -> Result<(), tungstenite::Error> {
+    let play = |ws: &mut WebSocket<MaybeTlsStream<TcpStream>>, from: usize, to: usize, sid: &str| -> Result<(), String> {
         let t0 = Instant::now();
         for k in from..to {
-            ws.send(Message::Text(frame("inbound", k, sid)))?;
-            ws.send(Message::Text(frame("outbound", k, sid)))?;
+            ws.send(Message::Text(frame("inbound", k, sid))).map_err(|e| e.to_string())?;
+            ws.send(Message::Text(frame("outbound", k, sid))).map_err(|e| e.to_string())?;
             pace(t0, 20 * (k - from + 1) as u64);
         }
         Ok(())
