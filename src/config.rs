@@ -259,6 +259,10 @@ pub struct AgentsConfig {
     /// When agents' REGISTERs get Hearken's Path: `always` (default: a phone that does not say
     /// `Supported: path` is then still reached through Hearken), `when_supported`, `never`.
     pub path: crate::sip::proxy::PathMode,
+    /// When agents' Contacts get `;alias=ip~port~transport` (where their messages really came
+    /// from) so requests reach phones behind NAT and TCP phones over their own connection:
+    /// `auto` (default: the Contact is not the source address, or TCP), `always`, `never`.
+    pub contact_alias: crate::sip::proxy::ContactAlias,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -213,6 +213,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 requests_per_source_per_s: cfg.limits.requests_per_source_per_s,
                 max_transactions: cfg.limits.max_transactions,
                 path: cfg.agents.path,
+                contact_alias: cfg.agents.contact_alias,
             },
         },
         sip_stats.clone(),

@@ -5,59 +5,27 @@
 //! `rtpengine_delete` frees the ports. The SIP path never touches Hearken: its proxy is off.
 
 mod common;
+use common::kamailio::Kamailio;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Kamailio {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-impl Kamailio {
-    /// Kamailio on `port`, relaying to the agent at `agent`, its rtpengine module driving the
-    /// ng sockets given (`udp:127.0.0.1:P=weight ...`).
-    fn start(port: u16, agent: u16, rtpengine_sock: &str) -> Kamailio {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kamailio/kamailio.cfg"))
-            .expect("deploy/kamailio/kamailio.cfg")
-            .replace("listen=udp:127.0.0.1:5060", &format!("listen=udp:127.0.0.1:{port}"))
-            .replace("listen=tcp:127.0.0.1:5060", &format!("listen=tcp:127.0.0.1:{port}"))
-            .replace("udp:127.0.0.1:22222=1", rtpengine_sock)
-            .replace("sip:127.0.0.1:5090", &format!("sip:{AGENT_IP}:{agent}"))
-            // A dead relay is noticed within half a second (the default waits seconds).
-            .replace(
-                "modparam(\"rtpengine\", \"rtpengine_sock\"",
-                "modparam(\"rtpengine\", \"rtpengine_tout_ms\", 500)\nmodparam(\"rtpengine\", \"rtpengine_retr\", 1)\nmodparam(\"rtpengine\", \"rtpengine_sock\"",
-            );
-        std::fs::write(dir.path().join("kamailio.cfg"), cfg).unwrap();
-        let check = Command::new("kamailio").arg("-c").arg("-f").arg(dir.path().join("kamailio.cfg")).output().expect("kamailio -c");
-        assert!(check.status.success(), "kamailio.cfg does not check: {}", String::from_utf8_lossy(&check.stderr));
-        let log = std::fs::File::create(dir.path().join("kamailio.log")).unwrap();
-        let child = Command::new("kamailio")
-            .args(["-DD", "-E", "-f"])
-            .arg(dir.path().join("kamailio.cfg"))
-            .arg("-P")
-            .arg(dir.path().join("kamailio.pid"))
-            .arg("-Y")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start kamailio");
-        std::thread::sleep(Duration::from_millis(1500));
-        Kamailio { child, dir }
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
-    }
+/// Kamailio on `port`, relaying to the agent at `agent`, its rtpengine module driving the ng
+/// sockets given (`udp:127.0.0.1:P=weight ...`), from deploy/kamailio/kamailio.cfg.
+fn kamailio(port: u16, agent: u16, rtpengine_sock: &str) -> Kamailio {
+    let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kamailio/kamailio.cfg"))
+        .expect("deploy/kamailio/kamailio.cfg")
+        .replace("listen=udp:127.0.0.1:5060", &format!("listen=udp:127.0.0.1:{port}"))
+        .replace("listen=tcp:127.0.0.1:5060", &format!("listen=tcp:127.0.0.1:{port}"))
+        .replace("udp:127.0.0.1:22222=1", rtpengine_sock)
+        .replace("sip:127.0.0.1:5090", &format!("sip:{AGENT_IP}:{agent}"))
+        // A dead relay is noticed within half a second (the default waits seconds).
+        .replace(
+            "modparam(\"rtpengine\", \"rtpengine_sock\"",
+            "modparam(\"rtpengine\", \"rtpengine_tout_ms\", 500)\nmodparam(\"rtpengine\", \"rtpengine_retr\", 1)\nmodparam(\"rtpengine\", \"rtpengine_sock\"",
+        );
+    Kamailio::run(&cfg)
 }
 
 #[test]
@@ -67,7 +35,7 @@ fn kamailio_drives_hearken_over_ng_and_the_call_is_measured() {
     // SIP goes through Kamailio only: Hearken is its media relay.
     let h =
         Hearken::start_with(pbx, agent, media_range(20), "", &format!("[ng]\nlisten = \"127.0.0.1:{ng_port}\"\ndelete_delay_s = 0\n"), "");
-    let kam = Kamailio::start(kam_port, agent, &format!("udp:127.0.0.1:{ng_port}=1"));
+    let kam = kamailio(kam_port, agent, &format!("udp:127.0.0.1:{ng_port}=1"));
     let name = "d02_agent_interrupts";
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/dev").join(name);
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
@@ -106,7 +74,7 @@ fn two_nodes_in_one_set_share_calls_and_survive_a_dead_node() {
     };
     let a = node(ng_a);
     let mut b = Some(node(ng_b));
-    let kam = Kamailio::start(kam_port, agent, &format!("udp:127.0.0.1:{ng_a}=1 udp:127.0.0.1:{ng_b}=1"));
+    let kam = kamailio(kam_port, agent, &format!("udp:127.0.0.1:{ng_a}=1 udp:127.0.0.1:{ng_b}=1"));
     let run_calls = |n: usize, tag: &str| {
         let dir = tempfile::tempdir().unwrap();
         let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42070".into())]);
@@ -162,7 +130,7 @@ fn a_media_timeout_is_reported_to_kamailio_which_ends_the_dialog() {
         &format!("[ng]\nlisten = \"127.0.0.1:{ng_port}\"\ndelete_delay_s = 0\nteardown_url = \"http://127.0.0.1:{kam_port}/RPC2\"\n"),
         "rtp_timeout_s = 2",
     );
-    let kam = Kamailio::start(kam_port, agent, &format!("udp:127.0.0.1:{ng_port}=1"));
+    let kam = kamailio(kam_port, agent, &format!("udp:127.0.0.1:{ng_port}=1"));
     let dir = tempfile::tempdir().unwrap();
     let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", "42080".into())]);
     let uac = scenario(

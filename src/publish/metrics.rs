@@ -492,6 +492,18 @@ impl Collector for LiveCounters {
             "In-dialog requests with SDP for a dialog this process did not know (after a restart), anchored anew",
             s.resumed_dialogs.load(Relaxed),
         )?;
+        counter(
+            &mut enc,
+            "sip_contacts_aliased",
+            "Agent messages whose Contact got Hearken's alias (agents.contact_alias: behind NAT, or over TCP)",
+            s.contacts_aliased.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_unknown_agent_byes",
+            "BYEs from agents for calls Hearken never saw: calls that bypassed Hearken (or began before a restart)",
+            s.unknown_agent_byes.load(Relaxed),
+        )?;
         if let Some((r, m)) = &self.siprec {
             gauge(&mut enc, "siprec_sessions_active", "SIPREC recording sessions up now", r.active.load(Relaxed) as f64)?;
             counter(&mut enc, "siprec_sessions", "SIPREC recording sessions answered", r.sessions.load(Relaxed))?;

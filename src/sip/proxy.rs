@@ -155,6 +155,11 @@ pub struct SipStats {
     pub idle_connections_closed: AtomicU64,
     /// accept() errors on the SIP TCP listeners (each pauses accepting 100 ms).
     pub accept_errors: AtomicU64,
+    /// Agent messages whose Contact got Hearken's alias (`agents.contact_alias`: NAT, TCP).
+    pub contacts_aliased: AtomicU64,
+    /// BYEs from agents for calls Hearken never saw: calls that reached the agent without
+    /// passing through Hearken (or began before a restart).
+    pub unknown_agent_byes: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +199,8 @@ pub struct ProxyGuards {
     pub max_transactions: usize,
     /// When agents' REGISTERs get a Path (RFC 3327) so the registrar reaches them through us.
     pub path: PathMode,
+    /// When agents' Contacts get the address their messages really came from (NAT).
+    pub contact_alias: ContactAlias,
 }
 
 impl Default for ProxyGuards {
@@ -207,8 +214,69 @@ impl Default for ProxyGuards {
             requests_per_source_per_s: 0.0,
             max_transactions: 100_000,
             path: PathMode::WhenSupported,
+            contact_alias: ContactAlias::Auto,
         }
     }
+}
+
+/// `agents.contact_alias`: when an agent's Contact (in its REGISTER, INVITE, re-INVITE and
+/// their responses) gets `;alias=ip~port~transport`, the address and transport its message
+/// really came from, in the manner of Kamailio's `add_contact_alias()`. The PBX (or registrar)
+/// then addresses requests to that Contact, and Hearken, the next hop through Path or
+/// Record-Route, sends them to the alias address (removing the parameter): a phone behind NAT,
+/// whose Contact names its private address, is reached at its public one, and a TCP phone over
+/// the connection it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactAlias {
+    /// When the Contact's address or port is not where the message came from, or over TCP.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// The Kamailio-style alias value of a peer: `ip~port~t` (t: 1 UDP, 2 TCP).
+fn alias_of(p: &Peer) -> String {
+    let t = match p.transport {
+        Transport::Udp => 1,
+        Transport::Tcp => 2,
+    };
+    format!("{}~{}~{t}", p.addr.ip(), p.addr.port())
+}
+
+/// A Contact value with `;alias=` added to its URI (`*` and values that already have one are
+/// kept). A bare URI becomes a name-addr, since its parameters would be header parameters.
+fn with_alias(contact: &str, alias: &str) -> String {
+    let c = contact.trim();
+    if c == "*" || c.to_ascii_lowercase().contains(";alias=") {
+        return c.to_string();
+    }
+    match c.find('<').zip(c.find('>')) {
+        Some((a, b)) if a < b => format!("{};alias={alias}{}", &c[..b], &c[b..]),
+        _ => {
+            let (uri, header_params) = c.split_once(';').map_or((c, ""), |(u, p)| (u, p));
+            let sep = if header_params.is_empty() { "" } else { ";" };
+            format!("<{uri};alias={alias}>{sep}{header_params}")
+        }
+    }
+}
+
+/// The alias parameter of a Request-URI, parsed, and the URI without it.
+fn take_alias(uri: &str) -> Option<(String, SocketAddr, Transport)> {
+    let lower = uri.to_ascii_lowercase();
+    let start = lower.find(";alias=")?;
+    let rest = &uri[start + 7..];
+    let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
+    let mut parts = rest[..end].split('~');
+    let ip: IpAddr = parts.next()?.trim_matches(['[', ']']).parse().ok()?;
+    let port: u16 = parts.next()?.parse().ok().filter(|p| *p != 0)?;
+    let transport = match parts.next() {
+        Some("2") => Transport::Tcp,
+        Some("1") | None => Transport::Udp,
+        _ => return None,
+    };
+    Some((format!("{}{}", &uri[..start], &rest[end..]), SocketAddr::new(ip, port), transport))
 }
 
 /// `agents.path`: when a REGISTER from an agent gets our Path.
@@ -566,6 +634,31 @@ impl Proxy {
         None
     }
 
+    /// Add the alias of `from` to every Contact of an agent's message when
+    /// `agents.contact_alias` says so.
+    fn alias_contacts(&self, msg: &mut Message, from: Peer) {
+        let contacts = msg.values("contact");
+        if contacts.is_empty() || self.cfg.guards.contact_alias == ContactAlias::Never {
+            return;
+        }
+        let behind_nat = |c: &str| match SipUri::parse(c) {
+            Some(u) => {
+                from.transport == Transport::Tcp
+                    || u.host.trim_matches(['[', ']']).parse::<IpAddr>().ok() != Some(from.addr.ip())
+                    || u.port.unwrap_or(5060) != from.addr.port()
+            }
+            None => false,
+        };
+        if self.cfg.guards.contact_alias == ContactAlias::Auto && !contacts.iter().any(|c| behind_nat(c)) {
+            return;
+        }
+        let alias = alias_of(&from);
+        let new: Vec<String> = contacts.iter().map(|c| with_alias(c, &alias)).collect();
+        msg.headers.retain(|h| h.key() != "contact");
+        msg.push_back("Contact", new.join(", "));
+        self.stats.contacts_aliased.fetch_add(1, Relaxed);
+    }
+
     fn handle_request(&mut self, mut msg: Message, from: Peer, now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
         let method = msg.method().unwrap_or("").to_string();
         let Some((_, cseq_method)) = msg.cseq() else {
@@ -668,7 +761,21 @@ impl Proxy {
             }
         }
         let in_dialog = msg.header("to").and_then(|t| param(t, "tag")).is_some();
-        let target = if let Some(r) = msg.values("route").first().and_then(|r| SipUri::parse(r)) {
+        // A request from the PBX side to an agent Contact that carries our alias: to the address
+        // (and connection) the agent's messages came from, the parameter removed. Only to
+        // networks agents may be on: the alias must not make Hearken a relay to anywhere.
+        let aliased = match (side, msg.values("route").is_empty(), msg.uri().and_then(take_alias)) {
+            (Party::Customer, true, Some((uri, addr, transport)))
+                if self.cfg.guards.agent_sources.is_empty() || self.cfg.guards.agent_sources.iter().any(|n| n.contains(addr.ip())) =>
+            {
+                msg.set_uri(uri);
+                Some(Target { host: addr.ip().to_string(), port: addr.port(), transport })
+            }
+            _ => None,
+        };
+        let target = if let Some(t) = aliased {
+            Some(t)
+        } else if let Some(r) = msg.values("route").first().and_then(|r| SipUri::parse(r)) {
             Some(Target::from_uri(&r))
         } else {
             let ruri = msg.uri().and_then(SipUri::parse);
@@ -686,6 +793,10 @@ impl Proxy {
 
         let sip_call_id = msg.call_id().to_string();
         let existing = if in_dialog { self.find_dialog(&msg) } else { None };
+        if method == "BYE" && side == Party::Agent && existing.is_none() {
+            self.stats.unknown_agent_byes.fetch_add(1, Relaxed);
+            tracing::debug!(source = %from.addr.ip(), "BYE from an agent for a call Hearken never saw (bypassed, or older than this process)");
+        }
         // After a restart, a re-INVITE or UPDATE with SDP may arrive for a dialog this process
         // never saw: it is anchored anew (as a call of its own) rather than passed un-anchored,
         // which would let its media bypass the relay.
@@ -813,8 +924,16 @@ impl Proxy {
             PathMode::Never => false,
         };
         if method == "REGISTER" && side == Party::Agent && path {
-            // RFC 3327: the registrar sends requests for this contact back through us.
+            // RFC 3327: the registrar sends requests for this contact back through us. A phone
+            // that does not say `Supported: path` gets it said for it, so a registrar that
+            // enforces §5.2 (Kamailio's default path_mode) keeps the Path rather than refuse.
             msg.push_front("Path", format!("<sip:{host}:{};lr>", self.cfg.port));
+            if !msg.values("supported").iter().any(|s| s.eq_ignore_ascii_case("path")) {
+                msg.push_back("Supported", "path");
+            }
+        }
+        if side == Party::Agent {
+            self.alias_contacts(&mut msg, from);
         }
         if method == "BYE" {
             if let Some(c) = self.calls.get(&call_id) {
@@ -1065,6 +1184,9 @@ impl Proxy {
         if msg.has_sdp() && self.calls.contains_key(&call_id) && code < 300 {
             // Counted in `anchor` (bad SDP or ports exhausted); the answer goes on as it is.
             let _ = self.anchor(&mut msg, &call_id, req_side.other(), media);
+        }
+        if req_side == Party::Customer && code < 300 {
+            self.alias_contacts(&mut msg, from);
         }
         let data = msg.to_bytes();
         let mut rearm = None;
@@ -1888,6 +2010,51 @@ mod tests {
         );
         let same = sent(&proxy().handle_message(invite(), peer(PBX), t0, &mut m));
         assert_eq!(same[1].1.values("record-route").len(), 1, "one entry when both sides use the same transport");
+    }
+
+    #[test]
+    fn agents_behind_nat_are_reached_at_their_real_address() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        p.cfg.guards.path = PathMode::Always;
+        p.cfg.guards.agent_sources = vec![crate::net::Net::parse("10.0.0.0/8").unwrap()];
+        // A phone behind NAT: its Contact names 192.168.1.7:5060, its datagrams come from
+        // 10.0.0.2:40123. The REGISTER gets Path, `Supported: path` and the alias.
+        let nat = "10.0.0.2:40123";
+        let reg = "REGISTER sip:pbx SIP/2.0\nVia: SIP/2.0/UDP 192.168.1.7:5060;branch=z9hG4bKnat1\nFrom: <sip:agent7@pbx>;tag=9\nTo: <sip:agent7@pbx>\nCall-ID: nat1\nCSeq: 1 REGISTER\nContact: <sip:agent7@192.168.1.7:5060>;expires=60\nContent-Length: 0\n\n";
+        let out = req(&mut p, &mut m, nat, t0, reg);
+        let r = &out[0].1;
+        assert!(
+            r.header("path").is_some() && r.values("supported").contains(&"path".to_string()),
+            "{}",
+            String::from_utf8_lossy(&r.to_bytes())
+        );
+        assert_eq!(r.values("contact"), vec!["<sip:agent7@192.168.1.7:5060;alias=10.0.0.2~40123~1>;expires=60".to_string()]);
+        // The registrar's INVITE to that Contact, through our Path: to the alias address, with
+        // the parameter gone from the Request-URI.
+        let inv = "INVITE sip:agent7@192.168.1.7:5060;alias=10.0.0.2~40123~1 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKnat2\nRoute: <sip:10.0.0.9:5060;lr>\nFrom: <sip:cust@pbx>;tag=1\nTo: <sip:agent7@pbx>\nCall-ID: nat2\nCSeq: 1 INVITE\nMax-Forwards: 70\nContent-Length: 0\n\n";
+        let out = req(&mut p, &mut m, PBX, t0, inv);
+        let fwd = out.iter().find(|(_, m)| m.method() == Some("INVITE")).expect("forwarded");
+        assert_eq!(fwd.0, Dest::Target(Target { host: "10.0.0.2".into(), port: 40123, transport: Transport::Udp }));
+        assert_eq!(fwd.1.uri(), Some("sip:agent7@192.168.1.7:5060"));
+        // Its 200 carries the private Contact again: aliased on the way to the PBX.
+        let branch = Via::parse(&fwd.1.values("via")[0]).unwrap().branch.unwrap();
+        let ok = format!("SIP/2.0 200 OK\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch={branch}\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKnat2\nFrom: <sip:cust@pbx>;tag=1\nTo: <sip:agent7@pbx>;tag=a7\nCall-ID: nat2\nCSeq: 1 INVITE\nContact: sip:agent7@192.168.1.7:5060\nContent-Length: 0\n\n").replace("\n", "\r\n");
+        let out = sent(&p.handle_message(Message::parse(ok.as_bytes()).unwrap(), peer(nat), t0, &mut m));
+        assert_eq!(out[0].1.values("contact"), vec!["<sip:agent7@192.168.1.7:5060;alias=10.0.0.2~40123~1>".to_string()]);
+        // An alias pointing outside agents.allow is not followed (no relay to anywhere).
+        let evil = inv.replace("10.0.0.2~40123", "203.0.113.5~5060").replace("nat2", "nat3").replace("z9hG4bKnat2", "z9hG4bKnat3");
+        let out = req(&mut p, &mut m, PBX, t0, &evil);
+        let fwd = out.iter().find(|(_, m)| m.method() == Some("INVITE")).expect("forwarded");
+        assert_eq!(fwd.0, Dest::Target(Target { host: "192.168.1.7".into(), port: 5060, transport: Transport::Udp }));
+        // A phone whose Contact is where it sends from gets no alias; over TCP it always does.
+        let plain = reg.replace("192.168.1.7", "10.0.0.2").replace("nat1", "nat4").replace("z9hG4bKnat1", "z9hG4bKnat4");
+        let out = req(&mut p, &mut m, "10.0.0.2:5060", t0, &plain);
+        assert!(!out[0].1.values("contact")[0].contains("alias"));
+        let msg = Message::parse(plain.replace("nat4", "nat5").replace("\n", "\r\n").as_bytes()).unwrap();
+        let tcp = Peer { addr: "10.0.0.2:5060".parse().unwrap(), transport: Transport::Tcp, conn: Some(3) };
+        let out = sent(&p.handle_message(msg, tcp, t0, &mut m));
+        assert!(out[0].1.values("contact")[0].contains(";alias=10.0.0.2~5060~2>"), "{:?}", out[0].1.values("contact"));
+        assert_eq!(p.stats.contacts_aliased.load(Relaxed), 3);
     }
 
     #[test]

@@ -30,20 +30,26 @@ pub struct Who<'a> {
 /// A baresip phone in `dir`: listens on `ip:port`, sends `wav`, auto-answers; `account_params`
 /// are appended to its account line (`;mediaenc=srtp-mand`, `;medianat=ice`, or "").
 pub fn phone(dir: &Path, who: Who, account_params: &str, extra_args: &[&str]) -> Phone {
-    let Who { ip, port, user, wav, rtp } = who;
+    let account = format!("<sip:{}@{}:{}>;regint=0;answermode=auto;audio_codecs=PCMU{account_params}", who.user, who.ip, who.port);
+    phone_with_account(dir, who, &account, "", extra_args)
+}
+
+/// A baresip phone with its whole account line given (e.g. one that registers through an
+/// outbound proxy) and `extra_config` lines (e.g. `sip_trace yes`).
+pub fn phone_with_account(dir: &Path, who: Who, account: &str, extra_config: &str, extra_args: &[&str]) -> Phone {
+    let Who { ip, port, user: _, wav, rtp } = who;
     std::fs::create_dir_all(dir).unwrap();
     let config = format!(
         "poll_method epoll\nsip_listen {ip}:{port}\naudio_player aufile,{}\naudio_source aufile,{}\naudio_alert aufile,/dev/null\n\
          audio_srate 8000\naudio_channels 1\nrtp_ports {}-{}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
-         module srtp.so\nmodule ice.so\nmodule_app account.so\nmodule_app menu.so\n",
+         module srtp.so\nmodule ice.so\nmodule_app account.so\nmodule_app menu.so\n{extra_config}\n",
         dir.join("heard.wav").display(),
         wav.display(),
         rtp.0,
         rtp.1
     );
     std::fs::write(dir.join("config"), config).unwrap();
-    std::fs::write(dir.join("accounts"), format!("<sip:{user}@{ip}:{port}>;regint=0;answermode=auto;audio_codecs=PCMU{account_params}\n"))
-        .unwrap();
+    std::fs::write(dir.join("accounts"), format!("{account}\n")).unwrap();
     let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
     let child = Command::new("baresip")
         .arg("-f")

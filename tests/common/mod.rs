@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod baresip;
+pub mod kamailio;
 pub mod raw_sip;
 pub mod rtpengine;
 
