@@ -128,3 +128,32 @@ fn rtp_from_pcap_arrives_byte_identical_and_strangers_are_dropped() {
     assert_eq!(s["relay"]["tap_dropped"], 0, "{s}");
     h.wait_idle();
 }
+
+/// RFC 3261 §18.1.1: an INVITE over 1300 bytes (here 2.9 KB, arriving over TCP) leaves Hearken
+/// over TCP although the agent's route names no transport. An agent listening on TCP only gets
+/// it; an agent on UDP only (the TCP connection is refused) gets it over UDP after all.
+#[test]
+fn a_large_invite_goes_over_tcp_or_falls_back_to_udp() {
+    for (agent_transport, fallback) in [("t1", 0), ("u1", 1)] {
+        let (pbx, agent) = (free_port(), free_port());
+        let h = Hearken::start_with(pbx, agent, media_range(10), "", "", "");
+        let dir = tempfile::tempdir().unwrap();
+        let media = agent_media_socket();
+        let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", media.local_addr().unwrap().port().to_string())]);
+        let uac = scenario(dir.path(), "uac_call.xml", &[("AGENT", "agent7".into()), ("PLAY", String::new()), ("HOLD_MS", "300".into())]);
+        let text = std::fs::read_to_string(&uac).unwrap().replace(
+            "X-Unknown-Header: passes Through unchanged",
+            &format!("X-Unknown-Header: passes Through unchanged\n      X-Padding: {}", "p".repeat(2400)),
+        );
+        std::fs::write(&uac, text).unwrap();
+        let uas = Sipp::spawn(dir.path(), &uas, agent, &["-t", agent_transport, "-m", "1"]);
+        let remote = format!("127.0.0.1:{}", h.sip_port);
+        sipp_run(dir.path(), &uac, pbx, &remote, &["-t", "t1", "-m", "1"], Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("agent {agent_transport}: {e}\n--- hearken log:\n{}", h.log()));
+        uas.wait(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}\n--- hearken log:\n{}", h.log()));
+        let m = h.get("/metrics").unwrap();
+        assert_eq!(metric(&m, "hearken_sip_size_to_tcp_total"), 1, "agent {agent_transport}: {m}");
+        assert_eq!(metric(&m, "hearken_sip_size_fallback_udp_total"), fallback, "agent {agent_transport}");
+        h.wait_idle();
+    }
+}

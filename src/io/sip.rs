@@ -226,12 +226,12 @@ impl SipDriver {
                         Some(a) => send_to_addr(&mut st, a, target.transport, None, data),
                         None => {
                             tracing::debug!("next hop did not resolve");
-                            let actions = self.proxy.handle_unreachable(&data, &mut self.media);
+                            let actions = self.proxy.handle_unreachable(&data, Instant::now(), &mut self.media);
                             self.send_actions(actions, &mut st);
                         }
                     },
                     Event::Unreachable { data } => {
-                        let actions = self.proxy.handle_unreachable(&data, &mut self.media);
+                        let actions = self.proxy.handle_unreachable(&data, Instant::now(), &mut self.media);
                         self.send_actions(actions, &mut st);
                     }
                 },

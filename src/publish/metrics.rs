@@ -500,6 +500,18 @@ impl Collector for LiveCounters {
         )?;
         counter(
             &mut enc,
+            "sip_size_to_tcp",
+            "Requests over 1300 bytes sent over TCP instead of UDP (RFC 3261 section 18.1.1)",
+            s.size_to_tcp.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sip_size_fallback_udp",
+            "Large requests sent over UDP after all because the TCP connection failed",
+            s.size_fallback_udp.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "sip_unknown_agent_byes",
             "BYEs from agents for calls Hearken never saw: calls that bypassed Hearken (or began before a restart)",
             s.unknown_agent_byes.load(Relaxed),

@@ -63,6 +63,8 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub transport: Transport,
+    /// The transport was named (`;transport=`), so the §18.1.1 size rule does not change it.
+    pub explicit: bool,
 }
 
 impl Target {
@@ -84,7 +86,7 @@ impl Target {
             Some("TCP") => Transport::Tcp,
             _ => Transport::Udp,
         };
-        Target { host: u.host.clone(), port: u.port.unwrap_or(5060), transport }
+        Target { host: u.host.clone(), port: u.port.unwrap_or(5060), transport, explicit: u.transport.is_some() }
     }
 }
 
@@ -157,6 +159,10 @@ pub struct SipStats {
     pub accept_errors: AtomicU64,
     /// Agent messages whose Contact got Hearken's alias (`agents.contact_alias`: NAT, TCP).
     pub contacts_aliased: AtomicU64,
+    /// Requests over 1300 bytes sent over TCP instead of UDP (RFC 3261 §18.1.1).
+    pub size_to_tcp: AtomicU64,
+    /// Of those, sent over UDP after all because the TCP connection failed.
+    pub size_fallback_udp: AtomicU64,
     /// BYEs from agents for calls Hearken never saw: calls that reached the agent without
     /// passing through Hearken (or began before a restart).
     pub unknown_agent_byes: AtomicU64,
@@ -294,6 +300,8 @@ pub enum PathMode {
 
 #[derive(Debug)]
 struct Txn {
+    /// Sent over TCP only because of its size (§18.1.1): over UDP if TCP cannot connect.
+    udp_fallback: bool,
     upstream: Peer,
     /// Party the request came from.
     side: Party,
@@ -769,7 +777,7 @@ impl Proxy {
                 if self.cfg.guards.agent_sources.is_empty() || self.cfg.guards.agent_sources.iter().any(|n| n.contains(addr.ip())) =>
             {
                 msg.set_uri(uri);
-                Some(Target { host: addr.ip().to_string(), port: addr.port(), transport })
+                Some(Target { host: addr.ip().to_string(), port: addr.port(), transport, explicit: true })
             }
             _ => None,
         };
@@ -905,6 +913,16 @@ impl Proxy {
             }
         }
         let hundred = (method == "INVITE").then(|| msg.response(100, "Trying", None).to_bytes());
+        // RFC 3261 §18.1.1: a request over 1300 bytes (with the Via and Record-Route we add)
+        // goes over TCP when it would have gone over UDP, unless the URI asked for UDP; if that
+        // connection cannot be made it is sent over UDP after all (handle_unreachable).
+        let mut target = target;
+        let mut size_switched = false;
+        if target.transport == Transport::Udp && !target.explicit && msg.to_bytes().len() + 200 > 1300 {
+            target.transport = Transport::Tcp;
+            size_switched = true;
+            self.stats.size_to_tcp.fetch_add(1, Relaxed);
+        }
         let host = self.host_text();
         msg.push_front("Via", format!("SIP/2.0/{} {host}:{};branch={branch}", target.transport.via_name(), self.cfg.port));
         if matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY") {
@@ -959,6 +977,7 @@ impl Proxy {
             self.txns.insert(
                 (branch, method),
                 Txn {
+                    udp_fallback: size_switched,
                     upstream: from,
                     side,
                     call_id,
@@ -1033,6 +1052,7 @@ impl Proxy {
         self.txns.insert(
             ckey,
             Txn {
+                udp_fallback: false,
                 upstream,
                 side,
                 call_id,
@@ -1072,7 +1092,7 @@ impl Proxy {
 
     /// The driver could not deliver a request we forwarded (its next hop did not resolve, or a
     /// TCP connection to it failed): 503 upstream (§16.9), and the call ends if it was one.
-    pub fn handle_unreachable(&mut self, data: &[u8], media: &mut dyn MediaControl) -> Vec<Action> {
+    pub fn handle_unreachable(&mut self, data: &[u8], now: Instant, media: &mut dyn MediaControl) -> Vec<Action> {
         let Ok(msg) = Message::parse(data) else { return Vec::new() };
         let (Some(method), Some(branch)) =
             (msg.method().map(str::to_string), msg.values("via").first().and_then(|v| Via::parse(v)).and_then(|v| v.branch))
@@ -1080,9 +1100,27 @@ impl Proxy {
             return Vec::new();
         };
         let key = (branch, method);
-        let Some(t) = self.txns.get(&key) else { return Vec::new() };
+        let Some(t) = self.txns.get_mut(&key) else { return Vec::new() };
         if t.final_seen || t.generated {
             return Vec::new();
+        }
+        // Sent over TCP for its size only: over UDP after all (§18.1.1), Via changed to match.
+        if t.udp_fallback {
+            t.udp_fallback = false;
+            if let Some((Dest::Target(target), _)) = &t.forwarded {
+                let mut m = msg.clone();
+                if let Some(v) = m.values("via").first() {
+                    m.replace_first_value("via", v.replacen("SIP/2.0/TCP", "SIP/2.0/UDP", 1));
+                }
+                let target = Target { transport: Transport::Udp, explicit: true, ..target.clone() };
+                let data = m.to_bytes();
+                t.forwarded = Some((Dest::Target(target.clone()), data.clone()));
+                t.retx = Some((now + T1, T1));
+                self.arm(key, now + T1);
+                self.stats.size_fallback_udp.fetch_add(1, Relaxed);
+                tracing::info!("TCP for a large request failed: sent over UDP");
+                return vec![Action::Send { to: Dest::Target(target), data }];
+            }
         }
         let (call_id, initial) = (t.call_id.clone(), t.initial_invite);
         self.stats.unreachable.fetch_add(1, Relaxed);
@@ -1120,7 +1158,7 @@ impl Proxy {
                     let host = next.received.clone().unwrap_or(next.host.clone());
                     let port = next.rport.flatten().or(next.port).unwrap_or(5060);
                     let transport = if next.transport == "TCP" { Transport::Tcp } else { Transport::Udp };
-                    vec![Action::Send { to: Dest::Target(Target { host, port, transport }), data: msg.to_bytes() }]
+                    vec![Action::Send { to: Dest::Target(Target { host, port, transport, explicit: true }), data: msg.to_bytes() }]
                 }
                 None => Vec::new(),
             };
@@ -1454,6 +1492,7 @@ impl Proxy {
         self.txns.insert(
             key,
             Txn {
+                udp_fallback: false,
                 upstream: Peer { addr: SocketAddr::new(self.cfg.host, self.cfg.port), transport, conn: None },
                 side: to.other(),
                 call_id: call_id.to_string(),
@@ -1903,14 +1942,46 @@ mod tests {
     }
 
     #[test]
+    fn a_large_request_goes_over_tcp_and_falls_back_to_udp() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let mut big = invite();
+        big.push_back("X-Padding", "x".repeat(1200));
+        let out = sent(&p.handle_message(big, peer(PBX), t0, &mut m));
+        let (dest, fwd) = &out[1];
+        assert!(matches!(dest, Dest::Target(t) if t.transport == Transport::Tcp), "{dest:?}");
+        assert!(fwd.values("via")[0].starts_with("SIP/2.0/TCP "), "{:?}", fwd.values("via"));
+        assert_eq!(fwd.values("record-route").len(), 2, "UDP upstream, TCP downstream: double Record-Route");
+        // The TCP connection cannot be made: the same request over UDP, Via changed to match.
+        let back = sent(&p.handle_unreachable(&fwd.to_bytes(), t0, &mut m));
+        assert!(matches!(&back[0].0, Dest::Target(t) if t.transport == Transport::Udp), "{back:?}");
+        assert!(back[0].1.values("via")[0].starts_with("SIP/2.0/UDP "));
+        assert_eq!(back[0].1.method(), Some("INVITE"));
+        // Retransmitted over UDP like any UDP request; a second failure is a 503.
+        let retx = sent(&p.handle_timeout(t0 + T1, &mut m));
+        assert!(retx.iter().any(|(d, x)| x.method() == Some("INVITE") && matches!(d, Dest::Target(t) if t.transport == Transport::Udp)));
+        let fail = sent(&p.handle_unreachable(&back[0].1.to_bytes(), t0, &mut m));
+        assert_eq!(fail[0].1.status(), Some(503));
+        assert_eq!((p.stats.size_to_tcp.load(Relaxed), p.stats.size_fallback_udp.load(Relaxed)), (1, 1));
+        // A small one stays on UDP; a URI that names UDP keeps it whatever the size.
+        let small = sent(&proxy().handle_message(invite(), peer(PBX), t0, &mut m));
+        assert!(matches!(&small[1].0, Dest::Target(t) if t.transport == Transport::Udp));
+        let mut named = proxy();
+        named.cfg.agents_route = Target::parse("sip:10.0.0.2:5060;transport=udp");
+        let mut big = invite();
+        big.push_back("X-Padding", "x".repeat(1200));
+        let out = sent(&named.handle_message(big, peer(PBX), t0, &mut m));
+        assert!(matches!(&out[1].0, Dest::Target(t) if t.transport == Transport::Udp));
+    }
+
+    #[test]
     fn unreachable_next_hop_answers_503() {
         let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
         let out = p.handle_message(invite(), peer(PBX), t0, &mut m);
         let forwarded = out[1].data();
-        let back = sent(&p.handle_unreachable(&forwarded, &mut m));
+        let back = sent(&p.handle_unreachable(&forwarded, t0, &mut m));
         assert_eq!((back[0].0.clone(), back[0].1.status()), (Dest::Peer(peer(PBX)), Some(503)));
         assert_eq!(m.closed, vec![(CallId(1), EndReason::Rejected(503))]);
-        assert!(p.handle_unreachable(&forwarded, &mut m).is_empty(), "once");
+        assert!(p.handle_unreachable(&forwarded, t0, &mut m).is_empty(), "once");
     }
 
     #[test]
@@ -2034,7 +2105,7 @@ mod tests {
         let inv = "INVITE sip:agent7@192.168.1.7:5060;alias=10.0.0.2~40123~1 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKnat2\nRoute: <sip:10.0.0.9:5060;lr>\nFrom: <sip:cust@pbx>;tag=1\nTo: <sip:agent7@pbx>\nCall-ID: nat2\nCSeq: 1 INVITE\nMax-Forwards: 70\nContent-Length: 0\n\n";
         let out = req(&mut p, &mut m, PBX, t0, inv);
         let fwd = out.iter().find(|(_, m)| m.method() == Some("INVITE")).expect("forwarded");
-        assert_eq!(fwd.0, Dest::Target(Target { host: "10.0.0.2".into(), port: 40123, transport: Transport::Udp }));
+        assert_eq!(fwd.0, Dest::Target(Target { host: "10.0.0.2".into(), port: 40123, transport: Transport::Udp, explicit: true }));
         assert_eq!(fwd.1.uri(), Some("sip:agent7@192.168.1.7:5060"));
         // Its 200 carries the private Contact again: aliased on the way to the PBX.
         let branch = Via::parse(&fwd.1.values("via")[0]).unwrap().branch.unwrap();
@@ -2045,7 +2116,7 @@ mod tests {
         let evil = inv.replace("10.0.0.2~40123", "203.0.113.5~5060").replace("nat2", "nat3").replace("z9hG4bKnat2", "z9hG4bKnat3");
         let out = req(&mut p, &mut m, PBX, t0, &evil);
         let fwd = out.iter().find(|(_, m)| m.method() == Some("INVITE")).expect("forwarded");
-        assert_eq!(fwd.0, Dest::Target(Target { host: "192.168.1.7".into(), port: 5060, transport: Transport::Udp }));
+        assert_eq!(fwd.0, Dest::Target(Target { host: "192.168.1.7".into(), port: 5060, transport: Transport::Udp, explicit: false }));
         // A phone whose Contact is where it sends from gets no alias; over TCP it always does.
         let plain = reg.replace("192.168.1.7", "10.0.0.2").replace("nat1", "nat4").replace("z9hG4bKnat1", "z9hG4bKnat4");
         let out = req(&mut p, &mut m, "10.0.0.2:5060", t0, &plain);
