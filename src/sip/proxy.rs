@@ -529,25 +529,40 @@ impl Proxy {
     }
 
     /// Our branch for a request: derived from the upstream transaction identity so that
-    /// CANCEL and non-2xx ACK map to the INVITE's branch (RFC 3261 §16.11, §17.2.3).
+    /// CANCEL and non-2xx ACK map to the INVITE's branch (RFC 3261 §16.11, §17.2.3), and from
+    /// the fields that tell a loop from a spiral (§16.6 step 8: Request-URI, From tag, Call-ID,
+    /// CSeq number; not the To tag, which the ACK of a non-2xx adds).
     fn derive_branch(&self, msg: &Message) -> String {
         let top = msg.values("via").into_iter().next().unwrap_or_default();
-        let via = Via::parse(&top);
-        let key = match via.as_ref().and_then(|v| v.branch.clone()) {
+        self.branch_below(msg, &top)
+    }
+
+    /// The branch we would give `msg` had `top` been its topmost Via when it reached us.
+    fn branch_below(&self, msg: &Message, top: &str) -> String {
+        let via = Via::parse(top);
+        let txn = match via.as_ref().and_then(|v| v.branch.clone()) {
             Some(b) if b.starts_with("z9hG4bK") => {
                 format!("{b}|{}:{:?}", via.as_ref().map_or("", |v| &v.host), via.as_ref().and_then(|v| v.port))
             }
             // RFC 2543 peers: the transaction is Request-URI, To tag, From tag, Call-ID, CSeq
             // number and top Via (§17.2.3).
-            _ => format!(
-                "{}|{}|{}|{}",
-                top,
-                msg.call_id(),
-                msg.cseq().map(|c| c.0).unwrap_or(0),
-                msg.header("from").and_then(|f| param(f, "tag")).unwrap_or_default()
-            ),
+            _ => top.to_string(),
         };
-        format!("{BRANCH_PREFIX}{:016x}", self.hash(&[&key]))
+        let cseq = msg.cseq().map(|c| c.0).unwrap_or(0).to_string();
+        let from_tag = msg.header("from").and_then(|f| param(f, "tag")).unwrap_or_default();
+        format!("{BRANCH_PREFIX}{:016x}", self.hash(&[&txn, msg.uri().unwrap_or(""), msg.call_id(), &cseq, &from_tag]))
+    }
+
+    /// §16.3 step 4: the request carries a Via of ours whose branch is what we would compute
+    /// again now (same transaction below it, same Request-URI): it came back unchanged, a loop.
+    /// A request that passes us again with another Request-URI is spiralling, and goes on.
+    fn is_loop(&self, msg: &Message) -> bool {
+        let vias = msg.values("via");
+        vias.iter().enumerate().any(|(i, v)| {
+            let Some(via) = Via::parse(v) else { return false };
+            let ours = via.branch.as_deref().is_some_and(|b| b.starts_with(BRANCH_PREFIX)) && self.is_us(&via.host, via.port);
+            ours && vias.get(i + 1).is_some_and(|below| via.branch.as_deref() == Some(self.branch_below(msg, below).as_str()))
+        })
     }
 
     fn is_us(&self, host: &str, port: Option<u16>) -> bool {
@@ -699,14 +714,7 @@ impl Proxy {
             }
             return vec![Action::Send { to: Dest::Peer(from), data: r.to_bytes() }];
         }
-        // A request that already went through us twice is looping (§16.3 step 4).
-        let ours = msg
-            .values("via")
-            .iter()
-            .filter_map(|v| Via::parse(v))
-            .filter(|v| v.branch.as_deref().is_some_and(|b| b.starts_with(BRANCH_PREFIX)) && self.is_us(&v.host, v.port))
-            .count();
-        if ours >= 2 {
+        if self.is_loop(&msg) {
             self.stats.loops.fetch_add(1, Relaxed);
             return if method == "ACK" { Vec::new() } else { vec![self.local(&msg, from, 482, "Loop Detected")] };
         }
@@ -2010,12 +2018,18 @@ mod tests {
         assert!(m.opened.is_empty(), "no junk rang a phone");
         // A tel: URI is routable.
         assert_eq!(req(&mut p, &mut m, PBX, t0, &base("tel:+15551230000", good_via, "")).len(), 2);
-        // A request that already passed us twice is a loop.
-        let looped = format!(
-            "SIP/2.0/UDP 10.0.0.9:5060;branch={BRANCH_PREFIX}1\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch={BRANCH_PREFIX}2\nVia: {good_via}"
-        );
-        let out = req(&mut p, &mut m, PBX, t0, &base("sip:agent42@10.0.0.9", &looped, ""));
-        assert_eq!(out[0].1.status(), Some(482));
+        // What we forwarded comes back unchanged (the next hop added its Via): a loop, 482.
+        // Back with another Request-URI (retargeted by the PBX): a spiral, forwarded again.
+        let first = req(&mut p, &mut m, PBX, t0, &base("sip:agent42@10.0.0.1", good_via, ""));
+        let fwd = first.iter().find(|(_, x)| x.method().is_some()).unwrap().1.clone();
+        let mut back = fwd.clone();
+        back.push_front("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKpbxloop");
+        let out = sent(&p.handle_message(back.clone(), peer(PBX), t0, &mut m));
+        assert_eq!(out[0].1.status(), Some(482), "{:?}", out);
+        back.set_uri("sip:agent43@10.0.0.2".into());
+        back.replace_first_value("via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKpbxspiral".into());
+        let out = sent(&p.handle_message(back, peer(PBX), t0, &mut m));
+        assert!(out.iter().any(|(_, x)| x.method() == Some("INVITE")), "a spiral goes on: {out:?}");
         // A source that is neither the PBX nor an allowed agent network: 403.
         let mut strict = proxy();
         strict.cfg.guards.agent_sources = vec![crate::net::Net::parse("10.0.0.0/24").unwrap()];
