@@ -230,6 +230,15 @@ pub struct SipConfig {
     pub timer_c_s: u64,
     /// Other names of this proxy (hostnames, aliases) recognised in Route and Request-URI.
     pub aliases: Vec<String>,
+    /// SIP over TLS for phones and PBXs (e.g. `0.0.0.0:5061`); empty: off.
+    pub tls_listen: String,
+    /// PEM certificate chain and private key of that listener.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// PEM CA certificates that next hops Hearken connects to over TLS (`sips:` or
+    /// `;transport=tls` routes) must be signed by; empty: Hearken opens no TLS connections
+    /// itself and reaches TLS phones only over the connections they opened.
+    pub tls_ca: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -393,6 +402,10 @@ impl Default for SipConfig {
             transaction_linger_s: 32,
             timer_c_s: 185,
             aliases: Vec::new(),
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
         }
     }
 }

@@ -27,6 +27,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         (None, None, cfg.sip.listen)
     };
+    // SIP over TLS for phones and PBXs, and the client side for connections Hearken opens.
+    let proxy_tls = if cfg.sip.enabled && !cfg.sip.tls_listen.is_empty() {
+        let config =
+            crate::io::tls::load("sip", &cfg.sip.tls_cert, &cfg.sip.tls_key, "").map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.why))?;
+        let l = tokio::net::TcpListener::bind(&cfg.sip.tls_listen)
+            .await
+            .with_context(|| format!("sip.tls_listen: cannot bind {}", cfg.sip.tls_listen))?;
+        tracing::info!(addr = %l.local_addr()?, "SIP over TLS listening");
+        Some((l, config))
+    } else {
+        None
+    };
+    let tls_port = proxy_tls.as_ref().and_then(|(l, _)| l.local_addr().ok()).map(|a| a.port());
+    let tls_client = if cfg.sip.tls_ca.is_empty() {
+        None
+    } else {
+        Some(crate::io::tls::client(&cfg.sip.tls_ca, "sip.tls_ca").map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.why))?)
+    };
     let ng_sock = if cfg.ng.listen.is_empty() {
         None
     } else {
@@ -215,6 +233,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 path: cfg.agents.path,
                 contact_alias: cfg.agents.contact_alias,
             },
+            tls_port,
         },
         sip_stats.clone(),
     );
@@ -307,7 +326,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_connections: cfg.limits.max_sip_connections,
         idle: Duration::from_secs(cfg.limits.sip_idle_timeout_s),
     };
-    let driver = SipDriver { proxy, media, udp, tcp, ng, srs, tls, limits, media_ended: ended_rx };
+    let driver = SipDriver { proxy, media, udp, tcp, ng, srs, tls, proxy_tls, tls_client, limits, media_ended: ended_rx };
     tokio::select! {
         _ = driver.run() => {}
         _ = shutdown_signal() => tracing::info!("shutting down"),

@@ -428,6 +428,7 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
         linger: Duration::from_secs(32),
         new_calls_per_source_per_s: 0.0,
         guards: Default::default(),
+        tls_port: None,
     };
     let stats = Arc::new(SipStats::default());
     let mut proxy = Proxy::new(cfg, stats.clone());

@@ -50,8 +50,12 @@ pub struct SipDriver {
     pub ng: Option<NgDriver>,
     /// The SIPREC recording server, when on.
     pub srs: Option<SrsDriver>,
-    /// SIP over TLS (recording clients), when configured: its listener and server config.
+    /// SIP over TLS for recording clients (`siprec.tls_listen`, mutual TLS when configured).
     pub tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
+    /// SIP over TLS for phones and PBXs (`sip.tls_listen`).
+    pub proxy_tls: Option<(TcpListener, std::sync::Arc<rustls::ServerConfig>)>,
+    /// Verifies next hops Hearken connects to over TLS (`sip.tls_ca`); None: no such connections.
+    pub tls_client: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub limits: ConnLimits,
     pub media_ended: mpsc::UnboundedReceiver<(crate::call::CallId, crate::call::EndReason)>,
 }
@@ -116,6 +120,7 @@ impl Default for ConnLimits {
 
 struct State {
     tx: mpsc::Sender<Event>,
+    tls_client: Option<Arc<rustls::ClientConfig>>,
     conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     by_addr: HashMap<SocketAddr, u64>,
     next_conn: Arc<AtomicU64>,
@@ -126,8 +131,14 @@ impl SipDriver {
     pub async fn run(mut self) {
         let (tx, mut rx) = mpsc::channel::<Event>(4096);
         let next_conn = Arc::new(AtomicU64::new(1));
-        let mut st =
-            State { tx: tx.clone(), conns: HashMap::new(), by_addr: HashMap::new(), next_conn: next_conn.clone(), udp: self.udp.clone() };
+        let mut st = State {
+            tx: tx.clone(),
+            tls_client: self.tls_client.clone(),
+            conns: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_conn: next_conn.clone(),
+            udp: self.udp.clone(),
+        };
         let mut buf = vec![0u8; MAX_MESSAGE];
         // Connections open now (TCP and TLS), and when accepting may resume after an error.
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -186,36 +197,20 @@ impl SipDriver {
                         Ok((stream, addr)) => {
                             let id = next_conn.fetch_add(1, Relaxed);
                             let _ = stream.set_nodelay(true);
-                            let writer = spawn_conn(stream, addr, id, tx.clone(), Some((open.clone(), limits.idle, stats.clone())));
+                            let writer = spawn_conn(stream, addr, Transport::Tcp, id, tx.clone(), Some((open.clone(), limits.idle, stats.clone())));
                             st.conns.insert(id, writer);
                             st.by_addr.insert(addr, id);
                         }
                     }
                 }
                 a = accept_opt(self.tls.as_ref().map(|t| &t.0), accept_pause) => {
-                    let a = a.ok().filter(|_| {
-                        let ok = open.load(Relaxed) < limits.max_connections;
-                        if !ok {
-                            stats.connections_refused.fetch_add(1, Relaxed);
-                        }
-                        ok
-                    });
-                    if let (Some((stream, addr)), Some((_, cfg))) = (a, self.tls.as_ref()) {
-                        // The handshake runs on its own task; the connection joins once it is
-                        // up (a client without a valid certificate, when one is required, never
-                        // gets that far).
-                        let (acceptor, tx, id) = (tokio_rustls::TlsAcceptor::from(cfg.clone()), tx.clone(), next_conn.fetch_add(1, Relaxed));
-                        let guard = (open.clone(), limits.idle, stats.clone());
-                        tokio::spawn(async move {
-                            let _ = stream.set_nodelay(true);
-                            match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => {
-                                    let writer = spawn_conn(tls, addr, id, tx.clone(), Some(guard));
-                                    let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
-                                }
-                                _ => tracing::info!(source = %addr.ip(), "SIP over TLS: handshake failed (or no valid client certificate)"),
-                            }
-                        });
+                    if let Some((_, cfg)) = self.tls.as_ref() {
+                        tls_accepted(a, cfg, &open, limits, &stats, &tx, &next_conn);
+                    }
+                }
+                a = accept_opt(self.proxy_tls.as_ref().map(|t| &t.0), accept_pause) => {
+                    if let Some((_, cfg)) = self.proxy_tls.as_ref() {
+                        tls_accepted(a, cfg, &open, limits, &stats, &tx, &next_conn);
                     }
                 }
                 Some(ev) = rx.recv() => match ev {
@@ -223,7 +218,7 @@ impl SipDriver {
                     Event::ConnUp { id, addr, writer } => { st.conns.insert(id, writer); st.by_addr.insert(addr, id); }
                     Event::ConnDown { id } => { st.conns.remove(&id); st.by_addr.retain(|_, v| *v != id); }
                     Event::Resolved { target, addr, data } => match addr {
-                        Some(a) => send_to_addr(&mut st, a, target.transport, None, data),
+                        Some(a) => send_to_addr(&mut st, a, target.transport, None, Some(&target.host), data),
                         None => {
                             tracing::debug!("next hop did not resolve");
                             let actions = self.proxy.handle_unreachable(&data, Instant::now(), &mut self.media);
@@ -330,9 +325,9 @@ impl SipDriver {
     fn send_actions(&mut self, actions: Vec<Action>, st: &mut State) {
         for Action::Send { to, data } in actions {
             match to {
-                Dest::Peer(p) => send_to_addr(st, p.addr, p.transport, p.conn, data),
+                Dest::Peer(p) => send_to_addr(st, p.addr, p.transport, p.conn, None, data),
                 Dest::Target(t) => match t.host.trim_matches(['[', ']']).parse() {
-                    Ok(ip) => send_to_addr(st, SocketAddr::new(ip, t.port), t.transport, None, data),
+                    Ok(ip) => send_to_addr(st, SocketAddr::new(ip, t.port), t.transport, None, None, data),
                     Err(_) => {
                         let tx = st.tx.clone();
                         tokio::spawn(async move {
@@ -346,41 +341,94 @@ impl SipDriver {
     }
 }
 
-fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Option<u64>, data: Vec<u8>) {
-    match transport {
-        Transport::Udp => {
-            let Some(udp) = &st.udp else { return };
-            if let Err(e) = udp.try_send_to(&data, addr) {
-                tracing::debug!(error = %e, "udp send failed");
-            }
-        }
-        Transport::Tcp => {
-            let id = conn.filter(|c| st.conns.contains_key(c)).or_else(|| st.by_addr.get(&addr).copied());
-            if let Some(w) = id.and_then(|i| st.conns.get(&i)) {
-                if w.try_send(data).is_err() {
-                    tracing::debug!("tcp connection backlog full, message dropped");
-                }
-                return;
-            }
-            // Open a connection; the first message goes with it.
-            let id = st.next_conn.fetch_add(1, Relaxed);
-            let tx = st.tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = stream.set_nodelay(true);
-                        let writer = spawn_conn(stream, addr, id, tx.clone(), None);
-                        let _ = writer.send(data).await;
-                        let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
-                    }
-                    _ => {
-                        tracing::debug!("tcp connect to next hop failed");
-                        let _ = tx.send(Event::Unreachable { data }).await;
-                    }
-                }
-            });
-        }
+/// A TLS connection accepted on one of the SIP TLS listeners: the handshake runs on its own
+/// task (5 s at most) and the connection joins once it is up (a client without a valid
+/// certificate, when one is required, never gets that far).
+fn tls_accepted(
+    a: std::io::Result<(TcpStream, SocketAddr)>,
+    cfg: &Arc<rustls::ServerConfig>,
+    open: &Arc<std::sync::atomic::AtomicUsize>,
+    limits: ConnLimits,
+    stats: &Arc<crate::sip::proxy::SipStats>,
+    tx: &mpsc::Sender<Event>,
+    next_conn: &Arc<AtomicU64>,
+) {
+    let Ok((stream, addr)) = a else { return };
+    if open.load(Relaxed) >= limits.max_connections {
+        stats.connections_refused.fetch_add(1, Relaxed);
+        return;
     }
+    let (acceptor, tx, id) = (tokio_rustls::TlsAcceptor::from(cfg.clone()), tx.clone(), next_conn.fetch_add(1, Relaxed));
+    let guard = (open.clone(), limits.idle, stats.clone());
+    tokio::spawn(async move {
+        let _ = stream.set_nodelay(true);
+        match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let writer = spawn_conn(tls, addr, Transport::Tls, id, tx.clone(), Some(guard));
+                let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
+            }
+            _ => tracing::info!(source = %addr.ip(), "SIP over TLS: handshake failed (or no valid client certificate)"),
+        }
+    });
+}
+
+/// Send `data` to `addr`: over UDP, or over the connection to `addr` (the one it came on when
+/// `conn` is given), opening one when there is none — for TLS only with `sip.tls_ca`, the
+/// server's certificate checked against `name` (or the address).
+fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Option<u64>, name: Option<&str>, data: Vec<u8>) {
+    if transport == Transport::Udp {
+        let Some(udp) = &st.udp else { return };
+        if let Err(e) = udp.try_send_to(&data, addr) {
+            tracing::debug!(error = %e, "udp send failed");
+        }
+        return;
+    }
+    let id = conn.filter(|c| st.conns.contains_key(c)).or_else(|| st.by_addr.get(&addr).copied());
+    if let Some(w) = id.and_then(|i| st.conns.get(&i)) {
+        if w.try_send(data).is_err() {
+            tracing::debug!("connection backlog full, message dropped");
+        }
+        return;
+    }
+    // Open a connection; the first message goes with it.
+    let id = st.next_conn.fetch_add(1, Relaxed);
+    let tx = st.tx.clone();
+    let tls = match transport {
+        Transport::Tls => {
+            match (&st.tls_client, rustls::pki_types::ServerName::try_from(name.unwrap_or(&addr.ip().to_string()).to_string())) {
+                (Some(cfg), Ok(server)) => Some((tokio_rustls::TlsConnector::from(cfg.clone()), server)),
+                _ => {
+                    tracing::debug!("no TLS connection to the next hop and no sip.tls_ca to open one");
+                    let _ = tx.try_send(Event::Unreachable { data });
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    tokio::spawn(async move {
+        let connected = tokio::time::timeout(Duration::from_secs(5), async {
+            let stream = TcpStream::connect(addr).await?;
+            let _ = stream.set_nodelay(true);
+            Ok::<_, std::io::Error>(match tls {
+                None => spawn_conn(stream, addr, Transport::Tcp, id, tx.clone(), None),
+                Some((connector, server)) => {
+                    spawn_conn(connector.connect(server, stream).await?, addr, Transport::Tls, id, tx.clone(), None)
+                }
+            })
+        })
+        .await;
+        match connected {
+            Ok(Ok(writer)) => {
+                let _ = writer.send(data).await;
+                let _ = tx.send(Event::ConnUp { id, addr, writer }).await;
+            }
+            _ => {
+                tracing::debug!("connect to next hop failed");
+                let _ = tx.send(Event::Unreachable { data }).await;
+            }
+        }
+    });
 }
 
 /// Reader + writer tasks for one TCP connection. Returns the writer's queue.
@@ -388,7 +436,14 @@ fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Op
 /// back when it ends), its idle timeout, and the counters.
 type ConnGuard = (Arc<std::sync::atomic::AtomicUsize>, Duration, Arc<crate::sip::proxy::SipStats>);
 
-fn spawn_conn<S>(stream: S, addr: SocketAddr, id: u64, events: mpsc::Sender<Event>, guard: Option<ConnGuard>) -> mpsc::Sender<Vec<u8>>
+fn spawn_conn<S>(
+    stream: S,
+    addr: SocketAddr,
+    transport: Transport,
+    id: u64,
+    events: mpsc::Sender<Event>,
+    guard: Option<ConnGuard>,
+) -> mpsc::Sender<Vec<u8>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
@@ -419,7 +474,7 @@ where
         let idle = guard.as_ref().map_or(Duration::from_secs(24 * 3600), |g| g.1);
         let mut framer = StreamFramer::default();
         let mut chunk = vec![0u8; 16 * 1024];
-        let peer = Peer { addr, transport: Transport::Tcp, conn: Some(id) };
+        let peer = Peer { addr, transport, conn: Some(id) };
         loop {
             let n = match tokio::time::timeout(idle, rd.read(&mut chunk)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => break,

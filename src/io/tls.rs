@@ -28,6 +28,21 @@ fn certs_of(path: &str, key: &str) -> Result<Vec<rustls::pki_types::CertificateD
     Ok(certs)
 }
 
+/// A client config that verifies servers against the CA certificates in `ca` (config key
+/// `key`): for SIP over TLS connections Hearken opens itself.
+pub fn client(ca: &str, key: &str) -> Result<Arc<rustls::ClientConfig>, LoadError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs_of(ca, key)? {
+        roots.add(c).map_err(|e| LoadError { key: key.to_string(), why: format!("not a usable CA certificate: {e}") })?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LoadError { key: key.to_string(), why: e.to_string() })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 /// The server config from a PEM certificate chain and private key (config keys
 /// `<section>.tls_cert` / `<section>.tls_key`) and, when `client_ca` is set
 /// (`<section>.tls_client_ca`), client certificates required and verified against it.

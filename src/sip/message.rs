@@ -502,6 +502,8 @@ pub struct SipUri {
     pub port: Option<u16>,
     pub lr: bool,
     pub transport: Option<String>,
+    /// A `sips:` URI (TLS on every hop).
+    pub secure: bool,
 }
 
 impl SipUri {
@@ -514,6 +516,7 @@ impl SipUri {
             // brackets they would be header parameters, which only matters for `tag`.
             _ => s,
         };
+        let secure = inner.len() > 5 && inner[..5].eq_ignore_ascii_case("sips:");
         let rest = inner.strip_prefix("sips:").or_else(|| inner.strip_prefix("sip:"))?;
         let (userhost, params) = rest.split_once(';').unwrap_or((rest, ""));
         let userhost = userhost.split('?').next().unwrap_or(userhost);
@@ -532,7 +535,7 @@ impl SipUri {
                 transport = Some(v.to_ascii_uppercase());
             }
         }
-        Some(SipUri { user, host, port, lr, transport })
+        Some(SipUri { user, host, port, lr, transport, secure })
     }
 }
 

@@ -38,14 +38,21 @@ const BRANCH_PREFIX: &str = "z9hG4bKhk";
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Transport {
-    fn via_name(self) -> &'static str {
+    pub fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
+    }
+
+    /// A connection-oriented transport (TCP, TLS): replies and requests reuse the connection.
+    pub fn is_stream(self) -> bool {
+        self != Transport::Udp
     }
 }
 
@@ -82,11 +89,13 @@ impl Target {
         Some(Target::from_uri(&uri))
     }
     fn from_uri(u: &SipUri) -> Target {
-        let transport = match u.transport.as_deref() {
-            Some("TCP") => Transport::Tcp,
+        let transport = match (u.secure, u.transport.as_deref()) {
+            (true, _) | (_, Some("TLS")) => Transport::Tls,
+            (_, Some("TCP")) => Transport::Tcp,
             _ => Transport::Udp,
         };
-        Target { host: u.host.clone(), port: u.port.unwrap_or(5060), transport, explicit: u.transport.is_some() }
+        let port = u.port.unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 });
+        Target { host: u.host.clone(), port, transport, explicit: u.secure || u.transport.is_some() }
     }
 }
 
@@ -186,6 +195,8 @@ pub struct ProxyConfig {
     pub new_calls_per_source_per_s: f64,
     /// Timers, who may be an agent, flood limits (defaults: [`ProxyGuards::default`]).
     pub guards: ProxyGuards,
+    /// The SIP-over-TLS listener's port (`sip.tls_listen`), for Via and Record-Route on TLS.
+    pub tls_port: Option<u16>,
 }
 
 /// The proxy's timers and protections.
@@ -247,6 +258,7 @@ fn alias_of(p: &Peer) -> String {
     let t = match p.transport {
         Transport::Udp => 1,
         Transport::Tcp => 2,
+        Transport::Tls => 3,
     };
     format!("{}~{}~{t}", p.addr.ip(), p.addr.port())
 }
@@ -279,6 +291,7 @@ fn take_alias(uri: &str) -> Option<(String, SocketAddr, Transport)> {
     let port: u16 = parts.next()?.parse().ok().filter(|p| *p != 0)?;
     let transport = match parts.next() {
         Some("2") => Transport::Tcp,
+        Some("3") => Transport::Tls,
         Some("1") | None => Transport::Udp,
         _ => return None,
     };
@@ -568,7 +581,16 @@ impl Proxy {
     fn is_us(&self, host: &str, port: Option<u16>) -> bool {
         let h = host.trim_matches(['[', ']']);
         let named = h.parse::<IpAddr>().ok() == Some(self.cfg.host) || self.cfg.guards.aliases.iter().any(|a| a.eq_ignore_ascii_case(h));
-        named && port.unwrap_or(5060) == self.cfg.port
+        let port = port.unwrap_or(5060);
+        named && (port == self.cfg.port || Some(port) == self.cfg.tls_port)
+    }
+
+    /// Our port for a transport: the TLS listener's for TLS, the SIP port otherwise.
+    fn port_for(&self, t: Transport) -> u16 {
+        match t {
+            Transport::Tls => self.cfg.tls_port.unwrap_or(self.cfg.port),
+            _ => self.cfg.port,
+        }
     }
 
     /// Why a request cannot be handled as it is, as the status and reason to answer (RFC 3261
@@ -666,7 +688,7 @@ impl Proxy {
         }
         let behind_nat = |c: &str| match SipUri::parse(c) {
             Some(u) => {
-                from.transport == Transport::Tcp
+                from.transport.is_stream()
                     || u.host.trim_matches(['[', ']']).parse::<IpAddr>().ok() != Some(from.addr.ip())
                     || u.port.unwrap_or(5060) != from.addr.port()
             }
@@ -932,9 +954,16 @@ impl Proxy {
             self.stats.size_to_tcp.fetch_add(1, Relaxed);
         }
         let host = self.host_text();
-        msg.push_front("Via", format!("SIP/2.0/{} {host}:{};branch={branch}", target.transport.via_name(), self.cfg.port));
+        msg.push_front(
+            "Via",
+            format!("SIP/2.0/{} {host}:{};branch={branch}", target.transport.via_name(), self.port_for(target.transport)),
+        );
         if matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY") {
-            let rr = |t: Transport| format!("<sip:{host}:{};lr{}>", self.cfg.port, if t == Transport::Tcp { ";transport=tcp" } else { "" });
+            let rr = |t: Transport| match t {
+                Transport::Udp => format!("<sip:{host}:{};lr>", self.cfg.port),
+                Transport::Tcp => format!("<sip:{host}:{};lr;transport=tcp>", self.cfg.port),
+                Transport::Tls => format!("<sip:{host}:{};lr;transport=tls>", self.port_for(Transport::Tls)),
+            };
             if target.transport == upstream_transport {
                 msg.push_front("Record-Route", rr(target.transport));
             } else {
@@ -1165,7 +1194,11 @@ impl Proxy {
                 Some(next) => {
                     let host = next.received.clone().unwrap_or(next.host.clone());
                     let port = next.rport.flatten().or(next.port).unwrap_or(5060);
-                    let transport = if next.transport == "TCP" { Transport::Tcp } else { Transport::Udp };
+                    let transport = match next.transport.as_str() {
+                        "TCP" => Transport::Tcp,
+                        "TLS" => Transport::Tls,
+                        _ => Transport::Udp,
+                    };
                     vec![Action::Send { to: Dest::Target(Target { host, port, transport, explicit: true }), data: msg.to_bytes() }]
                 }
                 None => Vec::new(),
@@ -1475,7 +1508,7 @@ impl Proxy {
             headers: Vec::new(),
             body: Vec::new(),
         };
-        bye.push_back("Via", format!("SIP/2.0/{} {host}:{};branch={branch}", transport.via_name(), self.cfg.port));
+        bye.push_back("Via", format!("SIP/2.0/{} {host}:{};branch={branch}", transport.via_name(), self.port_for(transport)));
         bye.push_back("Max-Forwards", "70");
         for r in routes {
             bye.push_back("Route", r.clone());
@@ -1781,6 +1814,7 @@ mod tests {
                 linger: Duration::from_secs(32),
                 new_calls_per_source_per_s: 0.0,
                 guards: Default::default(),
+                tls_port: None,
             },
             Arc::new(SipStats::default()),
         )

@@ -674,7 +674,7 @@ impl SrsCore {
                 headers: Vec::new(),
                 body: Vec::new(),
             };
-            let proto = if s.peer.transport == Transport::Udp { "UDP" } else { "TCP" };
+            let proto = s.peer.transport.via_name();
             m.headers
                 .push(Header::new("Via", format!("SIP/2.0/{proto} {}:{};branch=z9hG4bKsrs{:x}", self.cfg.host, self.cfg.port, rand_u64())));
             m.headers.push(Header::new("Max-Forwards", "70"));

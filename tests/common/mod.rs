@@ -80,12 +80,25 @@ impl Hearken {
     /// `route_params` is appended to both routes (e.g. `;transport=tcp`); `media_extra` to the
     /// [media] section.
     pub fn start_with(pbx_port: u16, agent_port: u16, media: (u16, u16), route_params: &str, extra: &str, media_extra: &str) -> Hearken {
+        Self::start_with_sip(pbx_port, agent_port, media, route_params, "", extra, media_extra)
+    }
+
+    /// `sip_extra` is appended to the [sip] section (e.g. the TLS listener).
+    pub fn start_with_sip(
+        pbx_port: u16,
+        agent_port: u16,
+        media: (u16, u16),
+        route_params: &str,
+        sip_extra: &str,
+        extra: &str,
+        media_extra: &str,
+    ) -> Hearken {
         let dir = tempfile::tempdir().unwrap();
         let sip_port = free_port();
         let http_port = free_port();
         let timeout = if media_extra.contains("rtp_timeout_s") { "" } else { "rtp_timeout_s = 30" };
         let cfg = format!(
-            "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n\
+            "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{sip_extra}\n\
              [pbx]\naddresses = [\"{PBX_IP}\"]\nroute = \"sip:{PBX_IP}:{pbx_port}{route_params}\"\n\
              [agents]\nroute = \"sip:{AGENT_IP}:{agent_port}{route_params}\"\n\
              [media]\nport_min = {}\nport_max = {}\n{timeout}\n{media_extra}\n\
@@ -95,6 +108,16 @@ impl Hearken {
         );
         let path = dir.path().join("hearken.toml");
         std::fs::write(&path, cfg).unwrap();
+        let child = Self::spawn(dir.path(), "hearken.log");
+        let h = Hearken { child, sip_port, http_port, dir, media };
+        wait_for(Duration::from_secs(20), "hearken /healthz", || h.get("/healthz").is_some());
+        h
+    }
+
+    /// Hearken on a whole config of the test's own (`sip_port` and `http_port` as it sets them).
+    pub fn from_config(cfg: &str, sip_port: u16, http_port: u16, media: (u16, u16)) -> Hearken {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hearken.toml"), cfg).unwrap();
         let child = Self::spawn(dir.path(), "hearken.log");
         let h = Hearken { child, sip_port, http_port, dir, media };
         wait_for(Duration::from_secs(20), "hearken /healthz", || h.get("/healthz").is_some());
