@@ -117,6 +117,7 @@ impl Sim {
                 linger: Duration::from_secs(32),
                 new_calls_per_source_per_s: 0.0,
                 guards: Default::default(),
+                tls_port: None,
             },
             Arc::new(SipStats::default()),
         );
