@@ -500,6 +500,12 @@ impl Collector for LiveCounters {
         )?;
         counter(
             &mut enc,
+            "sip_offers_rolled_back",
+            "In-dialog offers (re-INVITE, UPDATE) refused downstream whose media changes were undone",
+            s.offers_rolled_back.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "sip_size_to_tcp",
             "Requests over 1300 bytes sent over TCP instead of UDP (RFC 3261 section 18.1.1)",
             s.size_to_tcp.load(Relaxed),

@@ -168,6 +168,8 @@ pub struct SipStats {
     pub accept_errors: AtomicU64,
     /// Agent messages whose Contact got Hearken's alias (`agents.contact_alias`: NAT, TCP).
     pub contacts_aliased: AtomicU64,
+    /// In-dialog offers refused downstream whose media changes were undone.
+    pub offers_rolled_back: AtomicU64,
     /// Requests over 1300 bytes sent over TCP instead of UDP (RFC 3261 §18.1.1).
     pub size_to_tcp: AtomicU64,
     /// Of those, sent over UDP after all because the TCP connection failed.
@@ -358,6 +360,11 @@ pub struct CallInfo {
     dialog_key: Option<DialogKey>,
     /// The downstream dialog (To tag) this call's media belongs to, once a response brought it.
     tag: Option<String>,
+    /// Each side's last SDP (as it sent it), given to the media plane.
+    sdp: [Option<crate::sdp::Session>; 2],
+    /// Both sides' SDP before an in-dialog offer now in progress: if the offer is refused (a
+    /// final non-2xx to the re-INVITE or UPDATE), the media plane goes back to them.
+    before_offer: Option<[Option<crate::sdp::Session>; 2]>,
 }
 
 /// Call-ID and the two tags, smaller tag first (either party may send in-dialog requests).
@@ -900,6 +907,8 @@ impl Proxy {
                     offer: msg.has_sdp().then(|| msg.body.clone()),
                     dialog_key: None,
                     tag: None,
+                    sdp: [None, None],
+                    before_offer: None,
                 },
             );
             if resumed {
@@ -1246,6 +1255,25 @@ impl Proxy {
         if code == 100 {
             return Vec::new();
         }
+        // The answer to an in-dialog offer: accepted, or refused — then the media plane goes
+        // back to what both sides had before (RFC 3261 §14.1: the session is unchanged).
+        if !initial && (method == "INVITE" || method == "UPDATE") && code >= 200 {
+            if let Some(c) = self.calls.get_mut(&call_id) {
+                match c.before_offer.take() {
+                    Some(before) if code >= 300 => {
+                        for side in Party::ALL {
+                            if let Some(s) = &before[side.idx()] {
+                                media.remote(c.id, side, s);
+                            }
+                        }
+                        c.sdp = before;
+                        self.stats.offers_rolled_back.fetch_add(1, Relaxed);
+                        tracing::info!(call = %c.id, status = code, "in-dialog offer refused: media back to the previous SDP");
+                    }
+                    _ => {}
+                }
+            }
+        }
         if msg.values("via").is_empty() {
             return Vec::new();
         }
@@ -1384,6 +1412,8 @@ impl Proxy {
             offer: base.offer.clone(),
             dialog_key: None,
             tag: Some(to_tag.to_string()),
+            sdp: [None, None],
+            before_offer: None,
         };
         let (offer, meta, caller) = (info.offer.clone(), info.meta.clone(), info.caller);
         self.calls.insert(fork_key.clone(), info);
@@ -1401,9 +1431,16 @@ impl Proxy {
     fn anchor(&mut self, msg: &mut Message, call_id: &str, sender: Party, media: &mut dyn MediaControl) -> Result<(), AnchorError> {
         let host = self.media_host(sender.other());
         let call = self.calls.get_mut(call_id).ok_or(AnchorError::BadSdp)?;
+        // An offer in a confirmed dialog (re-INVITE, UPDATE): keep what it replaces.
+        let in_dialog_offer = msg.method().is_some_and(|m| m == "INVITE" || m == "UPDATE") && call.dialog.confirmed;
+        let before = call.sdp.clone();
         match anchor::anchor(&msg.body, call.id, &call.meta, sender, host, media) {
             Ok(a) => {
                 call.streams = call.streams.max(a.session.media.len());
+                if in_dialog_offer {
+                    call.before_offer = Some(before);
+                }
+                call.sdp[sender.idx()] = Some(a.session);
                 msg.body = a.body;
                 Ok(())
             }
@@ -1770,6 +1807,8 @@ mod tests {
     struct FakeMedia {
         opened: Vec<(CallId, String, usize)>,
         remotes: Vec<(CallId, Party)>,
+        /// The first m-line's port each `remote` call gave.
+        remote_ports: Vec<(Party, u16)>,
         closed: Vec<(CallId, EndReason)>,
         exhausted: bool,
     }
@@ -1789,8 +1828,9 @@ mod tests {
                 })
                 .collect())
         }
-        fn remote(&mut self, call: CallId, side: Party, _s: &sdp::Session) {
+        fn remote(&mut self, call: CallId, side: Party, s: &sdp::Session) {
             self.remotes.push((call, side));
+            self.remote_ports.push((side, s.media.first().map_or(0, |m| m.port)));
         }
         fn close(&mut self, call: CallId, reason: EndReason) {
             self.closed.push((call, reason));
@@ -1875,6 +1915,42 @@ mod tests {
         assert_eq!(again[0].1.status(), Some(200));
         assert_eq!(m.opened.len(), 2, "the answer reuses the call's ports (open called again, same call)");
         assert!(m.opened.iter().all(|o| o.0 == CallId(1)));
+    }
+
+    #[test]
+    fn a_refused_reinvite_puts_the_media_back() {
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let out = sent(&p.handle_message(invite(), peer(PBX), t0, &mut m));
+        let mut ok = out[1].1.response(200, "OK", Some("ag"));
+        ok.set("content-type", "Content-Type", "application/sdp");
+        ok.set("contact", "Contact", "<sip:agent42@10.0.0.2>");
+        ok.body = b"v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n".to_vec();
+        p.handle_message(ok, peer(AGENT), t0, &mut m);
+        assert_eq!(m.remote_ports, vec![(Party::Customer, 4000), (Party::Agent, 5000)]);
+        // The PBX moves its media (port 4100); the agent refuses (488): back to 4000 / 5000.
+        let sdp = "v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4100 RTP/AVP 0\r\n";
+        let re = format!(
+            "INVITE sip:agent42@10.0.0.2 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKre1\nFrom: <sip:cust@pbx>;tag=1\nTo: <sip:agent42@pbx>;tag=ag\nCall-ID: call-1\nCSeq: 2 INVITE\nMax-Forwards: 70\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+            sdp.len()
+        );
+        let out = req(&mut p, &mut m, PBX, t0, &re);
+        let fwd = out.iter().find(|(_, x)| x.method() == Some("INVITE")).unwrap().1.clone();
+        assert_eq!(m.remote_ports.last(), Some(&(Party::Customer, 4100)), "the offer is applied at once");
+        let refused = fwd.response(488, "Not Acceptable Here", Some("ag"));
+        let back = sent(&p.handle_message(refused, peer(AGENT), t0, &mut m));
+        assert_eq!(back[0].1.status(), Some(488));
+        assert_eq!(&m.remote_ports[m.remote_ports.len() - 2..], &[(Party::Customer, 4000), (Party::Agent, 5000)], "rolled back");
+        assert_eq!(p.stats.offers_rolled_back.load(Relaxed), 1);
+        // An accepted one stays.
+        let re2 = re.replace("z9hG4bKre1", "z9hG4bKre2").replace("CSeq: 2", "CSeq: 3").replace("4100", "4200");
+        let out = req(&mut p, &mut m, PBX, t0, &re2);
+        let fwd = out.iter().find(|(_, x)| x.method() == Some("INVITE")).unwrap().1.clone();
+        let mut ok = fwd.response(200, "OK", Some("ag"));
+        ok.set("content-type", "Content-Type", "application/sdp");
+        ok.body = b"v=0\r\no=- 2 3 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n".to_vec();
+        p.handle_message(ok, peer(AGENT), t0, &mut m);
+        assert_eq!(&m.remote_ports[m.remote_ports.len() - 2..], &[(Party::Customer, 4200), (Party::Agent, 5000)]);
+        assert_eq!(p.stats.offers_rolled_back.load(Relaxed), 1);
     }
 
     #[test]
