@@ -95,7 +95,13 @@ fn calls_keep_their_media_and_new_calls_connect_during_floods() {
         f.join().unwrap();
     }
     let counts: Vec<usize> = per_call.values().copied().collect();
-    let relay: String = h.get("/metrics").unwrap().lines().filter(|l| l.starts_with("hearken_relay") || l.starts_with("hearken_media")).map(|l| format!("{l}\n")).collect();
+    let relay: String = h
+        .get("/metrics")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("hearken_relay") || l.starts_with("hearken_media"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!((per_call.len(), counts.iter().sum::<usize>()), (20, 20 * 236), "every packet of every call arrived: {counts:?}\n{relay}");
 
     // A new call after the floods connects and is analysed.
