@@ -18,6 +18,9 @@ fn table(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One message: file, expected outcome, valid, our fields, rsip's fields.
+type Row = (String, String, bool, Option<Fields>, Option<Fields>);
+
 #[derive(Debug, PartialEq)]
 struct Fields {
     ruri: Option<(Option<String>, String, Option<u16>)>,
@@ -78,7 +81,7 @@ fn theirs(bytes: &[u8]) -> Option<Fields> {
 #[test]
 fn rsip_next_to_our_parser_on_the_torture_messages() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for set in ["rfc4475", "rfc5118"] {
         for (file, outcome) in table(&root.join(set)) {
             let bytes = std::fs::read(root.join(set).join(&file)).unwrap();
@@ -87,7 +90,7 @@ fn rsip_next_to_our_parser_on_the_torture_messages() {
             rows.push((file, outcome, valid, o, t));
         }
     }
-    let names = |f: &dyn Fn(&(String, String, bool, Option<Fields>, Option<Fields>)) -> bool| -> Vec<&str> {
+    let names = |f: &dyn Fn(&Row) -> bool| -> Vec<&str> {
         rows.iter().filter(|r| f(r)).map(|r| r.0.as_str()).collect()
     };
     for (file, outcome, valid, o, t) in &rows {
