@@ -585,3 +585,151 @@ fn check_sent(to: &Dest, data: &[u8]) {
         assert_eq!(format!("{}:{}", via.host, via.port.unwrap_or(5060)), PROXY_ADDR);
     }
 }
+
+/// The SIPREC recording server core over a scenario of SIP messages from one recording client
+/// (records separated by [`RECORD_SEPARATOR`]; each a whole message: INVITE, re-INVITE,
+/// UPDATE, ACK, BYE...), then timers far ahead. Invariants: everything the core sends parses as
+/// SIP; a 2xx to an INVITE or UPDATE carries SDP that receives only (every m-line `recvonly`,
+/// `inactive` or port 0); the recorder is configured and closed only for sessions it opened,
+/// each closed once; once timers ran out, no session is left that was never ACKed.
+pub fn siprec(data: &[u8]) {
+    use crate::siprec::core::{Recorder, RsMedia, SrsConfig, SrsCore, SrsStats};
+    #[derive(Default)]
+    struct Rec {
+        next: u16,
+        configured: HashSet<u64>,
+        closed: HashSet<u64>,
+    }
+    impl Recorder for Rec {
+        fn open(&mut self, n: usize) -> Result<Vec<u16>, OpenError> {
+            if self.next > 2000 {
+                return Err(OpenError::PortsExhausted);
+            }
+            Ok((0..n).map(|_| {
+                self.next += 2;
+                30000 + self.next
+            })
+            .collect())
+        }
+        fn configure(&mut self, rs: u64, media: RsMedia) {
+            assert!(!self.closed.contains(&rs), "session {rs} configured after it was closed");
+            assert!(media.streams.len() <= 4, "at most 4 receive streams");
+            self.configured.insert(rs);
+        }
+        fn close(&mut self, rs: u64, _ports: &[u16]) {
+            assert!(self.closed.insert(rs), "session {rs} closed twice");
+        }
+        fn analysis(&mut self, _cmd: crate::call::AnalysisCmd) {}
+    }
+    let cfg = SrsConfig {
+        host: "127.0.0.1".into(),
+        port: 5060,
+        media_host: RELAY,
+        allow: vec![SourcePattern { ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)), port: None }],
+        max_sessions: 8,
+        roles: crate::siprec::metadata::Roles { agent_aor: vec!["sip:*@agents.example.com".into()], ..Default::default() },
+        agent_id_header: Some("X-Agent-Id".into()),
+        queue_header: Some("X-Queue".into()),
+    };
+    let mut core = SrsCore::new(cfg, Arc::new(SrsStats::default()), 1);
+    let mut rec = Rec::default();
+    let src = Peer { addr: "10.0.0.5:5060".parse().expect("constant"), transport: Transport::Udp, conn: None };
+    let t0 = Instant::now();
+    let check = |actions: &[Action]| {
+        for Action::Send { data, .. } in actions {
+            let m = Message::parse(data).unwrap_or_else(|e| panic!("the SRS sent what does not parse ({e:?}): {}", String::from_utf8_lossy(data)));
+            let invite_2xx = m.status().is_some_and(|s| (200..300).contains(&s))
+                && m.cseq().is_some_and(|(_, method)| method == "INVITE" || method == "UPDATE");
+            if invite_2xx && !m.body.is_empty() {
+                let answer = sdp::parse(&m.body).unwrap_or_else(|e| panic!("our SDP answer does not parse ({e:?})"));
+                for media in &answer.media {
+                    assert!(
+                        media.port == 0 || matches!(media.direction, sdp::Direction::RecvOnly | sdp::Direction::Inactive),
+                        "the SRS must only receive: {:?}",
+                        media.direction
+                    );
+                }
+            }
+        }
+    };
+    for (i, record) in split_records(data).into_iter().enumerate() {
+        let Ok(msg) = Message::parse(record) else { continue };
+        if !core.claims(&msg, &src) {
+            continue;
+        }
+        let out = core.handle_message(msg, src, t0 + Duration::from_millis(10 * i as u64), &mut rec);
+        check(&out);
+    }
+    for secs in [1u64, 4, 16, 40, 70] {
+        let out = core.handle_timeout(t0 + Duration::from_secs(secs), &mut rec);
+        check(&out);
+    }
+    assert!(rec.closed.iter().all(|rs| rec.configured.contains(rs)), "closed a session never configured");
+}
+
+/// The media-stream dialects on arbitrary frames. The first byte picks the dialect; the rest
+/// is its frames (text frames split at newlines; binary for the L16, AudioSocket and AudioHook
+/// audio). Invariants: no panic; decoded audio is bounded by its input (no frame yields more
+/// than it carried, after resampling); the two L16 channels come out the same length.
+pub fn stream(data: &[u8]) {
+    use crate::stream::{audiohook, audiosocket, chanws, l16, twilio};
+    let Some((&which, rest)) = data.split_first() else { return };
+    let texts = || rest.split(|b| *b == b'\n').map(|t| String::from_utf8_lossy(t).into_owned());
+    match which % 5 {
+        0 => {
+            let (mut s, cfg) = (twilio::TwilioSession::default(), twilio::TwilioConfig::default());
+            for t in texts() {
+                let _ = s.handle_text(&t, &cfg);
+            }
+        }
+        1 => {
+            let mut f = l16::L16Format {
+                rate: 8000,
+                mix: l16::Mix::Stereo,
+                customer_channel: 0,
+                agent_id: "unknown".into(),
+                queue: "default".into(),
+                token: None,
+            };
+            let (meta, audio) = rest.split_at(rest.iter().position(|b| *b == 0).unwrap_or(rest.len()));
+            let _ = f.apply_metadata(&String::from_utf8_lossy(meta));
+            if let Ok([a, b]) = f.split(audio) {
+                assert_eq!(a.len(), b.len(), "both channels of a stereo frame");
+                assert!(a.len() <= audio.len() / 2, "more samples than the frame carried");
+            }
+        }
+        2 => {
+            let mut p = audiosocket::Parser::default();
+            for chunk in rest.chunks(7) {
+                p.push(chunk);
+                while let Ok(Some(f)) = p.next() {
+                    if let audiosocket::Frame::Audio(samples) = f {
+                        assert!(samples.len() <= rest.len(), "more samples than bytes");
+                    }
+                }
+            }
+        }
+        3 => {
+            for t in texts() {
+                if let Ok(chanws::Control::MediaStart { format }) = chanws::parse_control(&t) {
+                    if let Some(fmt) = chanws::Format::parse(&format) {
+                        let mut down = crate::stream::Downsampler::new(fmt.rate());
+                        if let Ok((ulaw, _ms)) = fmt.to_ulaw(rest, &mut down) {
+                            assert!(ulaw.len() <= rest.len(), "more µ-law bytes than input");
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            let mut s = audiohook::AudioHookSession::new(Some("org".into()));
+            let (text, audio) = rest.split_at(rest.iter().position(|b| *b == 0).unwrap_or(rest.len()));
+            for t in String::from_utf8_lossy(text).split('\n') {
+                let _ = s.handle_text(t);
+            }
+            if let Ok([a, b]) = s.handle_binary(audio) {
+                assert!(a.len() + b.len() <= audio.len(), "more audio than the frame carried");
+            }
+        }
+    }
+}

@@ -493,3 +493,40 @@ From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-L
     let (got, _) = frames(&[&[&a[..], &b[..]].concat()]);
     assert_eq!(got, vec![a.to_vec(), b.to_vec()]);
 }
+
+#[test]
+fn siprec_seeds_and_mutants() {
+    // Every seed is a recording session that starts (the vendors' bodies, a pause and a transfer).
+    for (name, data) in &seeds("siprec") {
+        let first = data.split(|b| *b == b'\n').next().unwrap_or_default();
+        assert!(first.starts_with(b"INVITE "), "{name}");
+    }
+    let cases = 4_000;
+    let ok = run_mutations("siprec", cases, 0x5eed_0006, fuzzing::siprec, |d| {
+        Message::parse(d.split(|b| *b == b'~').next().unwrap_or_default()).is_ok()
+    });
+    check_mix("siprec", ok, cases);
+}
+
+#[test]
+fn stream_seeds_and_mutants() {
+    use hearken::stream::audiosocket::{Frame, Parser};
+    // The AudioSocket seed is what Asterisk sends: UUID, 20 ms of 8 kHz and of 16 kHz audio
+    // (brought down to 8 kHz), a DTMF digit, hang-up.
+    let corpus = seeds("stream");
+    let mut p = Parser::default();
+    p.push(&seed(&corpus, "audiosocket.bin")[1..]);
+    let mut frames = Vec::new();
+    while let Ok(Some(f)) = p.next() {
+        frames.push(match f {
+            Frame::Audio(s) => format!("audio {}", s.len()),
+            other => format!("{other:?}").split('(').next().unwrap_or_default().to_string(),
+        });
+    }
+    assert_eq!(frames, ["Uuid", "audio 160", "audio 160", "Dtmf", "Hangup"]);
+    let cases = 12_000;
+    let ok = run_mutations("stream", cases, 0x5eed_0007, fuzzing::stream, |d| {
+        d.split(|b| *b == b'\n').any(|t| serde_json::from_slice::<serde_json::Value>(t.get(1..).unwrap_or_default()).is_ok())
+    });
+    eprintln!("stream: {cases} mutants, {ok} with a text frame that is still JSON");
+}
