@@ -230,6 +230,13 @@ pub struct SipConfig {
     pub timer_c_s: u64,
     /// Other names of this proxy (hostnames, aliases) recognised in Route and Request-URI.
     pub aliases: Vec<String>,
+    /// A listener of the agent side's own (UDP and TCP), e.g. on the agents' network while
+    /// `listen` faces the PBX: requests to agents leave from it and name it in Via and
+    /// Record-Route. Empty: `listen` serves both sides.
+    pub agents_listen: Option<SocketAddr>,
+    /// Address written into Via and Record-Route for the agent side (default: its listen
+    /// address; required when that is a wildcard).
+    pub agents_advertise: Option<IpAddr>,
     /// SIP over TLS for phones and PBXs (e.g. `0.0.0.0:5061`); empty: off.
     pub tls_listen: String,
     /// PEM certificate chain and private key of that listener.
@@ -402,6 +409,8 @@ impl Default for SipConfig {
             transaction_linger_s: 32,
             timer_c_s: 185,
             aliases: Vec::new(),
+            agents_listen: None,
+            agents_advertise: None,
             tls_listen: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
@@ -491,6 +500,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.sip.agents_listen.is_some_and(|a| a.ip().is_unspecified()) && self.sip.agents_advertise.is_none() {
+            return Err(key_err("sip.agents_advertise", "must be set when sip.agents_listen is a wildcard address"));
+        }
         if self.sip.listen.ip().is_unspecified() && self.sip.advertise.is_none() {
             return Err(key_err("sip.advertise", "must be set when sip.listen is a wildcard address"));
         }
@@ -772,6 +784,10 @@ impl Config {
     /// Address written into Via / Record-Route.
     pub fn sip_advertise(&self) -> IpAddr {
         self.sip.advertise.unwrap_or(self.sip.listen.ip())
+    }
+    /// The agent side's own listener as agents reach it (address, port), when configured.
+    pub fn agents_iface(&self) -> Option<(IpAddr, u16)> {
+        self.sip.agents_listen.map(|a| (self.sip.agents_advertise.unwrap_or(a.ip()), a.port()))
     }
     /// Address for RTP.
     /// Where the relay binds its ports (the default interface).

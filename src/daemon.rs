@@ -27,6 +27,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         (None, None, cfg.sip.listen)
     };
+    // The agent side's own listener, when configured.
+    let agents_sockets = match cfg.sip.agents_listen.filter(|_| cfg.sip.enabled) {
+        Some(a) => {
+            let udp = tokio::net::UdpSocket::bind(a).await.with_context(|| format!("sip.agents_listen: cannot bind UDP {a}"))?;
+            let tcp = tokio::net::TcpListener::bind(a).await.with_context(|| format!("sip.agents_listen: cannot bind TCP {a}"))?;
+            tracing::info!(addr = %a, "SIP listener for the agent side");
+            Some((Arc::new(udp), tcp))
+        }
+        None => None,
+    };
     // SIP over TLS for phones and PBXs, and the client side for connections Hearken opens.
     let proxy_tls = if cfg.sip.enabled && !cfg.sip.tls_listen.is_empty() {
         let config =
@@ -234,6 +244,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 contact_alias: cfg.agents.contact_alias,
             },
             tls_port,
+            agents_iface: cfg.agents_iface(),
         },
         sip_stats.clone(),
     );
@@ -326,7 +337,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_connections: cfg.limits.max_sip_connections,
         idle: Duration::from_secs(cfg.limits.sip_idle_timeout_s),
     };
-    let driver = SipDriver { proxy, media, udp, tcp, ng, srs, tls, proxy_tls, tls_client, limits, media_ended: ended_rx };
+    let (agents_udp, agents_tcp) = match agents_sockets {
+        Some((u, t)) => (Some(u), Some(t)),
+        None => (None, None),
+    };
+    let pbx_sources = cfg.pbx_sources()?;
+    let driver = SipDriver {
+        proxy,
+        media,
+        udp,
+        tcp,
+        agents_udp,
+        agents_tcp,
+        pbx_sources,
+        ng,
+        srs,
+        tls,
+        proxy_tls,
+        tls_client,
+        limits,
+        media_ended: ended_rx,
+    };
     tokio::select! {
         _ = driver.run() => {}
         _ = shutdown_signal() => tracing::info!("shutting down"),

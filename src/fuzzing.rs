@@ -429,6 +429,7 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
         new_calls_per_source_per_s: 0.0,
         guards: Default::default(),
         tls_port: None,
+        agents_iface: None,
     };
     let stats = Arc::new(SipStats::default());
     let mut proxy = Proxy::new(cfg, stats.clone());
@@ -605,11 +606,12 @@ pub fn siprec(data: &[u8]) {
             if self.next > 2000 {
                 return Err(OpenError::PortsExhausted);
             }
-            Ok((0..n).map(|_| {
-                self.next += 2;
-                30000 + self.next
-            })
-            .collect())
+            Ok((0..n)
+                .map(|_| {
+                    self.next += 2;
+                    30000 + self.next
+                })
+                .collect())
         }
         fn configure(&mut self, rs: u64, media: RsMedia) {
             assert!(!self.closed.contains(&rs), "session {rs} configured after it was closed");
@@ -637,7 +639,8 @@ pub fn siprec(data: &[u8]) {
     let t0 = Instant::now();
     let check = |actions: &[Action]| {
         for Action::Send { data, .. } in actions {
-            let m = Message::parse(data).unwrap_or_else(|e| panic!("the SRS sent what does not parse ({e:?}): {}", String::from_utf8_lossy(data)));
+            let m = Message::parse(data)
+                .unwrap_or_else(|e| panic!("the SRS sent what does not parse ({e:?}): {}", String::from_utf8_lossy(data)));
             let invite_2xx = m.status().is_some_and(|s| (200..300).contains(&s))
                 && m.cseq().is_some_and(|(_, method)| method == "INVITE" || method == "UPDATE");
             if invite_2xx && !m.body.is_empty() {

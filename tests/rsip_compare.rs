@@ -90,9 +90,7 @@ fn rsip_next_to_our_parser_on_the_torture_messages() {
             rows.push((file, outcome, valid, o, t));
         }
     }
-    let names = |f: &dyn Fn(&Row) -> bool| -> Vec<&str> {
-        rows.iter().filter(|r| f(r)).map(|r| r.0.as_str()).collect()
-    };
+    let names = |f: &dyn Fn(&Row) -> bool| -> Vec<&str> { rows.iter().filter(|r| f(r)).map(|r| r.0.as_str()).collect() };
     for (file, outcome, valid, o, t) in &rows {
         let agree = match (o, t) {
             (Some(a), Some(b)) if a == b => "same".to_string(),

@@ -157,3 +157,48 @@ fn a_large_invite_goes_over_tcp_or_falls_back_to_udp() {
         h.wait_idle();
     }
 }
+
+/// A listener per side (`sip.agents_listen`): the PBX reaches Hearken on 127.0.0.1, the agents
+/// on 127.0.0.2. The INVITE reaches the agent from the agent side's listener, naming it in Via
+/// and in the top Record-Route (the PBX's entry below it, RFC 5658), and the call completes both
+/// ways (the agent's responses and the PBX's ACK and BYE take their own side's address).
+#[test]
+fn a_call_with_a_listener_per_side() {
+    let (pbx_port, agent) = (free_port(), free_port());
+    let (sip_port, agents_port, http_port, media) = (free_port(), free_port(), free_port(), media_range(10));
+    let h = Hearken::from_config(
+        &format!(
+            "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\nagents_listen = \"{AGENT_IP}:{agents_port}\"\n\
+             [pbx]\naddresses = [\"127.0.0.1\"]\nroute = \"sip:127.0.0.1:{pbx_port}\"\n[agents]\nroute = \"sip:{AGENT_IP}:{agent}\"\n\
+             [media]\nport_min = {}\nport_max = {}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[log]\nlevel = \"hearken=debug\"\n",
+            media.0, media.1
+        ),
+        sip_port,
+        http_port,
+        media,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ms = agent_media_socket();
+    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", ms.local_addr().unwrap().port().to_string())]);
+    let uac = scenario(dir.path(), "uac_call.xml", &[("AGENT", "agent7".into()), ("PLAY", String::new()), ("HOLD_MS", "300".into())]);
+    let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
+    sipp_run(dir.path(), &uac, pbx_port, &format!("127.0.0.1:{sip_port}"), &["-m", "1"], Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n--- hearken log:\n{}", h.log()));
+    uas.wait(Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}\n--- hearken log:\n{}", h.log()));
+    let msgs = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("uas_call") && e.file_name().to_string_lossy().ends_with("messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    let invite = msgs.split("INVITE sip:").nth(1).unwrap_or_else(|| panic!("the agent's trace: {msgs}"));
+    let invite = invite.split("\n\n").next().unwrap_or(invite);
+    assert!(invite.contains(&format!("Via: SIP/2.0/UDP {AGENT_IP}:{agents_port};branch=")), "{invite}");
+    assert!(
+        invite.contains(&format!("Record-Route: <sip:{AGENT_IP}:{agents_port};lr>"))
+            && invite.contains(&format!("Record-Route: <sip:127.0.0.1:{sip_port};lr>")),
+        "two Record-Routes, the agent side's on top: {invite}"
+    );
+    h.wait_idle();
+    assert_eq!(h.status()["sip"]["calls_ended"], 1);
+}

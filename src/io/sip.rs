@@ -47,6 +47,11 @@ pub struct SipDriver {
     /// SIP sockets; None when `sip.enabled = false` (ng only).
     pub udp: Option<Arc<UdpSocket>>,
     pub tcp: Option<TcpListener>,
+    /// The agent side's own listener (`sip.agents_listen`): what goes to agents leaves from it.
+    pub agents_udp: Option<Arc<UdpSocket>>,
+    pub agents_tcp: Option<TcpListener>,
+    /// Who the PBX is, to pick the socket a datagram leaves from.
+    pub pbx_sources: Vec<crate::net::SourcePattern>,
     pub ng: Option<NgDriver>,
     /// The SIPREC recording server, when on.
     pub srs: Option<SrsDriver>,
@@ -120,6 +125,8 @@ impl Default for ConnLimits {
 
 struct State {
     tx: mpsc::Sender<Event>,
+    agents_udp: Option<Arc<UdpSocket>>,
+    pbx_sources: Vec<crate::net::SourcePattern>,
     tls_client: Option<Arc<rustls::ClientConfig>>,
     conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     by_addr: HashMap<SocketAddr, u64>,
@@ -133,6 +140,8 @@ impl SipDriver {
         let next_conn = Arc::new(AtomicU64::new(1));
         let mut st = State {
             tx: tx.clone(),
+            agents_udp: self.agents_udp.clone(),
+            pbx_sources: self.pbx_sources.clone(),
             tls_client: self.tls_client.clone(),
             conns: HashMap::new(),
             by_addr: HashMap::new(),
@@ -140,6 +149,7 @@ impl SipDriver {
             udp: self.udp.clone(),
         };
         let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut agents_buf = vec![0u8; if self.agents_udp.is_some() { MAX_MESSAGE } else { 0 }];
         // Connections open now (TCP and TLS), and when accepting may resume after an error.
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut accept_pause: Option<tokio::time::Instant> = None;
@@ -168,6 +178,12 @@ impl SipDriver {
                     let data = buf[..n].to_vec();
                     self.handle_bytes(&data, peer, &mut st);
                 }
+                r = recv_opt(self.agents_udp.as_deref(), &mut agents_buf) => {
+                    let Ok((n, src)) = r else { continue };
+                    let peer = Peer { addr: src, transport: Transport::Udp, conn: None };
+                    let data = agents_buf[..n].to_vec();
+                    self.handle_bytes(&data, peer, &mut st);
+                }
                 r = recv_opt(self.ng.as_ref().map(|n| &n.sock), &mut ng_buf) => {
                     let Ok((n, src)) = r else { continue };
                     if let Some(ng) = self.ng.as_mut() {
@@ -183,25 +199,10 @@ impl SipDriver {
                     }
                 }
                 a = accept_opt(self.tcp.as_ref(), accept_pause) => {
-                    accept_pause = None;
-                    match a {
-                        Err(e) => {
-                            stats.accept_errors.fetch_add(1, Relaxed);
-                            tracing::warn!(error = %e, "SIP TCP accept failed; pausing accepts 100 ms");
-                            accept_pause = Some(tokio::time::Instant::now() + Duration::from_millis(100));
-                        }
-                        Ok(_) if open.load(Relaxed) >= limits.max_connections => {
-                            // Dropping the stream closes it: descriptors stay for calls' media.
-                            stats.connections_refused.fetch_add(1, Relaxed);
-                        }
-                        Ok((stream, addr)) => {
-                            let id = next_conn.fetch_add(1, Relaxed);
-                            let _ = stream.set_nodelay(true);
-                            let writer = spawn_conn(stream, addr, Transport::Tcp, id, tx.clone(), Some((open.clone(), limits.idle, stats.clone())));
-                            st.conns.insert(id, writer);
-                            st.by_addr.insert(addr, id);
-                        }
-                    }
+                    tcp_accepted(a, &mut accept_pause, &open, limits, &stats, &tx, &next_conn, &mut st);
+                }
+                a = accept_opt(self.agents_tcp.as_ref(), accept_pause) => {
+                    tcp_accepted(a, &mut accept_pause, &open, limits, &stats, &tx, &next_conn, &mut st);
                 }
                 a = accept_opt(self.tls.as_ref().map(|t| &t.0), accept_pause) => {
                     if let Some((_, cfg)) = self.tls.as_ref() {
@@ -341,6 +342,40 @@ impl SipDriver {
     }
 }
 
+/// A TCP connection accepted on a SIP listener: over the cap it is closed at once; an accept
+/// error pauses accepting 100 ms (a listener out of descriptors must not spin).
+#[allow(clippy::too_many_arguments)]
+fn tcp_accepted(
+    a: std::io::Result<(TcpStream, SocketAddr)>,
+    pause: &mut Option<tokio::time::Instant>,
+    open: &Arc<std::sync::atomic::AtomicUsize>,
+    limits: ConnLimits,
+    stats: &Arc<crate::sip::proxy::SipStats>,
+    tx: &mpsc::Sender<Event>,
+    next_conn: &Arc<AtomicU64>,
+    st: &mut State,
+) {
+    *pause = None;
+    match a {
+        Err(e) => {
+            stats.accept_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "SIP TCP accept failed; pausing accepts 100 ms");
+            *pause = Some(tokio::time::Instant::now() + Duration::from_millis(100));
+        }
+        // Dropping the stream closes it: descriptors stay for calls' media.
+        Ok(_) if open.load(Relaxed) >= limits.max_connections => {
+            stats.connections_refused.fetch_add(1, Relaxed);
+        }
+        Ok((stream, addr)) => {
+            let id = next_conn.fetch_add(1, Relaxed);
+            let _ = stream.set_nodelay(true);
+            let writer = spawn_conn(stream, addr, Transport::Tcp, id, tx.clone(), Some((open.clone(), limits.idle, stats.clone())));
+            st.conns.insert(id, writer);
+            st.by_addr.insert(addr, id);
+        }
+    }
+}
+
 /// A TLS connection accepted on one of the SIP TLS listeners: the handshake runs on its own
 /// task (5 s at most) and the connection joins once it is up (a client without a valid
 /// certificate, when one is required, never gets that far).
@@ -376,8 +411,11 @@ fn tls_accepted(
 /// `conn` is given), opening one when there is none — for TLS only with `sip.tls_ca`, the
 /// server's certificate checked against `name` (or the address).
 fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Option<u64>, name: Option<&str>, data: Vec<u8>) {
+    // To the agent side from its own listener, when there is one.
+    let agent_side = !st.pbx_sources.iter().any(|p| p.matches(addr));
     if transport == Transport::Udp {
-        let Some(udp) = &st.udp else { return };
+        let udp = if agent_side { st.agents_udp.as_ref().or(st.udp.as_ref()) } else { st.udp.as_ref() };
+        let Some(udp) = udp else { return };
         if let Err(e) = udp.try_send_to(&data, addr) {
             tracing::debug!(error = %e, "udp send failed");
         }
@@ -393,6 +431,8 @@ fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Op
     // Open a connection; the first message goes with it.
     let id = st.next_conn.fetch_add(1, Relaxed);
     let tx = st.tx.clone();
+    let local =
+        if agent_side { st.agents_udp.as_ref().and_then(|u| u.local_addr().ok()).map(|a| SocketAddr::new(a.ip(), 0)) } else { None };
     let tls = match transport {
         Transport::Tls => {
             match (&st.tls_client, rustls::pki_types::ServerName::try_from(name.unwrap_or(&addr.ip().to_string()).to_string())) {
@@ -408,7 +448,15 @@ fn send_to_addr(st: &mut State, addr: SocketAddr, transport: Transport, conn: Op
     };
     tokio::spawn(async move {
         let connected = tokio::time::timeout(Duration::from_secs(5), async {
-            let stream = TcpStream::connect(addr).await?;
+            let stream = match local {
+                // From the agent side's address, like everything else sent to agents.
+                Some(l) => {
+                    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+                    sock.bind(l)?;
+                    sock.connect(addr).await?
+                }
+                None => TcpStream::connect(addr).await?,
+            };
             let _ = stream.set_nodelay(true);
             Ok::<_, std::io::Error>(match tls {
                 None => spawn_conn(stream, addr, Transport::Tcp, id, tx.clone(), None),

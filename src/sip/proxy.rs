@@ -199,6 +199,9 @@ pub struct ProxyConfig {
     pub guards: ProxyGuards,
     /// The SIP-over-TLS listener's port (`sip.tls_listen`), for Via and Record-Route on TLS.
     pub tls_port: Option<u16>,
+    /// The agent side's own listener (`sip.agents_listen`): its advertised address and port,
+    /// for Via and Record-Route towards agents. None: one listener for both sides.
+    pub agents_iface: Option<(IpAddr, u16)>,
 }
 
 /// The proxy's timers and protections.
@@ -589,7 +592,18 @@ impl Proxy {
         let h = host.trim_matches(['[', ']']);
         let named = h.parse::<IpAddr>().ok() == Some(self.cfg.host) || self.cfg.guards.aliases.iter().any(|a| a.eq_ignore_ascii_case(h));
         let port = port.unwrap_or(5060);
-        named && (port == self.cfg.port || Some(port) == self.cfg.tls_port)
+        let agents = self.cfg.agents_iface.is_some_and(|(ip, p)| h.parse::<IpAddr>().ok() == Some(ip) && port == p);
+        agents || (named && (port == self.cfg.port || Some(port) == self.cfg.tls_port))
+    }
+
+    /// Our address and port as the party on `side` reaches us over `t`: the agent side's own
+    /// listener when there is one, the TLS listener for TLS, the SIP listener otherwise.
+    fn addr_for(&self, side: Party, t: Transport) -> (String, u16) {
+        match (t, side, self.cfg.agents_iface) {
+            (Transport::Tls, _, _) => (self.host_text(), self.port_for(Transport::Tls)),
+            (_, Party::Agent, Some((ip, port))) => (if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }, port),
+            _ => (self.host_text(), self.cfg.port),
+        }
     }
 
     /// Our port for a transport: the TLS listener's for TLS, the SIP port otherwise.
@@ -963,23 +977,25 @@ impl Proxy {
             self.stats.size_to_tcp.fetch_add(1, Relaxed);
         }
         let host = self.host_text();
-        msg.push_front(
-            "Via",
-            format!("SIP/2.0/{} {host}:{};branch={branch}", target.transport.via_name(), self.port_for(target.transport)),
-        );
+        let (via_host, via_port) = self.addr_for(side.other(), target.transport);
+        msg.push_front("Via", format!("SIP/2.0/{} {via_host}:{via_port};branch={branch}", target.transport.via_name()));
         if matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY") {
-            let rr = |t: Transport| match t {
-                Transport::Udp => format!("<sip:{host}:{};lr>", self.cfg.port),
-                Transport::Tcp => format!("<sip:{host}:{};lr;transport=tcp>", self.cfg.port),
-                Transport::Tls => format!("<sip:{host}:{};lr;transport=tls>", self.port_for(Transport::Tls)),
+            let rr = |side: Party, t: Transport| {
+                let (h, p) = self.addr_for(side, t);
+                match t {
+                    Transport::Udp => format!("<sip:{h}:{p};lr>"),
+                    Transport::Tcp => format!("<sip:{h}:{p};lr;transport=tcp>"),
+                    Transport::Tls => format!("<sip:{h}:{p};lr;transport=tls>"),
+                }
             };
-            if target.transport == upstream_transport {
-                msg.push_front("Record-Route", rr(target.transport));
+            let (up, down) = (rr(side, upstream_transport), rr(side.other(), target.transport));
+            if up == down {
+                msg.push_front("Record-Route", down);
             } else {
-                // RFC 5658 double Record-Route: each side is told the transport it reaches us
-                // by (the callee reads the top entry, the caller the bottom one).
-                msg.push_front("Record-Route", rr(upstream_transport));
-                msg.push_front("Record-Route", rr(target.transport));
+                // RFC 5658 double Record-Route: each side is told the interface and transport
+                // it reaches us by (the callee reads the top entry, the caller the bottom one).
+                msg.push_front("Record-Route", up);
+                msg.push_front("Record-Route", down);
             }
         }
         let path = match self.cfg.guards.path {
@@ -1539,13 +1555,13 @@ impl Proxy {
             Dest::Target(t) => t.transport,
         };
         let branch = format!("{BRANCH_PREFIX}{:016x}", self.hash(&[call_id, to.name(), "teardown"]));
-        let host = self.host_text();
+        let (via_host, via_port) = self.addr_for(to, transport);
         let mut bye = Message {
             start: StartLine::Request { method: "BYE".into(), uri, version: "SIP/2.0".into() },
             headers: Vec::new(),
             body: Vec::new(),
         };
-        bye.push_back("Via", format!("SIP/2.0/{} {host}:{};branch={branch}", transport.via_name(), self.port_for(transport)));
+        bye.push_back("Via", format!("SIP/2.0/{} {via_host}:{via_port};branch={branch}", transport.via_name()));
         bye.push_back("Max-Forwards", "70");
         for r in routes {
             bye.push_back("Route", r.clone());
@@ -1855,6 +1871,7 @@ mod tests {
                 new_calls_per_source_per_s: 0.0,
                 guards: Default::default(),
                 tls_port: None,
+                agents_iface: None,
             },
             Arc::new(SipStats::default()),
         )

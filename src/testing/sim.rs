@@ -118,6 +118,7 @@ impl Sim {
                 new_calls_per_source_per_s: 0.0,
                 guards: Default::default(),
                 tls_port: None,
+                agents_iface: None,
             },
             Arc::new(SipStats::default()),
         );
