@@ -100,6 +100,7 @@ fn file_record(
 ) -> CallRecord {
     CallRecord {
         id: crate::call::CallId(0),
+        uid: String::new(),
         agent_id: String::new(),
         queue: String::new(),
         input: crate::call::Input::File,

@@ -108,6 +108,22 @@ impl Input {
             Input::Siprec => "siprec",
         }
     }
+    pub fn from_label(s: &str) -> Option<Input> {
+        [
+            Input::Relay,
+            Input::Ng,
+            Input::File,
+            Input::Twilio,
+            Input::Jambonz,
+            Input::AudioFork,
+            Input::ChanWebsocket,
+            Input::AudioSocket,
+            Input::AudioHook,
+            Input::Siprec,
+        ]
+        .into_iter()
+        .find(|i| i.label() == s)
+    }
 }
 
 /// What is known about a call when it starts.

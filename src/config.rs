@@ -41,6 +41,28 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub streams: StreamsConfig,
     pub siprec: SiprecConfig,
+    pub records: RecordsConfig,
+}
+
+/// `[records]`: where call records are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConfig {
+    /// `sqlite` (durable: one file per node) or `memory` (the newest 500, lost on restart).
+    pub store: String,
+    /// The SQLite file, created on first run; a relative path is taken from the config
+    /// file's folder.
+    pub path: String,
+    /// Records older than this many days are removed (0: kept for ever).
+    pub retention_days: u32,
+    /// Transcript text is stored with digits as `#` and e-mail addresses as `***@***`.
+    pub mask_transcripts: bool,
+}
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        RecordsConfig { store: "sqlite".into(), path: "records.db".into(), retention_days: 90, mask_transcripts: true }
+    }
 }
 
 /// `[siprec]`: the SIPREC recording server on the SIP listener (`sip.listen`).
@@ -466,7 +488,14 @@ impl Config {
             Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.display().to_string(), source: e })?,
             None => String::new(),
         };
-        Self::from_parts(&text, std::env::vars())
+        let mut cfg = Self::from_parts(&text, std::env::vars())?;
+        // A relative records path is the config file's neighbour, not the working folder's.
+        if let Some(dir) = path.and_then(Path::parent) {
+            if Path::new(&cfg.records.path).is_relative() {
+                cfg.records.path = dir.join(&cfg.records.path).display().to_string();
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parse TOML text, apply `HEARKEN_SECTION__KEY` overrides, validate.
@@ -500,6 +529,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.records.store.as_str(), "sqlite" | "memory") {
+            return Err(key_err("records.store", "must be `sqlite` or `memory`"));
+        }
+        if self.records.store == "sqlite" && self.records.path.trim().is_empty() {
+            return Err(key_err("records.path", "must name the SQLite file"));
+        }
         if self.sip.agents_listen.is_some_and(|a| a.ip().is_unspecified()) && self.sip.agents_advertise.is_none() {
             return Err(key_err("sip.agents_advertise", "must be set when sip.agents_listen is a wildcard address"));
         }

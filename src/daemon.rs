@@ -82,7 +82,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let ng_stats = Arc::new(crate::ng::core::NgStats::default());
     let (tap_tx, tap_rx) = mpsc::channel::<MediaFrame>(cfg.media.tap_queue);
     let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
-    let records: crate::record::Records = Arc::new(crate::record::MemoryStore::default());
+    let records: crate::record::Records = match cfg.records.store.as_str() {
+        "memory" => Arc::new(crate::record::MemoryStore::default()),
+        _ => {
+            let path = std::path::Path::new(&cfg.records.path);
+            let store = crate::record::sqlite::SqliteStore::open(path, cfg.records.retention_days, cfg.records.mask_transcripts)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(path = %path.display(), retention_days = cfg.records.retention_days, "call records in SQLite");
+            Arc::new(store)
+        }
+    };
     let asr = if cfg.asr.enabled() {
         let t0 = std::time::Instant::now();
         let engine = crate::analysis::asr::VoskEngine::load(std::path::Path::new(cfg.asr.model.trim()), crate::analysis::vad::RATE)?;
@@ -124,6 +133,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         coach: std::sync::Arc::new(cfg.coach.clone()),
         records: records.clone(),
         live: Default::default(),
+        node: cfg.cluster.node.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.')).collect::<String>().into(),
     };
     crate::io::analysis::spawn(cfg.analysis.clone(), asr, publisher.clone(), tap_rx, ctl_rx);
     let broker_stats = crate::io::broker::parse_url(&cfg.cluster.broker).map(|b| {
@@ -263,6 +273,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 broker: broker_stats.clone(),
                 streams: Some(stream_stats.clone()),
                 siprec: recv_stats.map(|r| (srs_stats.clone(), r)),
+                records: Some(records.clone()),
             },
         );
         let whisper =

@@ -233,6 +233,7 @@ impl CallCore {
         );
         let record = CallRecord {
             id: self.id,
+            uid: String::new(),
             agent_id: self.meta.agent_id.clone(),
             queue: self.meta.queue.clone(),
             input: self.meta.input,

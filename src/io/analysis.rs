@@ -29,11 +29,13 @@ pub struct Publisher {
     pub records: Records,
     /// The live calls of every input, for `/calls` (the relay adds its per-stream counters).
     pub live: crate::io::media::Registry,
+    /// This node's name (`cluster.node`), part of every record's uid.
+    pub node: Arc<str>,
 }
 
 impl Publisher {
     /// One output of a call's core, published where it belongs.
-    pub fn publish(&self, call: CallId, meta: &CallMeta, out: Output) {
+    pub fn publish(&self, call: CallId, uid: &str, meta: &CallMeta, out: Output) {
         let (agent, queue) = (meta.agent_id.as_str(), meta.queue.as_str());
         let who = self.metrics.who(&meta.agent_id, &meta.queue, meta.input);
         let time = crate::sys::unix_now_s();
@@ -64,7 +66,17 @@ impl Publisher {
                     time,
                 });
             }
-            Output::Snapshot(s) => self.whisper.send(&WhisperMessage::Snapshot {
+            Output::Snapshot(s) => {
+                self.records.progress(
+                    uid,
+                    crate::record::Progress {
+                        position_s: s.position_s,
+                        talk_time_customer_s: s.talk_time_s.customer,
+                        talk_time_agent_s: s.talk_time_s.agent,
+                        talk_ratio_agent: s.talk_ratio_agent,
+                    },
+                );
+                self.whisper.send(&WhisperMessage::Snapshot {
                 call,
                 agent: agent.into(),
                 queue: queue.into(),
@@ -72,8 +84,10 @@ impl Publisher {
                 talk_time_s: s.talk_time_s,
                 talk_ratio_agent: s.talk_ratio_agent,
                 time,
-            }),
-            Output::Record(r) => {
+            });
+            }
+            Output::Record(mut r) => {
+                r.uid = uid.to_string();
                 self.metrics.record_call(&r);
                 self.whisper.send(&WhisperMessage::CallEnd { call, agent: agent.into(), reason: r.reason, record: r.clone(), time });
                 if let Err(e) = self.records.put(*r) {
@@ -97,6 +111,8 @@ struct Driver {
     asr: Option<LiveAsr>,
     publisher: Publisher,
     calls: HashMap<CallId, CallCore>,
+    /// Each live call's record uid.
+    uids: HashMap<CallId, String>,
     epoch: Instant,
 }
 
@@ -111,11 +127,13 @@ impl Driver {
 
     fn flush(&mut self, call: CallId) {
         let Some(core) = self.calls.get_mut(&call) else { return };
+        let uid = self.uids.get(&call).map_or("", String::as_str);
         while let Some(out) = core.poll_output() {
-            self.publisher.publish(call, core.meta(), out);
+            self.publisher.publish(call, uid, core.meta(), out);
         }
         if core.is_done() {
             self.calls.remove(&call);
+            self.uids.remove(&call);
         }
     }
 
@@ -134,6 +152,20 @@ impl Driver {
                     let snap = live.entry(call).or_insert_with(|| crate::io::media::CallSnapshot { id: call, ..Default::default() });
                     snap.agent_id.clone_from(&meta.agent_id);
                     snap.input = meta.input;
+                }
+                if !self.calls.contains_key(&call) {
+                    // Unique across restarts and nodes: start time, node, call id.
+                    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                    let uid = format!("{started_ms}-{}-{}", self.publisher.node, call.0);
+                    self.publisher.records.started(crate::record::Started {
+                        uid: uid.clone(),
+                        id: call,
+                        agent_id: meta.agent_id.clone(),
+                        queue: meta.queue.clone(),
+                        input: meta.input,
+                        started_unix_s: (started_ms / 1000) as u64,
+                    });
+                    self.uids.insert(call, uid);
                 }
                 let settings = self.asr.as_ref().map(|a| &a.settings);
                 self.calls.entry(call).or_insert_with(|| CallCore::new(call, meta, &self.cfg, &self.publisher.coach, settings, now));
@@ -200,7 +232,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("hearken-analysis".into())
         .spawn(move || {
-            let mut d = Driver { cfg, asr, publisher, calls: HashMap::new(), epoch: Instant::now() };
+            let mut d = Driver { cfg, asr, publisher, calls: HashMap::new(), uids: HashMap::new(), epoch: Instant::now() };
             let mut last_tick = Instant::now();
             let (mut frames_open, mut ctl_open) = (true, true);
             while frames_open || ctl_open {

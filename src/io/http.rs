@@ -41,7 +41,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/status", get(status))
         .route("/calls", get(calls))
         .route("/records", get(records))
-        .route("/records/:id", get(record))
+        .route("/records/:id", get(record).delete(delete_record))
         .with_state(state)
         .merge(whisper)
         .merge(streams)
@@ -105,31 +105,113 @@ async fn calls(State(s): State<HttpState>) -> Json<Value> {
     Json(json!({ "calls": list }))
 }
 
-/// Finished calls, newest last: id, agent, end time, reason and the headline figures.
-async fn records(State(s): State<HttpState>) -> Json<Value> {
-    let list: Vec<Value> = s
-        .records
-        .list()
-        .iter()
-        .map(|r| {
-            let t = &r.summary.turns;
-            json!({
-                "id": r.id,
-                "agent_id": r.agent_id,
-                "ended_unix_s": r.ended_unix_s,
-                "reason": r.reason,
-                "call_duration_s": t.call_duration_s,
-                "talk_ratio_agent": t.talk_ratio_agent,
-                "interruptions": {"by_agent": t.interruptions.by_agent, "by_customer": t.interruptions.by_customer},
-            })
-        })
-        .collect();
-    Json(json!({ "records": list }))
+/// `/records` query parameters: filters, a page, and the format.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsParams {
+    agent: Option<String>,
+    queue: Option<String>,
+    input: Option<String>,
+    since: Option<u64>,
+    until: Option<u64>,
+    /// Comma-separated: `ended`, `interrupted`, `live` (default: ended and interrupted).
+    state: Option<String>,
+    min_interruptions_by_agent: Option<u64>,
+    min_talk_ratio_agent: Option<f64>,
+    max_talk_ratio_agent: Option<f64>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
 }
 
-/// One finished call: the full summary (same fields as `hearken analyze --json`), quality and
-/// the live events.
-async fn record(State(s): State<HttpState>, Path(id): Path<u64>) -> Result<Json<Value>, StatusCode> {
-    let r = s.records.get(crate::call::CallId(id)).ok_or(StatusCode::NOT_FOUND)?;
-    serde_json::to_value(&*r).map(Json).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+/// Calls, newest first (`limit` default 100, at most 10 000), filtered; JSON with the headline
+/// figures, or CSV.
+async fn records(
+    State(s): State<HttpState>,
+    params: Result<axum::extract::Query<RecordsParams>, axum::extract::rejection::QueryRejection>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(axum::extract::Query(p)) = params else {
+        return (StatusCode::BAD_REQUEST, "unknown or malformed query parameter\n").into_response();
+    };
+    let mut states = Vec::new();
+    for st in p.state.as_deref().unwrap_or("").split(',').filter(|x| !x.is_empty()) {
+        match crate::record::RecordState::parse(st) {
+            Some(x) => states.push(x),
+            None => return (StatusCode::BAD_REQUEST, format!("state: `{st}` is not ended, interrupted or live\n")).into_response(),
+        }
+    }
+    let q = crate::record::Query {
+        agent: p.agent,
+        queue: p.queue,
+        input: p.input,
+        since: p.since,
+        until: p.until,
+        states,
+        min_interruptions_by_agent: p.min_interruptions_by_agent,
+        min_talk_ratio_agent: p.min_talk_ratio_agent,
+        max_talk_ratio_agent: p.max_talk_ratio_agent,
+        limit: p.limit.unwrap_or(100).clamp(1, 10_000),
+        offset: p.offset.unwrap_or(0),
+    };
+    let list = s.records.query(&q);
+    let row = |r: &crate::record::Stored| {
+        let t = r.record.as_ref().map(|x| &x.summary.turns);
+        json!({
+            "id": r.id,
+            "uid": r.uid,
+            "state": r.state,
+            "agent_id": r.agent_id,
+            "queue": r.queue,
+            "input": r.input,
+            "started_unix_s": r.started_unix_s,
+            "ended_unix_s": r.ended_unix_s,
+            "reason": r.reason,
+            "call_duration_s": t.map(|t| t.call_duration_s).or(r.progress.as_ref().map(|p| p.position_s)),
+            "talk_ratio_agent": t.and_then(|t| t.talk_ratio_agent).or(r.progress.as_ref().and_then(|p| p.talk_ratio_agent)),
+            "interruptions": t.map(|t| json!({"by_agent": t.interruptions.by_agent, "by_customer": t.interruptions.by_customer})),
+        })
+    };
+    if p.format.as_deref() == Some("csv") {
+        let mut out = String::from("uid,id,state,agent_id,queue,input,started_unix_s,ended_unix_s,reason,call_duration_s,talk_ratio_agent,interruptions_by_agent,interruptions_by_customer\n");
+        let cell = |v: &Value| match v {
+            Value::Null => String::new(),
+            Value::String(x) => format!("\"{}\"", x.replace('"', "\"\"")),
+            other => other.to_string(),
+        };
+        for r in &list {
+            let v = row(r);
+            let cols = ["uid", "id", "state", "agent_id", "queue", "input", "started_unix_s", "ended_unix_s", "reason", "call_duration_s", "talk_ratio_agent"];
+            let mut line: Vec<String> = cols.iter().map(|c| cell(&v[*c])).collect();
+            line.push(cell(&v["interruptions"]["by_agent"]));
+            line.push(cell(&v["interruptions"]["by_customer"]));
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+        return ([("content-type", "text/csv; charset=utf-8")], out).into_response();
+    }
+    // Oldest first within the page, as before (a client appends in time order).
+    let mut rows: Vec<Value> = list.iter().map(row).collect();
+    rows.reverse();
+    Json(json!({ "records": rows })).into_response()
+}
+
+/// One call by uid or internal id: the full record of an ended call (same fields as
+/// `hearken analyze --json`, plus `uid`), or what is known of a live or interrupted one.
+async fn record(State(s): State<HttpState>, Path(key): Path<String>) -> Result<Json<Value>, StatusCode> {
+    let r = s.records.get(&key).ok_or(StatusCode::NOT_FOUND)?;
+    match &r.record {
+        Some(rec) => serde_json::to_value(&**rec).map(Json).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR),
+        None => serde_json::to_value(&r).map(Json).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// Remove a call's record (data-subject requests).
+async fn delete_record(State(s): State<HttpState>, Path(key): Path<String>) -> StatusCode {
+    if s.records.delete(&key) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }

@@ -322,6 +322,8 @@ pub struct LiveCounters {
     pub streams: Option<Arc<crate::io::stream::StreamStats>>,
     /// The SIPREC recording server (when `siprec.enabled`).
     pub siprec: Option<(Arc<crate::siprec::core::SrsStats>, Arc<crate::io::siprec::RecvStats>)>,
+    /// The record store (its write queue).
+    pub records: Option<crate::record::Records>,
 }
 
 fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
@@ -522,6 +524,11 @@ impl Collector for LiveCounters {
             "BYEs from agents for calls Hearken never saw: calls that bypassed Hearken (or began before a restart)",
             s.unknown_agent_byes.load(Relaxed),
         )?;
+        if let Some(store) = &self.records {
+            let (queued, lost) = store.pending();
+            gauge(&mut enc, "records_queued", "Record writes waiting for the store's writer", queued as f64)?;
+            counter(&mut enc, "records_lost", "Record writes lost: the store's queue was full or the write failed", lost)?;
+        }
         if let Some((r, m)) = &self.siprec {
             gauge(&mut enc, "siprec_sessions_active", "SIPREC recording sessions up now", r.active.load(Relaxed) as f64)?;
             counter(&mut enc, "siprec_sessions", "SIPREC recording sessions answered", r.sessions.load(Relaxed))?;
