@@ -77,14 +77,14 @@ impl Publisher {
                     },
                 );
                 self.whisper.send(&WhisperMessage::Snapshot {
-                call,
-                agent: agent.into(),
-                queue: queue.into(),
-                position_s: s.position_s,
-                talk_time_s: s.talk_time_s,
-                talk_ratio_agent: s.talk_ratio_agent,
-                time,
-            });
+                    call,
+                    agent: agent.into(),
+                    queue: queue.into(),
+                    position_s: s.position_s,
+                    talk_time_s: s.talk_time_s,
+                    talk_ratio_agent: s.talk_ratio_agent,
+                    time,
+                });
             }
             Output::Record(mut r) => {
                 r.uid = uid.to_string();

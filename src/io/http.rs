@@ -182,7 +182,19 @@ async fn records(
         };
         for r in &list {
             let v = row(r);
-            let cols = ["uid", "id", "state", "agent_id", "queue", "input", "started_unix_s", "ended_unix_s", "reason", "call_duration_s", "talk_ratio_agent"];
+            let cols = [
+                "uid",
+                "id",
+                "state",
+                "agent_id",
+                "queue",
+                "input",
+                "started_unix_s",
+                "ended_unix_s",
+                "reason",
+                "call_duration_s",
+                "talk_ratio_agent",
+            ];
             let mut line: Vec<String> = cols.iter().map(|c| cell(&v[*c])).collect();
             line.push(cell(&v["interruptions"]["by_agent"]));
             line.push(cell(&v["interruptions"]["by_customer"]));

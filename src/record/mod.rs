@@ -260,7 +260,13 @@ impl std::fmt::Debug for dyn RecordStore {
 /// (card, phone and order numbers, spelled or not) and e-mail addresses `***@***`.
 pub fn mask_text(text: &str) -> String {
     text.split(' ')
-        .map(|w| if w.contains('@') && w.len() > 2 { "***@***".to_string() } else { w.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect() })
+        .map(|w| {
+            if w.contains('@') && w.len() > 2 {
+                "***@***".to_string()
+            } else {
+                w.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -94,16 +94,15 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("records.path: cannot create {}: {e}", dir.display())))?;
         }
         let open = || -> Result<Connection, StoreError> {
-            let c = Connection::open(path).map_err(|e| StoreError::Backend(format!("records.path: cannot open {}: {e}", path.display())))?;
+            let c =
+                Connection::open(path).map_err(|e| StoreError::Backend(format!("records.path: cannot open {}: {e}", path.display())))?;
             c.busy_timeout(Duration::from_secs(5)).map_err(err)?;
             c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;").map_err(err)?;
             Ok(c)
         };
         let w = open()?;
         migrate(&w)?;
-        let n = w
-            .execute("UPDATE records SET state = 'interrupted', reason = 'restart' WHERE state = 'live'", [])
-            .map_err(err)?;
+        let n = w.execute("UPDATE records SET state = 'interrupted', reason = 'restart' WHERE state = 'live'", []).map_err(err)?;
         if n > 0 {
             tracing::warn!(calls = n, "calls that were up when Hearken last stopped are recorded as interrupted");
         }
@@ -111,10 +110,7 @@ impl SqliteStore {
         let (tx, rx) = sync_channel(QUEUE);
         let (queued, lost) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (q, l) = (queued.clone(), lost.clone());
-        std::thread::Builder::new()
-            .name("records".into())
-            .spawn(move || writer(w, rx, q, l, retention_days))
-            .map_err(err)?;
+        std::thread::Builder::new().name("records".into()).spawn(move || writer(w, rx, q, l, retention_days)).map_err(err)?;
         let store = SqliteStore { tx, read: Mutex::new(read), queued, lost, mask, last_progress: Mutex::default() };
         store.send(Write::Sweep);
         Ok(store)
@@ -272,11 +268,8 @@ impl RecordStore for SqliteStore {
 
     fn get(&self, key: &str) -> Option<Stored> {
         let c = self.read.lock().unwrap_or_else(|e| e.into_inner());
-        let by_uid = c
-            .query_row(&format!("SELECT {COLUMNS} FROM records WHERE uid = ?1"), params![key], Self::row)
-            .optional()
-            .ok()
-            .flatten();
+        let by_uid =
+            c.query_row(&format!("SELECT {COLUMNS} FROM records WHERE uid = ?1"), params![key], Self::row).optional().ok().flatten();
         by_uid.or_else(|| {
             let id = key.parse::<i64>().ok()?;
             c.query_row(
@@ -352,8 +345,22 @@ mod tests {
         {
             let s = SqliteStore::open(&path, 0, true).unwrap();
             let now = now_s();
-            s.started(Started { uid: "u1".into(), id: CallId(1), agent_id: "a1".into(), queue: "q".into(), input: Input::Relay, started_unix_s: now });
-            s.started(Started { uid: "u2".into(), id: CallId(2), agent_id: "a2".into(), queue: "q".into(), input: Input::Twilio, started_unix_s: now });
+            s.started(Started {
+                uid: "u1".into(),
+                id: CallId(1),
+                agent_id: "a1".into(),
+                queue: "q".into(),
+                input: Input::Relay,
+                started_unix_s: now,
+            });
+            s.started(Started {
+                uid: "u2".into(),
+                id: CallId(2),
+                agent_id: "a2".into(),
+                queue: "q".into(),
+                input: Input::Twilio,
+                started_unix_s: now,
+            });
             s.progress("u2", Progress { position_s: 12.0, talk_time_customer_s: 4.0, talk_time_agent_s: 6.0, talk_ratio_agent: Some(0.6) });
             s.put(record("u1", 1, "a1", now)).unwrap();
             wait_written(&s);
@@ -366,7 +373,10 @@ mod tests {
         // The process is gone with u2 up: reopened, it is interrupted with what it measured.
         let s = SqliteStore::open(&path, 0, true).unwrap();
         let all = s.query(&Query::default());
-        assert_eq!(all.iter().map(|r| (r.uid.as_str(), r.state)).collect::<Vec<_>>(), [("u2", RecordState::Interrupted), ("u1", RecordState::Ended)]);
+        assert_eq!(
+            all.iter().map(|r| (r.uid.as_str(), r.state)).collect::<Vec<_>>(),
+            [("u2", RecordState::Interrupted), ("u1", RecordState::Ended)]
+        );
         assert_eq!(all[0].progress.as_ref().unwrap().talk_ratio_agent, Some(0.6));
         assert_eq!(s.get("2").unwrap().uid, "u2", "by call id");
         // Filters, pages, delete.

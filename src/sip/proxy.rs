@@ -365,9 +365,11 @@ pub struct CallInfo {
     tag: Option<String>,
     /// Each side's last SDP (as it sent it), given to the media plane.
     sdp: [Option<crate::sdp::Session>; 2],
-    /// Both sides' SDP before an in-dialog offer now in progress: if the offer is refused (a
-    /// final non-2xx to the re-INVITE or UPDATE), the media plane goes back to them.
-    before_offer: Option<[Option<crate::sdp::Session>; 2]>,
+    /// Each side's SDP as of the last completed offer/answer (a 2xx to INVITE or UPDATE): a
+    /// side whose in-dialog offer is refused (a final non-2xx) goes back to it.
+    committed: [Option<crate::sdp::Session>; 2],
+    /// Each side has offered or answered with ICE.
+    ice: [bool; 2],
 }
 
 /// Call-ID and the two tags, smaller tag first (either party may send in-dialog requests).
@@ -852,6 +854,20 @@ impl Proxy {
 
         let sip_call_id = msg.call_id().to_string();
         let existing = if in_dialog { self.find_dialog(&msg) } else { None };
+        // In a dialog we know, the sender is told by its tag, not its address: a party's new
+        // connection may come from another address (a phone's TCP or TLS connection from an
+        // address the PBX shares, a NAT rebinding).
+        let side = match existing.as_ref().and_then(|k| self.calls.get(k)) {
+            Some(c) => {
+                let from_tag = msg.header("from").and_then(|f| param(f, "tag"));
+                if from_tag.is_some() && from_tag == param(&c.dialog.from, "tag") {
+                    c.caller
+                } else {
+                    c.caller.other()
+                }
+            }
+            None => side,
+        };
         if method == "BYE" && side == Party::Agent && existing.is_none() {
             self.stats.unknown_agent_byes.fetch_add(1, Relaxed);
             tracing::debug!(source = %from.addr.ip(), "BYE from an agent for a call Hearken never saw (bypassed, or older than this process)");
@@ -922,7 +938,8 @@ impl Proxy {
                     dialog_key: None,
                     tag: None,
                     sdp: [None, None],
-                    before_offer: None,
+                    committed: [None, None],
+                    ice: [false, false],
                 },
             );
             if resumed {
@@ -1271,22 +1288,26 @@ impl Proxy {
         if code == 100 {
             return Vec::new();
         }
-        // The answer to an in-dialog offer: accepted, or refused — then the media plane goes
-        // back to what both sides had before (RFC 3261 §14.1: the session is unchanged).
-        if !initial && (method == "INVITE" || method == "UPDATE") && code >= 200 {
+        // An in-dialog offer refused: the offerer's media goes back to what the last completed
+        // offer/answer gave it (RFC 3261 §14.1: the session is unchanged). Per side, so two
+        // offers crossing (glare, 491) each go back to their own.
+        if !initial && (method == "INVITE" || method == "UPDATE") && code >= 300 {
             if let Some(c) = self.calls.get_mut(&call_id) {
-                match c.before_offer.take() {
-                    Some(before) if code >= 300 => {
-                        for side in Party::ALL {
-                            if let Some(s) = &before[side.idx()] {
-                                media.remote(c.id, side, s);
-                            }
-                        }
-                        c.sdp = before;
-                        self.stats.offers_rolled_back.fetch_add(1, Relaxed);
-                        tracing::info!(call = %c.id, status = code, "in-dialog offer refused: media back to the previous SDP");
+                let x = req_side.idx();
+                let mut back = c.committed[x].clone();
+                // With ICE the path is the pair the checks selected, whatever the SDP says (a
+                // re-offer after ICE announces it as the default): keep the refused offer's
+                // addresses, go back on the rest (direction, codecs).
+                if let (true, Some(b), Some(r)) = (c.ice[x], back.as_mut(), c.sdp[x].as_ref()) {
+                    for (m, n) in b.media.iter_mut().zip(&r.media) {
+                        (m.addr, m.port, m.rtcp_port) = (n.addr, n.port, n.rtcp_port);
                     }
-                    _ => {}
+                }
+                if let Some(s) = back.filter(|s| c.sdp[x].as_ref() != Some(s)) {
+                    media.remote(c.id, req_side, &s);
+                    c.sdp[x] = Some(s);
+                    self.stats.offers_rolled_back.fetch_add(1, Relaxed);
+                    tracing::info!(call = %c.id, status = code, "in-dialog offer refused: media back to the previous SDP");
                 }
             }
         }
@@ -1307,6 +1328,11 @@ impl Proxy {
         if msg.has_sdp() && self.calls.contains_key(&call_id) && code < 300 {
             // Counted in `anchor` (bad SDP or ports exhausted); the answer goes on as it is.
             let _ = self.anchor(&mut msg, &call_id, req_side.other(), media);
+        }
+        if (method == "INVITE" || method == "UPDATE") && (200..300).contains(&code) {
+            if let Some(c) = self.calls.get_mut(&call_id) {
+                c.committed = c.sdp.clone();
+            }
         }
         if req_side == Party::Customer && code < 300 {
             self.alias_contacts(&mut msg, from);
@@ -1429,7 +1455,8 @@ impl Proxy {
             dialog_key: None,
             tag: Some(to_tag.to_string()),
             sdp: [None, None],
-            before_offer: None,
+            committed: [None, None],
+            ice: [false, false],
         };
         let (offer, meta, caller) = (info.offer.clone(), info.meta.clone(), info.caller);
         self.calls.insert(fork_key.clone(), info);
@@ -1447,16 +1474,11 @@ impl Proxy {
     fn anchor(&mut self, msg: &mut Message, call_id: &str, sender: Party, media: &mut dyn MediaControl) -> Result<(), AnchorError> {
         let host = self.media_host(sender.other());
         let call = self.calls.get_mut(call_id).ok_or(AnchorError::BadSdp)?;
-        // An offer in a confirmed dialog (re-INVITE, UPDATE): keep what it replaces.
-        let in_dialog_offer = msg.method().is_some_and(|m| m == "INVITE" || m == "UPDATE") && call.dialog.confirmed;
-        let before = call.sdp.clone();
         match anchor::anchor(&msg.body, call.id, &call.meta, sender, host, media) {
             Ok(a) => {
                 call.streams = call.streams.max(a.session.media.len());
-                if in_dialog_offer {
-                    call.before_offer = Some(before);
-                }
                 call.sdp[sender.idx()] = Some(a.session);
+                call.ice[sender.idx()] |= msg.body.windows(10).any(|w| w.eq_ignore_ascii_case(b"a=ice-ufra"));
                 msg.body = a.body;
                 Ok(())
             }
@@ -1956,7 +1978,7 @@ mod tests {
         let refused = fwd.response(488, "Not Acceptable Here", Some("ag"));
         let back = sent(&p.handle_message(refused, peer(AGENT), t0, &mut m));
         assert_eq!(back[0].1.status(), Some(488));
-        assert_eq!(&m.remote_ports[m.remote_ports.len() - 2..], &[(Party::Customer, 4000), (Party::Agent, 5000)], "rolled back");
+        assert_eq!(m.remote_ports.last(), Some(&(Party::Customer, 4000)), "rolled back; the agent's side was not touched");
         assert_eq!(p.stats.offers_rolled_back.load(Relaxed), 1);
         // An accepted one stays.
         let re2 = re.replace("z9hG4bKre1", "z9hG4bKre2").replace("CSeq: 2", "CSeq: 3").replace("4100", "4200");
@@ -1968,6 +1990,27 @@ mod tests {
         p.handle_message(ok, peer(AGENT), t0, &mut m);
         assert_eq!(&m.remote_ports[m.remote_ports.len() - 2..], &[(Party::Customer, 4200), (Party::Agent, 5000)]);
         assert_eq!(p.stats.offers_rolled_back.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn an_in_dialog_request_is_sided_by_its_tag_not_its_address() {
+        // The agent's re-INVITE comes over a new connection from an address the PBX shares
+        // (a phone's TCP connection out of a host's main address): still the agent's offer.
+        let (mut p, mut m, t0) = (proxy(), FakeMedia::default(), Instant::now());
+        let out = sent(&p.handle_message(invite(), peer(PBX), t0, &mut m));
+        let mut ok = out[1].1.response(200, "OK", Some("ag"));
+        ok.set("content-type", "Content-Type", "application/sdp");
+        ok.body = b"v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n".to_vec();
+        p.handle_message(ok, peer(AGENT), t0, &mut m);
+        let sdp = "v=0\r\no=- 2 3 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5002 RTP/AVP 0\r\n";
+        let re = format!(
+            "INVITE sip:cust@10.0.0.1 SIP/2.0\nVia: SIP/2.0/TCP 10.0.0.1:40111;branch=z9hG4bKagre\nFrom: <sip:agent42@pbx>;tag=ag\nTo: <sip:cust@pbx>;tag=1\nCall-ID: call-1\nCSeq: 7 INVITE\nMax-Forwards: 70\nContent-Type: application/sdp\nContent-Length: {}\n\n{sdp}",
+            sdp.len()
+        );
+        let msg = Message::parse(re.replace('\n', "\r\n").as_bytes()).unwrap();
+        let tcp = Peer { addr: "10.0.0.1:40111".parse().unwrap(), transport: Transport::Tcp, conn: Some(9) };
+        p.handle_message(msg, tcp, t0, &mut m);
+        assert_eq!(m.remote_ports.last(), Some(&(Party::Agent, 5002)), "{:?}", m.remote_ports);
     }
 
     #[test]
