@@ -145,7 +145,7 @@ fn records(h: &Hearken) -> Vec<Value> {
         .cloned()
         .unwrap_or_default()
         .iter()
-        .filter_map(|r| h.get(&format!("/records/{}", r["id"])).and_then(|b| serde_json::from_str(&b).ok()))
+        .filter_map(|r| h.get(&format!("/records/{}", r["uid"].as_str().unwrap_or_default())).and_then(|b| serde_json::from_str(&b).ok()))
         .collect()
 }
 
@@ -603,8 +603,8 @@ fn recording_sessions_over_a_lossy_link() {
 /// Hearken is killed (SIGKILL) in the middle of a recording session and started again. The
 /// recording client keeps streaming to the old ports for a while (nothing answers there, and
 /// nothing is analysed from it), its BYE for the old session gets 481 (the dialog is gone, as
-/// RFC 3261 says), and the recording session it starts again is analysed from then on. (The
-/// record of the part before the crash needs durable records, issue 15.)
+/// RFC 3261 says), and the recording session it starts again is analysed from then on. The
+/// session the crash cut is recorded as interrupted (durable records).
 #[test]
 fn restart_during_a_recording_session() {
     let mut h = hearken("");
@@ -690,9 +690,12 @@ fn restart_during_a_recording_session() {
     stream(&new_ports, half + 50..n);
     let bye = request(&h, in_dialog("BYE", "after-restart", 2, &new_tag));
     assert!(bye.starts_with("SIP/2.0 200"), "{bye}");
-    let recs = wait_records(&h, 1);
-    assert_eq!(recs.len(), 1, "{recs:?}");
-    let rec = &recs[0];
+    // Two records: the session the crash cut (interrupted, durable records) and the new one.
+    let recs = wait_records(&h, 2);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let cut = recs.iter().find(|r| r["state"] == "interrupted").unwrap_or_else(|| panic!("{recs:?}"));
+    assert_eq!((cut["agent_id"].as_str(), cut["reason"].as_str()), (Some("agent7"), Some("restart")));
+    let rec = recs.iter().find(|r| r["reason"] == "bye").unwrap_or_else(|| panic!("{recs:?}"));
     assert_eq!((rec["input"].as_str(), rec["agent_id"].as_str(), rec["reason"].as_str()), (Some("siprec"), Some("agent7"), Some("bye")));
     let dur = rec["summary"]["call_duration_s"].as_f64().unwrap();
     let expect = (n - half - 50) as f64 * 0.02;

@@ -251,8 +251,8 @@ fn twilio_signatures_are_checked_and_a_flooding_stream_harms_no_other() {
 /// Hearken is killed (SIGKILL) in the middle of a live stream and started again. The platform
 /// side notices at once (its socket fails, nothing hangs), the call is gone from `/calls` of the
 /// new process, and the stream the platform opens again for the same call (a new `streamSid`,
-/// as a `<Start><Stream>` issued again gives) is analysed from there on. (The record of the
-/// part before the crash needs durable records, issue 15.)
+/// as a `<Start><Stream>` issued again gives) is analysed from there on; the stream the crash
+/// cut is recorded as interrupted (durable records).
 #[test]
 fn restart_during_a_live_stream() {
     let (pbx, agent) = (free_port(), free_port());
@@ -301,11 +301,19 @@ fn restart_during_a_live_stream() {
     ))
     .unwrap();
     let _ = ws.close(None);
+    wait_for(Duration::from_secs(20), "the new stream's record", || h.get("/records?state=ended").is_some_and(|b| b.contains("\"uid\"")));
     let rec = latest_record(&h);
     assert_eq!((rec["input"].as_str(), rec["agent_id"].as_str(), rec["reason"].as_str()), (Some("twilio"), Some("agent3"), Some("bye")));
     let dur = rec["summary"]["call_duration_s"].as_f64().unwrap();
     assert!((dur - 5.0).abs() < 1.0, "the record covers the stream after the restart: {dur} s");
     assert!(h.calls().is_empty());
+    let list: Value = serde_json::from_str(&h.get("/records?state=interrupted").unwrap()).unwrap();
+    let cut = &list["records"][0];
+    assert_eq!(
+        (cut["input"].as_str(), cut["agent_id"].as_str(), cut["reason"].as_str()),
+        (Some("twilio"), Some("agent3"), Some("restart")),
+        "{list}"
+    );
     let m = h.get("/metrics").unwrap();
     assert_eq!(metric(&m, "hearken_stream_frames_total"), 500, "{m}");
 }

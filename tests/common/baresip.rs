@@ -102,8 +102,8 @@ pub fn corpus_call(scenario: &str, account_params: &str, media_extra: &str) -> C
     let mut rec = Value::Null;
     wait_for(Duration::from_secs(30), "call record", || {
         let list: Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
-        let Some(id) = list["records"].as_array().and_then(|a| a.first()).and_then(|r| r["id"].as_u64()) else { return false };
-        match h.get(&format!("/records/{id}")) {
+        let Some(uid) = list["records"].as_array().and_then(|a| a.last()).and_then(|r| r["uid"].as_str()) else { return false };
+        match h.get(&format!("/records/{uid}")) {
             Some(b) => {
                 rec = serde_json::from_str(&b).unwrap();
                 true

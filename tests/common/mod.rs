@@ -576,9 +576,10 @@ pub fn latest_record(h: &Hearken) -> serde_json::Value {
     let mut rec = serde_json::Value::Null;
     wait_for(Duration::from_secs(30), "a call record", || {
         let list: serde_json::Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
-        match list["records"].as_array().and_then(|a| a.first()).and_then(|r| r["id"].as_u64()) {
-            Some(id) => {
-                rec = serde_json::from_str(&h.get(&format!("/records/{id}")).unwrap()).unwrap();
+        // The newest (the list is oldest first), by uid: call ids start again after a restart.
+        match list["records"].as_array().and_then(|a| a.last()).and_then(|r| r["uid"].as_str()) {
+            Some(uid) => {
+                rec = serde_json::from_str(&h.get(&format!("/records/{uid}")).unwrap()).unwrap();
                 true
             }
             None => false,
