@@ -53,7 +53,7 @@ fn call_over_tcp_completes_and_frees_ports() {
 /// Meanwhile strangers inject packets into both relay ports: none may be forwarded.
 #[test]
 fn rtp_from_pcap_arrives_byte_identical_and_strangers_are_dropped() {
-    const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
+    const PCAP: &str = G711A_PCAP;
     assert!(std::path::Path::new(PCAP).exists(), "{PCAP} missing: install sip-tester (make test does)");
     let streams = hearken::analysis::pcap::read_streams(&std::fs::read(PCAP).unwrap(), PCAP).unwrap();
     assert_eq!(streams.len(), 1, "one RTP stream in {PCAP}");
@@ -63,19 +63,8 @@ fn rtp_from_pcap_arrives_byte_identical_and_strangers_are_dropped() {
     let (pbx, agent) = (free_port(), free_port());
     let h = Hearken::start(pbx, agent, "");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("pcap")).unwrap();
-    std::os::unix::fs::symlink(PCAP, dir.path().join("pcap/g711a.pcap")).unwrap();
     let media = agent_media_socket();
-    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", media.local_addr().unwrap().port().to_string())]);
-    let uac = scenario(
-        dir.path(),
-        "uac_call.xml",
-        &[
-            ("AGENT", "agent9".into()),
-            ("PLAY", "<nop><action><exec play_pcap_audio=\"pcap/g711a.pcap\"/></action></nop>".into()),
-            ("HOLD_MS", "8000".into()),
-        ],
-    );
+    let (uas, uac) = pcap_call_scenarios(dir.path(), media.local_addr().unwrap().port(), 8000);
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "1"]);
     let remote = format!("127.0.0.1:{}", h.sip_port);
     let dpath = dir.path().to_path_buf();

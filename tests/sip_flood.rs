@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn calls_keep_their_media_and_new_calls_connect_during_floods() {
-    const PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
-    assert!(std::path::Path::new(PCAP).exists(), "{PCAP} missing: install sip-tester (make test does)");
     hearken::sys::raise_nofile(8192);
     // The storm's INVITEs come from the agent side and go to pbx.route: a port where nothing
     // listens. The live calls come from the PBX (any port on 127.0.0.1).
@@ -60,20 +58,9 @@ fn calls_keep_their_media_and_new_calls_connect_during_floods() {
 
     // 20 calls at once, each playing 236 RTP packets from the PBX side.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("pcap")).unwrap();
-    std::os::unix::fs::symlink(PCAP, dir.path().join("pcap/g711a.pcap")).unwrap();
     let media = UdpSocket::bind((AGENT_IP, 0)).unwrap();
     media.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let uas = scenario(dir.path(), "uas_call.xml", &[("MEDIA_PORT", media.local_addr().unwrap().port().to_string())]);
-    let uac = scenario(
-        dir.path(),
-        "uac_call.xml",
-        &[
-            ("AGENT", "agent9".into()),
-            ("PLAY", "<nop><action><exec play_pcap_audio=\"pcap/g711a.pcap\"/></action></nop>".into()),
-            ("HOLD_MS", "9000".into()),
-        ],
-    );
+    let (uas, uac) = pcap_call_scenarios(dir.path(), media.local_addr().unwrap().port(), 9000);
     let uas = Sipp::spawn(dir.path(), &uas, agent, &["-m", "20"]);
     let remote = format!("127.0.0.1:{sip}");
     let dpath = dir.path().to_path_buf();

@@ -651,18 +651,15 @@ fn restart_during_a_recording_session() {
         }
     };
 
+    let ack = |h: &Hearken, call_id: &str, tag: &str| {
+        let m =
+            in_dialog("ACK", call_id, 1, tag).replace("{IP}", "127.0.0.1").replace("{PORT}", &me.port().to_string()).replace('\n', "\r\n");
+        sip.send_to(m.as_bytes(), ("127.0.0.1", h.sip_port)).unwrap();
+    };
     let ok = request(&h, invite("before-crash", ct, &body));
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     let (old_ports, old_tag) = (ports(&ok), tag(&ok));
-    sip.send_to(
-        in_dialog("ACK", "before-crash", 1, &old_tag)
-            .replace("{IP}", "127.0.0.1")
-            .replace("{PORT}", &me.port().to_string())
-            .replace('\n', "\r\n")
-            .as_bytes(),
-        ("127.0.0.1", h.sip_port),
-    )
-    .unwrap();
+    ack(&h, "before-crash", &old_tag);
     let half = n / 2;
     stream(&old_ports, 0..half);
     assert_eq!(h.calls().len(), 1, "the recording session is a live call");
@@ -678,15 +675,7 @@ fn restart_during_a_recording_session() {
     let ok = request(&h, invite("after-restart", ct, &body));
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     let (new_ports, new_tag) = (ports(&ok), tag(&ok));
-    sip.send_to(
-        in_dialog("ACK", "after-restart", 1, &new_tag)
-            .replace("{IP}", "127.0.0.1")
-            .replace("{PORT}", &me.port().to_string())
-            .replace('\n', "\r\n")
-            .as_bytes(),
-        ("127.0.0.1", h.sip_port),
-    )
-    .unwrap();
+    ack(&h, "after-restart", &new_tag);
     stream(&new_ports, half + 50..n);
     let bye = request(&h, in_dialog("BYE", "after-restart", 2, &new_tag));
     assert!(bye.starts_with("SIP/2.0 200"), "{bye}");

@@ -354,6 +354,28 @@ pub fn scenario(dir: &Path, template: &str, subs: &[(&str, String)]) -> String {
     path.to_string_lossy().to_string()
 }
 
+/// Debian's sipp sample: one PCMA stream of 236 packets.
+pub const G711A_PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
+
+/// The UAS and UAC scenarios of a call in which the PBX side (sipp) plays [`G711A_PCAP`] and
+/// the agent side announces `media_port`; the call lasts `hold_ms` after its ACK.
+pub fn pcap_call_scenarios(dir: &Path, media_port: u16, hold_ms: u64) -> (String, String) {
+    assert!(Path::new(G711A_PCAP).exists(), "{G711A_PCAP} missing: install sip-tester (make test does)");
+    std::fs::create_dir_all(dir.join("pcap")).unwrap();
+    let _ = std::os::unix::fs::symlink(G711A_PCAP, dir.join("pcap/g711a.pcap"));
+    let uas = scenario(dir, "uas_call.xml", &[("MEDIA_PORT", media_port.to_string())]);
+    let uac = scenario(
+        dir,
+        "uac_call.xml",
+        &[
+            ("AGENT", "agent9".into()),
+            ("PLAY", "<nop><action><exec play_pcap_audio=\"pcap/g711a.pcap\"/></action></nop>".into()),
+            ("HOLD_MS", hold_ms.to_string()),
+        ],
+    );
+    (uas, uac)
+}
+
 /// Read a mono WAV leg.
 pub fn read_leg(p: &Path) -> Vec<i16> {
     hearken::analysis::wav::read(p).unwrap().samples.remove(0)
