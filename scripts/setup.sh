@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(cmake pkg-config curl sip-tester rtpengine-daemon baresip-core kamailio kamailio-xml-modules redis-server nats-server prometheus espeak-ng sox)
+APT_PACKAGES=(cmake pkg-config curl sip-tester rtpengine-daemon baresip-core kamailio kamailio-xml-modules redis-server nats-server postgresql prometheus espeak-ng sox)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -48,8 +48,11 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordsConfig {
-    /// `sqlite` (durable: one file per node) or `memory` (the newest 500, lost on restart).
+    /// `sqlite` (durable: one file per node), `postgres` (several nodes, one database: `url`)
+    /// or `memory` (the newest 500, lost on restart).
     pub store: String,
+    /// PostgreSQL connection URL (`postgresql://user:password@host:5432/hearken`).
+    pub url: String,
     /// The SQLite file, created on first run; a relative path is taken from the config
     /// file's folder.
     pub path: String,
@@ -61,7 +64,7 @@ pub struct RecordsConfig {
 
 impl Default for RecordsConfig {
     fn default() -> Self {
-        RecordsConfig { store: "sqlite".into(), path: "records.db".into(), retention_days: 90, mask_transcripts: true }
+        RecordsConfig { store: "sqlite".into(), url: String::new(), path: "records.db".into(), retention_days: 90, mask_transcripts: true }
     }
 }
 
@@ -529,8 +532,11 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !matches!(self.records.store.as_str(), "sqlite" | "memory") {
-            return Err(key_err("records.store", "must be `sqlite` or `memory`"));
+        if !matches!(self.records.store.as_str(), "sqlite" | "postgres" | "memory") {
+            return Err(key_err("records.store", "must be `sqlite`, `postgres` or `memory`"));
+        }
+        if self.records.store == "postgres" && self.records.url.trim().is_empty() {
+            return Err(key_err("records.url", "must be set with records.store = \"postgres\""));
         }
         if self.records.store == "sqlite" && self.records.path.trim().is_empty() {
             return Err(key_err("records.path", "must name the SQLite file"));

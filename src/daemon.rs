@@ -82,13 +82,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let ng_stats = Arc::new(crate::ng::core::NgStats::default());
     let (tap_tx, tap_rx) = mpsc::channel::<MediaFrame>(cfg.media.tap_queue);
     let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
-    let records: crate::record::Records = match cfg.records.store.as_str() {
+    let node = cfg.cluster.node.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.')).collect::<String>();
+    let r = &cfg.records;
+    let records: crate::record::Records = match r.store.as_str() {
         "memory" => Arc::new(crate::record::MemoryStore::default()),
+        "postgres" => {
+            let store =
+                crate::record::postgres::open(&r.url, &node, r.retention_days, r.mask_transcripts).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(retention_days = r.retention_days, "call records in PostgreSQL");
+            Arc::new(store)
+        }
         _ => {
-            let path = std::path::Path::new(&cfg.records.path);
-            let store = crate::record::sqlite::SqliteStore::open(path, cfg.records.retention_days, cfg.records.mask_transcripts)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            tracing::info!(path = %path.display(), retention_days = cfg.records.retention_days, "call records in SQLite");
+            let path = std::path::Path::new(&r.path);
+            let store =
+                crate::record::sqlite::open(path, &node, r.retention_days, r.mask_transcripts).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(path = %path.display(), retention_days = r.retention_days, "call records in SQLite");
             Arc::new(store)
         }
     };
@@ -133,7 +141,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         coach: std::sync::Arc::new(cfg.coach.clone()),
         records: records.clone(),
         live: Default::default(),
-        node: cfg.cluster.node.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.')).collect::<String>().into(),
+        node: node.clone().into(),
     };
     crate::io::analysis::spawn(cfg.analysis.clone(), asr, publisher.clone(), tap_rx, ctl_rx);
     let broker_stats = crate::io::broker::parse_url(&cfg.cluster.broker).map(|b| {

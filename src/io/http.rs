@@ -155,7 +155,9 @@ async fn records(
         limit: p.limit.unwrap_or(100).clamp(1, 10_000),
         offset: p.offset.unwrap_or(0),
     };
-    let list = s.records.query(&q);
+    // The store answers from its own thread: wait for it off the async workers.
+    let store = s.records.clone();
+    let list = tokio::task::spawn_blocking(move || store.query(&q)).await.unwrap_or_default();
     let row = |r: &crate::record::Stored| {
         let t = r.record.as_ref().map(|x| &x.summary.turns);
         json!({
@@ -212,7 +214,8 @@ async fn records(
 /// One call by uid or internal id: the full record of an ended call (same fields as
 /// `hearken analyze --json`, plus `uid`), or what is known of a live or interrupted one.
 async fn record(State(s): State<HttpState>, Path(key): Path<String>) -> Result<Json<Value>, StatusCode> {
-    let r = s.records.get(&key).ok_or(StatusCode::NOT_FOUND)?;
+    let store = s.records.clone();
+    let r = tokio::task::spawn_blocking(move || store.get(&key)).await.ok().flatten().ok_or(StatusCode::NOT_FOUND)?;
     match &r.record {
         Some(rec) => serde_json::to_value(&**rec).map(Json).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR),
         None => serde_json::to_value(&r).map(Json).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR),
@@ -221,7 +224,8 @@ async fn record(State(s): State<HttpState>, Path(key): Path<String>) -> Result<J
 
 /// Remove a call's record (data-subject requests).
 async fn delete_record(State(s): State<HttpState>, Path(key): Path<String>) -> StatusCode {
-    if s.records.delete(&key) {
+    let store = s.records.clone();
+    if tokio::task::spawn_blocking(move || store.delete(&key)).await.unwrap_or(false) {
         StatusCode::NO_CONTENT
     } else {
         StatusCode::NOT_FOUND

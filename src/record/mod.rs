@@ -139,7 +139,7 @@ pub struct Query {
 }
 
 impl Query {
-    fn states(&self) -> Vec<RecordState> {
+    pub fn states(&self) -> Vec<RecordState> {
         if self.states.is_empty() {
             vec![RecordState::Ended, RecordState::Interrupted]
         } else {
@@ -271,4 +271,6 @@ pub fn mask_text(text: &str) -> String {
         .join(" ")
 }
 
+pub mod postgres;
 pub mod sqlite;
+pub mod store;
