@@ -414,6 +414,10 @@ impl Default for LimitsConfig {
 pub struct HttpConfig {
     /// Status and metrics endpoint; empty string disables it.
     pub listen: String,
+    /// `/records` and `/calls` answer only with a token (`Authorization: Bearer …` or
+    /// `?token=`): a `whisper.supervisors` token sees every call, a `whisper.agents` token only
+    /// that agent's. Off: they are as open as `listen` (keep it on a private address).
+    pub require_tokens: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -473,7 +477,7 @@ impl Default for MediaConfig {
 }
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9090".into() }
+        HttpConfig { listen: "127.0.0.1:9090".into(), require_tokens: false }
     }
 }
 impl Default for LogConfig {

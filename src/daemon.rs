@@ -296,6 +296,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             metrics: std::sync::Arc::new(registry),
             whisper,
             streams,
+            require_tokens: cfg.http.require_tokens,
         });
         tracing::info!(addr = %cfg.http.listen, "status endpoint listening");
         tokio::spawn(async move {

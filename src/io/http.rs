@@ -29,6 +29,8 @@ pub struct HttpState {
     /// Everything for /metrics.
     pub metrics: Arc<prometheus_client::registry::Registry>,
     pub whisper: crate::publish::whisper::WhisperState,
+    /// `http.require_tokens`.
+    pub require_tokens: bool,
     pub streams: crate::io::stream::StreamState,
 }
 
@@ -98,11 +100,33 @@ async fn status(State(s): State<HttpState>) -> Json<Value> {
     }))
 }
 
-async fn calls(State(s): State<HttpState>) -> Json<Value> {
+async fn calls(
+    State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(t): axum::extract::Query<TokenParam>,
+) -> Result<Json<Value>, StatusCode> {
+    let who = viewer(&s, &headers, t.token.as_deref()).ok_or(StatusCode::UNAUTHORIZED)?;
     let reg = s.registry.lock().unwrap_or_else(|e| e.into_inner());
-    let mut list: Vec<_> = reg.values().cloned().collect();
+    let mut list: Vec<_> = reg.values().filter(|c| matches!(&who, Viewer::All) || who == Viewer::Agent(c.agent_id.clone())).cloned().collect();
     list.sort_by_key(|c| c.id);
-    Json(json!({ "calls": list }))
+    Ok(Json(json!({ "calls": list })))
+}
+
+use crate::publish::whisper::Scope as Viewer;
+
+/// Who asks, by the whisper tokens: everyone (tokens not required), a supervisor, or one agent;
+/// None: refused.
+fn viewer(s: &HttpState, headers: &axum::http::HeaderMap, query_token: Option<&str>) -> Option<Viewer> {
+    if !s.require_tokens {
+        return Some(Viewer::All);
+    }
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    crate::publish::whisper::authorise(&s.whisper.config, bearer.or(query_token).unwrap_or_default())
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TokenParam {
+    token: Option<String>,
 }
 
 /// `/records` query parameters: filters, a page, and the format.
@@ -123,17 +147,27 @@ pub struct RecordsParams {
     offset: Option<usize>,
     /// `json` (default) or `csv`.
     format: Option<String>,
+    token: Option<String>,
 }
 
 /// Calls, newest first (`limit` default 100, at most 10 000), filtered; JSON with the headline
 /// figures, or CSV.
 async fn records(
     State(s): State<HttpState>,
+    headers: axum::http::HeaderMap,
     params: Result<axum::extract::Query<RecordsParams>, axum::extract::rejection::QueryRejection>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let Ok(axum::extract::Query(p)) = params else {
         return (StatusCode::BAD_REQUEST, "unknown or malformed query parameter\n").into_response();
+    };
+    let Some(who) = viewer(&s, &headers, p.token.as_deref()) else {
+        return (StatusCode::UNAUTHORIZED, "a supervisor or agent token is required\n").into_response();
+    };
+    // An agent sees only its own calls, whatever it asks for.
+    let agent = match who {
+        Viewer::All => p.agent,
+        Viewer::Agent(a) => Some(a),
     };
     let mut states = Vec::new();
     for st in p.state.as_deref().unwrap_or("").split(',').filter(|x| !x.is_empty()) {
@@ -143,7 +177,7 @@ async fn records(
         }
     }
     let q = crate::record::Query {
-        agent: p.agent,
+        agent,
         queue: p.queue,
         input: p.input,
         since: p.since,
@@ -213,9 +247,19 @@ async fn records(
 
 /// One call by uid or internal id: the full record of an ended call (same fields as
 /// `hearken analyze --json`, plus `uid`), or what is known of a live or interrupted one.
-async fn record(State(s): State<HttpState>, Path(key): Path<String>) -> Result<Json<Value>, StatusCode> {
+async fn record(
+    State(s): State<HttpState>,
+    Path(key): Path<String>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(t): axum::extract::Query<TokenParam>,
+) -> Result<Json<Value>, StatusCode> {
+    let who = viewer(&s, &headers, t.token.as_deref()).ok_or(StatusCode::UNAUTHORIZED)?;
     let store = s.records.clone();
     let r = tokio::task::spawn_blocking(move || store.get(&key)).await.ok().flatten().ok_or(StatusCode::NOT_FOUND)?;
+    // Another agent's call does not exist, as far as an agent can tell.
+    if matches!(&who, Viewer::Agent(a) if *a != r.agent_id) {
+        return Err(StatusCode::NOT_FOUND);
+    }
     match &r.record {
         Some(rec) => serde_json::to_value(&**rec).map(Json).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR),
         None => serde_json::to_value(&r).map(Json).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR),
@@ -223,7 +267,18 @@ async fn record(State(s): State<HttpState>, Path(key): Path<String>) -> Result<J
 }
 
 /// Remove a call's record (data-subject requests).
-async fn delete_record(State(s): State<HttpState>, Path(key): Path<String>) -> StatusCode {
+async fn delete_record(
+    State(s): State<HttpState>,
+    Path(key): Path<String>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(t): axum::extract::Query<TokenParam>,
+) -> StatusCode {
+    // Deleting is for supervisors (data-subject requests), never for agents.
+    match viewer(&s, &headers, t.token.as_deref()) {
+        Some(Viewer::All) => {}
+        Some(Viewer::Agent(_)) => return StatusCode::FORBIDDEN,
+        None => return StatusCode::UNAUTHORIZED,
+    }
     let store = s.records.clone();
     if tokio::task::spawn_blocking(move || store.delete(&key)).await.unwrap_or(false) {
         StatusCode::NO_CONTENT

@@ -172,8 +172,9 @@ pub struct WhisperState {
     pub config: Arc<WhisperConfig>,
 }
 
+/// What a token sees: one agent's calls, or every call.
 #[derive(Debug, Clone, PartialEq)]
-enum Scope {
+pub enum Scope {
     Agent(String),
     All,
 }
@@ -183,7 +184,7 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorise(cfg: &WhisperConfig, token: &str) -> Option<Scope> {
+pub fn authorise(cfg: &WhisperConfig, token: &str) -> Option<Scope> {
     if token.is_empty() {
         return None;
     }
