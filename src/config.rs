@@ -536,6 +536,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !self.sip.tls_ca.is_empty() && self.sip.tls_listen.is_empty() {
+            return Err(key_err("sip.tls_ca", "needs sip.tls_listen: the next hop's requests back come over TLS to Hearken"));
+        }
+        if !self.sip.tls_listen.is_empty() && self.sip.tls_listen.parse::<SocketAddr>().is_err() {
+            return Err(key_err("sip.tls_listen", "must be an address and port, e.g. 0.0.0.0:5061"));
+        }
         if !matches!(self.records.store.as_str(), "sqlite" | "postgres" | "memory") {
             return Err(key_err("records.store", "must be `sqlite`, `postgres` or `memory`"));
         }
@@ -945,6 +951,10 @@ mod tests {
         assert!(err("[agents]\nallow = [\"10.0.0.0/40\"]\n").contains("agents.allow"));
         assert!(err("[siprec]\nallow = [\"sbc.example\"]\n").contains("siprec.allow"));
         assert!(err("[siprec]\ncustomer_stream = \"third\"\n").contains("siprec.customer_stream"));
+        assert!(err("[sip]\ntls_ca = \"/etc/ca.pem\"\n").contains("sip.tls_ca"));
+        assert!(err("[records]\nstore = \"postgres\"\n").contains("records.url"));
+        assert!(err("[records]\nstore = \"mysql\"\n").contains("records.store"));
+        assert!(err("[limits]\nmax_agent_labels = 0\n").contains("limits.max_agent_labels"));
         assert!(err("[siprec]\ntls_listen = \"127.0.0.1:5061\"\n").contains("siprec.tls_cert"));
         assert!(err("[siprec]\ntls_listen = \"nope\"\n").contains("siprec.tls_listen"));
         assert!(err("[sip]\nenabled = false\n[ng]\nlisten = \"127.0.0.1:2223\"\n[siprec]\nenabled = true\nallow = [\"10.0.0.1\"]\n")

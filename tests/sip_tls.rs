@@ -140,11 +140,15 @@ fn hearken_opens_tls_to_a_next_hop_it_can_verify() {
             });
         }
     });
+    // Hearken's own TLS listener (sip.tls_ca needs one: what comes back comes over TLS).
+    let own = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (own_cert, own_key) = (write("own.pem", own.cert.pem()), write("own.key", own.key_pair.serialize_pem()));
     for (ca, want) in [(&good_ca, "SIP/2.0 200"), (&bad_ca, "SIP/2.0 503")] {
+        let tls_listen = format!("127.0.0.1:{}", free_port());
         let (sip_port, http_port, media) = (free_port(), free_port(), media_range(4));
         let h = Hearken::from_config(
             &format!(
-                "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\ntls_ca = \"{ca}\"\n[pbx]\naddresses = [\"127.0.0.1:{pbx_port}\"]\nroute = \"sips:127.0.0.1:{pbx_port}\"\n\
+                "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\ntls_ca = \"{ca}\"\ntls_listen = \"{tls_listen}\"\ntls_cert = \"{own_cert}\"\ntls_key = \"{own_key}\"\n[pbx]\naddresses = [\"127.0.0.1:{pbx_port}\"]\nroute = \"sips:127.0.0.1:{pbx_port}\"\n\
                  [media]\nport_min = {}\nport_max = {}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[log]\nlevel = \"hearken=debug\"\n",
                 media.0, media.1
             ),

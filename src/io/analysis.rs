@@ -113,6 +113,8 @@ struct Driver {
     calls: HashMap<CallId, CallCore>,
     /// Each live call's record uid.
     uids: HashMap<CallId, String>,
+    /// Random per process: uids stay unique even for nodes that share a name.
+    process_tag: String,
     epoch: Instant,
 }
 
@@ -156,7 +158,7 @@ impl Driver {
                 if !self.calls.contains_key(&call) {
                     // Unique across restarts and nodes: start time, node, call id.
                     let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-                    let uid = format!("{started_ms}-{}-{}", self.publisher.node, call.0);
+                    let uid = format!("{started_ms}-{}-{}-{}", self.publisher.node, self.process_tag, call.0);
                     self.publisher.records.started(crate::record::Started {
                         uid: uid.clone(),
                         id: call,
@@ -232,7 +234,12 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("hearken-analysis".into())
         .spawn(move || {
-            let mut d = Driver { cfg, asr, publisher, calls: HashMap::new(), uids: HashMap::new(), epoch: Instant::now() };
+            let process_tag = {
+                let mut b = [0u8; 3];
+                let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            };
+            let mut d = Driver { cfg, asr, publisher, calls: HashMap::new(), uids: HashMap::new(), process_tag, epoch: Instant::now() };
             let mut last_tick = Instant::now();
             let (mut frames_open, mut ctl_open) = (true, true);
             while frames_open || ctl_open {

@@ -107,7 +107,8 @@ async fn calls(
 ) -> Result<Json<Value>, StatusCode> {
     let who = viewer(&s, &headers, t.token.as_deref()).ok_or(StatusCode::UNAUTHORIZED)?;
     let reg = s.registry.lock().unwrap_or_else(|e| e.into_inner());
-    let mut list: Vec<_> = reg.values().filter(|c| matches!(&who, Viewer::All) || who == Viewer::Agent(c.agent_id.clone())).cloned().collect();
+    let mut list: Vec<_> =
+        reg.values().filter(|c| matches!(&who, Viewer::All) || who == Viewer::Agent(c.agent_id.clone())).cloned().collect();
     list.sort_by_key(|c| c.id);
     Ok(Json(json!({ "calls": list })))
 }
@@ -187,7 +188,7 @@ async fn records(
         min_talk_ratio_agent: p.min_talk_ratio_agent,
         max_talk_ratio_agent: p.max_talk_ratio_agent,
         limit: p.limit.unwrap_or(100).clamp(1, 10_000),
-        offset: p.offset.unwrap_or(0),
+        offset: p.offset.unwrap_or(0).min(1_000_000),
     };
     // The store answers from its own thread: wait for it off the async workers.
     let store = s.records.clone();
@@ -278,6 +279,10 @@ async fn delete_record(
         Some(Viewer::All) => {}
         Some(Viewer::Agent(_)) => return StatusCode::FORBIDDEN,
         None => return StatusCode::UNAUTHORIZED,
+    }
+    // Call ids repeat across restarts: deleting names the record by its uid.
+    if key.parse::<u64>().is_ok() {
+        return StatusCode::BAD_REQUEST;
     }
     let store = s.records.clone();
     if tokio::task::spawn_blocking(move || store.delete(&key)).await.unwrap_or(false) {

@@ -206,12 +206,12 @@ impl SipDriver {
                 }
                 a = accept_opt(self.tls.as_ref().map(|t| &t.0), accept_pause) => {
                     if let Some((_, cfg)) = self.tls.as_ref() {
-                        tls_accepted(a, cfg, &open, limits, &stats, &tx, &next_conn);
+                        tls_accepted(a, &mut accept_pause, cfg, &open, limits, &stats, &tx, &next_conn);
                     }
                 }
                 a = accept_opt(self.proxy_tls.as_ref().map(|t| &t.0), accept_pause) => {
                     if let Some((_, cfg)) = self.proxy_tls.as_ref() {
-                        tls_accepted(a, cfg, &open, limits, &stats, &tx, &next_conn);
+                        tls_accepted(a, &mut accept_pause, cfg, &open, limits, &stats, &tx, &next_conn);
                     }
                 }
                 Some(ev) = rx.recv() => match ev {
@@ -379,8 +379,10 @@ fn tcp_accepted(
 /// A TLS connection accepted on one of the SIP TLS listeners: the handshake runs on its own
 /// task (5 s at most) and the connection joins once it is up (a client without a valid
 /// certificate, when one is required, never gets that far).
+#[allow(clippy::too_many_arguments)]
 fn tls_accepted(
     a: std::io::Result<(TcpStream, SocketAddr)>,
+    pause: &mut Option<tokio::time::Instant>,
     cfg: &Arc<rustls::ServerConfig>,
     open: &Arc<std::sync::atomic::AtomicUsize>,
     limits: ConnLimits,
@@ -388,16 +390,30 @@ fn tls_accepted(
     tx: &mpsc::Sender<Event>,
     next_conn: &Arc<AtomicU64>,
 ) {
-    let Ok((stream, addr)) = a else { return };
+    *pause = None;
+    let (stream, addr) = match a {
+        Ok(x) => x,
+        Err(e) => {
+            stats.accept_errors.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "SIP TLS accept failed; pausing accepts 100 ms");
+            *pause = Some(tokio::time::Instant::now() + Duration::from_millis(100));
+            return;
+        }
+    };
     if open.load(Relaxed) >= limits.max_connections {
         stats.connections_refused.fetch_add(1, Relaxed);
         return;
     }
+    // A connection still in its handshake holds a place too (handshakes are slow to fail).
+    open.fetch_add(1, Relaxed);
     let (acceptor, tx, id) = (tokio_rustls::TlsAcceptor::from(cfg.clone()), tx.clone(), next_conn.fetch_add(1, Relaxed));
     let guard = (open.clone(), limits.idle, stats.clone());
     tokio::spawn(async move {
         let _ = stream.set_nodelay(true);
-        match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
+        let r = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await;
+        // spawn_conn takes the place again for the connection's life.
+        guard.0.fetch_sub(1, Relaxed);
+        match r {
             Ok(Ok(tls)) => {
                 let writer = spawn_conn(tls, addr, Transport::Tls, id, tx.clone(), Some(guard));
                 let _ = tx.send(Event::ConnUp { id, addr, writer }).await;

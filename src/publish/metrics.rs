@@ -124,11 +124,14 @@ pub struct Metrics {
     pub labels: std::sync::Arc<LabelCap>,
 }
 
+/// Agent ids, queue names and agent–queue pairs given a label of their own so far.
+type SeenLabels = (std::collections::HashSet<String>, std::collections::HashSet<String>, std::collections::HashSet<(String, String)>);
+
 /// At most `max_agents` distinct agent label values and `max_queues` queue values are
 /// exported; calls of agents or queues beyond them are labelled `other` and counted, so a
 /// sender that invents ids cannot blow up Prometheus.
 pub struct LabelCap {
-    seen: std::sync::Mutex<(std::collections::HashSet<String>, std::collections::HashSet<String>)>,
+    seen: std::sync::Mutex<SeenLabels>,
     pub max_agents: usize,
     pub max_queues: usize,
     pub overflow: Counter,
@@ -139,19 +142,33 @@ impl LabelCap {
         LabelCap { seen: Default::default(), max_agents, max_queues, overflow: Counter::default() }
     }
 
-    /// `agent` and `queue` as exported: themselves, or `other` over the caps.
+    /// `agent` and `queue` as exported: themselves, or `other` over the caps. Agent–queue
+    /// pairs are bounded too (by the agent cap), since every series carries both.
     pub fn bound<'a>(&self, agent: &'a str, queue: &'a str) -> (&'a str, &'a str) {
         let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (agents, queues) = &mut *g;
+        let (agents, queues, pairs) = &mut *g;
+        if pairs.contains(&(agent.to_string(), queue.to_string())) {
+            return (agent, queue);
+        }
         let keep = |set: &mut std::collections::HashSet<String>, v: &'a str, max: usize| -> &'a str {
             if set.contains(v) || (set.len() < max && set.insert(v.to_string())) {
                 v
             } else {
-                self.overflow.inc();
                 "other"
             }
         };
-        (keep(agents, agent, self.max_agents), keep(queues, queue, self.max_queues))
+        let (a, q) = (keep(agents, agent, self.max_agents), keep(queues, queue, self.max_queues));
+        let within = pairs.len() < self.max_agents.saturating_mul(2);
+        if a != "other" && q != "other" && within {
+            pairs.insert((a.to_string(), q.to_string()));
+            return (a, q);
+        }
+        self.overflow.inc();
+        if within {
+            (a, q)
+        } else {
+            ("other", "other")
+        }
     }
 }
 

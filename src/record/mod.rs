@@ -175,7 +175,7 @@ pub trait RecordStore: Send + Sync {
     fn get(&self, key: &str) -> Option<Stored>;
     /// Calls matching `q`, newest first.
     fn query(&self, q: &Query) -> Vec<Stored>;
-    /// Remove a call (data-subject requests); whether there was one.
+    /// Remove an ended or interrupted call by uid (data-subject requests); whether there was one.
     fn delete(&self, key: &str) -> bool;
     /// Writes queued but not yet stored, and writes lost (queue full, backend errors).
     fn pending(&self) -> (u64, u64) {
@@ -240,9 +240,8 @@ impl RecordStore for MemoryStore {
     }
     fn delete(&self, key: &str) -> bool {
         let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let id = key.parse::<u64>().ok();
         let before = q.len();
-        q.retain(|r| !(r.uid == key || Some(r.id.0) == id));
+        q.retain(|r| r.uid != key);
         q.len() != before
     }
 }
@@ -259,10 +258,14 @@ impl std::fmt::Debug for dyn RecordStore {
 /// Transcript text as stored at rest when `records.mask_transcripts` is on: digits become `#`
 /// (card, phone and order numbers, spelled or not) and e-mail addresses `***@***`.
 pub fn mask_text(text: &str) -> String {
+    // Recognisers write digits as words ("four one one one"): those are numbers too.
+    const NUMBER_WORDS: [&str; 12] = ["zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "double"];
     text.split(' ')
         .map(|w| {
             if w.contains('@') && w.len() > 2 {
                 "***@***".to_string()
+            } else if NUMBER_WORDS.contains(&w.to_ascii_lowercase().trim_matches(|c: char| !c.is_alphanumeric())) {
+                "#".to_string()
             } else {
                 w.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect()
             }

@@ -158,18 +158,8 @@ impl Backend for PgBackend {
     }
 
     fn delete(&mut self, key: &str) -> Result<bool, StoreError> {
-        let mut n = self.c.execute("DELETE FROM records WHERE uid = $1", &[&key]).map_err(err)?;
-        if n == 0 {
-            if let Ok(id) = key.parse::<i64>() {
-                n = self
-                    .c
-                    .execute(
-                        "DELETE FROM records WHERE uid = (SELECT uid FROM records WHERE call_id = $1 ORDER BY started_unix_s DESC LIMIT 1)",
-                        &[&id],
-                    )
-                    .map_err(err)?;
-            }
-        }
+        // By uid only (call ids repeat across restarts), and never a call still up.
+        let n = self.c.execute("DELETE FROM records WHERE uid = $1 AND state <> 'live'", &[&key]).map_err(err)?;
         Ok(n > 0)
     }
 

@@ -159,18 +159,9 @@ impl Backend for SqliteBackend {
     }
 
     fn delete(&mut self, key: &str) -> Result<bool, StoreError> {
-        let mut n = self.c.execute("DELETE FROM records WHERE uid = ?1", params![key]).map_err(err)?;
-        if n == 0 {
-            if let Ok(id) = key.parse::<i64>() {
-                n = self
-                    .c
-                    .execute(
-                        "DELETE FROM records WHERE uid = (SELECT uid FROM records WHERE call_id = ?1 ORDER BY started_unix_s DESC LIMIT 1)",
-                        params![id],
-                    )
-                    .map_err(err)?;
-            }
-        }
+        // By uid only (call ids repeat across restarts), and never a call still up: its record
+        // would come back when it ends.
+        let n = self.c.execute("DELETE FROM records WHERE uid = ?1 AND state != 'live'", params![key]).map_err(err)?;
         Ok(n > 0)
     }
 

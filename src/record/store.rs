@@ -100,6 +100,22 @@ impl ThreadStore {
     }
 
     fn send(&self, w: Work) -> bool {
+        // Under a backlog, a live call's progress is the first thing to give up (not counted:
+        // nothing of the record is lost); the end of a call and requests wait for room instead.
+        let backlog = self.queued.load(Relaxed) > QUEUE as u64 / 2;
+        let w = match w {
+            Work::Progress(..) if backlog => return false,
+            w @ (Work::Ended(_) | Work::Delete(..)) => {
+                self.queued.fetch_add(1, Relaxed);
+                if self.tx.send(w).is_err() {
+                    self.queued.fetch_sub(1, Relaxed);
+                    self.lost.fetch_add(1, Relaxed);
+                    return false;
+                }
+                return true;
+            }
+            w => w,
+        };
         match self.tx.try_send(w) {
             Ok(()) => {
                 self.queued.fetch_add(1, Relaxed);

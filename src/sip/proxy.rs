@@ -272,9 +272,18 @@ fn alias_of(p: &Peer) -> String {
 /// kept). A bare URI becomes a name-addr, since its parameters would be header parameters.
 fn with_alias(contact: &str, alias: &str) -> String {
     let c = contact.trim();
-    if c == "*" || c.to_ascii_lowercase().contains(";alias=") {
+    if c == "*" {
         return c.to_string();
     }
+    // An alias the phone wrote itself is never trusted: only the one Hearken adds counts.
+    let stripped;
+    let c = match take_alias(c) {
+        Some((rest, _, _)) => {
+            stripped = rest;
+            stripped.as_str()
+        }
+        None => c,
+    };
     match c.find('<').zip(c.find('>')) {
         Some((a, b)) if a < b => format!("{};alias={alias}{}", &c[..b], &c[b..]),
         _ => {
@@ -709,6 +718,8 @@ impl Proxy {
         if contacts.is_empty() || self.cfg.guards.contact_alias == ContactAlias::Never {
             return;
         }
+        // A Contact carrying an alias the phone wrote itself always gets ours instead.
+        let forged = contacts.iter().any(|c| c.to_ascii_lowercase().contains(";alias="));
         let behind_nat = |c: &str| match SipUri::parse(c) {
             Some(u) => {
                 from.transport.is_stream()
@@ -717,7 +728,7 @@ impl Proxy {
             }
             None => false,
         };
-        if self.cfg.guards.contact_alias == ContactAlias::Auto && !contacts.iter().any(|c| behind_nat(c)) {
+        if self.cfg.guards.contact_alias == ContactAlias::Auto && !forged && !contacts.iter().any(|c| behind_nat(c)) {
             return;
         }
         let alias = alias_of(&from);
@@ -777,7 +788,9 @@ impl Proxy {
                     if let Some(r) = &t.last_response {
                         return vec![Action::Send { to: Dest::Peer(from), data: r.clone() }];
                     }
-                    if let Some((d, b)) = &t.forwarded {
+                    // Over TCP/TLS the request is on its way (or its connection failed, and the
+                    // fallback decides): only a UDP copy is sent again.
+                    if let Some((d @ Dest::Target(Target { transport: Transport::Udp, .. }), b)) = &t.forwarded {
                         return vec![Action::Send { to: d.clone(), data: b.clone() }];
                     }
                 }
@@ -827,7 +840,9 @@ impl Proxy {
         // networks agents may be on: the alias must not make Hearken a relay to anywhere.
         let aliased = match (side, msg.values("route").is_empty(), msg.uri().and_then(take_alias)) {
             (Party::Customer, true, Some((uri, addr, transport)))
-                if self.cfg.guards.agent_sources.is_empty() || self.cfg.guards.agent_sources.iter().any(|n| n.contains(addr.ip())) =>
+                if (self.cfg.guards.agent_sources.is_empty() || self.cfg.guards.agent_sources.iter().any(|n| n.contains(addr.ip())))
+                    && !self.is_us(&addr.ip().to_string(), Some(addr.port()))
+                    && self.side_of(addr) == Party::Agent =>
             {
                 msg.set_uri(uri);
                 Some(Target { host: addr.ip().to_string(), port: addr.port(), transport, explicit: true })
@@ -857,8 +872,9 @@ impl Proxy {
         // In a dialog we know, the sender is told by its tag, not its address: a party's new
         // connection may come from another address (a phone's TCP or TLS connection from an
         // address the PBX shares, a NAT rebinding).
+        // Only that way round: a request from an agent network never becomes the customer's.
         let side = match existing.as_ref().and_then(|k| self.calls.get(k)) {
-            Some(c) => {
+            Some(c) if side == Party::Customer => {
                 let from_tag = msg.header("from").and_then(|f| param(f, "tag"));
                 if from_tag.is_some() && from_tag == param(&c.dialog.from, "tag") {
                     c.caller
@@ -866,7 +882,7 @@ impl Proxy {
                     c.caller.other()
                 }
             }
-            None => side,
+            _ => side,
         };
         if method == "BYE" && side == Party::Agent && existing.is_none() {
             self.stats.unknown_agent_byes.fetch_add(1, Relaxed);
@@ -1184,12 +1200,29 @@ impl Proxy {
             return Vec::new();
         }
         // Sent over TCP for its size only: over UDP after all (§18.1.1), Via changed to match.
+        // A failure of a transport the request no longer uses (the fallback already happened).
+        if matches!(&t.forwarded, Some((Dest::Target(f), _)) if f.transport == Transport::Udp)
+            && msg.values("via").first().is_some_and(|v| !v.contains("/UDP "))
+        {
+            return Vec::new();
+        }
         if t.udp_fallback {
             t.udp_fallback = false;
             if let Some((Dest::Target(target), _)) = &t.forwarded {
                 let mut m = msg.clone();
                 if let Some(v) = m.values("via").first() {
                     m.replace_first_value("via", v.replacen("SIP/2.0/TCP", "SIP/2.0/UDP", 1));
+                }
+                // Our Record-Route towards this hop named TCP: UDP now (one entry again when
+                // the other side is on UDP too).
+                let rr = m.values("record-route");
+                if let Some(top) = rr.first().filter(|v| v.contains(";transport=tcp")) {
+                    let udp = top.replacen(";transport=tcp", "", 1);
+                    if rr.get(1) == Some(&udp) {
+                        m.pop_first_value("record-route");
+                    } else {
+                        m.replace_first_value("record-route", udp);
+                    }
                 }
                 let target = Target { transport: Transport::Udp, explicit: true, ..target.clone() };
                 let data = m.to_bytes();
@@ -2310,6 +2343,23 @@ mod tests {
         let out = sent(&p.handle_message(msg, tcp, t0, &mut m));
         assert!(out[0].1.values("contact")[0].contains(";alias=10.0.0.2~5060~2>"), "{:?}", out[0].1.values("contact"));
         assert_eq!(p.stats.contacts_aliased.load(Relaxed), 3);
+        // A phone that writes an alias of its own (pointing anywhere) gets ours instead, even
+        // when its Contact is where it sends from.
+        let forged = plain
+            .replace("<sip:agent7@10.0.0.2:5060>", "<sip:agent7@10.0.0.2:5060;alias=127.0.0.1~6379~2>")
+            .replace("nat4", "nat6")
+            .replace("z9hG4bKnat4", "z9hG4bKnat6");
+        let out = req(&mut p, &mut m, "10.0.0.2:5060", t0, &forged);
+        assert_eq!(out[0].1.values("contact"), vec!["<sip:agent7@10.0.0.2:5060;alias=10.0.0.2~5060~1>;expires=60".to_string()]);
+        // An alias naming Hearken itself or the PBX is not followed.
+        for target in ["10.0.0.9~5060", "10.0.0.1~5060"] {
+            let to_us = inv.replace("10.0.0.2~40123", target).replace("nat2", "nat7").replace("z9hG4bKnat2", &format!("z9hG4bK{target}"));
+            let out = req(&mut p, &mut m, PBX, t0, &to_us);
+            assert!(
+                out.iter().all(|(d, _)| !matches!(d, Dest::Target(t) if t.host == target.split('~').next().unwrap() && t.port == 5060)),
+                "{target}: {out:?}"
+            );
+        }
     }
 
     #[test]

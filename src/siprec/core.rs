@@ -151,6 +151,8 @@ pub struct SrsCore {
     /// Call-ID → (when, CSeq of the BYE that ended it): a retransmitted BYE (its 200 lost)
     /// gets 200 again for 64·T1 (RFC 3261 §17.2.2, Timer J) instead of 481.
     ended: HashMap<String, (Instant, u32)>,
+    /// The same, oldest first, for expiry without a scan.
+    ended_order: std::collections::VecDeque<(Instant, String)>,
     next_rs: u64,
     next_call: u64,
     tag_seed: u64,
@@ -171,6 +173,7 @@ impl SrsCore {
             sessions: HashMap::new(),
             groups: HashMap::new(),
             ended: HashMap::new(),
+            ended_order: Default::default(),
             next_rs: 1,
             next_call: first_call,
             tag_seed: rand_u64(),
@@ -181,7 +184,7 @@ impl SrsCore {
     /// `Require: siprec` or `+sip.src` in Contact), anything in one of its dialogs, or an
     /// OPTIONS ping from a recording client.
     pub fn claims(&self, msg: &Message, peer: &Peer) -> bool {
-        if self.sessions.contains_key(msg.call_id()) || self.ended.contains_key(msg.call_id()) {
+        if self.sessions.contains_key(msg.call_id()) || (msg.method() == Some("BYE") && self.ended.contains_key(msg.call_id())) {
             return true;
         }
         match msg.method() {
@@ -260,6 +263,7 @@ impl SrsCore {
                     let out = vec![Self::reply(&msg, &peer, 200, "OK", None)];
                     self.end_session(&call_id, EndReason::Bye, rec);
                     if self.ended.len() < MAX_ENDED {
+                        self.ended_order.push_back((now, call_id.clone()));
                         self.ended.insert(call_id, (now, msg.cseq().map_or(0, |c| c.0)));
                     }
                     out
@@ -692,12 +696,20 @@ impl SrsCore {
     /// The next 2xx retransmission due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.sessions.values().filter_map(|s| s.pending.as_ref().map(|p| p.next));
-        pending.chain(self.ended.values().map(|(t, _)| *t + T1 * 64)).min()
+        pending.chain(self.ended_order.front().map(|(t, _)| *t + T1 * 64)).min()
     }
 
     /// Retransmit 2xx not yet ACKed; a session whose ACK never comes ends.
     pub fn handle_timeout(&mut self, now: Instant, rec: &mut dyn Recorder) -> Vec<Action> {
-        self.ended.retain(|_, (t, _)| now.saturating_duration_since(*t) < T1 * 64);
+        while let Some((t, id)) = self.ended_order.front() {
+            if now.saturating_duration_since(*t) < T1 * 64 {
+                break;
+            }
+            if self.ended.get(id).is_some_and(|(e, _)| e == t) {
+                self.ended.remove(id);
+            }
+            self.ended_order.pop_front();
+        }
         let mut out = Vec::new();
         let mut dead = Vec::new();
         for (k, s) in self.sessions.iter_mut() {
