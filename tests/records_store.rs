@@ -72,6 +72,21 @@ impl Pg {
 }
 
 fn record(uid: &str, id: u64, agent: &str, ended: u64, by_agent: u64) -> CallRecord {
+    let mut r = bare_record(uid, id, agent, ended, by_agent);
+    // A phrase hit whose evidence is a spelled card number.
+    let mut d = hearken::analysis::phrases::PhraseDetector::new(hearken::analysis::phrases::PhrasePack::builtin_en(), Default::default());
+    let mut p = d.finish(10.0, [5.0, 5.0]);
+    p.events.push(hearken::analysis::phrases::PhraseEvent {
+        kind: hearken::analysis::phrases::PhraseKind::SpelledSequence,
+        party: hearken::call::Party::Customer,
+        at: 1.0,
+        evidence: "4111 1111 1111 1111".into(),
+    });
+    r.phrases = Some(p);
+    r
+}
+
+fn bare_record(uid: &str, id: u64, agent: &str, ended: u64, by_agent: u64) -> CallRecord {
     let mut turns = serde_json::to_value(hearken::analysis::turns::TurnTaking::new(Default::default(), 20).finish()).unwrap();
     turns["interruptions"]["by_agent"] = by_agent.into();
     turns["talk_ratio_agent"] = 0.4.into();
@@ -128,6 +143,8 @@ fn contract(open: &dyn Fn(&str) -> Box<dyn RecordStore>) {
         assert_eq!(s.query(&Query { states: vec![RecordState::Live], ..Default::default() })[0].uid, "u2");
         let text = s.get("u1").unwrap().record.unwrap().transcript[0].text.clone();
         assert_eq!(text, "card #### #### mail me at ***@***", "masked at rest");
+        let got = s.get("u1").unwrap().record.unwrap();
+        assert_eq!(got.phrases.as_ref().unwrap().events.last().unwrap().evidence, "#### #### #### ####", "phrase evidence masked too");
         // Another node's live call in the same database (PostgreSQL's case).
         let other = open("n2");
         other.started(Started {

@@ -212,6 +212,12 @@ impl RecordStore for ThreadStore {
                     w.word = mask_text(&w.word);
                 }
             }
+            // Phrase evidence holds the matched words and spelled strings (card, order numbers).
+            if let Some(p) = &mut record.phrases {
+                for e in &mut p.events {
+                    e.evidence = mask_text(&e.evidence);
+                }
+            }
         }
         self.send(Work::Ended(Box::new(record)));
         Ok(())
