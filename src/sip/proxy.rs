@@ -1169,7 +1169,33 @@ impl Proxy {
 
     /// A final response `code` to the upstream side of transaction `key`, built from the request
     /// as forwarded (our Via removed), remembered for retransmissions.
-    fn respond_upstream(&mut self, key: &(String, String), code: u16, reason: &str) -> Option<Action> {
+    /// An in-dialog offer from `side` refused (by the far end, or by Hearken itself: 408, 503):
+    /// the offerer's media goes back to what the last completed offer/answer gave it (RFC 3261
+    /// §14.1: the session is unchanged). Per side, so two offers crossing (glare, 491) each go
+    /// back to their own; with ICE the addresses the checks selected are kept.
+    fn roll_back_offer(&mut self, call_id: &str, side: Party, code: u16, media: &mut dyn MediaControl) {
+        let Some(c) = self.calls.get_mut(call_id) else { return };
+        let x = side.idx();
+        let mut back = c.committed[x].clone();
+        if let (true, Some(b), Some(r)) = (c.ice[x], back.as_mut(), c.sdp[x].as_ref()) {
+            for (m, n) in b.media.iter_mut().zip(&r.media) {
+                (m.addr, m.port, m.rtcp_port) = (n.addr, n.port, n.rtcp_port);
+            }
+        }
+        if let Some(s) = back.filter(|s| c.sdp[x].as_ref() != Some(s)) {
+            media.remote(c.id, side, &s);
+            c.sdp[x] = Some(s);
+            self.stats.offers_rolled_back.fetch_add(1, Relaxed);
+            tracing::info!(call = %c.id, status = code, "in-dialog offer refused: media back to the previous SDP");
+        }
+    }
+
+    fn respond_upstream(&mut self, key: &(String, String), code: u16, reason: &str, media: &mut dyn MediaControl) -> Option<Action> {
+        let t = self.txns.get_mut(key)?;
+        if (key.1 == "INVITE" || key.1 == "UPDATE") && !t.initial_invite && !t.final_seen {
+            let (call_id, side) = (t.call_id.clone(), t.side);
+            self.roll_back_offer(&call_id, side, code, media);
+        }
         let t = self.txns.get_mut(key)?;
         let (_, bytes) = t.forwarded.as_ref()?;
         let mut req = Message::parse(bytes).ok()?;
@@ -1237,7 +1263,7 @@ impl Proxy {
         let (call_id, initial) = (t.call_id.clone(), t.initial_invite);
         self.stats.unreachable.fetch_add(1, Relaxed);
         tracing::info!(method = %key.1, "next hop unreachable: 503 upstream");
-        let out = self.respond_upstream(&key, 503, "Service Unavailable").into_iter().collect();
+        let out = self.respond_upstream(&key, 503, "Service Unavailable", media).into_iter().collect();
         if initial {
             self.end_call(&call_id, EndReason::Rejected(503), media);
         }
@@ -1321,28 +1347,8 @@ impl Proxy {
         if code == 100 {
             return Vec::new();
         }
-        // An in-dialog offer refused: the offerer's media goes back to what the last completed
-        // offer/answer gave it (RFC 3261 §14.1: the session is unchanged). Per side, so two
-        // offers crossing (glare, 491) each go back to their own.
         if !initial && (method == "INVITE" || method == "UPDATE") && code >= 300 {
-            if let Some(c) = self.calls.get_mut(&call_id) {
-                let x = req_side.idx();
-                let mut back = c.committed[x].clone();
-                // With ICE the path is the pair the checks selected, whatever the SDP says (a
-                // re-offer after ICE announces it as the default): keep the refused offer's
-                // addresses, go back on the rest (direction, codecs).
-                if let (true, Some(b), Some(r)) = (c.ice[x], back.as_mut(), c.sdp[x].as_ref()) {
-                    for (m, n) in b.media.iter_mut().zip(&r.media) {
-                        (m.addr, m.port, m.rtcp_port) = (n.addr, n.port, n.rtcp_port);
-                    }
-                }
-                if let Some(s) = back.filter(|s| c.sdp[x].as_ref() != Some(s)) {
-                    media.remote(c.id, req_side, &s);
-                    c.sdp[x] = Some(s);
-                    self.stats.offers_rolled_back.fetch_add(1, Relaxed);
-                    tracing::info!(call = %c.id, status = code, "in-dialog offer refused: media back to the previous SDP");
-                }
-            }
+            self.roll_back_offer(&call_id, req_side, code, media);
         }
         if msg.values("via").is_empty() {
             return Vec::new();
@@ -1739,7 +1745,7 @@ impl Proxy {
                 t.expires = at + self.cfg.linger;
                 self.stats.timeouts.fetch_add(1, Relaxed);
                 tracing::info!(method = %key.1, "no response downstream within 64*T1: 408 upstream");
-                out.extend(self.respond_upstream(&key, 408, "Request Timeout"));
+                out.extend(self.respond_upstream(&key, 408, "Request Timeout", media));
                 if initial || key.1 == "BYE" {
                     self.end_call(&call_id, EndReason::SipTimeout, media);
                 }
@@ -1764,7 +1770,7 @@ impl Proxy {
                 }
                 t.expires = at + self.cfg.linger;
                 tracing::info!("Timer C: no final response, 408 upstream");
-                out.extend(self.respond_upstream(&key, 408, "Request Timeout"));
+                out.extend(self.respond_upstream(&key, 408, "Request Timeout", media));
                 if initial {
                     self.end_call(&call_id, EndReason::SipTimeout, media);
                 }
@@ -2023,6 +2029,15 @@ mod tests {
         p.handle_message(ok, peer(AGENT), t0, &mut m);
         assert_eq!(&m.remote_ports[m.remote_ports.len() - 2..], &[(Party::Customer, 4200), (Party::Agent, 5000)]);
         assert_eq!(p.stats.offers_rolled_back.load(Relaxed), 1);
+        // One Hearken refuses itself (the agent cannot be reached: 503 upstream): back too.
+        let re3 = re.replace("z9hG4bKre1", "z9hG4bKre3").replace("CSeq: 2", "CSeq: 4").replace("4100", "4300");
+        let out = req(&mut p, &mut m, PBX, t0, &re3);
+        let fwd = out.iter().find(|(_, x)| x.method() == Some("INVITE")).unwrap().1.clone();
+        assert_eq!(m.remote_ports.last(), Some(&(Party::Customer, 4300)));
+        let back = sent(&p.handle_unreachable(&fwd.to_bytes(), t0, &mut m));
+        assert_eq!(back[0].1.status(), Some(503));
+        assert_eq!(m.remote_ports.last(), Some(&(Party::Customer, 4200)), "back to the last completed offer/answer");
+        assert_eq!(p.stats.offers_rolled_back.load(Relaxed), 2);
     }
 
     #[test]
