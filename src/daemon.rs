@@ -361,7 +361,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some((u, t)) => (Some(u), Some(t)),
         None => (None, None),
     };
-    let pbx_sources = cfg.pbx_sources()?;
+    // What leaves towards these goes out of the PBX-side socket (with `sip.agents_listen`): the
+    // PBX's addresses, and pbx.route's next hop when it is not one of them.
+    let mut pbx_sources = cfg.pbx_sources()?;
+    if let Some(t) = Target::parse(&cfg.pbx.route) {
+        if let Ok(ip) = t.host.trim_matches(['[', ']']).parse() {
+            pbx_sources.push(crate::net::SourcePattern { ip, port: Some(t.port) });
+        }
+    }
     let driver = SipDriver {
         proxy,
         media,
