@@ -553,7 +553,7 @@ pub fn run_proxy(data: &[u8]) -> ProxyRun {
             None => break,
         }
     }
-    assert_eq!(proxy.transaction_count(), 0, "transactions outlive their timers");
+    assert_eq!(proxy.transaction_count(), 0, "transactions outlive their timers (now {at:?}): {:?}", proxy.transactions_debug());
     for call in proxy.active_calls() {
         assert!(!media.closed.contains(&call.id), "closed call still active");
     }

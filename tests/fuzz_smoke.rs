@@ -530,3 +530,12 @@ fn stream_seeds_and_mutants() {
     });
     eprintln!("stream: {cases} mutants, {ok} with a text frame that is still JSON");
 }
+
+/// Found by the `proxy` target (2026-11-29): a transaction whose timers all ran out stayed in
+/// the table.
+#[test]
+fn regression_transaction_outlives_its_timers() {
+    let data =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/proxy-transaction-outlives-timers.bin")).unwrap();
+    fuzzing::proxy(&data);
+}

@@ -462,6 +462,19 @@ impl Proxy {
     pub fn active_calls(&self) -> impl Iterator<Item = &CallInfo> {
         self.calls.values()
     }
+    /// The transactions held now, for the fuzzing invariants' failure messages.
+    pub fn transactions_debug(&self) -> Vec<String> {
+        self.txns
+            .iter()
+            .map(|(k, t)| {
+                format!(
+                    "{k:?} expires={:?} retx={:?} give_up={:?} final={} udp_fallback={}",
+                    t.expires, t.retx, t.give_up, t.final_seen, t.udp_fallback
+                )
+            })
+            .collect()
+    }
+
     pub fn transaction_count(&self) -> usize {
         self.txns.len()
     }
@@ -1197,6 +1210,9 @@ impl Proxy {
             self.roll_back_offer(&call_id, side, code, media);
         }
         let t = self.txns.get_mut(key)?;
+        // Whatever happens below, this transaction has its final now (a local one, or none
+        // that could be sent): it expires at its linger time instead of firing again.
+        t.final_seen = true;
         let (_, bytes) = t.forwarded.as_ref()?;
         let mut req = Message::parse(bytes).ok()?;
         req.pop_first_value("via");
