@@ -108,21 +108,9 @@ impl Input {
             Input::Siprec => "siprec",
         }
     }
+    /// The input a label names (the labels are the serde names).
     pub fn from_label(s: &str) -> Option<Input> {
-        [
-            Input::Relay,
-            Input::Ng,
-            Input::File,
-            Input::Twilio,
-            Input::Jambonz,
-            Input::AudioFork,
-            Input::ChanWebsocket,
-            Input::AudioSocket,
-            Input::AudioHook,
-            Input::Siprec,
-        ]
-        .into_iter()
-        .find(|i| i.label() == s)
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
     }
 }
 

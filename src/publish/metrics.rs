@@ -124,8 +124,15 @@ pub struct Metrics {
     pub labels: std::sync::Arc<LabelCap>,
 }
 
-/// Agent ids, queue names and agent–queue pairs given a label of their own so far.
-type SeenLabels = (std::collections::HashSet<String>, std::collections::HashSet<String>, std::collections::HashSet<(String, String)>);
+/// Agent ids and queue names given a label of their own so far, and the queues seen with each
+/// agent (with their count): looked up without allocating, since every published event asks.
+#[derive(Default)]
+struct SeenLabels {
+    agents: std::collections::HashSet<String>,
+    queues: std::collections::HashSet<String>,
+    pairs: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    pair_count: usize,
+}
 
 /// At most `max_agents` distinct agent label values and `max_queues` queue values are
 /// exported; calls of agents or queues beyond them are labelled `other` and counted, so a
@@ -146,8 +153,8 @@ impl LabelCap {
     /// pairs are bounded too (by the agent cap), since every series carries both.
     pub fn bound<'a>(&self, agent: &'a str, queue: &'a str) -> (&'a str, &'a str) {
         let mut g = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (agents, queues, pairs) = &mut *g;
-        if pairs.contains(&(agent.to_string(), queue.to_string())) {
+        let seen = &mut *g;
+        if seen.pairs.get(agent).is_some_and(|qs| qs.contains(queue)) {
             return (agent, queue);
         }
         let keep = |set: &mut std::collections::HashSet<String>, v: &'a str, max: usize| -> &'a str {
@@ -157,10 +164,11 @@ impl LabelCap {
                 "other"
             }
         };
-        let (a, q) = (keep(agents, agent, self.max_agents), keep(queues, queue, self.max_queues));
-        let within = pairs.len() < self.max_agents.saturating_mul(2);
+        let (a, q) = (keep(&mut seen.agents, agent, self.max_agents), keep(&mut seen.queues, queue, self.max_queues));
+        let within = seen.pair_count < self.max_agents.saturating_mul(2);
         if a != "other" && q != "other" && within {
-            pairs.insert((a.to_string(), q.to_string()));
+            seen.pairs.entry(a.to_string()).or_default().insert(q.to_string());
+            seen.pair_count += 1;
             return (a, q);
         }
         self.overflow.inc();

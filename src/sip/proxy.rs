@@ -624,17 +624,9 @@ impl Proxy {
     /// listener when there is one, the TLS listener for TLS, the SIP listener otherwise.
     fn addr_for(&self, side: Party, t: Transport) -> (String, u16) {
         match (t, side, self.cfg.agents_iface) {
-            (Transport::Tls, _, _) => (self.host_text(), self.port_for(Transport::Tls)),
+            (Transport::Tls, _, _) => (self.host_text(), self.cfg.tls_port.unwrap_or(self.cfg.port)),
             (_, Party::Agent, Some((ip, port))) => (if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }, port),
             _ => (self.host_text(), self.cfg.port),
-        }
-    }
-
-    /// Our port for a transport: the TLS listener's for TLS, the SIP port otherwise.
-    fn port_for(&self, t: Transport) -> u16 {
-        match t {
-            Transport::Tls => self.cfg.tls_port.unwrap_or(self.cfg.port),
-            _ => self.cfg.port,
         }
     }
 

@@ -99,18 +99,7 @@ pub fn corpus_call(scenario: &str, account_params: &str, media_extra: &str) -> C
         assert!(std::time::Instant::now() < deadline, "the caller did not finish");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut rec = Value::Null;
-    wait_for(Duration::from_secs(30), "call record", || {
-        let list: Value = serde_json::from_str(&h.get("/records").unwrap_or_default()).unwrap_or_default();
-        let Some(uid) = list["records"].as_array().and_then(|a| a.last()).and_then(|r| r["uid"].as_str()) else { return false };
-        match h.get(&format!("/records/{uid}")) {
-            Some(b) => {
-                rec = serde_json::from_str(&b).unwrap();
-                true
-            }
-            None => false,
-        }
-    });
+    let rec = latest_record(&h);
     let logs = format!(
         "caller:\n{}\nagent:\n{}\nhearken:\n{}",
         std::fs::read_to_string(dir.path().join("caller/baresip.log")).unwrap_or_default(),
